@@ -1,0 +1,65 @@
+//! An event as the virtual machine sees it: an event type and one value per schema field.
+
+use crate::schema::{EventType, FieldType, FieldValue, TypedValues};
+
+/// An event checked against the schema: exactly the event type's field count, every present value
+/// of the field's type. The VM evaluates only these.
+#[derive(Clone, Copy, Debug)]
+pub struct Event<'a, 'b> {
+    event_type: EventType,
+    values: &'b [FieldValue<'a>],
+}
+
+/// Why field values do not make an event of the schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// The number of values differs from the event type's field count.
+    #[error("{event_type} events have {expected} fields, {found} values were given", event_type = .event_type.name())]
+    FieldCount { event_type: EventType, expected: u8, found: usize },
+    /// A value's type differs from its field's.
+    #[error("field {field} of {event_type} is {expected}, a {found} value was given", event_type = .event_type.name(), expected = .expected.name(), found = .found.name())]
+    FieldType { event_type: EventType, field: &'static str, expected: FieldType, found: FieldType },
+}
+
+impl<'a, 'b> Event<'a, 'b> {
+    /// An event from a typed builder's values (always consistent with the schema).
+    pub fn from_typed(values: TypedValues<'a, 'b>) -> Self {
+        Event { event_type: values.event_type, values: values.values }
+    }
+
+    /// An event from values in schema order, checked against the schema.
+    pub fn new(event_type: EventType, values: &'b [FieldValue<'a>]) -> Result<Self, EventError> {
+        let fields = event_type.fields();
+        if values.len() != fields.len() {
+            return Err(EventError::FieldCount {
+                event_type,
+                expected: event_type.field_count(),
+                found: values.len(),
+            });
+        }
+        for (v, def) in values.iter().zip(fields) {
+            if let Some(found) = v.ty() {
+                if found != def.ty {
+                    return Err(EventError::FieldType { event_type, field: def.name, expected: def.ty, found });
+                }
+            }
+        }
+        Ok(Event { event_type, values })
+    }
+
+    /// The event type.
+    pub fn event_type(&self) -> EventType {
+        self.event_type
+    }
+
+    /// The value of field `index`; `Absent` for an index past the end (which a verified pack never
+    /// asks for).
+    pub fn get(&self, index: u8) -> FieldValue<'a> {
+        self.values.get(usize::from(index)).copied().unwrap_or(FieldValue::Absent)
+    }
+
+    /// All values, in schema order.
+    pub fn values(&self) -> &'b [FieldValue<'a>] {
+        self.values
+    }
+}
