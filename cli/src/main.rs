@@ -1,0 +1,39 @@
+//! `bulwark`: the command-line tool for detection and release engineers.
+//!
+//! Each area of commands lives in its own module, which contributes its subcommands with
+//! `commands()` and runs them with `run()`. Exit codes: 0 success, 1 content rejected (or a check
+//! failed), 2 usage or I/O error.
+
+use std::process::ExitCode;
+
+mod content;
+
+/// The exit code for usage and I/O errors.
+pub const EXIT_USAGE: u8 = 2;
+
+fn cli() -> clap::Command {
+    clap::Command::new("bulwark")
+        .about("Build, verify and run Bulwark detection content")
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .subcommands(content::commands())
+}
+
+fn main() -> ExitCode {
+    let matches = match cli().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
+    let Some((name, sub)) = matches.subcommand() else {
+        return ExitCode::from(EXIT_USAGE);
+    };
+    if let Some(code) = content::run(name, sub) {
+        return code;
+    }
+    eprintln!("bulwark: unknown command {name}");
+    ExitCode::from(EXIT_USAGE)
+}
