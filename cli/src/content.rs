@@ -1,28 +1,147 @@
 //! Content commands: `asm`, `disasm`, `verify`, `schema`.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{ArgMatches, Command};
+use clap::{value_parser, Arg, ArgMatches, Command};
+
+use crate::EXIT_USAGE;
 
 pub fn commands() -> Vec<Command> {
-    vec![Command::new("schema").about("Print the built-in event schema and its hash")]
+    let input = || {
+        Arg::new("input")
+            .required(true)
+            .value_parser(value_parser!(PathBuf))
+    };
+    vec![
+        Command::new("schema").about("Print the built-in event schema and its hash"),
+        Command::new("asm")
+            .about("Assemble pack assembly text into a pack (checks syntax only)")
+            .arg(input().help("assembly text (.bwasm)"))
+            .arg(Arg::new("output").short('o').long("output").required(true).value_parser(value_parser!(PathBuf))),
+        Command::new("disasm").about("Print a pack as assembly text").arg(input().help("pack file")),
+        Command::new("verify")
+            .about("Verify a pack against the built-in schema: exit 0 if valid, 1 if rejected, 2 on usage or I/O errors")
+            .arg(input().help("pack file")),
+    ]
 }
 
-pub fn run(name: &str, _m: &ArgMatches) -> Option<ExitCode> {
-    match name {
-        "schema" => Some(schema()),
-        _ => None,
+pub fn run(name: &str, m: &ArgMatches) -> Option<ExitCode> {
+    let input = || m.get_one::<PathBuf>("input").cloned().unwrap_or_default();
+    Some(match name {
+        "schema" => schema(),
+        "asm" => asm(
+            &input(),
+            m.get_one::<PathBuf>("output")
+                .map(PathBuf::as_path)
+                .unwrap_or(Path::new("")),
+        ),
+        "disasm" => disasm(&input()),
+        "verify" => verify(&input()),
+        _ => return None,
+    })
+}
+
+/// Reads a file, or reports the I/O error and gives the usage exit code.
+pub fn read(path: &Path) -> Result<Vec<u8>, ExitCode> {
+    std::fs::read(path).map_err(|e| {
+        eprintln!("bulwark: cannot read {}: {e}", path.display());
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+/// Writes a file, or reports the I/O error and gives the usage exit code.
+pub fn write(path: &Path, bytes: &[u8]) -> Result<(), ExitCode> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
     }
+    std::fs::write(path, bytes).map_err(|e| {
+        eprintln!("bulwark: cannot write {}: {e}", path.display());
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn schema() -> ExitCode {
-    let hash: String = bulwark_interpreter::schema_hash().iter().map(|b| format!("{b:02x}")).collect();
-    println!("schema hash {hash}");
+    println!("schema hash {}", hex(&bulwark_interpreter::schema_hash()));
     for t in bulwark_interpreter::EventType::ALL {
-        println!("\nevent {} (id {}, {} fields, Sysmon event ids {:?})", t.name(), t.id(), t.field_count(), t.sysmon_event_ids());
+        println!(
+            "\nevent {} (id {}, {} fields, Sysmon event ids {:?})",
+            t.name(),
+            t.id(),
+            t.field_count(),
+            t.sysmon_event_ids()
+        );
         for f in t.fields() {
             println!("  {:>2} {:<20} {}", f.index, f.name, f.ty.name());
         }
     }
     ExitCode::SUCCESS
+}
+
+fn asm(input: &Path, output: &Path) -> ExitCode {
+    let bytes = match read(input) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    let Ok(text) = String::from_utf8(bytes) else {
+        eprintln!("bulwark: {} is not UTF-8 text", input.display());
+        return ExitCode::from(EXIT_USAGE);
+    };
+    match bulwark_interpreter::text::asm(&text) {
+        Ok(pack) => match write(output, &pack) {
+            Ok(()) => {
+                eprintln!("wrote {} ({} bytes)", output.display(), pack.len());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Err(e) => {
+            eprintln!("bulwark: {}:{e}", input.display());
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn disasm(input: &Path) -> ExitCode {
+    let bytes = match read(input) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    match bulwark_interpreter::text::disasm(&bytes) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bulwark: {}: cannot decode: {e}", input.display());
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn verify(input: &Path) -> ExitCode {
+    let bytes = match read(input) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    match bulwark_interpreter::verify(&bytes) {
+        Ok(pack) => {
+            println!(
+                "{}: valid: {} rules, {} bytes, sha256 {}",
+                input.display(),
+                pack.rule_count(),
+                bytes.len(),
+                hex(&pack.content_hash())
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: rejected: {e}", input.display());
+            ExitCode::from(1)
+        }
+    }
 }

@@ -15,16 +15,28 @@ pub struct Event<'a, 'b> {
 pub enum EventError {
     /// The number of values differs from the event type's field count.
     #[error("{event_type} events have {expected} fields, {found} values were given", event_type = .event_type.name())]
-    FieldCount { event_type: EventType, expected: u8, found: usize },
+    FieldCount {
+        event_type: EventType,
+        expected: u8,
+        found: usize,
+    },
     /// A value's type differs from its field's.
     #[error("field {field} of {event_type} is {expected}, a {found} value was given", event_type = .event_type.name(), expected = .expected.name(), found = .found.name())]
-    FieldType { event_type: EventType, field: &'static str, expected: FieldType, found: FieldType },
+    FieldType {
+        event_type: EventType,
+        field: &'static str,
+        expected: FieldType,
+        found: FieldType,
+    },
 }
 
 impl<'a, 'b> Event<'a, 'b> {
     /// An event from a typed builder's values (always consistent with the schema).
     pub fn from_typed(values: TypedValues<'a, 'b>) -> Self {
-        Event { event_type: values.event_type, values: values.values }
+        Event {
+            event_type: values.event_type,
+            values: values.values,
+        }
     }
 
     /// An event from values in schema order, checked against the schema.
@@ -40,7 +52,12 @@ impl<'a, 'b> Event<'a, 'b> {
         for (v, def) in values.iter().zip(fields) {
             if let Some(found) = v.ty() {
                 if found != def.ty {
-                    return Err(EventError::FieldType { event_type, field: def.name, expected: def.ty, found });
+                    return Err(EventError::FieldType {
+                        event_type,
+                        field: def.name,
+                        expected: def.ty,
+                        found,
+                    });
                 }
             }
         }
@@ -55,7 +72,10 @@ impl<'a, 'b> Event<'a, 'b> {
     /// The value of field `index`; `Absent` for an index past the end (which a verified pack never
     /// asks for).
     pub fn get(&self, index: u8) -> FieldValue<'a> {
-        self.values.get(usize::from(index)).copied().unwrap_or(FieldValue::Absent)
+        self.values
+            .get(usize::from(index))
+            .copied()
+            .unwrap_or(FieldValue::Absent)
     }
 
     /// All values, in schema order.

@@ -2,14 +2,32 @@
 //!
 //! Content flows one way: a pack's bytes go through [`verify`], the one and only verifier, which
 //! either rejects them with a precise [`VerifyError`] or produces a [`VerifiedPack`] that nothing
-//! else can construct; the VM evaluates only verified packs. The driver and the `bulwark` tool call
-//! the same function.
+//! else can construct; the VM ([`VerifiedPack::evaluate`]) runs only verified packs. The driver
+//! and the `bulwark` tool call the same function.
 #![no_std]
+// Verification errors carry both schema hashes and are returned once per pack load, never per event.
+#![allow(clippy::result_large_err)]
 
 extern crate alloc;
 
+pub mod build;
+pub mod error;
 pub mod event;
+pub mod format;
+pub mod insn;
+pub mod limits;
+pub mod matching;
 pub mod schema;
+pub mod text;
+mod verify;
+mod vm;
 
+pub use error::{ErrorKind, VerifyError};
 pub use event::{Event, EventError};
+pub use insn::{Case, IntCmp, StrOp};
 pub use schema::{schema_hash, EventType, FieldDef, FieldType, FieldValue};
+pub use verify::{verify, Action, Level, RuleInfo, VerifiedPack};
+pub use vm::EvalStats;
+
+/// A matching rule, as reported by [`VerifiedPack::evaluate`].
+pub type RuleMatch<'p> = RuleInfo<'p>;

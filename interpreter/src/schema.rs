@@ -305,9 +305,23 @@ mod tests {
     fn process_creation_has_the_sigma_fields() {
         let t = EventType::ProcessCreation;
         for name in [
-            "Image", "CommandLine", "ParentImage", "ParentCommandLine", "OriginalFileName",
-            "Description", "Product", "Company", "FileVersion", "CurrentDirectory", "User",
-            "IntegrityLevel", "Hashes", "LogonId", "ProcessId", "ParentProcessId", "ParentUser",
+            "Image",
+            "CommandLine",
+            "ParentImage",
+            "ParentCommandLine",
+            "OriginalFileName",
+            "Description",
+            "Product",
+            "Company",
+            "FileVersion",
+            "CurrentDirectory",
+            "User",
+            "IntegrityLevel",
+            "Hashes",
+            "LogonId",
+            "ProcessId",
+            "ParentProcessId",
+            "ParentUser",
         ] {
             assert!(t.field_by_name(name).is_some(), "{name}");
         }
@@ -316,9 +330,16 @@ mod tests {
 
     #[test]
     fn typed_builder_matches_schema() {
-        let ev = ProcessCreation { image: Some("C:\\x.exe"), process_id: Some(4), ..Default::default() };
+        let ev = ProcessCreation {
+            image: Some("C:\\x.exe"),
+            process_id: Some(4),
+            ..Default::default()
+        };
         let v = ev.values();
-        assert_eq!(v.len(), usize::from(EventType::ProcessCreation.field_count()));
+        assert_eq!(
+            v.len(),
+            usize::from(EventType::ProcessCreation.field_count())
+        );
         assert_eq!(v.first(), Some(&FieldValue::Str("C:\\x.exe")));
         assert_eq!(v.get(14), Some(&FieldValue::Int(4)));
         assert_eq!(v.get(1), Some(&FieldValue::Absent));
@@ -330,8 +351,10 @@ mod tests {
     #[test]
     fn schema_hash_is_stable() {
         // Changing the schema changes this hash, and every pack must be rebuilt: update it on purpose.
-        let hex: alloc::string::String =
-            schema_hash().iter().map(|b| alloc::format!("{b:02x}")).collect();
+        let hex: alloc::string::String = schema_hash()
+            .iter()
+            .map(|b| alloc::format!("{b:02x}"))
+            .collect();
         assert_eq!(hex, include_str!("../schema.hash").trim());
     }
 }

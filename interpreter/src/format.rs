@@ -1,0 +1,488 @@
+//! The pack container: its byte layout, the encoder and the structural decoder.
+//!
+//! Layout (all integers little-endian; format version 1):
+//!
+//! ```text
+//! header    magic "BWPK" | u16 format version | u16 flags (0) | u32 total length | [32] schema hash
+//!           u8 event type count, then per type: u8 event type id, u8 field count
+//! strings   u32 count, then per string: u32 length, bytes (UTF-8)
+//! sets      u32 count, then per set: u32 item count, u32 string index per item
+//! ints      u32 count, then u64 per integer
+//! regexes   u32 count, then per regex: u32 length, a serialized sparse DFA (regex-automata)
+//! rules     u32 count, then per rule:
+//!             u8 event type, u8 level, u8 action, u8 reserved (0)
+//!             u32 id string, u32 title string, u32 author string
+//!             u16 tag count, u32 string index per tag
+//!             u16 anchor count, per anchor: u8 field, u32 string index
+//!             u32 instruction count, 8 bytes per instruction (see `insn`)
+//! checksum  [32] SHA-256 of every byte before it
+//! ```
+//!
+//! Decoding here is structural only (lengths, counts, bounds of the container): it yields a
+//! [`RawPack`] that may still be unsafe to run. Only `verify` turns bytes into runnable content.
+
+use alloc::vec::Vec;
+use sha2::{Digest, Sha256};
+
+use crate::error::{ErrorKind, VerifyError};
+use crate::insn::RawInsn;
+use crate::limits;
+
+/// The magic bytes that open every pack.
+pub const MAGIC: [u8; 4] = *b"BWPK";
+/// The format version this crate writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// Bytes of the checksum trailer.
+pub const CHECKSUM_BYTES: usize = 32;
+/// Bytes of the fixed part of the header.
+pub const FIXED_HEADER_BYTES: usize = 4 + 2 + 2 + 4 + 32;
+
+/// One rule as it stands in a pack.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RawRule {
+    /// Event type id.
+    pub event_type: u8,
+    /// Level byte.
+    pub level: u8,
+    /// Action byte.
+    pub action: u8,
+    /// Reserved byte (must be 0).
+    pub reserved: u8,
+    /// String index of the rule id.
+    pub id: u32,
+    /// String index of the title.
+    pub title: u32,
+    /// String index of the author.
+    pub author: u32,
+    /// String indices of the tags.
+    pub tags: Vec<u32>,
+    /// Prefilter anchors: (field, string index).
+    pub anchors: Vec<(u8, u32)>,
+    /// The code.
+    pub code: Vec<RawInsn>,
+    /// Byte offset of the rule in the pack (set by the decoder; ignored by the encoder).
+    pub offset: usize,
+    /// Byte offset of the first instruction (set by the decoder; ignored by the encoder).
+    pub code_offset: usize,
+}
+
+/// A pack's contents, structurally decoded but not verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawPack {
+    /// Magic bytes.
+    pub magic: [u8; 4],
+    /// Format version.
+    pub format_version: u16,
+    /// Header flags (must be 0).
+    pub flags: u16,
+    /// Hash of the schema the pack was built for.
+    pub schema_hash: [u8; 32],
+    /// Declared event types: (id, field count).
+    pub event_types: Vec<(u8, u8)>,
+    /// Constant strings (bytes; UTF-8 is checked by the verifier).
+    pub strings: Vec<Vec<u8>>,
+    /// String sets (string indices).
+    pub sets: Vec<Vec<u32>>,
+    /// Integer constants.
+    pub ints: Vec<u64>,
+    /// Serialized sparse DFAs.
+    pub regexes: Vec<Vec<u8>>,
+    /// Rules.
+    pub rules: Vec<RawRule>,
+    /// Byte offsets of each string, set and regex (set by the decoder).
+    pub offsets: Offsets,
+}
+
+/// Where things were found, for error messages.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Offsets {
+    /// Offset of each string.
+    pub strings: Vec<usize>,
+    /// Offset of each set.
+    pub sets: Vec<usize>,
+    /// Offset of each regex.
+    pub regexes: Vec<usize>,
+    /// Offset of the event type table.
+    pub event_types: usize,
+}
+
+impl Default for RawPack {
+    fn default() -> Self {
+        RawPack {
+            magic: MAGIC,
+            format_version: FORMAT_VERSION,
+            flags: 0,
+            schema_hash: crate::schema::schema_hash(),
+            event_types: crate::schema::EventType::ALL
+                .iter()
+                .map(|t| (t.id(), t.field_count()))
+                .collect(),
+            strings: Vec::new(),
+            sets: Vec::new(),
+            ints: Vec::new(),
+            regexes: Vec::new(),
+            rules: Vec::new(),
+            offsets: Offsets::default(),
+        }
+    }
+}
+
+/// A checked-arithmetic `usize -> u32` conversion for lengths the encoder writes; lengths past
+/// `u32::MAX` are clamped, which makes the pack fail verification rather than panic here.
+fn len32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl RawPack {
+    /// Encodes the pack, computing the total length and checksum.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&self.magic);
+        out.extend_from_slice(&self.format_version.to_le_bytes());
+        out.extend_from_slice(&self.flags.to_le_bytes());
+        out.extend_from_slice(&[0; 4]); // total length, patched below
+        out.extend_from_slice(&self.schema_hash);
+        out.push(u8::try_from(self.event_types.len()).unwrap_or(u8::MAX));
+        for (id, n) in &self.event_types {
+            out.extend_from_slice(&[*id, *n]);
+        }
+        out.extend_from_slice(&len32(self.strings.len()).to_le_bytes());
+        for s in &self.strings {
+            out.extend_from_slice(&len32(s.len()).to_le_bytes());
+            out.extend_from_slice(s);
+        }
+        out.extend_from_slice(&len32(self.sets.len()).to_le_bytes());
+        for set in &self.sets {
+            out.extend_from_slice(&len32(set.len()).to_le_bytes());
+            for i in set {
+                out.extend_from_slice(&i.to_le_bytes());
+            }
+        }
+        out.extend_from_slice(&len32(self.ints.len()).to_le_bytes());
+        for i in &self.ints {
+            out.extend_from_slice(&i.to_le_bytes());
+        }
+        out.extend_from_slice(&len32(self.regexes.len()).to_le_bytes());
+        for r in &self.regexes {
+            out.extend_from_slice(&len32(r.len()).to_le_bytes());
+            out.extend_from_slice(r);
+        }
+        out.extend_from_slice(&len32(self.rules.len()).to_le_bytes());
+        for r in &self.rules {
+            out.extend_from_slice(&[r.event_type, r.level, r.action, r.reserved]);
+            out.extend_from_slice(&r.id.to_le_bytes());
+            out.extend_from_slice(&r.title.to_le_bytes());
+            out.extend_from_slice(&r.author.to_le_bytes());
+            out.extend_from_slice(
+                &u16::try_from(r.tags.len())
+                    .unwrap_or(u16::MAX)
+                    .to_le_bytes(),
+            );
+            for t in &r.tags {
+                out.extend_from_slice(&t.to_le_bytes());
+            }
+            out.extend_from_slice(
+                &u16::try_from(r.anchors.len())
+                    .unwrap_or(u16::MAX)
+                    .to_le_bytes(),
+            );
+            for (f, s) in &r.anchors {
+                out.push(*f);
+                out.extend_from_slice(&s.to_le_bytes());
+            }
+            out.extend_from_slice(&len32(r.code.len()).to_le_bytes());
+            for i in &r.code {
+                out.extend_from_slice(&i.to_bytes());
+            }
+        }
+        let total = len32(out.len().saturating_add(CHECKSUM_BYTES)).to_le_bytes();
+        if let Some(slot) = out.get_mut(8..12) {
+            slot.copy_from_slice(&total);
+        }
+        let sum: [u8; 32] = Sha256::digest(&out).into();
+        out.extend_from_slice(&sum);
+        out
+    }
+
+    /// Structurally decodes a pack: header, counts, lengths and the checksum. Every count is
+    /// checked against the fixed limits before anything is allocated for it.
+    pub fn decode(bytes: &[u8]) -> Result<RawPack, VerifyError> {
+        if bytes.len() > limits::MAX_PACK_BYTES {
+            return Err(VerifyError::at(
+                0,
+                ErrorKind::TooLarge {
+                    size: bytes.len(),
+                    limit: limits::MAX_PACK_BYTES,
+                },
+            ));
+        }
+        let min = FIXED_HEADER_BYTES
+            .saturating_add(1)
+            .saturating_add(CHECKSUM_BYTES);
+        if bytes.len() < min {
+            return Err(VerifyError::at(
+                0,
+                ErrorKind::TooShort {
+                    size: bytes.len(),
+                    minimum: min,
+                },
+            ));
+        }
+        let mut r = Reader { bytes, pos: 0 };
+        let magic: [u8; 4] = r.array("magic")?;
+        if magic != MAGIC {
+            return Err(VerifyError::at(0, ErrorKind::BadMagic { found: magic }));
+        }
+        let format_version = r.u16("format version")?;
+        if format_version != FORMAT_VERSION {
+            return Err(VerifyError::at(
+                4,
+                ErrorKind::UnsupportedVersion {
+                    found: format_version,
+                    supported: FORMAT_VERSION,
+                },
+            ));
+        }
+        let flags = r.u16("flags")?;
+        let total = r.u32("total length")?;
+        if usize::try_from(total).ok() != Some(bytes.len()) {
+            return Err(VerifyError::at(
+                8,
+                ErrorKind::LengthMismatch {
+                    declared: total,
+                    actual: bytes.len(),
+                },
+            ));
+        }
+        // The checksum covers everything before it; check it before trusting any count.
+        let body_len = bytes.len().saturating_sub(CHECKSUM_BYTES);
+        let (body, sum) = bytes.split_at(body_len);
+        let computed: [u8; 32] = Sha256::digest(body).into();
+        if computed.as_slice() != sum {
+            return Err(VerifyError::at(body_len, ErrorKind::ChecksumMismatch));
+        }
+        let mut r = Reader {
+            bytes: body,
+            pos: r.pos,
+        };
+        let schema_hash: [u8; 32] = r.array("schema hash")?;
+        let et_offset = r.pos;
+        let n_types = r.u8("event type count")?;
+        let mut event_types = Vec::new();
+        for _ in 0..n_types {
+            let id = r.u8("event type id")?;
+            let n = r.u8("field count")?;
+            event_types.push((id, n));
+        }
+
+        let mut offsets = Offsets {
+            event_types: et_offset,
+            ..Offsets::default()
+        };
+        let n = r.count("string count", limits::MAX_STRINGS, 4)?;
+        let mut strings = Vec::with_capacity(n);
+        for _ in 0..n {
+            offsets.strings.push(r.pos);
+            let len = r.count("string length", limits::MAX_STRING_BYTES, 1)?;
+            strings.push(r.take(len, "string bytes")?.to_vec());
+        }
+        let n = r.count("set count", limits::MAX_SETS, 4)?;
+        let mut sets = Vec::with_capacity(n);
+        for _ in 0..n {
+            offsets.sets.push(r.pos);
+            let m = r.count("set item count", limits::MAX_SET_ITEMS, 4)?;
+            let mut items = Vec::with_capacity(m);
+            for _ in 0..m {
+                items.push(r.u32("set item")?);
+            }
+            sets.push(items);
+        }
+        let n = r.count("integer count", limits::MAX_INTS, 8)?;
+        let mut ints = Vec::with_capacity(n);
+        for _ in 0..n {
+            ints.push(r.u64("integer")?);
+        }
+        let n = r.count("regex count", limits::MAX_REGEXES, 4)?;
+        let mut regexes = Vec::with_capacity(n);
+        let mut regex_total = 0usize;
+        for _ in 0..n {
+            offsets.regexes.push(r.pos);
+            let len = r.count("regex length", limits::MAX_REGEX_BYTES, 1)?;
+            regex_total = regex_total.saturating_add(len);
+            if regex_total > limits::MAX_REGEX_TOTAL_BYTES {
+                return Err(VerifyError::at(
+                    r.pos,
+                    ErrorKind::LimitExceeded {
+                        what: "regex bytes in total",
+                        limit: limits::MAX_REGEX_TOTAL_BYTES,
+                        found: regex_total,
+                    },
+                ));
+            }
+            regexes.push(r.take(len, "regex bytes")?.to_vec());
+        }
+        let n = r.count("rule count", limits::MAX_RULES, 24)?;
+        let mut rules = Vec::with_capacity(n);
+        let mut insn_total = 0usize;
+        for index in 0..n {
+            let offset = r.pos;
+            let ctx = |e: VerifyError| e.in_rule(index, None);
+            let [event_type, level, action, reserved] = r.array("rule header").map_err(ctx)?;
+            let id = r.u32("rule id").map_err(ctx)?;
+            let title = r.u32("rule title").map_err(ctx)?;
+            let author = r.u32("rule author").map_err(ctx)?;
+            let nt = r
+                .count16("tag count", limits::MAX_TAGS_PER_RULE)
+                .map_err(ctx)?;
+            let mut tags = Vec::with_capacity(nt);
+            for _ in 0..nt {
+                tags.push(r.u32("tag").map_err(ctx)?);
+            }
+            let na = r
+                .count16("anchor count", limits::MAX_ANCHORS_PER_RULE)
+                .map_err(ctx)?;
+            let mut anchors = Vec::with_capacity(na);
+            for _ in 0..na {
+                let f = r.u8("anchor field").map_err(ctx)?;
+                let s = r.u32("anchor string").map_err(ctx)?;
+                anchors.push((f, s));
+            }
+            let ni = r
+                .count(
+                    "instruction count",
+                    limits::MAX_INSNS_PER_RULE,
+                    RawInsn::SIZE,
+                )
+                .map_err(ctx)?;
+            insn_total = insn_total.saturating_add(ni);
+            if insn_total > limits::MAX_INSNS {
+                return Err(ctx(VerifyError::at(
+                    r.pos,
+                    ErrorKind::LimitExceeded {
+                        what: "instructions in the pack",
+                        limit: limits::MAX_INSNS,
+                        found: insn_total,
+                    },
+                )));
+            }
+            let code_offset = r.pos;
+            let mut code = Vec::with_capacity(ni);
+            for _ in 0..ni {
+                code.push(RawInsn::from_bytes(r.array("instruction").map_err(ctx)?));
+            }
+            rules.push(RawRule {
+                event_type,
+                level,
+                action,
+                reserved,
+                id,
+                title,
+                author,
+                tags,
+                anchors,
+                code,
+                offset,
+                code_offset,
+            });
+        }
+        if r.pos != body.len() {
+            return Err(VerifyError::at(
+                r.pos,
+                ErrorKind::TrailingBytes {
+                    count: body.len().saturating_sub(r.pos),
+                },
+            ));
+        }
+        Ok(RawPack {
+            magic,
+            format_version,
+            flags,
+            schema_hash,
+            event_types,
+            strings,
+            sets,
+            ints,
+            regexes,
+            rules,
+            offsets,
+        })
+    }
+}
+
+/// A bounds-checked little-endian reader that reports the byte offset of anything missing.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], VerifyError> {
+        let end = self.pos.checked_add(n);
+        match end.and_then(|end| self.bytes.get(self.pos..end)) {
+            Some(s) => {
+                self.pos = self.pos.saturating_add(n);
+                Ok(s)
+            }
+            None => Err(VerifyError::at(self.pos, ErrorKind::Truncated { what })),
+        }
+    }
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], VerifyError> {
+        let s = self.take(N, what)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+    fn u8(&mut self, what: &'static str) -> Result<u8, VerifyError> {
+        Ok(u8::from_le_bytes(self.array(what)?))
+    }
+    fn u16(&mut self, what: &'static str) -> Result<u16, VerifyError> {
+        Ok(u16::from_le_bytes(self.array(what)?))
+    }
+    fn u32(&mut self, what: &'static str) -> Result<u32, VerifyError> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+    fn u64(&mut self, what: &'static str) -> Result<u64, VerifyError> {
+        Ok(u64::from_le_bytes(self.array(what)?))
+    }
+    /// A u32 count, checked against its limit and against the bytes left (each item takes at
+    /// least `min_item_bytes`), so a forged count cannot make the decoder allocate.
+    fn count(
+        &mut self,
+        what: &'static str,
+        limit: usize,
+        min_item_bytes: usize,
+    ) -> Result<usize, VerifyError> {
+        let at = self.pos;
+        let n = usize::try_from(self.u32(what)?).unwrap_or(usize::MAX);
+        self.check_count(at, what, n, limit, min_item_bytes)
+    }
+    fn count16(&mut self, what: &'static str, limit: usize) -> Result<usize, VerifyError> {
+        let at = self.pos;
+        let n = usize::from(self.u16(what)?);
+        self.check_count(at, what, n, limit, 4)
+    }
+    fn check_count(
+        &self,
+        at: usize,
+        what: &'static str,
+        n: usize,
+        limit: usize,
+        min_item_bytes: usize,
+    ) -> Result<usize, VerifyError> {
+        if n > limit {
+            return Err(VerifyError::at(
+                at,
+                ErrorKind::LimitExceeded {
+                    what,
+                    limit,
+                    found: n,
+                },
+            ));
+        }
+        let left = self.bytes.len().saturating_sub(self.pos);
+        if n.saturating_mul(min_item_bytes) > left {
+            return Err(VerifyError::at(at, ErrorKind::Truncated { what }));
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,201 @@
+//! The virtual machine: evaluates a [`VerifiedPack`] against one [`Event`].
+//!
+//! Per event: the event type's literal prefilters run over their fields and mark candidate rules in
+//! a fixed-size bitset on the stack; the rules that have no anchors are always candidates; then
+//! each candidate's code runs. No heap allocation, no recursion, a fixed stack footprint, forward
+//! jumps only, and a fuel bound on top. Every table access is still checked at run time (defence in
+//! depth): a failed check makes the rule not match and counts an error, it never faults.
+
+use regex_automata::dfa::Automaton;
+use regex_automata::Input;
+
+use crate::event::Event;
+use crate::insn::StrOp;
+use crate::limits::{FUEL_PER_EVENT, MAX_RULES};
+use crate::matching::{compare, glob_match};
+use crate::schema::FieldValue;
+use crate::verify::{Insn, Rule, RuleInfo, VerifiedPack};
+
+/// What one evaluation did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvalStats {
+    /// Rules whose code ran (after the prefilter).
+    pub rules_run: u32,
+    /// Rules that matched.
+    pub matches: u32,
+    /// Runtime checks that failed (always 0 for a verified pack; counted, never fatal).
+    pub errors: u32,
+    /// Whether the fuel ran out before every candidate ran.
+    pub fuel_exhausted: bool,
+}
+
+const WORDS: usize = MAX_RULES / 64;
+
+impl VerifiedPack {
+    /// Evaluates every rule for the event's type and calls `on_match` for each rule that matches,
+    /// in rule order.
+    pub fn evaluate(
+        &self,
+        event: &Event<'_, '_>,
+        on_match: &mut dyn FnMut(RuleInfo<'_>),
+    ) -> EvalStats {
+        let mut stats = EvalStats::default();
+        let Some(index) = self.by_type.get(usize::from(event.event_type().id())) else {
+            stats.errors = 1;
+            return stats;
+        };
+        let mut candidates = [0u64; WORDS];
+        for (slot, word) in candidates.iter_mut().zip(&index.always) {
+            *slot = *word;
+        }
+        for filter in &index.filters {
+            let FieldValue::Str(text) = event.get(filter.field) else {
+                continue;
+            };
+            for m in filter.automaton.find_overlapping_iter(text) {
+                let Some(rules) = filter.pattern_rules.get(m.pattern().as_usize()) else {
+                    stats.errors = stats.errors.saturating_add(1);
+                    continue;
+                };
+                for &r in rules {
+                    let r = usize::try_from(r).unwrap_or(usize::MAX);
+                    match candidates.get_mut(r / 64) {
+                        Some(w) => *w |= 1u64 << (r % 64),
+                        None => stats.errors = stats.errors.saturating_add(1),
+                    }
+                }
+            }
+        }
+        let mut fuel = FUEL_PER_EVENT;
+        for (w, mut word) in candidates.into_iter().enumerate() {
+            while word != 0 {
+                let bit = word.trailing_zeros();
+                word &= word.wrapping_sub(1);
+                let r = w.saturating_mul(64).saturating_add(bit as usize);
+                let Some(rule) = self.rules.get(r) else {
+                    stats.errors = stats.errors.saturating_add(1);
+                    continue;
+                };
+                if rule.event_type != event.event_type() {
+                    continue;
+                }
+                stats.rules_run = stats.rules_run.saturating_add(1);
+                match self.run_rule(rule, event, &mut fuel) {
+                    Ok(true) => {
+                        stats.matches = stats.matches.saturating_add(1);
+                        if let Some(info) = self.rule(r) {
+                            on_match(info);
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(Fault::OutOfFuel) => {
+                        stats.fuel_exhausted = true;
+                        return stats;
+                    }
+                    Err(Fault::Check) => stats.errors = stats.errors.saturating_add(1),
+                }
+            }
+        }
+        stats
+    }
+
+    fn run_rule(&self, rule: &Rule, event: &Event<'_, '_>, fuel: &mut u32) -> Result<bool, Fault> {
+        let end = rule
+            .code_start
+            .checked_add(rule.code_len)
+            .ok_or(Fault::Check)?;
+        let code = self.insns.get(rule.code_start..end).ok_or(Fault::Check)?;
+        let mut acc = false;
+        let mut pc = 0usize;
+        loop {
+            *fuel = fuel.checked_sub(1).ok_or(Fault::OutOfFuel)?;
+            let insn = code.get(pc).ok_or(Fault::Check)?;
+            let mut next = pc.checked_add(1).ok_or(Fault::Check)?;
+            match *insn {
+                Insn::Exists(f) => acc = !matches!(event.get(f), FieldValue::Absent),
+                Insn::Empty(f) => acc = matches!(event.get(f), FieldValue::Str("")),
+                Insn::Str { field, op, case, s } => {
+                    let needle = self.strings.get(idx(s)).ok_or(Fault::Check)?;
+                    acc = match event.get(field) {
+                        FieldValue::Str(v) => compare(v, op, needle, case),
+                        _ => false,
+                    };
+                }
+                Insn::Glob { field, case, glob } => {
+                    let pat = self.globs.get(idx(glob)).ok_or(Fault::Check)?;
+                    acc = match event.get(field) {
+                        FieldValue::Str(v) => glob_match(v, pat, case),
+                        _ => false,
+                    };
+                }
+                Insn::Set {
+                    field,
+                    op,
+                    case,
+                    set,
+                } => {
+                    let items = self.sets.get(idx(set)).ok_or(Fault::Check)?;
+                    acc = false;
+                    if let FieldValue::Str(v) = event.get(field) {
+                        for s in items {
+                            let needle = self.strings.get(idx(*s)).ok_or(Fault::Check)?;
+                            if compare(v, op, needle, case) {
+                                acc = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+                Insn::Regex { field, regex } => {
+                    let dfa = self.regexes.get(idx(regex)).ok_or(Fault::Check)?;
+                    acc = match event.get(field) {
+                        FieldValue::Str(v) => dfa
+                            .try_search_fwd(&Input::new(v))
+                            .map_err(|_| Fault::Check)?
+                            .is_some(),
+                        _ => false,
+                    };
+                }
+                Insn::FieldEq { field, other, case } => {
+                    acc = match (event.get(field), event.get(other)) {
+                        (FieldValue::Str(a), FieldValue::Str(b)) => compare(a, StrOp::Eq, b, case),
+                        (FieldValue::Int(a), FieldValue::Int(b)) => a == b,
+                        _ => false,
+                    };
+                }
+                Insn::Int { field, cmp, value } => {
+                    acc = match event.get(field) {
+                        FieldValue::Int(v) => cmp.holds(v, value),
+                        _ => false,
+                    };
+                }
+                Insn::Not => acc = !acc,
+                Insn::Const(b) => acc = b,
+                Insn::Jt(t) | Insn::Jf(t) | Insn::Jmp(t) => {
+                    let take = match *insn {
+                        Insn::Jt(_) => acc,
+                        Insn::Jf(_) => !acc,
+                        _ => true,
+                    };
+                    if take {
+                        next = idx(t);
+                        if next <= pc {
+                            return Err(Fault::Check);
+                        }
+                    }
+                }
+                Insn::Ret => return Ok(acc),
+            }
+            pc = next;
+        }
+    }
+}
+
+enum Fault {
+    OutOfFuel,
+    Check,
+}
+
+fn idx(i: u32) -> usize {
+    usize::try_from(i).unwrap_or(usize::MAX)
+}
