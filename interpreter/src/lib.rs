@@ -7,6 +7,15 @@
 #![no_std]
 // Verification errors carry both schema hashes and are returned once per pack load, never per event.
 #![allow(clippy::result_large_err)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 extern crate alloc;
 

@@ -186,8 +186,10 @@ mod tests {
     #[test]
     fn globs() {
         assert!(g("*\\cmd.exe", "C:\\Windows\\System32\\cmd.exe"));
-        assert!(g("c:\\*\\cmd.exe", "C:\\a\\b\\cmd.exe"));
-        assert!(!g("c:\\*\\cmd.exe", "C:\\cmd.exe"));
+        // Sigma: `\*` is a literal backslash then a wildcard; `\*` alone escapes the star.
+        assert!(g("c:\\\\*\\cmd.exe", "C:\\a\\b\\cmd.exe"));
+        assert!(!g("c:\\\\*\\cmd.exe", "C:\\cmd.exe"));
+        assert!(g("c:\\*\\cmd.exe", "C:*\\cmd.exe"));
         assert!(g("a?c", "abc"));
         assert!(g("a?c", "aéc"));
         assert!(!g("a?c", "ac"));

@@ -26,7 +26,8 @@
 //! with the `build` feature) or `$N`; a jump target as a label or an instruction number. Other
 //! instructions: `exists F`, `empty F`, `set.OP[.cased] F SET`, `regex[.i] F RE`,
 //! `fieldeq[.cased] F G`, `int.{eq,lt,le,gt,ge} F N`, `not`, `const true|false`, `jt/jf/jmp L`,
-//! `ret`, and `raw OP A B C X` for any 8 bytes. Header overrides for tests: `magic "XXXX"`,
+//! `ret`, and `raw OP A B C X` for any 8 bytes. `dfa HEX` adds a serialized regex DFA to the
+//! pack's table (the disassembler prints regexes this way, as their patterns are not kept). Header overrides for tests: `magic "XXXX"`,
 //! `format N`, `flags N`; rule overrides: `reserved N`, `level N`, `action N`, `event N`.
 
 use alloc::collections::BTreeMap;
@@ -252,6 +253,11 @@ pub fn asm(text: &str) -> Result<Vec<u8>, AsmError> {
                     .ok_or_else(|| err(format!("bad flags {w}")))?
             }
             ("checksum", [Tok::Word(w)]) if w == "bad" => checksum_bad = true,
+            ("dfa", [Tok::Word(h)]) => {
+                let bytes = unhex(h)
+                    .ok_or_else(|| err(String::from("dfa takes the DFA's bytes in hex")))?;
+                a.b.raw_regex(bytes);
+            }
             ("event", [Tok::Word(name), rest @ ..]) => {
                 let id = event_id(name).ok_or_else(|| err(format!("unknown event type {name}")))?;
                 let count = match rest {
@@ -570,6 +576,20 @@ impl Asm {
     }
 }
 
+fn unhex(h: &str) -> Option<Vec<u8>> {
+    if h.len() % 2 != 0 || !h.is_ascii() {
+        return None;
+    }
+    h.as_bytes()
+        .chunks(2)
+        .map(|p| {
+            core::str::from_utf8(p)
+                .ok()
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+        })
+        .collect()
+}
+
 fn raw_ref(w: &str) -> Option<u32> {
     w.strip_prefix('$')
         .and_then(parse_num)
@@ -617,7 +637,9 @@ fn disasm_raw(raw: &RawPack) -> String {
         }
     }
     for (i, r) in raw.regexes.iter().enumerate() {
-        let _ = writeln!(o, "; regex ${i}: a {}-byte DFA", r.len());
+        let _ = writeln!(o, "; regex ${i}: a {}-byte serialized DFA", r.len());
+        let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
+        let _ = writeln!(o, "dfa {hex}");
     }
     let s = |i: u32| match raw.strings.get(usize::try_from(i).unwrap_or(usize::MAX)) {
         Some(b) => match core::str::from_utf8(b) {
