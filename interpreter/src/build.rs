@@ -185,6 +185,16 @@ impl PackBuilder {
         Ok(i)
     }
 
+    /// Without the `build` feature regexes cannot be compiled.
+    #[cfg(not(feature = "build"))]
+    pub fn regex(&mut self, pattern: &str, _case_insensitive: bool) -> Result<u32, BuildError> {
+        let _ = &self.regexes;
+        Err(BuildError::Regex {
+            pattern: String::from(pattern),
+            reason: String::from("regex compilation needs the `build` feature"),
+        })
+    }
+
     /// Adds a raw regex DFA (serialized bytes) as is.
     pub fn raw_regex(&mut self, bytes: Vec<u8>) -> u32 {
         let i = u32::try_from(self.raw.regexes.len()).unwrap_or(u32::MAX);
@@ -322,16 +332,7 @@ impl PackBuilder {
                 case_insensitive,
             } => {
                 Self::field(t, *field, s)?;
-                #[cfg(feature = "build")]
                 let x = self.regex(pattern, *case_insensitive)?;
-                #[cfg(not(feature = "build"))]
-                let x = {
-                    let _ = case_insensitive;
-                    return Err(BuildError::Regex {
-                        pattern: pattern.clone(),
-                        reason: String::from("regex compilation needs the `build` feature"),
-                    });
-                };
                 RawInsn {
                     op: op::REGEX,
                     a: *field,

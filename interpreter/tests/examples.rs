@@ -1,5 +1,6 @@
 //! Every example under examples/content assembles; the valid ones verify, and each invalid one is
 //! rejected with the message its `; expect:` line names.
+#![cfg(feature = "build")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -300,6 +300,7 @@ fn huge_and_non_ascii_values_complete() {
     assert_eq!(hits, vec![0, 1, 2]);
 }
 
+#[cfg(feature = "build")]
 #[test]
 fn regex_is_searched_unanchored_and_case_insensitive() {
     let mut b = PackBuilder::new();
