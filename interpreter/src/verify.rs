@@ -738,3 +738,9 @@ impl<'p> RuleInfo<'p> {
         self.tag_refs.iter().map(move |t| pack.str(*t))
     }
 }
+
+// The driver shares one verified pack between callbacks running on many processors at once.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<VerifiedPack>();
+};
