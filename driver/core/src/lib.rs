@@ -1,0 +1,2 @@
+//! The platform-neutral core of Bulwark's driver.
+#![no_std]

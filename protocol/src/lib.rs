@@ -1,0 +1,2 @@
+//! The control protocol between Bulwark's driver and user mode.
+#![no_std]
