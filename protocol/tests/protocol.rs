@@ -1,6 +1,12 @@
 //! The control protocol: every request round-trips, and every malformed length and field is
 //! refused with an error naming it.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
 use bulwark_protocol::limits::*;
 use bulwark_protocol::*;
 use proptest::prelude::*;
