@@ -1,0 +1,234 @@
+//! A bounded table of live processes, keyed by process id and creation time, so a process-creation
+//! event can carry its parent's image and command line (the kernel hands over only the parent's
+//! id), and image-load and registry events the acting process's image.
+//!
+//! Process ids are reused, so an entry matches only with the creation time the kernel reports for
+//! that process. The table has a fixed capacity; when it is full the oldest entry is evicted and
+//! counted (a parent that started long ago then reports its fields absent, never wrong).
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use alloc::string::String;
+
+/// The default number of processes remembered.
+pub const DEFAULT_CAPACITY: usize = 4096;
+/// The longest image path kept, in bytes of UTF-8.
+pub const MAX_IMAGE_BYTES: usize = 1024;
+/// The longest command line kept, in bytes of UTF-8 (Windows allows 32 767 UTF-16 units).
+pub const MAX_COMMAND_LINE_BYTES: usize = 16 * 1024;
+
+/// What is remembered about one process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// The process id.
+    pub process_id: u32,
+    /// Its creation time (100 ns units since 1601), which makes `process_id` unique.
+    pub create_time: u64,
+    /// Its image, `C:\...` form.
+    pub image: String,
+    /// Its command line.
+    pub command_line: String,
+    /// Its user (`DOMAIN\name` or SID).
+    pub user: String,
+    /// Its Sysmon-style GUID.
+    pub guid: String,
+}
+
+#[derive(Debug)]
+struct Slot {
+    info: Arc<ProcessInfo>,
+    /// Insertion order, for evicting the oldest.
+    seq: u64,
+}
+
+/// The table. Not synchronised itself: the sensor keeps it behind a lock and holds the lock only to
+/// insert, remove or clone an `Arc` out.
+#[derive(Debug)]
+pub struct ProcessTable {
+    slots: Vec<Option<Slot>>,
+    len: usize,
+    next_seq: u64,
+    evicted: u64,
+}
+
+impl ProcessTable {
+    /// An empty table for `capacity` processes (allocated once, here).
+    pub fn with_capacity(capacity: usize) -> Self {
+        let mut slots = Vec::with_capacity(capacity);
+        slots.resize_with(capacity, || None);
+        ProcessTable {
+            slots,
+            len: 0,
+            next_seq: 0,
+            evicted: 0,
+        }
+    }
+
+    /// The number of live entries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Entries evicted because the table was full.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Remembers a process. A previous entry with the same id (a reused id whose exit was missed)
+    /// is replaced; when the table is full the oldest entry is evicted.
+    pub fn insert(&mut self, info: ProcessInfo) {
+        if self.slots.is_empty() {
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        let slot = Slot {
+            info: Arc::new(info),
+            seq,
+        };
+        let pid = slot.info.process_id;
+        if let Some(i) = self.find_index(|s| s.info.process_id == pid) {
+            if let Some(s) = self.slots.get_mut(i) {
+                *s = Some(slot);
+            }
+            return;
+        }
+        let free = self.slots.iter().position(Option::is_none);
+        let target = match free {
+            Some(i) => {
+                self.len = self.len.saturating_add(1);
+                i
+            }
+            None => {
+                self.evicted = self.evicted.saturating_add(1);
+                self.oldest().unwrap_or(0)
+            }
+        };
+        if let Some(s) = self.slots.get_mut(target) {
+            *s = Some(slot);
+        }
+    }
+
+    fn oldest(&self) -> Option<usize> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s.seq)))
+            .min_by_key(|&(_, seq)| seq)
+            .map(|(i, _)| i)
+    }
+
+    /// A scan bounded by the capacity: a few thousand comparisons of integers, once per event.
+    fn find_index(&self, pred: impl Fn(&Slot) -> bool) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(&pred))
+    }
+
+    /// The process with this id and creation time.
+    pub fn get(&self, process_id: u32, create_time: u64) -> Option<Arc<ProcessInfo>> {
+        let i = self
+            .find_index(|s| s.info.process_id == process_id && s.info.create_time == create_time)?;
+        self.slots.get(i)?.as_ref().map(|s| Arc::clone(&s.info))
+    }
+
+    /// The process with this id, whatever its creation time (for events that do not carry one;
+    /// exits remove entries, so a live id names one process).
+    pub fn get_live(&self, process_id: u32) -> Option<Arc<ProcessInfo>> {
+        let i = self.find_index(|s| s.info.process_id == process_id)?;
+        self.slots.get(i)?.as_ref().map(|s| Arc::clone(&s.info))
+    }
+
+    /// Forgets a process that exited. Returns whether it was known.
+    pub fn remove(&mut self, process_id: u32) -> bool {
+        match self.find_index(|s| s.info.process_id == process_id) {
+            Some(i) => {
+                if let Some(s) = self.slots.get_mut(i) {
+                    *s = None;
+                }
+                self.len = self.len.saturating_sub(1);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::format;
+
+    fn info(pid: u32, t: u64) -> ProcessInfo {
+        ProcessInfo {
+            process_id: pid,
+            create_time: t,
+            image: format!("C:\\p{pid}.exe"),
+            command_line: format!("p{pid} --run"),
+            user: String::from("NT AUTHORITY\\SYSTEM"),
+            guid: String::new(),
+        }
+    }
+
+    #[test]
+    fn lookups_need_the_creation_time() {
+        let mut t = ProcessTable::with_capacity(8);
+        t.insert(info(100, 1));
+        assert_eq!(t.get(100, 1).unwrap().image, "C:\\p100.exe");
+        assert!(t.get(100, 2).is_none(), "a reused pid must not match");
+        assert!(t.get_live(100).is_some());
+        assert!(t.remove(100));
+        assert!(!t.remove(100));
+        assert!(t.get_live(100).is_none());
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_reused_id_replaces_the_stale_entry() {
+        let mut t = ProcessTable::with_capacity(8);
+        t.insert(info(100, 1));
+        t.insert(info(100, 5));
+        assert_eq!(t.len(), 1);
+        assert!(t.get(100, 1).is_none());
+        assert!(t.get(100, 5).is_some());
+    }
+
+    #[test]
+    fn full_table_evicts_the_oldest_and_counts() {
+        let mut t = ProcessTable::with_capacity(4);
+        for pid in 1..=4 {
+            t.insert(info(pid * 4, u64::from(pid)));
+        }
+        assert_eq!(t.len(), 4);
+        t.insert(info(400, 9));
+        assert_eq!(t.len(), 4);
+        assert_eq!(t.evicted(), 1);
+        assert!(t.get(4, 1).is_none(), "oldest evicted");
+        for pid in 2..=4 {
+            assert!(t.get(pid * 4, u64::from(pid)).is_some());
+        }
+        assert!(t.get(400, 9).is_some());
+    }
+
+    #[test]
+    fn entries_outlive_removal_while_borrowed() {
+        let mut t = ProcessTable::with_capacity(2);
+        t.insert(info(8, 1));
+        let parent = t.get(8, 1).unwrap();
+        t.remove(8);
+        assert_eq!(parent.command_line, "p8 --run");
+    }
+
+    #[test]
+    fn zero_capacity_is_harmless() {
+        let mut t = ProcessTable::with_capacity(0);
+        t.insert(info(8, 1));
+        assert!(t.get_live(8).is_none());
+    }
+}
