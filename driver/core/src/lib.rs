@@ -25,6 +25,7 @@
 extern crate alloc;
 
 pub mod content;
+pub mod events;
 pub mod identity;
 pub mod paths;
 pub mod process;
