@@ -14,7 +14,7 @@ mod codec;
 mod error;
 mod message;
 
-pub use codec::{Reader, Writer};
+pub use codec::{truncate_utf8, FixedStr, Reader, Writer};
 pub use error::ProtocolError;
 pub use message::*;
 

@@ -30,3 +30,4 @@ pub mod identity;
 pub mod paths;
 pub mod process;
 pub mod ring;
+pub mod sensor;

@@ -1,0 +1,524 @@
+//! The sensor: kernel callbacks in, verdicts and detections out, and the control protocol's
+//! handler. The Windows layer owns one `Sensor` for the driver's lifetime and calls it from its
+//! callbacks and its IOCTL dispatch; it passes the current time in, so everything here is
+//! deterministic and tested on any OS.
+//!
+//! Callbacks never wait on a lock unboundedly: locks are tried a fixed number of times and a busy
+//! lock costs a table update or a detection (counted), never a stalled kernel thread. Evaluation
+//! itself allocates nothing (the interpreter's guarantee); building the event copies the kernel's
+//! UTF-16 text into owned UTF-8 before evaluation starts.
+
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use bulwark_interpreter::{Action, Event, EventType, VerifiedPack};
+use bulwark_protocol::limits::DETECTION_IMAGE_BYTES;
+use bulwark_protocol::{
+    encode_list_header, encode_reply, ContentStatus, Counters, DetectionRecord,
+    GuardEventRecord, GuardStatus, Outcome, ProtocolError, ReplyStatus, Request,
+    StatusReply, LIST_HEADER_LEN, REPLY_HEADER_LEN,
+};
+
+use crate::content::{Content, ContentSwap};
+use crate::events::{
+    ImageLoad, ImageLoadFacts, ProcessCreateFacts, ProcessCreation, Registry, RegistryFacts,
+};
+use crate::paths::VolumeMap;
+use crate::process::{ProcessInfo, ProcessTable};
+use crate::ring::{Record, Ring};
+
+/// Fixed sizes of the sensor's tables.
+#[derive(Debug, Clone, Copy)]
+pub struct Capacities {
+    /// Processes remembered for parent fields.
+    pub processes: usize,
+    /// Detections buffered until user mode reads them.
+    pub detections: usize,
+    /// Guard events buffered until user mode reads them.
+    pub guard_events: usize,
+}
+
+impl Default for Capacities {
+    fn default() -> Self {
+        Capacities {
+            processes: crate::process::DEFAULT_CAPACITY,
+            detections: 4096,
+            guard_events: 256,
+        }
+    }
+}
+
+/// How many times a callback tries a lock before it gives up (and counts it).
+const LOCK_TRIES: u32 = 4096;
+
+/// A detection as kept in the ring: fixed size, no heap.
+#[derive(Debug, Clone, Copy)]
+pub struct DetectionSlot {
+    seq: u64,
+    time: u64,
+    content_version: u64,
+    rule_index: u32,
+    event_type: u8,
+    action: u8,
+    blocked: bool,
+    process_id: u32,
+    parent_process_id: u32,
+    image: [u8; DETECTION_IMAGE_BYTES],
+    image_len: u16,
+}
+
+impl Record for DetectionSlot {
+    fn set_seq(&mut self, seq: u64) {
+        self.seq = seq;
+    }
+}
+
+impl DetectionSlot {
+    fn image(&self) -> &str {
+        self.image
+            .get(..usize::from(self.image_len))
+            .and_then(|b| core::str::from_utf8(b).ok())
+            .unwrap_or("")
+    }
+
+    fn record(&self) -> DetectionRecord<'_> {
+        DetectionRecord {
+            seq: self.seq,
+            time: self.time,
+            content_version: self.content_version,
+            rule_index: self.rule_index,
+            event_type: self.event_type,
+            action: self.action,
+            blocked: self.blocked,
+            process_id: self.process_id,
+            parent_process_id: self.parent_process_id,
+            image: self.image(),
+        }
+    }
+}
+
+/// A guard event as kept in the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuardEventSlot(pub GuardEventRecord);
+
+impl Record for GuardEventSlot {
+    fn set_seq(&mut self, seq: u64) {
+        self.0.seq = seq;
+    }
+}
+
+/// The control side of the sensor: the loader and the boot-count guard, which decide what content
+/// runs.
+pub trait ControlPlane {
+    /// A signed envelope arrived: open it (size, signature, version, verifier), stage it with the
+    /// guard, and on success make it the running content through `swap`. A refusal leaves the
+    /// running content untouched.
+    fn stage(&mut self, envelope: &[u8], now: u64, swap: &mut dyn FnMut(Content)) -> OutcomeBuf;
+    /// The user-mode service confirms a healthy boot: bless the candidate.
+    fn confirm_healthy(&mut self, now: u64) -> OutcomeBuf;
+    /// The guard's state for the status reply.
+    fn guard_status(&self) -> GuardStatus;
+}
+
+/// An owned [`Outcome`] with a fixed message buffer.
+#[derive(Debug, Clone)]
+pub struct OutcomeBuf {
+    /// Accepted or not.
+    pub accepted: bool,
+    /// A stable reason code.
+    pub code: u16,
+    message: [u8; bulwark_protocol::limits::MESSAGE_BYTES],
+    len: usize,
+}
+
+impl OutcomeBuf {
+    /// An outcome with `message` (truncated on a char boundary).
+    pub fn new(accepted: bool, code: u16, message: &str) -> Self {
+        let mut out = OutcomeBuf {
+            accepted,
+            code,
+            message: [0; bulwark_protocol::limits::MESSAGE_BYTES],
+            len: 0,
+        };
+        let text = bulwark_protocol::truncate_utf8(message, out.message.len());
+        if let Some(dst) = out.message.get_mut(..text.len()) {
+            dst.copy_from_slice(text.as_bytes());
+            out.len = text.len();
+        }
+        out
+    }
+
+    /// An outcome whose message is formatted (into the fixed buffer, truncated).
+    pub fn format(accepted: bool, code: u16, args: core::fmt::Arguments<'_>) -> Self {
+        let mut w = FixedWriter {
+            buf: [0; bulwark_protocol::limits::MESSAGE_BYTES],
+            len: 0,
+        };
+        let _ = core::fmt::write(&mut w, args);
+        let text = core::str::from_utf8(w.buf.get(..w.len).unwrap_or(&[])).unwrap_or("");
+        OutcomeBuf::new(accepted, code, text)
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        core::str::from_utf8(self.message.get(..self.len).unwrap_or(&[])).unwrap_or("")
+    }
+
+    fn outcome(&self) -> Outcome<'_> {
+        Outcome {
+            accepted: self.accepted,
+            code: self.code,
+            message: self.message(),
+        }
+    }
+}
+
+struct FixedWriter {
+    buf: [u8; bulwark_protocol::limits::MESSAGE_BYTES],
+    len: usize,
+}
+
+impl core::fmt::Write for FixedWriter {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let room = self.buf.len().saturating_sub(self.len);
+        let s = bulwark_protocol::truncate_utf8(s, room);
+        let end = self.len.saturating_add(s.len());
+        if let Some(dst) = self.buf.get_mut(self.len..end) {
+            dst.copy_from_slice(s.as_bytes());
+            self.len = end;
+        }
+        Ok(())
+    }
+}
+
+/// What a process-creation callback must do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// Deny the process creation (a matching rule's action is `block`).
+    pub block: bool,
+}
+
+#[derive(Default)]
+struct Stats {
+    events: [AtomicU64; 3],
+    detections: AtomicU64,
+    blocked: AtomicU64,
+    eval_errors: AtomicU64,
+    fuel_exhausted: AtomicU64,
+    table_busy: AtomicU64,
+}
+
+/// The sensor.
+pub struct Sensor {
+    volumes: spin::RwLock<VolumeMap>,
+    processes: spin::Mutex<ProcessTable>,
+    content: ContentSwap,
+    detections: Ring<DetectionSlot>,
+    guard_events: Ring<GuardEventSlot>,
+    stats: Stats,
+    boot_salt: u64,
+    driver_version: u32,
+}
+
+impl Sensor {
+    /// A sensor with no content. Allocates its tables here, once.
+    pub fn new(capacities: Capacities, boot_salt: u64, driver_version: u32) -> Self {
+        Sensor {
+            volumes: spin::RwLock::new(VolumeMap::default()),
+            processes: spin::Mutex::new(ProcessTable::with_capacity(capacities.processes)),
+            content: ContentSwap::new(),
+            detections: Ring::new(capacities.detections),
+            guard_events: Ring::new(capacities.guard_events),
+            stats: Stats::default(),
+            boot_salt,
+            driver_version,
+        }
+    }
+
+    /// Replaces the volume map (at start, and when volumes arrive).
+    pub fn set_volumes(&self, volumes: VolumeMap) {
+        *self.volumes.write() = volumes;
+    }
+
+    /// The running content's swap (the control plane installs content through it).
+    pub fn content(&self) -> &ContentSwap {
+        &self.content
+    }
+
+    /// Records a guard event for user mode.
+    pub fn report_guard_event(&self, record: GuardEventRecord) {
+        self.guard_events.push(GuardEventSlot(record));
+    }
+
+    fn lookup(&self, f: impl FnOnce(&ProcessTable) -> Option<Arc<ProcessInfo>>) -> Option<Arc<ProcessInfo>> {
+        for _ in 0..LOCK_TRIES {
+            if let Some(t) = self.processes.try_lock() {
+                return f(&t);
+            }
+            core::hint::spin_loop();
+        }
+        self.stats.table_busy.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+
+    fn update(&self, f: impl FnOnce(&mut ProcessTable)) {
+        for _ in 0..LOCK_TRIES {
+            if let Some(mut t) = self.processes.try_lock() {
+                f(&mut t);
+                return;
+            }
+            core::hint::spin_loop();
+        }
+        self.stats.table_busy.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn volumes(&self) -> VolumeMap {
+        self.volumes.read().clone()
+    }
+
+    /// A process is being created. Returns whether to deny it.
+    pub fn on_process_create(&self, facts: &ProcessCreateFacts<'_>, now: u64) -> Verdict {
+        let parent = self.lookup(|t| match facts.parent_create_time {
+            Some(ct) => t.get(facts.parent_process_id, ct),
+            None => t.get_live(facts.parent_process_id),
+        });
+        let pc = ProcessCreation::build(facts, &self.volumes(), parent, self.boot_salt);
+        let block = pc.with_event(|ev| {
+            self.evaluate(ev, now, facts.process_id, facts.parent_process_id, &pc.info.image)
+        });
+        if !block {
+            // A denied process never runs, so it is not remembered.
+            self.update(|t| t.insert(pc.info));
+        }
+        Verdict { block }
+    }
+
+    /// A process exited.
+    pub fn on_process_exit(&self, process_id: u32) {
+        self.update(|t| {
+            t.remove(process_id);
+        });
+    }
+
+    /// An image was mapped.
+    pub fn on_image_load(&self, facts: &ImageLoadFacts<'_>, now: u64) {
+        let process = self.lookup(|t| t.get_live(facts.process_id));
+        let il = ImageLoad::build(facts, &self.volumes(), process.clone());
+        let image = process.as_deref().map_or("", |p| p.image.as_str());
+        il.with_event(|ev| self.evaluate(ev, now, facts.process_id, 0, image));
+    }
+
+    /// A registry write happened.
+    pub fn on_registry(&self, facts: &RegistryFacts<'_>, now: u64) {
+        let process = self.lookup(|t| t.get_live(facts.process_id));
+        let r = Registry::build(facts, process.clone());
+        let image = process.as_deref().map_or("", |p| p.image.as_str());
+        r.with_event(|ev| self.evaluate(ev, now, facts.process_id, 0, image));
+    }
+
+    /// Evaluates one event against the running content; returns whether a `block` rule matched.
+    fn evaluate(
+        &self,
+        ev: &Event<'_, '_>,
+        now: u64,
+        process_id: u32,
+        parent_process_id: u32,
+        image: &str,
+    ) -> bool {
+        let type_index = usize::from(ev.event_type().id());
+        if let Some(c) = self.stats.events.get(type_index) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        let can_block = ev.event_type() == EventType::ProcessCreation;
+        let image = bulwark_protocol::truncate_utf8(image, DETECTION_IMAGE_BYTES);
+        let mut image_buf = [0u8; DETECTION_IMAGE_BYTES];
+        if let Some(dst) = image_buf.get_mut(..image.len()) {
+            dst.copy_from_slice(image.as_bytes());
+        }
+        let result = self.content.with_active(|content| {
+            let Some(content) = content else {
+                return false;
+            };
+            let mut block = false;
+            let stats = content.pack.evaluate(ev, &mut |rule| {
+                let blocks = can_block && rule.action == Action::Block;
+                block |= blocks;
+                self.stats.detections.fetch_add(1, Ordering::Relaxed);
+                self.detections.push(DetectionSlot {
+                    seq: 0,
+                    time: now,
+                    content_version: content.version,
+                    rule_index: rule.index,
+                    event_type: ev.event_type().id(),
+                    action: rule.action as u8,
+                    blocked: blocks,
+                    process_id,
+                    parent_process_id,
+                    image: image_buf,
+                    image_len: image.len() as u16,
+                });
+            });
+            if stats.errors > 0 {
+                self.stats
+                    .eval_errors
+                    .fetch_add(u64::from(stats.errors), Ordering::Relaxed);
+            }
+            if stats.fuel_exhausted {
+                self.stats.fuel_exhausted.fetch_add(1, Ordering::Relaxed);
+            }
+            block
+        });
+        let block = result.unwrap_or(false);
+        if block {
+            self.stats.blocked.fetch_add(1, Ordering::Relaxed);
+        }
+        block
+    }
+
+    /// The status reply's content part.
+    pub fn content_status(&self) -> ContentStatus {
+        self.content
+            .with_active(|c| {
+                c.map_or_else(ContentStatus::default, |c| ContentStatus {
+                    source: c.source,
+                    channel: c.channel,
+                    version: c.version,
+                    hash: c.hash,
+                    rules: u32::try_from(c.pack.rule_count()).unwrap_or(u32::MAX),
+                })
+            })
+            .unwrap_or_default()
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> Counters {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Counters {
+            events: [
+                l(&self.stats.events[0]),
+                l(&self.stats.events[1]),
+                l(&self.stats.events[2]),
+            ],
+            detections: l(&self.stats.detections),
+            detections_dropped: self.detections.dropped(),
+            blocked: l(&self.stats.blocked),
+            eval_errors: l(&self.stats.eval_errors),
+            fuel_exhausted: l(&self.stats.fuel_exhausted),
+            content_busy: self.content.busy(),
+            detections_pending: u32::try_from(self.detections.pending()).unwrap_or(u32::MAX),
+            guard_events_pending: u32::try_from(self.guard_events.pending()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Handles one IOCTL: parses the request (the one place untrusted user-mode bytes are read),
+    /// carries it out, and writes the reply into `output`. Returns the reply's length. Nothing is
+    /// taken from a ring unless the reply can hold it.
+    pub fn handle_ioctl(
+        &self,
+        ioctl: u32,
+        input: &[u8],
+        output: &mut [u8],
+        control: &mut dyn ControlPlane,
+        now: u64,
+        backoff: &mut dyn FnMut(),
+    ) -> Result<usize, ProtocolError> {
+        let request = Request::parse(ioctl, input)?;
+        let op = request.op();
+        match request {
+            Request::Status => {
+                let reply = StatusReply {
+                    driver_version: self.driver_version,
+                    schema_hash: bulwark_interpreter::schema_hash(),
+                    content: self.content_status(),
+                    guard: control.guard_status(),
+                    counters: self.counters(),
+                };
+                encode_reply(output, op, ReplyStatus::Ok, |w| reply.encode(w))
+            }
+            Request::ReadDetections { max } => {
+                let n = fit(output.len(), DetectionRecord::LEN, max)?;
+                let dropped = self.detections.dropped();
+                encode_reply(output, op, ReplyStatus::Ok, |w| {
+                    let count_at = w.len();
+                    encode_list_header(w, 0, dropped)?;
+                    let mut count = 0u32;
+                    let mut result = Ok(());
+                    self.detections.drain(n, |d| {
+                        if result.is_ok() {
+                            result = d.record().encode(w);
+                            count = count.saturating_add(1);
+                        }
+                    });
+                    result?;
+                    w.patch_u32(count_at, count)
+                })
+            }
+            Request::ReadGuardEvents { max } => {
+                let n = fit(output.len(), GuardEventRecord::LEN, max)?;
+                let dropped = self.guard_events.dropped();
+                encode_reply(output, op, ReplyStatus::Ok, |w| {
+                    let count_at = w.len();
+                    encode_list_header(w, 0, dropped)?;
+                    let mut count = 0u32;
+                    let mut result = Ok(());
+                    self.guard_events.drain(n, |e| {
+                        if result.is_ok() {
+                            result = e.0.encode(w);
+                            count = count.saturating_add(1);
+                        }
+                    });
+                    result?;
+                    w.patch_u32(count_at, count)
+                })
+            }
+            Request::StagePack { envelope } => {
+                if output.len() < op.max_reply_len() {
+                    return Err(ProtocolError::OutputTooSmall {
+                        need: op.max_reply_len(),
+                        have: output.len(),
+                    });
+                }
+                let outcome = control.stage(envelope, now, &mut |content| {
+                    self.content.swap(content, backoff);
+                });
+                let o = outcome.outcome();
+                encode_reply(output, op, o.status(), |w| o.encode(w))
+            }
+            Request::ConfirmHealthy => {
+                if output.len() < op.max_reply_len() {
+                    return Err(ProtocolError::OutputTooSmall {
+                        need: op.max_reply_len(),
+                        have: output.len(),
+                    });
+                }
+                let outcome = control.confirm_healthy(now);
+                let o = outcome.outcome();
+                encode_reply(output, op, o.status(), |w| o.encode(w))
+            }
+        }
+    }
+
+    /// Installs content (start-up, or a revert) without going through a request.
+    pub fn install(&self, content: Content, backoff: &mut dyn FnMut()) {
+        self.content.swap(content, backoff);
+    }
+
+    /// Rule metadata of the running content, for tests and the status of one rule.
+    pub fn with_pack<R>(&self, f: impl FnOnce(Option<&VerifiedPack>) -> R) -> Option<R> {
+        self.content.with_active(|c| f(c.map(|c| &c.pack)))
+    }
+}
+
+/// How many records of `record_len` bytes fit in `output` after the headers, capped at `max`.
+fn fit(output: usize, record_len: usize, max: u32) -> Result<usize, ProtocolError> {
+    let head = REPLY_HEADER_LEN.saturating_add(LIST_HEADER_LEN);
+    let room = output.saturating_sub(head).checked_div(record_len).unwrap_or(0);
+    let n = room.min(max as usize);
+    if n == 0 {
+        return Err(ProtocolError::OutputTooSmall {
+            need: head.saturating_add(record_len),
+            have: output,
+        });
+    }
+    Ok(n)
+}
