@@ -14,9 +14,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use bulwark_interpreter::{Action, Event, EventType, VerifiedPack};
 use bulwark_protocol::limits::DETECTION_IMAGE_BYTES;
 use bulwark_protocol::{
-    encode_list_header, encode_reply, ContentStatus, Counters, DetectionRecord,
-    GuardEventRecord, GuardStatus, Outcome, ProtocolError, ReplyStatus, Request,
-    StatusReply, LIST_HEADER_LEN, REPLY_HEADER_LEN,
+    encode_list_header, encode_reply, ContentStatus, Counters, DetectionRecord, GuardEventRecord,
+    GuardStatus, Outcome, ProtocolError, ReplyStatus, Request, StatusReply, LIST_HEADER_LEN,
+    REPLY_HEADER_LEN,
 };
 
 use crate::content::{Content, ContentSwap};
@@ -250,7 +250,10 @@ impl Sensor {
         self.guard_events.push(GuardEventSlot(record));
     }
 
-    fn lookup(&self, f: impl FnOnce(&ProcessTable) -> Option<Arc<ProcessInfo>>) -> Option<Arc<ProcessInfo>> {
+    fn lookup(
+        &self,
+        f: impl FnOnce(&ProcessTable) -> Option<Arc<ProcessInfo>>,
+    ) -> Option<Arc<ProcessInfo>> {
         for _ in 0..LOCK_TRIES {
             if let Some(t) = self.processes.try_lock() {
                 return f(&t);
@@ -284,7 +287,13 @@ impl Sensor {
         });
         let pc = ProcessCreation::build(facts, &self.volumes(), parent, self.boot_salt);
         let block = pc.with_event(|ev| {
-            self.evaluate(ev, now, facts.process_id, facts.parent_process_id, &pc.info.image)
+            self.evaluate(
+                ev,
+                now,
+                facts.process_id,
+                facts.parent_process_id,
+                &pc.info.image,
+            )
         });
         if !block {
             // A denied process never runs, so it is not remembered.
@@ -512,7 +521,10 @@ impl Sensor {
 /// How many records of `record_len` bytes fit in `output` after the headers, capped at `max`.
 fn fit(output: usize, record_len: usize, max: u32) -> Result<usize, ProtocolError> {
     let head = REPLY_HEADER_LEN.saturating_add(LIST_HEADER_LEN);
-    let room = output.saturating_sub(head).checked_div(record_len).unwrap_or(0);
+    let room = output
+        .saturating_sub(head)
+        .checked_div(record_len)
+        .unwrap_or(0);
     let n = room.min(max as usize);
     if n == 0 {
         return Err(ProtocolError::OutputTooSmall {
