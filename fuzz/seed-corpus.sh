@@ -16,3 +16,20 @@ if len(pack) < 65536:
     open(f"fuzz/corpus/pack_run/{name}", "wb").write(struct.pack("<H", len(pack)) + pack + fields.encode())
 PY
 done
+
+# control_request input: op selector, u16 output length, then the request bytes.
+mkdir -p fuzz/corpus/control_request
+python3 - <<'PY'
+import struct
+def req(op, body):
+    return struct.pack("<IHHI", 0x51525742, 1, op, len(body)) + body
+seeds = {
+    "status": (0, req(1, b"")),
+    "detections": (1, req(2, struct.pack("<II", 16, 0))),
+    "guard-events": (2, req(3, struct.pack("<II", 4, 0))),
+    "stage": (3, req(4, b"BWSG" + bytes(200))),
+    "confirm": (4, req(5, b"")),
+}
+for name, (sel, body) in seeds.items():
+    open(f"fuzz/corpus/control_request/{name}", "wb").write(bytes([sel]) + struct.pack("<H", 8192) + body)
+PY

@@ -132,7 +132,6 @@ fn status_stage_detect_block_and_read() {
     let s = client.status().unwrap();
     assert_eq!(s.content.source, ContentSource::Candidate);
     assert_eq!(s.content.rules, 1);
-    let _ = client;
 
     assert!(spawn(&dev.sensor, 100, "cmd.exe /c WHOAMI /all"));
     assert!(!spawn(&dev.sensor, 104, "cmd.exe /c dir"));
