@@ -1,0 +1,506 @@
+//! The guard: the state machine made durable through a [`Store`].
+//!
+//! Every operation works on a copy of the state, writes the new record, and only then changes
+//! the state in memory and acts (loads content, deletes a replaced pack). A write that fails
+//! leaves the previous record and the running content as they were.
+
+use alloc::vec::Vec;
+use bulwark_interpreter::error::HexHash;
+
+use crate::envelope::{self, Admission, LoadError, Opened, TrustedKeys};
+use crate::record::{self, RecordError, Slot, RECORD_BYTES};
+use crate::state::{Active, Config, Decision, EventKind, Reason, State};
+use crate::ContentId;
+
+/// A store failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("stored item is larger than the {max}-byte limit")]
+    TooLarge { max: usize },
+    #[error("I/O error {0:#010x}")]
+    Io(u32),
+}
+
+impl StoreError {
+    /// A code for events: 1 not found, 2 too large, otherwise the I/O code.
+    pub fn code(self) -> u32 {
+        match self {
+            StoreError::NotFound => 1,
+            StoreError::TooLarge { .. } => 2,
+            StoreError::Io(c) => c,
+        }
+    }
+}
+
+/// Persistence: two record slots and the stored envelopes (blobs), named by [`ContentId`].
+///
+/// The driver implements it with its registry key (records, each write followed by
+/// `ZwFlushKey`) and files; the host with [`crate::host::DirStore`]. Writes must be durable
+/// when they return `Ok`. A write may be torn or lost by a crash: the guard copes with that.
+pub trait Store {
+    /// Reads a record slot into `buf` (replacing its contents). An empty or absent slot reads as
+    /// zero bytes. More than `max` bytes: [`StoreError::TooLarge`].
+    fn read_record(&mut self, slot: Slot, buf: &mut Vec<u8>, max: usize) -> Result<(), StoreError>;
+    /// Replaces a record slot with `bytes`, durably.
+    fn write_record(&mut self, slot: Slot, bytes: &[u8]) -> Result<(), StoreError>;
+    /// Stores an envelope under `id`, durably (replacing any blob with that id).
+    fn put_blob(&mut self, id: &ContentId, bytes: &[u8]) -> Result<(), StoreError>;
+    /// Reads the envelope stored under `id` into `buf`. Absent: [`StoreError::NotFound`]; more
+    /// than `max` bytes: [`StoreError::TooLarge`].
+    fn get_blob(&mut self, id: &ContentId, buf: &mut Vec<u8>, max: usize)
+        -> Result<(), StoreError>;
+    /// Deletes the envelope stored under `id` (absent is not an error).
+    fn remove_blob(&mut self, id: &ContentId) -> Result<(), StoreError>;
+    /// Deletes every stored envelope not in `keep` (left over by a crash between writing a blob
+    /// and the record naming it). Optional: the default keeps everything.
+    fn retain_blobs(&mut self, keep: &[ContentId]) -> Result<(), StoreError> {
+        let _ = keep;
+        Ok(())
+    }
+}
+
+/// The records could not be used at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    #[error("no valid guard record: slot A: {a}; slot B: {b}")]
+    NoValidRecord { a: SlotProblem, b: SlotProblem },
+    #[error(
+        "the guard records are for channel {records}, the configuration says channel {config}"
+    )]
+    ChannelMismatch { records: u32, config: u32 },
+    #[error("bad guard configuration: {0}")]
+    Config(#[from] crate::state::ConfigError),
+}
+
+/// What was wrong with one record slot.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SlotProblem {
+    #[error("empty")]
+    Empty,
+    #[error("cannot be read: {0}")]
+    Store(StoreError),
+    #[error("{0}")]
+    Record(RecordError),
+}
+
+/// How the records were read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// The slot whose record is in use (`None`: no record yet, a fresh state).
+    pub used: Option<Slot>,
+    /// A slot that held something that failed its checks and was not trusted, and why.
+    pub rejected: Option<(Slot, SlotProblem)>,
+}
+
+/// A refused stage, or a failed guard operation. [`code`](GuardError::code) gives the stable
+/// reason code for the control protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuardError {
+    #[error("{0}")]
+    Load(LoadError),
+    #[error("could not store the pack or record: {0}")]
+    Store(StoreError),
+    #[error("no candidate is running (staged candidates are tried at the next boot)")]
+    NoCandidateRunning,
+}
+
+impl GuardError {
+    /// A stable reason code: the loader's codes (100..=199), 200 + store, 210 nothing to bless.
+    pub fn code(&self) -> u16 {
+        match self {
+            GuardError::Load(e) => e.code(),
+            GuardError::Store(_) => 200,
+            GuardError::NoCandidateRunning => 210,
+        }
+    }
+}
+
+/// The outcome of [`Guard::boot`]: the decision and, when content is to run, the opened pack.
+#[derive(Debug)]
+pub struct Boot {
+    /// What was decided (after any fallback: if the candidate could not be loaded, this is the
+    /// decision that followed).
+    pub decision: Decision,
+    /// The content to run (`None` exactly when the decision is [`Decision::NoContent`]).
+    pub content: Option<Opened>,
+}
+
+/// The durable boot-count guard.
+pub struct Guard<S: Store> {
+    store: S,
+    config: Config,
+    state: State,
+    recovery: Recovery,
+    running_secs: u32,
+    buf: Vec<u8>,
+}
+
+impl<S: Store> Guard<S> {
+    /// Reads the records: the valid slot with the higher sequence number wins; a slot that fails
+    /// its length, magic, version, CRC or field checks is never trusted. No record at all is a
+    /// fresh state. Call once at driver start, before [`Guard::boot`].
+    pub fn open(mut store: S, config: Config) -> Result<Guard<S>, OpenError> {
+        let config = config.validate()?;
+        let mut buf = Vec::new();
+        let mut read = |slot: Slot| -> Result<State, SlotProblem> {
+            store
+                .read_record(slot, &mut buf, RECORD_BYTES)
+                .map_err(SlotProblem::Store)?;
+            if buf.is_empty() {
+                return Err(SlotProblem::Empty);
+            }
+            let state = record::decode(&buf).map_err(SlotProblem::Record)?;
+            if Slot::for_seq(state.seq) != slot {
+                return Err(SlotProblem::Record(RecordError::BadField {
+                    field: "sequence number (wrong slot)",
+                    offset: 8,
+                    value: state.seq,
+                }));
+            }
+            Ok(state)
+        };
+        let a = read(Slot::A);
+        let b = read(Slot::B);
+        let (state, recovery) = match (a, b) {
+            (Ok(a), Ok(b)) => {
+                if a.seq >= b.seq {
+                    (
+                        a,
+                        Recovery {
+                            used: Some(Slot::A),
+                            rejected: None,
+                        },
+                    )
+                } else {
+                    (
+                        b,
+                        Recovery {
+                            used: Some(Slot::B),
+                            rejected: None,
+                        },
+                    )
+                }
+            }
+            (Ok(a), Err(p)) => (a, recovery(Slot::A, Slot::B, p)),
+            (Err(p), Ok(b)) => (b, recovery(Slot::B, Slot::A, p)),
+            (Err(SlotProblem::Empty), Err(SlotProblem::Empty)) => (
+                State::new(config.channel),
+                Recovery {
+                    used: None,
+                    rejected: None,
+                },
+            ),
+            // Writes alternate A, B, A...: with B never written, A held at most the first record,
+            // and the state before it was the fresh one.
+            (Err(p @ SlotProblem::Record(_)), Err(SlotProblem::Empty)) => (
+                State::new(config.channel),
+                Recovery {
+                    used: None,
+                    rejected: Some((Slot::A, p)),
+                },
+            ),
+            (Err(a), Err(b)) => return Err(OpenError::NoValidRecord { a, b }),
+        };
+        if state.channel != config.channel {
+            return Err(OpenError::ChannelMismatch {
+                records: state.channel,
+                config: config.channel,
+            });
+        }
+        let mut guard = Guard {
+            store,
+            config,
+            state,
+            recovery,
+            running_secs: 0,
+            buf,
+        };
+        if let Some((slot, _)) = &guard.recovery.rejected {
+            let detail = match slot {
+                Slot::A => 1,
+                Slot::B => 2,
+            };
+            guard
+                .state
+                .push_event(0, EventKind::RecordRecovered, detail, ContentId::NONE);
+        }
+        let keep: Vec<ContentId> = guard
+            .state
+            .lkg
+            .iter()
+            .chain(&guard.state.candidate)
+            .copied()
+            .collect();
+        let _ = guard.store.retain_blobs(&keep);
+        Ok(guard)
+    }
+
+    /// The records in use.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// How the records were read at [`Guard::open`].
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    /// Seconds the current content has run (since boot or hot update), as told by [`Guard::tick`].
+    pub fn running_secs(&self) -> u32 {
+        self.running_secs
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The store, mutably (tests inject faults through it).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// Gives the store back.
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
+    /// Writes `next` as the new record; on success it becomes the state.
+    fn commit(&mut self, mut next: State, now: u64) -> Result<(), StoreError> {
+        next.seq = self.state.seq.saturating_add(1);
+        let bytes = record::encode(&next);
+        match self.store.write_record(Slot::for_seq(next.seq), &bytes) {
+            Ok(()) => {
+                let old: [Option<ContentId>; 2] = [self.state.lkg, self.state.candidate];
+                self.state = next;
+                for id in old.into_iter().flatten() {
+                    if self.state.lkg != Some(id) && self.state.candidate != Some(id) {
+                        let _ = self.store.remove_blob(&id);
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.state
+                    .push_event(now, EventKind::StoreFailed, e.code(), ContentId::NONE);
+                Err(e)
+            }
+        }
+    }
+
+    fn load_stored(&mut self, id: ContentId, keys: &TrustedKeys) -> Result<Opened, u32> {
+        self.buf.clear();
+        self.store
+            .get_blob(&id, &mut self.buf, envelope::MAX_ENVELOPE_BYTES)
+            .map_err(|_| 0u32)?;
+        let opened = envelope::open(
+            &self.buf,
+            keys,
+            Admission::Stored {
+                channel: self.config.channel,
+                id,
+            },
+        )
+        .map_err(|e| u32::from(e.code()));
+        self.buf = Vec::new();
+        opened
+    }
+
+    /// The boot decision, at driver start, before any content is loaded: counts the previous
+    /// run's crash, quarantines a candidate that used up its N attempts, records this attempt
+    /// durably, and only then reads and opens the chosen content (signature, version, verifier
+    /// again). A candidate whose attempt cannot be recorded is not tried; one that cannot be
+    /// read or opened is dropped; then last-known-good is chosen the same way. Never fails: the
+    /// worst outcome is [`Decision::NoContent`].
+    pub fn boot(&mut self, keys: &TrustedKeys, now: u64) -> Boot {
+        self.running_secs = 0;
+        let mut next = self.state.clone();
+        let mut decision = next.boot(&self.config, now);
+        if let Decision::Candidate { id, .. } = decision {
+            if self.commit(next, now).is_ok() {
+                match self.load_stored(id, keys) {
+                    Ok(opened) => {
+                        return Boot {
+                            decision,
+                            content: Some(opened),
+                        }
+                    }
+                    Err(detail) => {
+                        let mut next = self.state.clone();
+                        next.candidate_unusable(detail, now);
+                        decision = next.boot_lkg(&self.config, Reason::CandidateUnusable, now);
+                        let _ = self.commit(next, now);
+                    }
+                }
+            } else {
+                // Not durable: the candidate is not tried. Take the last-known-good decision from
+                // the records as they were (the crash accounting is redone at the next boot).
+                let mut next = self.state.clone();
+                next.boots = next.boots.saturating_add(1);
+                decision = next.boot_lkg(&self.config, Reason::AttemptNotRecorded, now);
+                if self.commit(next.clone(), now).is_err() {
+                    // Nothing could be written: keep the in-memory view consistent with what runs.
+                    next.seq = self.state.seq;
+                    self.state = next;
+                }
+            }
+        } else if self.commit(next.clone(), now).is_err() {
+            // Last-known-good is proven content: it still loads when the record cannot be written.
+            next.seq = self.state.seq;
+            self.state = next;
+        }
+        if let Decision::Lkg { id, .. } = decision {
+            match self.load_stored(id, keys) {
+                Ok(opened) => {
+                    return Boot {
+                        decision,
+                        content: Some(opened),
+                    }
+                }
+                Err(detail) => {
+                    let mut next = self.state.clone();
+                    next.lkg_unusable(detail, now);
+                    decision = Decision::NoContent {
+                        reason: Reason::LkgUnusable,
+                    };
+                    next.push_event(
+                        now,
+                        EventKind::BootNoContent,
+                        Reason::LkgUnusable as u32,
+                        id,
+                    );
+                    if self.commit(next.clone(), now).is_err() {
+                        next.seq = self.state.seq;
+                        self.state = next;
+                    }
+                }
+            }
+        }
+        Boot {
+            decision,
+            content: None,
+        }
+    }
+
+    /// A signed envelope arrived (the stage IOCTL): opens it as an update (size, signature,
+    /// channel, quarantine, version, schema, verifier), stores it, and records it as the
+    /// candidate. With `activate` (a hot update) the attempt is counted in the same record,
+    /// before the caller swaps the returned pack in. A refusal or a store failure changes
+    /// nothing and leaves the running content as it is.
+    pub fn stage(
+        &mut self,
+        keys: &TrustedKeys,
+        envelope_bytes: &[u8],
+        activate: bool,
+        now: u64,
+    ) -> Result<Opened, GuardError> {
+        let opened = match envelope::open(
+            envelope_bytes,
+            keys,
+            Admission::Update {
+                channel: self.config.channel,
+                newest: self.state.newest,
+                quarantine: self.state.quarantine(),
+            },
+        ) {
+            Ok(o) => o,
+            Err(e) => {
+                let (version, hash) = envelope::parse(envelope_bytes)
+                    .map(|(h, pack)| (h.version, sha256(pack)))
+                    .unwrap_or((0, [0; 32]));
+                self.state.refused(e.code(), version, hash, now);
+                return Err(GuardError::Load(e));
+            }
+        };
+        let id = opened.id;
+        if let Err(e) = self.store.put_blob(&id, envelope_bytes) {
+            self.state
+                .push_event(now, EventKind::StoreFailed, e.code(), id);
+            let _ = self.store.remove_blob(&id);
+            return Err(GuardError::Store(e));
+        }
+        let mut next = self.state.clone();
+        next.stage(id, activate, now);
+        if let Err(e) = self.commit(next, now) {
+            if self.state.lkg != Some(id) && self.state.candidate != Some(id) {
+                let _ = self.store.remove_blob(&id);
+            }
+            return Err(GuardError::Store(e));
+        }
+        if activate {
+            self.running_secs = 0;
+        }
+        Ok(opened)
+    }
+
+    /// Time passes (the driver's timer): after the stable period a running candidate is blessed
+    /// (it becomes last-known-good), and last-known-good's count of unfinished runs is cleared.
+    /// Returns the blessed content, if any. Writes only when something changes.
+    pub fn tick(&mut self, secs: u32, now: u64) -> Result<Option<ContentId>, StoreError> {
+        self.running_secs = self.running_secs.saturating_add(secs);
+        if self.running_secs < self.config.stable_secs {
+            return Ok(None);
+        }
+        let mut next = self.state.clone();
+        let running = next.candidate.filter(|_| next.active == Active::Candidate);
+        if !next.stable(Reason::StablePeriod, now) {
+            return Ok(None);
+        }
+        self.commit(next, now)?;
+        Ok(running)
+    }
+
+    /// The user-mode service confirms a healthy boot: the running candidate is blessed at once.
+    pub fn confirm_healthy(&mut self, now: u64) -> Result<ContentId, GuardError> {
+        let mut next = self.state.clone();
+        let Some(id) = next.bless(Reason::ServiceConfirmed, now) else {
+            if next.stable(Reason::ServiceConfirmed, now) {
+                self.commit(next, now).map_err(GuardError::Store)?;
+            }
+            return Err(GuardError::NoCandidateRunning);
+        };
+        self.commit(next, now).map_err(GuardError::Store)?;
+        Ok(id)
+    }
+
+    /// A clean shutdown (the driver's shutdown notification or unload): the running attempt is
+    /// not a failure.
+    pub fn clean_shutdown(&mut self, now: u64) -> Result<(), StoreError> {
+        let mut next = self.state.clone();
+        next.clean_shutdown(now);
+        self.running_secs = 0;
+        self.commit(next, now)
+    }
+
+    /// What is running according to the records.
+    pub fn active(&self) -> Active {
+        self.state.active
+    }
+}
+
+fn recovery(used: Slot, other: Slot, problem: SlotProblem) -> Recovery {
+    Recovery {
+        used: Some(used),
+        rejected: match problem {
+            SlotProblem::Empty => None,
+            p => Some((other, p)),
+        },
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).into()
+}
+
+/// A hash for messages.
+pub fn hex(hash: &[u8; 32]) -> HexHash {
+    HexHash(*hash)
+}

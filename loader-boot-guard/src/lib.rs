@@ -1,0 +1,59 @@
+//! Bulwark's second safety net: signed content, last-known-good, and automatic revert after
+//! crashes.
+//!
+//! * [`envelope`]: the signed envelope around a pack (ed25519, `verify_strict`) and the loader
+//!   [`open`], which checks size limits, signature, channel, quarantine, version (anti-downgrade)
+//!   and then runs the interpreter's one verifier.
+//! * [`state`]: the guard's state (last-known-good, candidate, attempt counters, quarantine list,
+//!   recent events) and the pure state machine over it: every decision is a function of the
+//!   records and the configuration.
+//! * [`record`]: the crash-safe record: fixed size, sequence number and CRC-32, written to two
+//!   alternating slots so a torn or lost write falls back to the previous record.
+//! * [`guard`]: [`Guard`], the state machine made durable through a [`Store`] (the driver
+//!   implements it over its registry key and files; [`host::DirStore`] on the host).
+#![no_std]
+#![allow(clippy::result_large_err)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )
+)]
+
+extern crate alloc;
+
+mod crc;
+pub mod envelope;
+pub mod guard;
+#[cfg(feature = "std")]
+pub mod host;
+pub mod record;
+pub mod state;
+
+pub use crc::crc32;
+pub use envelope::{open, seal, Admission, Header, KeyError, LoadError, Opened, TrustedKeys};
+pub use guard::{Boot, Guard, GuardError, OpenError, Recovery, SlotProblem, Store, StoreError};
+pub use record::{RecordError, Slot, RECORD_BYTES};
+pub use state::{Active, Config, ConfigError, Decision, Event, EventKind, Reason, State};
+
+/// Content as the guard names it: its version and the SHA-256 of its pack (the same hash
+/// `VerifiedPack::content_hash` gives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ContentId {
+    /// The content version from the signed envelope.
+    pub version: u64,
+    /// SHA-256 of the pack bytes.
+    pub hash: [u8; 32],
+}
+
+impl ContentId {
+    /// No content (all zero).
+    pub const NONE: ContentId = ContentId {
+        version: 0,
+        hash: [0; 32],
+    };
+}

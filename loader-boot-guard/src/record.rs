@@ -1,0 +1,310 @@
+//! The record: [`State`] encoded in a fixed-size, checksummed layout, written alternately to two
+//! slots so a torn or lost write always leaves the previous record intact.
+//!
+//! Layout (integers little-endian), [`RECORD_BYTES`] bytes, always written whole:
+//!
+//! ```text
+//! 0     magic "BWGR"
+//! 4     u16 record version (1)
+//! 6     u16 record length (RECORD_BYTES)
+//! 8     u64 sequence number (odd: slot A, even: slot B)
+//! 16    u32 channel
+//! 20    u64 newest accepted version
+//! 28    u64 boots
+//! 36    u8 flags (bit 0: last-known-good present, bit 1: candidate present; others 0)
+//! 37    u8 candidate attempts
+//! 38    u8 last-known-good unfinished runs
+//! 39    u8 active (0 none, 1 last-known-good, 2 candidate)
+//! 40    last-known-good: u64 version, [32] pack hash
+//! 80    candidate: u64 version, [32] pack hash
+//! 120   u8 quarantine entries, u8 reserved, u16 reserved
+//! 124   u64 next event sequence number
+//! 132   32 quarantine entries of 40 bytes (u64 version, [32] hash), unused ones zero
+//! 1412  32 event slots of 64 bytes: u64 seq, u64 time, u16 kind, u8 attempts, u8 reserved,
+//!       u32 detail, u64 version, [32] hash (seq 0: empty)
+//! 3460  u32 CRC-32 of bytes 0..3460
+//! ```
+
+use alloc::vec::Vec;
+
+use crate::crc::crc32;
+use crate::state::{Active, Event, EventKind, State, EMPTY_EVENT, MAX_EVENTS, MAX_QUARANTINE};
+use crate::ContentId;
+
+/// `BWGR`: the first four bytes of every record.
+pub const MAGIC: [u8; 4] = *b"BWGR";
+/// The record version this crate writes and reads.
+pub const RECORD_VERSION: u16 = 1;
+const QUARANTINE_AT: usize = 132;
+const EVENT_BYTES: usize = 64;
+const EVENTS_AT: usize = QUARANTINE_AT + MAX_QUARANTINE * 40;
+const CRC_AT: usize = EVENTS_AT + MAX_EVENTS * EVENT_BYTES;
+/// The size of every record.
+pub const RECORD_BYTES: usize = CRC_AT + 4;
+
+/// The two record slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// Holds the records with odd sequence numbers.
+    A,
+    /// Holds the records with even sequence numbers.
+    B,
+}
+
+impl Slot {
+    /// The slot a record with this sequence number goes to.
+    pub fn for_seq(seq: u64) -> Slot {
+        if seq % 2 == 1 {
+            Slot::A
+        } else {
+            Slot::B
+        }
+    }
+
+    /// A short name for messages and file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Slot::A => "A",
+            Slot::B => "B",
+        }
+    }
+}
+
+/// Why a record slot was not trusted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("record is {len} bytes, expected {expected} (torn or truncated write)")]
+    WrongLength { len: usize, expected: usize },
+    #[error("bad record magic {found:02x?} at byte offset 0, expected \"BWGR\"")]
+    BadMagic { found: [u8; 4] },
+    #[error("record version {found} at byte offset 4 is not supported (this guard reads version {supported})")]
+    UnsupportedVersion { found: u16, supported: u16 },
+    #[error("record checksum mismatch: stored CRC-32 {stored:#010x} at byte offset {CRC_AT}, computed {computed:#010x}")]
+    BadCrc { stored: u32, computed: u32 },
+    #[error("record field {field} at byte offset {offset} has invalid value {value}")]
+    BadField {
+        field: &'static str,
+        offset: usize,
+        value: u64,
+    },
+}
+
+struct W<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl W<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        let end = self.at.saturating_add(bytes.len());
+        if let Some(dst) = self.buf.get_mut(self.at..end) {
+            dst.copy_from_slice(bytes);
+        }
+        self.at = end;
+    }
+    fn id(&mut self, id: &ContentId) {
+        self.put(&id.version.to_le_bytes());
+        self.put(&id.hash);
+    }
+}
+
+/// Encodes a state as a record (its `seq` included).
+pub fn encode(state: &State) -> Vec<u8> {
+    let mut buf = alloc::vec![0u8; RECORD_BYTES];
+    let mut w = W {
+        buf: &mut buf,
+        at: 0,
+    };
+    w.put(&MAGIC);
+    w.put(&RECORD_VERSION.to_le_bytes());
+    w.put(&(RECORD_BYTES as u16).to_le_bytes());
+    w.put(&state.seq.to_le_bytes());
+    w.put(&state.channel.to_le_bytes());
+    w.put(&state.newest.to_le_bytes());
+    w.put(&state.boots.to_le_bytes());
+    let flags = u8::from(state.lkg.is_some()) | (u8::from(state.candidate.is_some()) << 1);
+    w.put(&[
+        flags,
+        state.attempts,
+        state.lkg_attempts,
+        state.active as u8,
+    ]);
+    w.id(&state.lkg.unwrap_or(ContentId::NONE));
+    w.id(&state.candidate.unwrap_or(ContentId::NONE));
+    let (quarantine, events, next_event) = state.raw_parts();
+    w.put(&[u8::try_from(quarantine.len()).unwrap_or(0), 0, 0, 0]);
+    w.put(&next_event.to_le_bytes());
+    for q in quarantine {
+        w.id(q);
+    }
+    w.at = EVENTS_AT;
+    for e in events {
+        if e.seq == 0 {
+            w.at = w.at.saturating_add(EVENT_BYTES);
+            continue;
+        }
+        w.put(&e.seq.to_le_bytes());
+        w.put(&e.time.to_le_bytes());
+        w.put(&e.kind.code().to_le_bytes());
+        w.put(&[e.attempts, 0]);
+        w.put(&e.detail.to_le_bytes());
+        w.id(&e.content);
+    }
+    let crc = crc32(buf.get(..CRC_AT).unwrap_or(&[]));
+    if let Some(dst) = buf.get_mut(CRC_AT..RECORD_BYTES) {
+        dst.copy_from_slice(&crc.to_le_bytes());
+    }
+    buf
+}
+
+struct R<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl R<'_> {
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let mut a = [0u8; N];
+        if let Some(s) = self.buf.get(self.at..self.at.saturating_add(N)) {
+            a.copy_from_slice(s);
+        }
+        self.at = self.at.saturating_add(N);
+        a
+    }
+    fn u8(&mut self) -> u8 {
+        let [b] = self.take::<1>();
+        b
+    }
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes(self.take())
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.take())
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.take())
+    }
+    fn id(&mut self) -> ContentId {
+        ContentId {
+            version: self.u64(),
+            hash: self.take(),
+        }
+    }
+}
+
+fn bad(field: &'static str, offset: usize, value: u64) -> RecordError {
+    RecordError::BadField {
+        field,
+        offset,
+        value,
+    }
+}
+
+/// Decodes a record. Length, magic, version and CRC are checked before any field is read, and
+/// every field is checked after: a record that fails is never trusted.
+pub fn decode(bytes: &[u8]) -> Result<State, RecordError> {
+    if bytes.len() != RECORD_BYTES {
+        return Err(RecordError::WrongLength {
+            len: bytes.len(),
+            expected: RECORD_BYTES,
+        });
+    }
+    let mut r = R { buf: bytes, at: 0 };
+    let magic: [u8; 4] = r.take();
+    if magic != MAGIC {
+        return Err(RecordError::BadMagic { found: magic });
+    }
+    let version = r.u16();
+    if version != RECORD_VERSION {
+        return Err(RecordError::UnsupportedVersion {
+            found: version,
+            supported: RECORD_VERSION,
+        });
+    }
+    let computed = crc32(bytes.get(..CRC_AT).unwrap_or(&[]));
+    let stored = u32::from_le_bytes(
+        R {
+            buf: bytes,
+            at: CRC_AT,
+        }
+        .take(),
+    );
+    if stored != computed {
+        return Err(RecordError::BadCrc { stored, computed });
+    }
+    let len = r.u16();
+    if usize::from(len) != RECORD_BYTES {
+        return Err(bad("record length", 6, u64::from(len)));
+    }
+    let seq = r.u64();
+    if seq == 0 {
+        return Err(bad("sequence number", 8, 0));
+    }
+    let mut state = State::new(r.u32());
+    state.seq = seq;
+    state.newest = r.u64();
+    state.boots = r.u64();
+    let flags = r.u8();
+    if flags & !3 != 0 {
+        return Err(bad("flags", 36, u64::from(flags)));
+    }
+    state.attempts = r.u8();
+    state.lkg_attempts = r.u8();
+    let active = r.u8();
+    state.active = Active::from_u8(active).ok_or(bad("active", 39, u64::from(active)))?;
+    let lkg = r.id();
+    let candidate = r.id();
+    state.lkg = (flags & 1 != 0).then_some(lkg);
+    state.candidate = (flags & 2 != 0).then_some(candidate);
+    let qlen = r.u8();
+    if usize::from(qlen) > MAX_QUARANTINE {
+        return Err(bad("quarantine entries", 120, u64::from(qlen)));
+    }
+    let reserved = [r.u8(), r.u8(), r.u8()];
+    if reserved != [0; 3] {
+        return Err(bad("reserved", 121, 0));
+    }
+    let next_event = r.u64();
+    if next_event == 0 {
+        return Err(bad("next event sequence number", 124, 0));
+    }
+    let mut quarantine = [ContentId::NONE; MAX_QUARANTINE];
+    for q in quarantine.iter_mut() {
+        *q = r.id();
+    }
+    let mut events = [EMPTY_EVENT; MAX_EVENTS];
+    for (i, e) in events.iter_mut().enumerate() {
+        let at = EVENTS_AT.saturating_add(i.saturating_mul(EVENT_BYTES));
+        let mut er = R { buf: bytes, at };
+        let seq = er.u64();
+        if seq == 0 {
+            continue;
+        }
+        if seq >= next_event || seq.checked_rem(MAX_EVENTS as u64) != Some(i as u64) {
+            return Err(bad("event sequence number", at, seq));
+        }
+        let time = er.u64();
+        let code = er.u16();
+        let kind = EventKind::from_code(code).ok_or(bad(
+            "event kind",
+            at.saturating_add(16),
+            u64::from(code),
+        ))?;
+        let attempts = er.u8();
+        let _reserved = er.u8();
+        *e = Event {
+            seq,
+            time,
+            kind,
+            attempts,
+            detail: er.u32(),
+            content: er.id(),
+        };
+    }
+    state.set_raw_parts(
+        quarantine.get(..usize::from(qlen)).unwrap_or(&[]),
+        events,
+        next_event,
+    );
+    Ok(state)
+}
