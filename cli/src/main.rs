@@ -7,6 +7,7 @@
 use std::process::ExitCode;
 
 mod content;
+mod driver;
 
 /// The exit code for usage and I/O errors.
 pub const EXIT_USAGE: u8 = 2;
@@ -18,6 +19,7 @@ fn cli() -> clap::Command {
         .subcommand_required(true)
         .arg_required_else_help(true)
         .subcommands(content::commands())
+        .subcommands(driver::commands())
 }
 
 fn main() -> ExitCode {
@@ -36,6 +38,9 @@ fn main() -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     };
     if let Some(code) = content::run(name, sub) {
+        return code;
+    }
+    if let Some(code) = driver::run(name, sub) {
         return code;
     }
     eprintln!("bulwark: unknown command {name}");
