@@ -35,6 +35,10 @@ impl ControlPlane for VerifyOnly {
     fn confirm_healthy(&mut self, _now: u64) -> OutcomeBuf {
         OutcomeBuf::new(false, 3, "no candidate to bless")
     }
+    fn running_source(&self) -> ContentSource {
+        ContentSource::Candidate
+    }
+    fn take_events(&mut self, _sink: &mut dyn FnMut(GuardEventRecord)) {}
     fn guard_status(&self) -> GuardStatus {
         GuardStatus {
             threshold: 3,

@@ -5,7 +5,7 @@
 
 use bulwark_driver_core::content::Content;
 use bulwark_driver_core::sensor::{Capacities, ControlPlane, OutcomeBuf, Sensor};
-use bulwark_protocol::{GuardStatus, Op};
+use bulwark_protocol::{ContentSource, GuardEventRecord, GuardStatus, Op};
 
 struct Refuse;
 
@@ -16,6 +16,10 @@ impl ControlPlane for Refuse {
     fn confirm_healthy(&mut self, _now: u64) -> OutcomeBuf {
         OutcomeBuf::new(false, 2, "nothing to confirm")
     }
+    fn running_source(&self) -> ContentSource {
+        ContentSource::Candidate
+    }
+    fn take_events(&mut self, _sink: &mut dyn FnMut(GuardEventRecord)) {}
     fn guard_status(&self) -> GuardStatus {
         GuardStatus::default()
     }

@@ -8,6 +8,7 @@
 //! - [`events`]: the event builders, one per event type, taking every field.
 //! - [`ring`]: fixed-capacity detection and guard-event rings with drop counts.
 //! - [`content`]: the running content and its hot swap.
+//! - [`control`]: the loader and boot-count guard wired to the sensor.
 //! - [`sensor`]: all of it together: callbacks in, verdicts and detections out, and the control
 //!   protocol's handler.
 #![no_std]
@@ -25,6 +26,7 @@
 extern crate alloc;
 
 pub mod content;
+pub mod control;
 pub mod events;
 pub mod identity;
 pub mod paths;

@@ -14,9 +14,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use bulwark_interpreter::{Action, Event, EventType, VerifiedPack};
 use bulwark_protocol::limits::DETECTION_IMAGE_BYTES;
 use bulwark_protocol::{
-    encode_list_header, encode_reply, ContentStatus, Counters, DetectionRecord, GuardEventRecord,
-    GuardStatus, Outcome, ProtocolError, ReplyStatus, Request, StatusReply, LIST_HEADER_LEN,
-    REPLY_HEADER_LEN,
+    encode_list_header, encode_reply, ContentSource, ContentStatus, Counters, DetectionRecord,
+    GuardEventRecord, GuardStatus, Outcome, ProtocolError, ReplyStatus, Request, StatusReply,
+    LIST_HEADER_LEN, REPLY_HEADER_LEN,
 };
 
 use crate::content::{Content, ContentSwap};
@@ -118,6 +118,11 @@ pub trait ControlPlane {
     fn confirm_healthy(&mut self, now: u64) -> OutcomeBuf;
     /// The guard's state for the status reply.
     fn guard_status(&self) -> GuardStatus;
+    /// Where the running content came from, according to the guard (a candidate becomes
+    /// last-known-good while it runs, without being swapped).
+    fn running_source(&self) -> ContentSource;
+    /// Hands the guard events not yet forwarded to `sink`, oldest first.
+    fn take_events(&mut self, sink: &mut dyn FnMut(GuardEventRecord));
 }
 
 /// An owned [`Outcome`] with a fixed message buffer.
@@ -432,13 +437,35 @@ impl Sensor {
         backoff: &mut dyn FnMut(),
     ) -> Result<usize, ProtocolError> {
         let request = Request::parse(ioctl, input)?;
+        let result = self.handle_request(request, output, control, now, backoff);
+        self.forward_guard_events(control);
+        result
+    }
+
+    /// Moves the control plane's new guard events into the ring user mode reads.
+    pub fn forward_guard_events(&self, control: &mut dyn ControlPlane) {
+        control.take_events(&mut |e| self.report_guard_event(e));
+    }
+
+    fn handle_request(
+        &self,
+        request: Request<'_>,
+        output: &mut [u8],
+        control: &mut dyn ControlPlane,
+        now: u64,
+        backoff: &mut dyn FnMut(),
+    ) -> Result<usize, ProtocolError> {
         let op = request.op();
         match request {
             Request::Status => {
+                let mut content = self.content_status();
+                if content.source != ContentSource::None {
+                    content.source = control.running_source();
+                }
                 let reply = StatusReply {
                     driver_version: self.driver_version,
                     schema_hash: bulwark_interpreter::schema_hash(),
-                    content: self.content_status(),
+                    content,
                     guard: control.guard_status(),
                     counters: self.counters(),
                 };

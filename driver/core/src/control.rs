@@ -1,0 +1,227 @@
+//! The driver's control plane: the loader and the boot-count guard (`bulwark-loader-boot-guard`)
+//! wired to the sensor. It decides what content runs at start-up, admits staged packs, blesses
+//! candidates, records clean shutdowns, and forwards the guard's events to user mode.
+//!
+//! The Windows layer supplies the [`Store`] (registry records flushed with `ZwFlushKey`, content
+//! files) and the clock; everything else is here and tested with an in-memory store.
+
+use bulwark_loader_boot_guard::state::EventKind;
+use bulwark_loader_boot_guard::{
+    Active, Config, ContentId, Decision, Guard, OpenError, Opened, Store, TrustedKeys,
+};
+use bulwark_protocol::{ContentSource, GuardEventRecord, GuardStatus};
+
+use crate::content::Content;
+use crate::sensor::{ControlPlane, OutcomeBuf};
+
+/// Reason code of a refusal because the guard could not open its records at start.
+pub const CODE_GUARD_UNAVAILABLE: u16 = 220;
+
+/// What happened at start-up.
+#[derive(Debug)]
+pub struct Start {
+    /// The guard's decision (`None` when the guard could not open its records).
+    pub decision: Option<Decision>,
+    /// The content to install, if any.
+    pub content: Option<Content>,
+    /// Why the guard is unavailable, if it is.
+    pub error: Option<OpenError>,
+}
+
+/// The control plane.
+pub struct Control<S: Store> {
+    guard: Result<Guard<S>, OpenError>,
+    keys: TrustedKeys,
+    threshold: u8,
+    stable_secs: u32,
+    /// Guard events up to this sequence number have been forwarded.
+    forwarded: u64,
+}
+
+fn content(opened: Opened, source: ContentSource) -> Content {
+    Content {
+        channel: opened.header.channel,
+        version: opened.id.version,
+        hash: opened.id.hash,
+        pack: opened.pack,
+        source,
+    }
+}
+
+impl<S: Store> Control<S> {
+    /// Opens the guard's records and takes the boot decision: counts the previous run's crash,
+    /// quarantines a candidate that used its N attempts, records this attempt durably, and only
+    /// then opens the chosen content (signature, version and the verifier again). Call once, at
+    /// driver start, before any callback can evaluate. Never fails: the worst outcome is no
+    /// content, with the reason in [`Start`].
+    pub fn start(store: S, config: Config, keys: TrustedKeys, now: u64) -> (Self, Start) {
+        let mut guard = Guard::open(store, config);
+        let start = match &mut guard {
+            Ok(g) => {
+                let boot = g.boot(&keys, now);
+                let source = match boot.decision.active() {
+                    Active::Candidate => ContentSource::Candidate,
+                    _ => ContentSource::LastKnownGood,
+                };
+                Start {
+                    decision: Some(boot.decision),
+                    content: boot.content.map(|o| content(o, source)),
+                    error: None,
+                }
+            }
+            Err(e) => Start {
+                decision: None,
+                content: None,
+                error: Some(e.clone()),
+            },
+        };
+        (
+            Control {
+                guard,
+                keys,
+                threshold: config.threshold,
+                stable_secs: config.stable_secs,
+                forwarded: 0,
+            },
+            start,
+        )
+    }
+
+    /// The guard, if its records could be opened.
+    pub fn guard(&self) -> Option<&Guard<S>> {
+        self.guard.as_ref().ok()
+    }
+
+    /// Time passes (the driver's worker, every few seconds): a candidate that has run the stable
+    /// period is blessed. Returns the blessed content, if any.
+    pub fn tick(&mut self, secs: u32, now: u64) -> Option<ContentId> {
+        self.guard
+            .as_mut()
+            .ok()
+            .and_then(|g| g.tick(secs, now).ok().flatten())
+    }
+
+    /// A clean shutdown: the running attempt does not count as a failure.
+    pub fn clean_shutdown(&mut self, now: u64) {
+        if let Ok(g) = self.guard.as_mut() {
+            let _ = g.clean_shutdown(now);
+        }
+    }
+
+    /// Where the running content came from, according to the guard.
+    pub fn running_source(&self) -> ContentSource {
+        match self.guard.as_ref().map(|g| g.active()) {
+            Ok(Active::Candidate) => ContentSource::Candidate,
+            Ok(Active::Lkg) => ContentSource::LastKnownGood,
+            _ => ContentSource::None,
+        }
+    }
+}
+
+impl<S: Store> ControlPlane for Control<S> {
+    fn stage(&mut self, envelope: &[u8], now: u64, swap: &mut dyn FnMut(Content)) -> OutcomeBuf {
+        let guard = match self.guard.as_mut() {
+            Ok(g) => g,
+            Err(e) => {
+                return OutcomeBuf::format(
+                    false,
+                    CODE_GUARD_UNAVAILABLE,
+                    format_args!("the guard's records are unusable, nothing can be staged: {e}"),
+                )
+            }
+        };
+        // A hot update: the candidate runs at once, its attempt counted durably first, so a crash
+        // while it runs counts against it at the next boot.
+        match guard.stage(&self.keys, envelope, true, now) {
+            Ok(opened) => {
+                let version = opened.id.version;
+                let rules = opened.pack.rule_count();
+                swap(content(opened, ContentSource::Candidate));
+                OutcomeBuf::format(
+                    true,
+                    0,
+                    format_args!(
+                        "content version {version} ({rules} rules) is running as the candidate; \
+                         it becomes last-known-good after {} s or a confirmed healthy boot",
+                        self.stable_secs
+                    ),
+                )
+            }
+            Err(e) => OutcomeBuf::format(false, e.code(), format_args!("{e}")),
+        }
+    }
+
+    fn confirm_healthy(&mut self, now: u64) -> OutcomeBuf {
+        let guard = match self.guard.as_mut() {
+            Ok(g) => g,
+            Err(e) => {
+                return OutcomeBuf::format(
+                    false,
+                    CODE_GUARD_UNAVAILABLE,
+                    format_args!("the guard's records are unusable: {e}"),
+                )
+            }
+        };
+        match guard.confirm_healthy(now) {
+            Ok(id) => OutcomeBuf::format(
+                true,
+                0,
+                format_args!("content version {} is now last-known-good", id.version),
+            ),
+            Err(e) => OutcomeBuf::format(false, e.code(), format_args!("{e}")),
+        }
+    }
+
+    fn guard_status(&self) -> GuardStatus {
+        let Ok(g) = self.guard.as_ref() else {
+            return GuardStatus {
+                threshold: self.threshold,
+                stable_period_secs: self.stable_secs,
+                ..GuardStatus::default()
+            };
+        };
+        let s = g.state();
+        GuardStatus {
+            attempts: s.attempts,
+            threshold: self.threshold,
+            candidate_staged: s.candidate.is_some(),
+            candidate_version: s.candidate.map_or(0, |c| c.version),
+            quarantined: u32::try_from(s.quarantine().len()).unwrap_or(u32::MAX),
+            stable_period_secs: self.stable_secs,
+            stable_elapsed_secs: if s.active == Active::Candidate {
+                g.running_secs()
+            } else {
+                0
+            },
+        }
+    }
+
+    fn running_source(&self) -> ContentSource {
+        Control::running_source(self)
+    }
+
+    fn take_events(&mut self, sink: &mut dyn FnMut(GuardEventRecord)) {
+        let Ok(g) = self.guard.as_ref() else {
+            return;
+        };
+        let mut last = self.forwarded;
+        for e in g.state().events_after(self.forwarded) {
+            sink(GuardEventRecord {
+                seq: 0,
+                time: e.time,
+                kind: e.kind.code(),
+                attempts: e.attempts,
+                detail: e.detail,
+                version: e.content.version,
+                hash: e.content.hash,
+            });
+            last = last.max(e.seq);
+        }
+        self.forwarded = last;
+    }
+}
+
+/// The name of a guard event kind code, for output.
+pub fn event_kind_name(code: u16) -> &'static str {
+    EventKind::from_code(code).map_or("unknown", EventKind::name)
+}

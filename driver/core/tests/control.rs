@@ -1,0 +1,346 @@
+//! The driver's start-up guard decisions, staging and blessing, through the core's control plane
+//! and protocol handler, over an in-memory store that behaves like the registry and content files.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::collections::HashMap;
+
+use bulwark_driver_core::content::Content;
+use bulwark_driver_core::control::{event_kind_name, Control};
+use bulwark_driver_core::events::ProcessCreateFacts;
+use bulwark_driver_core::sensor::{Capacities, ControlPlane, OutcomeBuf, Sensor};
+use bulwark_interpreter::build::{Expr, PackBuilder, Pred, RuleSpec};
+use bulwark_interpreter::{Action, Case, EventType, Level, StrOp};
+use bulwark_loader_boot_guard::{
+    seal, Config, ContentId, Decision, Slot, Store, StoreError, TrustedKeys,
+};
+use bulwark_protocol::{ContentSource, GuardEventRecord, GuardStatus};
+
+const SECRET: [u8; 32] = [7; 32];
+const CHANNEL: u32 = 1;
+
+/// Records and blobs in memory, surviving "reboots" (the store is moved from one run to the next).
+#[derive(Default, Clone)]
+struct Mem {
+    records: [Vec<u8>; 2],
+    blobs: HashMap<ContentId, Vec<u8>>,
+}
+
+impl Store for Mem {
+    fn read_record(&mut self, slot: Slot, buf: &mut Vec<u8>, max: usize) -> Result<(), StoreError> {
+        let r = &self.records[slot as usize];
+        if r.len() > max {
+            return Err(StoreError::TooLarge { max });
+        }
+        buf.clear();
+        buf.extend_from_slice(r);
+        Ok(())
+    }
+    fn write_record(&mut self, slot: Slot, bytes: &[u8]) -> Result<(), StoreError> {
+        self.records[slot as usize] = bytes.to_vec();
+        Ok(())
+    }
+    fn put_blob(&mut self, id: &ContentId, bytes: &[u8]) -> Result<(), StoreError> {
+        self.blobs.insert(*id, bytes.to_vec());
+        Ok(())
+    }
+    fn get_blob(
+        &mut self,
+        id: &ContentId,
+        buf: &mut Vec<u8>,
+        _max: usize,
+    ) -> Result<(), StoreError> {
+        let b = self.blobs.get(id).ok_or(StoreError::NotFound)?;
+        buf.clear();
+        buf.extend_from_slice(b);
+        Ok(())
+    }
+    fn remove_blob(&mut self, id: &ContentId) -> Result<(), StoreError> {
+        self.blobs.remove(id);
+        Ok(())
+    }
+}
+
+fn envelope(version: u64, needle: &str) -> Vec<u8> {
+    let mut b = PackBuilder::new();
+    b.rule(RuleSpec {
+        event_type: EventType::ProcessCreation,
+        id: format!("rule-{needle}"),
+        title: format!("{needle} seen"),
+        author: "Bulwark tests".into(),
+        level: Level::High,
+        action: Action::Alert,
+        tags: vec![],
+        expr: Expr::Pred(Pred::Str {
+            field: 1,
+            op: StrOp::Contains,
+            case: Case::Insensitive,
+            value: needle.into(),
+        }),
+    })
+    .unwrap();
+    seal(
+        &SECRET,
+        CHANNEL,
+        version,
+        bulwark_interpreter::schema_hash(),
+        &b.finish(),
+    )
+    .unwrap()
+}
+
+fn keys() -> TrustedKeys {
+    TrustedKeys::new(&[bulwark_loader_boot_guard::envelope::public_key(&SECRET)]).unwrap()
+}
+
+fn config() -> Config {
+    Config {
+        channel: CHANNEL,
+        threshold: 3,
+        stable_secs: 60,
+    }
+}
+
+/// One boot of the simulated machine: start the control plane, install what it decides.
+struct Machine {
+    sensor: Sensor,
+    control: Control<Mem>,
+    decision: Option<Decision>,
+}
+
+fn boot(store: Mem, now: u64) -> Machine {
+    let sensor = Sensor::new(Capacities::default(), now, 1);
+    let (mut control, start) = Control::start(store, config(), keys(), now);
+    assert!(start.error.is_none(), "{:?}", start.error);
+    if let Some(c) = start.content {
+        sensor.install(c, &mut || {});
+    }
+    sensor.forward_guard_events(&mut control);
+    Machine {
+        sensor,
+        control,
+        decision: start.decision,
+    }
+}
+
+impl Machine {
+    fn stage(&mut self, env: &[u8]) -> (bool, String) {
+        let sensor = &self.sensor;
+        let outcome = self
+            .control
+            .stage(env, 5, &mut |c| sensor.install(c, &mut || {}));
+        self.sensor.forward_guard_events(&mut self.control);
+        (outcome.accepted, outcome.message().to_owned())
+    }
+
+    /// Whether a process with this command line raises a detection.
+    fn detects(&self, cmd: &str) -> bool {
+        let image: Vec<u16> = "\\??\\C:\\x.exe".encode_utf16().collect();
+        let cmd: Vec<u16> = cmd.encode_utf16().collect();
+        let before = self.sensor.counters().detections;
+        self.sensor.on_process_create(
+            &ProcessCreateFacts {
+                process_id: 8,
+                create_time: 1,
+                parent_process_id: 4,
+                parent_create_time: None,
+                image_file_name: Some(&image),
+                command_line: Some(&cmd),
+                user: None,
+                integrity: None,
+                logon_id: None,
+                session_id: None,
+            },
+            9,
+        );
+        self.sensor.counters().detections > before
+    }
+
+    /// Guard events read through the protocol handler, as user mode reads them.
+    fn guard_event_names(&self) -> Vec<&'static str> {
+        let req = bulwark_protocol::Request::ReadGuardEvents { max: 64 };
+        let mut input = vec![0u8; req.encoded_len()];
+        req.encode(&mut input).unwrap();
+        let mut output = vec![0u8; req.op().max_reply_len()];
+        let mut view = ReadOnly(&self.control);
+        let n = self
+            .sensor
+            .handle_ioctl(
+                req.op().ioctl(),
+                &input,
+                &mut output,
+                &mut view,
+                0,
+                &mut || {},
+            )
+            .unwrap();
+        bulwark_protocol::parse_guard_events(&output[..n])
+            .unwrap()
+            .records
+            .map(|e| event_kind_name(e.kind))
+            .collect()
+    }
+
+    fn into_store(self) -> Mem {
+        self.control.guard().map(|g| g.store().clone()).unwrap()
+    }
+}
+
+/// The control plane seen read-only (events were already forwarded after each operation).
+struct ReadOnly<'a>(&'a Control<Mem>);
+
+impl ControlPlane for ReadOnly<'_> {
+    fn stage(&mut self, _: &[u8], _: u64, _: &mut dyn FnMut(Content)) -> OutcomeBuf {
+        OutcomeBuf::new(false, 0, "read-only")
+    }
+    fn confirm_healthy(&mut self, _: u64) -> OutcomeBuf {
+        OutcomeBuf::new(false, 0, "read-only")
+    }
+    fn guard_status(&self) -> GuardStatus {
+        self.0.guard_status()
+    }
+    fn running_source(&self) -> ContentSource {
+        self.0.running_source()
+    }
+    fn take_events(&mut self, _: &mut dyn FnMut(GuardEventRecord)) {}
+}
+
+#[test]
+fn first_boot_runs_nothing_then_a_staged_pack_runs_at_once() {
+    let mut m = boot(Mem::default(), 1);
+    assert!(matches!(m.decision, Some(Decision::NoContent { .. })));
+    assert!(!m.detects("mimikatz"));
+    let (ok, msg) = m.stage(&envelope(1, "mimikatz"));
+    assert!(ok, "{msg}");
+    assert!(msg.contains("version 1"), "{msg}");
+    assert!(m.detects("MIMIKATZ.exe sekurlsa"));
+    assert_eq!(m.control.running_source(), ContentSource::Candidate);
+    let names = m.guard_event_names();
+    assert!(names.contains(&"staged"), "{names:?}");
+}
+
+#[test]
+fn refused_packs_leave_the_running_content_alone_and_say_why() {
+    let mut m = boot(Mem::default(), 1);
+    assert!(m.stage(&envelope(5, "mimikatz")).0);
+    let mut tampered = envelope(6, "procdump");
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    let (ok, msg) = m.stage(&tampered);
+    assert!(!ok);
+    assert!(msg.contains("signature"), "{msg}");
+    let (ok, msg) = m.stage(&envelope(4, "procdump"));
+    assert!(!ok);
+    assert!(
+        msg.contains('4') && msg.contains('5'),
+        "a downgrade must name both versions: {msg}"
+    );
+    assert!(m.detects("mimikatz"), "still the old content");
+    assert!(!m.detects("procdump"));
+    assert!(m.guard_event_names().contains(&"refused"));
+}
+
+#[test]
+fn a_blessed_candidate_is_last_known_good_at_the_next_boot() {
+    let mut m = boot(Mem::default(), 1);
+    assert!(m.stage(&envelope(1, "mimikatz")).0);
+    let o = m.control.confirm_healthy(10);
+    assert!(o.accepted, "{}", o.message());
+    assert_eq!(m.control.running_source(), ContentSource::LastKnownGood);
+    let m = boot(m.into_store(), 20);
+    assert!(
+        matches!(m.decision, Some(Decision::Lkg { .. })),
+        "{:?}",
+        m.decision
+    );
+    assert!(m.detects("mimikatz"));
+}
+
+#[test]
+fn the_stable_period_blesses_through_tick() {
+    let mut m = boot(Mem::default(), 1);
+    assert!(m.stage(&envelope(1, "mimikatz")).0);
+    assert_eq!(m.control.tick(30, 2), None);
+    let blessed = m.control.tick(30, 3);
+    assert_eq!(blessed.map(|c| c.version), Some(1));
+    assert_eq!(m.control.running_source(), ContentSource::LastKnownGood);
+}
+
+#[test]
+fn a_candidate_that_crashes_the_machine_is_quarantined_after_n_boots() {
+    // Good content 1 becomes last-known-good; bad content 2 is staged and crashes every boot.
+    let mut m = boot(Mem::default(), 1);
+    assert!(m.stage(&envelope(1, "mimikatz")).0);
+    assert!(m.control.confirm_healthy(2).accepted);
+    assert!(m.stage(&envelope(2, "procdump")).0);
+    let mut store = m.into_store(); // crash: no clean shutdown
+
+    let mut candidate_boots = 0;
+    let mut reverted = false;
+    for reboot in 0..10 {
+        let m = boot(store, 100 + reboot);
+        match m.decision {
+            Some(Decision::Candidate { .. }) => {
+                candidate_boots += 1;
+                assert!(m.detects("procdump"));
+                store = m.into_store(); // crashes again
+            }
+            Some(Decision::Lkg { .. }) => {
+                assert!(m.detects("mimikatz"), "last-known-good runs");
+                assert!(!m.detects("procdump"));
+                let names = m.guard_event_names();
+                assert!(names.contains(&"quarantined"), "{names:?}");
+                store = m.into_store();
+                reverted = true;
+                break;
+            }
+            other => panic!("unexpected decision {other:?}"),
+        }
+    }
+    assert!(reverted);
+    // The hot update's own run was attempt 1: at most N - 1 further candidate boots.
+    assert!(candidate_boots <= 2, "{candidate_boots} candidate boots");
+    let mut m = boot(store, 200);
+    assert!(matches!(m.decision, Some(Decision::Lkg { .. })));
+    let (ok, msg) = m.stage(&envelope(2, "procdump"));
+    assert!(!ok, "a quarantined pack delivered again is refused");
+    assert!(msg.contains("quarantine"), "{msg}");
+}
+
+#[test]
+fn clean_shutdowns_are_not_crashes() {
+    let mut m = boot(Mem::default(), 1);
+    assert!(m.stage(&envelope(1, "mimikatz")).0);
+    m.control.clean_shutdown(2);
+    let mut store = m.into_store();
+    for reboot in 0..10 {
+        let mut m = boot(store, 10 + reboot);
+        assert!(
+            matches!(m.decision, Some(Decision::Candidate { .. })),
+            "reboot {reboot}: {:?}",
+            m.decision
+        );
+        m.control.clean_shutdown(11 + reboot);
+        store = m.into_store();
+    }
+}
+
+#[test]
+fn unusable_records_mean_no_content_and_a_clear_refusal() {
+    let store = Mem {
+        records: [vec![0xFF; 64], vec![0xAB; 64]],
+        ..Mem::default()
+    };
+    let sensor = Sensor::new(Capacities::default(), 1, 1);
+    let (mut control, start) = Control::start(store, config(), keys(), 1);
+    assert!(start.content.is_none());
+    let e = start.error.expect("both slots are garbage");
+    assert!(e.to_string().contains("slot A"), "{e}");
+    let o = control.stage(&envelope(1, "x"), 2, &mut |c| sensor.install(c, &mut || {}));
+    assert!(!o.accepted);
+    assert!(o.message().contains("unusable"), "{}", o.message());
+}
