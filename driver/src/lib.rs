@@ -7,6 +7,8 @@
 //! Elsewhere the crate is an empty shell linked against `std`, so `cargo build --workspace` works.
 #![no_std]
 
+extern crate alloc;
+
 #[cfg(not(any(windows, feature = "wdk-typecheck")))]
 extern crate std;
 

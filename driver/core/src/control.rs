@@ -225,3 +225,66 @@ impl<S: Store> ControlPlane for Control<S> {
 pub fn event_kind_name(code: u16) -> &'static str {
     EventKind::from_code(code).map_or("unknown", EventKind::name)
 }
+
+/// Reason code of a refusal because the driver has not started its control plane yet.
+pub const CODE_STARTING: u16 = 221;
+
+/// The control plane before start-up has finished (a boot-start driver waits for the boot
+/// volume's file system before it can read its content): status works, changes are refused.
+#[derive(Debug, Clone, Copy)]
+pub struct Starting {
+    /// The configured threshold.
+    pub threshold: u8,
+    /// The configured stable period.
+    pub stable_secs: u32,
+}
+
+impl ControlPlane for Starting {
+    fn stage(&mut self, _: &[u8], _: u64, _: &mut dyn FnMut(Content)) -> OutcomeBuf {
+        OutcomeBuf::new(
+            false,
+            CODE_STARTING,
+            "the driver is still starting (its content directory is not available yet); try again",
+        )
+    }
+
+    fn confirm_healthy(&mut self, _: u64) -> OutcomeBuf {
+        OutcomeBuf::new(
+            false,
+            CODE_STARTING,
+            "the driver is still starting; try again",
+        )
+    }
+
+    fn guard_status(&self) -> GuardStatus {
+        GuardStatus {
+            threshold: self.threshold,
+            stable_period_secs: self.stable_secs,
+            ..GuardStatus::default()
+        }
+    }
+
+    fn running_source(&self) -> ContentSource {
+        ContentSource::None
+    }
+
+    fn take_events(&mut self, _: &mut dyn FnMut(GuardEventRecord)) {}
+}
+
+/// The driver's control plane over its life: starting, then running.
+pub enum Lifecycle<S: Store> {
+    /// Waiting for the file system.
+    Starting(Starting),
+    /// Started.
+    Running(alloc::boxed::Box<Control<S>>),
+}
+
+impl<S: Store> Lifecycle<S> {
+    /// The control plane to hand requests to.
+    pub fn plane(&mut self) -> &mut dyn ControlPlane {
+        match self {
+            Lifecycle::Starting(s) => s,
+            Lifecycle::Running(c) => &mut **c,
+        }
+    }
+}

@@ -29,6 +29,7 @@ pub mod content;
 pub mod control;
 pub mod events;
 pub mod identity;
+pub mod keys;
 pub mod paths;
 pub mod process;
 pub mod ring;

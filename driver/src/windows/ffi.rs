@@ -1,0 +1,158 @@
+//! Small safe wrappers over the kernel calls and structures the rest of the layer uses, and the
+//! declarations the WDK headers wdk-sys binds do not carry.
+
+use alloc::vec::Vec;
+
+use wdk_sys::ntddk::{ExFreePool, KeDelayExecutionThread, RtlInitUnicodeString};
+use wdk_sys::{
+    _IO_STACK_LOCATION, _IRP, _MODE::KernelMode, LARGE_INTEGER, NTSTATUS, PCUNICODE_STRING,
+    PDEVICE_OBJECT, PDRIVER_OBJECT, PUNICODE_STRING, PVOID, ULONG, UNICODE_STRING,
+};
+
+unsafe extern "C" {
+    /// `wdmsec.h`: creates a device object with a security descriptor given in SDDL, applied
+    /// before any handle can be opened (not in the headers wdk-sys binds; linked from wdmsec.lib).
+    pub fn IoCreateDeviceSecure(
+        DriverObject: PDRIVER_OBJECT,
+        DeviceExtensionSize: ULONG,
+        DeviceName: PUNICODE_STRING,
+        DeviceType: ULONG,
+        DeviceCharacteristics: ULONG,
+        Exclusive: u8,
+        DefaultSDDLString: PCUNICODE_STRING,
+        DeviceClassGuid: *const wdk_sys::GUID,
+        DeviceObject: *mut PDEVICE_OBJECT,
+    ) -> NTSTATUS;
+
+    /// The system time in 100 ns units since 1601 (Windows 8 and later).
+    pub fn KeQuerySystemTimePrecise(CurrentTime: *mut LARGE_INTEGER);
+}
+
+/// The class GUID of the control device, so an administrator can set its security in the registry.
+/// {4b8e7f0a-52c1-4d2e-9c55-7a1f0c3b9e21}
+pub const DEVICE_CLASS_GUID: wdk_sys::GUID = wdk_sys::GUID {
+    Data1: 0x4b8e_7f0a,
+    Data2: 0x52c1,
+    Data3: 0x4d2e,
+    Data4: [0x9c, 0x55, 0x7a, 0x1f, 0x0c, 0x3b, 0x9e, 0x21],
+};
+
+/// The current system time (100 ns since 1601-01-01 UTC).
+pub fn now() -> u64 {
+    let mut t = LARGE_INTEGER::default();
+    // SAFETY: `t` is a valid, writable LARGE_INTEGER; the call only writes it. Callable at any IRQL.
+    unsafe { KeQuerySystemTimePrecise(&mut t) };
+    // SAFETY: every bit pattern of the union is a valid i64.
+    let v = unsafe { t.QuadPart };
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// Sleeps the current thread for `ms` milliseconds. PASSIVE_LEVEL only.
+pub fn sleep_ms(ms: u32) {
+    let mut interval = LARGE_INTEGER::default();
+    // Negative: relative, in 100 ns units.
+    interval.QuadPart = -(i64::from(ms) * 10_000);
+    // SAFETY: `interval` is valid for the call; kernel-mode, non-alertable wait at PASSIVE_LEVEL
+    // (every caller of this function runs there: IOCTL dispatch, the worker thread, unload).
+    let _ = unsafe { KeDelayExecutionThread(KernelMode as i8, 0, &mut interval) };
+}
+
+/// The UTF-16 units of a `UNICODE_STRING` the kernel handed over, or `None` for a null pointer.
+///
+/// # Safety
+/// `s` must be null or point to a valid `UNICODE_STRING` whose `Buffer` holds `Length` bytes, and
+/// both must stay valid and unchanged for `'a`.
+pub unsafe fn units<'a>(s: *const UNICODE_STRING) -> Option<&'a [u16]> {
+    // SAFETY: the caller guarantees `s` is null or valid for `'a`.
+    let s = unsafe { s.as_ref() }?;
+    if s.Buffer.is_null() || s.Length == 0 {
+        return Some(&[]);
+    }
+    let len = usize::from(s.Length / 2);
+    // SAFETY: the caller guarantees `Buffer` holds `Length` bytes, valid for `'a`; u16 alignment is
+    // guaranteed for UNICODE_STRING buffers.
+    Some(unsafe { core::slice::from_raw_parts(s.Buffer, len) })
+}
+
+/// A counted UTF-16 string built from a Rust `&str`, owned, for passing names to the kernel.
+pub struct OwnedUnicode {
+    buf: Vec<u16>,
+    us: UNICODE_STRING,
+}
+
+impl OwnedUnicode {
+    /// Encodes `s` (at most 32 767 units, the UNICODE_STRING limit; longer input is cut).
+    pub fn new(s: &str) -> Self {
+        let mut buf: Vec<u16> = s.encode_utf16().take(32_767).collect();
+        buf.push(0);
+        let bytes = u16::try_from((buf.len() - 1) * 2).unwrap_or(u16::MAX - 1);
+        let us = UNICODE_STRING {
+            Length: bytes,
+            MaximumLength: bytes + 2,
+            Buffer: buf.as_mut_ptr(),
+        };
+        OwnedUnicode { buf, us }
+    }
+
+    /// A pointer for calls that take `PUNICODE_STRING`; valid while `self` lives and is not moved.
+    pub fn as_ptr(&mut self) -> PUNICODE_STRING {
+        self.us.Buffer = self.buf.as_mut_ptr();
+        &mut self.us
+    }
+}
+
+/// A `UNICODE_STRING` over a static, NUL-terminated UTF-16 literal.
+pub fn init_unicode(s: &'static [u16]) -> UNICODE_STRING {
+    let mut us = UNICODE_STRING::default();
+    // SAFETY: `s` is a NUL-terminated static UTF-16 string; `us` is written only.
+    unsafe { RtlInitUnicodeString(&mut us, s.as_ptr()) };
+    us
+}
+
+/// The current I/O stack location of `irp` (the `IoGetCurrentIrpStackLocation` inline).
+///
+/// # Safety
+/// `irp` must be a valid IRP being dispatched to this driver.
+pub unsafe fn current_stack_location(irp: *mut _IRP) -> *mut _IO_STACK_LOCATION {
+    // SAFETY: the caller guarantees `irp` is valid; CurrentStackLocation is set by the I/O manager
+    // for an IRP in dispatch.
+    unsafe {
+        (*irp)
+            .Tail
+            .Overlay
+            .__bindgen_anon_2
+            .__bindgen_anon_1
+            .CurrentStackLocation
+    }
+}
+
+/// Frees pool the kernel allocated for us (for example `SeQueryInformationToken` output).
+///
+/// # Safety
+/// `p` must be a pool allocation owned by the caller, not used afterwards.
+pub unsafe fn free_pool(p: PVOID) {
+    if !p.is_null() {
+        // SAFETY: guaranteed by the caller.
+        unsafe { ExFreePool(p) };
+    }
+}
+
+/// Encodes an ASCII literal as a NUL-terminated UTF-16 array at compile time.
+macro_rules! wide {
+    ($s:literal) => {{
+        const S: &str = $s;
+        const N: usize = S.len() + 1;
+        const W: [u16; N] = {
+            let bytes = S.as_bytes();
+            let mut out = [0u16; N];
+            let mut i = 0;
+            while i < bytes.len() {
+                out[i] = bytes[i] as u16;
+                i += 1;
+            }
+            out
+        };
+        &W
+    }};
+}
+pub(crate) use wide;
