@@ -135,6 +135,8 @@ pub struct Guard<S: Store> {
     recovery: Recovery,
     running_secs: u32,
     buf: Vec<u8>,
+    /// The packs the record in the other slot names (kept until a newer record replaces it).
+    older: [Option<ContentId>; 2],
 }
 
 impl<S: Store> Guard<S> {
@@ -163,9 +165,11 @@ impl<S: Store> Guard<S> {
         };
         let a = read(Slot::A);
         let b = read(Slot::B);
+        let mut older = [None, None];
         let (state, recovery) = match (a, b) {
             (Ok(a), Ok(b)) => {
                 if a.seq >= b.seq {
+                    older = refs(&b);
                     (
                         a,
                         Recovery {
@@ -174,6 +178,7 @@ impl<S: Store> Guard<S> {
                         },
                     )
                 } else {
+                    older = refs(&a);
                     (
                         b,
                         Recovery {
@@ -216,6 +221,7 @@ impl<S: Store> Guard<S> {
             recovery,
             running_secs: 0,
             buf,
+            older,
         };
         if let Some((slot, _)) = &guard.recovery.rejected {
             let detail = match slot {
@@ -226,12 +232,10 @@ impl<S: Store> Guard<S> {
                 .state
                 .push_event(0, EventKind::RecordRecovered, detail, ContentId::NONE);
         }
-        let keep: Vec<ContentId> = guard
-            .state
-            .lkg
-            .iter()
-            .chain(&guard.state.candidate)
-            .copied()
+        let keep: Vec<ContentId> = refs(&guard.state)
+            .into_iter()
+            .chain(guard.older)
+            .flatten()
             .collect();
         let _ = guard.store.retain_blobs(&keep);
         Ok(guard)
@@ -278,10 +282,13 @@ impl<S: Store> Guard<S> {
         let bytes = record::encode(&next);
         match self.store.write_record(Slot::for_seq(next.seq), &bytes) {
             Ok(()) => {
-                let old: [Option<ContentId>; 2] = [self.state.lkg, self.state.candidate];
+                // The record before this one is still on disk in the other slot, and is the one
+                // that counts if this write is lost: a pack is deleted only when neither names it.
+                let older = core::mem::replace(&mut self.older, refs(&self.state));
                 self.state = next;
-                for id in old.into_iter().flatten() {
-                    if self.state.lkg != Some(id) && self.state.candidate != Some(id) {
+                let keep = [refs(&self.state), self.older];
+                for id in older.into_iter().flatten() {
+                    if !keep.iter().flatten().flatten().any(|k| *k == id) {
                         let _ = self.store.remove_blob(&id);
                     }
                 }
@@ -483,6 +490,10 @@ impl<S: Store> Guard<S> {
     pub fn active(&self) -> Active {
         self.state.active
     }
+}
+
+fn refs(state: &State) -> [Option<ContentId>; 2] {
+    [state.lkg, state.candidate]
 }
 
 fn recovery(used: Slot, other: Slot, problem: SlotProblem) -> Recovery {

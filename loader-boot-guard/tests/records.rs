@@ -1,0 +1,212 @@
+//! The crash-safe record: round trip, and no damaged record is ever trusted.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
+
+mod common;
+
+use bulwark_loader_boot_guard::record::{decode, encode};
+use bulwark_loader_boot_guard::{
+    crc32, Config, Decision, EventKind, Guard, OpenError, RecordError, Slot, SlotProblem, State,
+    RECORD_BYTES,
+};
+use common::*;
+
+/// A state with every part used: LKG, candidate, a full quarantine list, a wrapped event ring.
+fn busy_state() -> State {
+    let cfg = Config {
+        channel: CHANNEL,
+        threshold: 1,
+        stable_secs: 600,
+    };
+    let mut s = State::new(CHANNEL);
+    s.stage(id_of(0, 1), true, 10);
+    s.bless(bulwark_loader_boot_guard::Reason::ServiceConfirmed, 11);
+    for v in 2..40u64 {
+        s.stage(ContentIdExt::fake(v), false, v * 100);
+        assert!(matches!(
+            s.boot(&cfg, v * 100 + 1),
+            Decision::Candidate { .. }
+        ));
+        s.boot(&cfg, v * 100 + 2); // crashed: quarantined
+    }
+    s.stage(ContentIdExt::fake(50), true, 5000);
+    s.seq = 77;
+    s
+}
+
+struct ContentIdExt;
+impl ContentIdExt {
+    fn fake(v: u64) -> bulwark_loader_boot_guard::ContentId {
+        bulwark_loader_boot_guard::ContentId {
+            version: v,
+            hash: [v as u8; 32],
+        }
+    }
+}
+
+#[test]
+fn a_record_round_trips_with_everything_in_it() {
+    let s = busy_state();
+    assert_eq!(s.quarantine().len(), 32);
+    assert_eq!(s.events().count(), 32);
+    let bytes = encode(&s);
+    assert_eq!(bytes.len(), RECORD_BYTES);
+    assert_eq!(decode(&bytes).unwrap(), s);
+    // The quarantine list dropped the oldest entries first.
+    assert_eq!(s.quarantine()[0].version, 39 - 31);
+    assert!(s.is_quarantined(&[39; 32]));
+    assert!(!s.is_quarantined(&[2; 32]));
+}
+
+#[test]
+fn every_flipped_bit_and_every_truncation_is_rejected() {
+    let bytes = encode(&busy_state());
+    for at in 0..bytes.len() {
+        for bit in [0x01u8, 0x80] {
+            let mut bad = bytes.clone();
+            bad[at] ^= bit;
+            let e = decode(&bad).unwrap_err();
+            match at {
+                0..=3 => assert!(matches!(e, RecordError::BadMagic { .. }), "{at}: {e}"),
+                4..=5 => assert!(
+                    matches!(e, RecordError::UnsupportedVersion { .. }),
+                    "{at}: {e}"
+                ),
+                _ => assert!(matches!(e, RecordError::BadCrc { .. }), "{at}: {e}"),
+            }
+        }
+    }
+    for len in 0..bytes.len() {
+        assert_eq!(
+            decode(&bytes[..len]).unwrap_err(),
+            RecordError::WrongLength {
+                len,
+                expected: RECORD_BYTES
+            }
+        );
+    }
+}
+
+#[test]
+fn a_record_with_a_valid_crc_but_bad_fields_is_rejected() {
+    let mut bytes = encode(&busy_state());
+    bytes[39] = 9; // active
+    let n = bytes.len();
+    let crc = crc32(&bytes[..n - 4]);
+    bytes[n - 4..].copy_from_slice(&crc.to_le_bytes());
+    let e = decode(&bytes).unwrap_err();
+    assert_eq!(
+        e,
+        RecordError::BadField {
+            field: "active",
+            offset: 39,
+            value: 9
+        }
+    );
+    assert!(e.to_string().contains("byte offset 39"));
+}
+
+fn store_with(a: Vec<u8>, b: Vec<u8>) -> MemStore {
+    MemStore {
+        records: [a, b],
+        ..MemStore::default()
+    }
+}
+
+fn cfg() -> Config {
+    Config::new(CHANNEL)
+}
+
+#[test]
+fn the_newer_valid_slot_wins_and_a_damaged_one_falls_back() {
+    let mut s1 = busy_state();
+    s1.seq = 5;
+    let mut s2 = s1.clone();
+    s2.seq = 6;
+    s2.newest = 99;
+    let g = Guard::open(store_with(encode(&s1), encode(&s2)), cfg()).unwrap();
+    assert_eq!(g.state().seq, 6);
+    assert_eq!(g.recovery().used, Some(Slot::B));
+    // Slot B torn: A (the previous record) is used, and the fallback is reported.
+    let mut torn = encode(&s2);
+    torn[2000] ^= 0xff;
+    let g = Guard::open(store_with(encode(&s1), torn), cfg()).unwrap();
+    assert_eq!(g.state().seq, 5);
+    assert_eq!(g.state().lkg, s1.lkg);
+    assert!(matches!(
+        g.recovery().rejected,
+        Some((Slot::B, SlotProblem::Record(RecordError::BadCrc { .. })))
+    ));
+    assert_eq!(
+        g.state().events().last().unwrap().kind,
+        EventKind::RecordRecovered
+    );
+    // A record in the wrong slot for its sequence number is not trusted either.
+    let g = Guard::open(store_with(encode(&s1), encode(&s1)), cfg()).unwrap();
+    assert_eq!(g.recovery().used, Some(Slot::A));
+    assert!(g.recovery().rejected.is_some());
+}
+
+#[test]
+fn both_slots_damaged_is_an_error_not_a_fresh_start() {
+    let mut s1 = busy_state();
+    s1.seq = 5;
+    let mut a = encode(&s1);
+    a[100] ^= 1;
+    let e = Guard::open(store_with(a.clone(), vec![1, 2, 3]), cfg())
+        .err()
+        .unwrap();
+    assert!(matches!(e, OpenError::NoValidRecord { .. }));
+    let msg = e.to_string();
+    assert!(msg.contains("slot A: record checksum mismatch"), "{msg}");
+    assert!(msg.contains("slot B: record is 3 bytes"), "{msg}");
+    // Slot B empty and slot A damaged: only the first record was ever written and it was torn,
+    // so the state before it (fresh) is the right one.
+    let g = Guard::open(store_with(a, vec![]), cfg()).unwrap();
+    assert_eq!(g.state().lkg, None);
+    assert_eq!(g.state().seq, 0);
+    // Slot A empty and slot B damaged cannot come from our writes: an error.
+    let mut b = encode(&s1);
+    b[100] ^= 1;
+    assert!(Guard::open(store_with(vec![], b), cfg()).is_err());
+}
+
+#[test]
+fn a_channel_mismatch_and_a_bad_config_are_errors() {
+    let mut s = busy_state();
+    s.seq = 1;
+    let e = Guard::open(store_with(encode(&s), vec![]), Config::new(CHANNEL + 1))
+        .err()
+        .unwrap();
+    assert_eq!(
+        e,
+        OpenError::ChannelMismatch {
+            records: CHANNEL,
+            config: CHANNEL + 1
+        }
+    );
+    for bad in [
+        Config {
+            threshold: 0,
+            ..cfg()
+        },
+        Config {
+            threshold: 11,
+            ..cfg()
+        },
+        Config {
+            stable_secs: 1,
+            ..cfg()
+        },
+    ] {
+        assert!(matches!(
+            Guard::open(MemStore::default(), bad),
+            Err(OpenError::Config(_))
+        ));
+    }
+}
