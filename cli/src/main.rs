@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 mod content;
 mod driver;
+mod guard;
+mod keys;
 
 /// The exit code for usage and I/O errors.
 pub const EXIT_USAGE: u8 = 2;
@@ -20,6 +22,8 @@ fn cli() -> clap::Command {
         .arg_required_else_help(true)
         .subcommands(content::commands())
         .subcommands(driver::commands())
+        .subcommands(keys::commands())
+        .subcommands(guard::commands())
 }
 
 fn main() -> ExitCode {
@@ -38,6 +42,12 @@ fn main() -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     };
     if let Some(code) = content::run(name, sub) {
+        return code;
+    }
+    if let Some(code) = keys::run(name, sub) {
+        return code;
+    }
+    if let Some(code) = guard::run(name, sub) {
         return code;
     }
     if let Some(code) = driver::run(name, sub) {
