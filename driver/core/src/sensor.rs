@@ -280,17 +280,13 @@ impl Sensor {
         self.stats.table_busy.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn volumes(&self) -> VolumeMap {
-        self.volumes.read().clone()
-    }
-
     /// A process is being created. Returns whether to deny it.
     pub fn on_process_create(&self, facts: &ProcessCreateFacts<'_>, now: u64) -> Verdict {
         let parent = self.lookup(|t| match facts.parent_create_time {
             Some(ct) => t.get(facts.parent_process_id, ct),
             None => t.get_live(facts.parent_process_id),
         });
-        let pc = ProcessCreation::build(facts, &self.volumes(), parent, self.boot_salt);
+        let pc = ProcessCreation::build(facts, &self.volumes.read(), parent, self.boot_salt);
         let block = pc.with_event(|ev| {
             self.evaluate(
                 ev,
@@ -317,7 +313,7 @@ impl Sensor {
     /// An image was mapped.
     pub fn on_image_load(&self, facts: &ImageLoadFacts<'_>, now: u64) {
         let process = self.lookup(|t| t.get_live(facts.process_id));
-        let il = ImageLoad::build(facts, &self.volumes(), process.clone());
+        let il = ImageLoad::build(facts, &self.volumes.read(), process.clone());
         let image = process.as_deref().map_or("", |p| p.image.as_str());
         il.with_event(|ev| self.evaluate(ev, now, facts.process_id, 0, image));
     }

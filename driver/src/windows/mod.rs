@@ -23,6 +23,7 @@ mod callbacks;
 mod device;
 mod ffi;
 mod store;
+mod volumes;
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -135,6 +136,8 @@ impl DriverState {
         let Some(key) = self.parameters.lock().take() else {
             return false;
         };
+        // The volumes are mounted now: drive letters can be mapped.
+        self.sensor.set_volumes(volumes::read());
         let store = WindowsStore::new(key, dir);
         let (mut control, start) = Control::start(store, self.config, self.keys.clone(), now());
         if let Some(e) = &start.error {
