@@ -399,8 +399,9 @@ impl<S: Store> Guard<S> {
     /// A signed envelope arrived (the stage IOCTL): opens it as an update (size, signature,
     /// channel, quarantine, version, schema, verifier), stores it, and records it as the
     /// candidate. With `activate` (a hot update) the attempt is counted in the same record,
-    /// before the caller swaps the returned pack in. A refusal or a store failure changes
-    /// nothing and leaves the running content as it is.
+    /// before the caller swaps the returned pack in. A refusal or a store failure leaves the
+    /// candidate, last-known-good and the running content as they are (a refusal is recorded as
+    /// an event).
     pub fn stage(
         &mut self,
         keys: &TrustedKeys,
@@ -422,7 +423,10 @@ impl<S: Store> Guard<S> {
                 let (version, hash) = envelope::parse(envelope_bytes)
                     .map(|(h, pack)| (h.version, sha256(pack)))
                     .unwrap_or((0, [0; 32]));
-                self.state.refused(e.code(), version, hash, now);
+                // The refusal is recorded for telemetry (best effort: nothing else changes).
+                let mut next = self.state.clone();
+                next.refused(e.code(), version, hash, now);
+                let _ = self.commit(next, now);
                 return Err(GuardError::Load(e));
             }
         };
