@@ -378,6 +378,8 @@ fn key_files_are_checked() {
     );
 }
 
+type Damage = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+
 /// A state directory with a blessed LKG (v1) and a staged candidate (v2), whose records are then
 /// damaged in every way: the guard either falls back to the other record or stops with a clear
 /// error, never panics, and never loses last-known-good.
@@ -399,7 +401,7 @@ fn damaged_state_files_fall_back_or_fail_clearly_and_never_lose_lkg() {
     let orig_b = std::fs::read(&b).unwrap();
     let len = orig_a.len();
 
-    let damages: Vec<(&str, Box<dyn Fn(&[u8]) -> Vec<u8>>)> = vec![
+    let damages: Vec<(&str, Damage)> = vec![
         ("truncated to 0", Box::new(|_| vec![])),
         ("truncated to 1", Box::new(|r| r[..1].to_vec())),
         (
