@@ -4,6 +4,7 @@
 //! the state in memory and acts (loads content, deletes a replaced pack). A write that fails
 //! leaves the previous record and the running content as they were.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use bulwark_interpreter::error::HexHash;
 
@@ -131,7 +132,7 @@ pub struct Boot {
 pub struct Guard<S: Store> {
     store: S,
     config: Config,
-    state: State,
+    state: Box<State>,
     recovery: Recovery,
     running_secs: u32,
     buf: Vec<u8>,
@@ -217,7 +218,7 @@ impl<S: Store> Guard<S> {
         let mut guard = Guard {
             store,
             config,
-            state,
+            state: Box::new(state),
             recovery,
             running_secs: 0,
             buf,
@@ -276,8 +277,15 @@ impl<S: Store> Guard<S> {
         self.store
     }
 
-    /// Writes `next` as the new record; on success it becomes the state.
-    fn commit(&mut self, mut next: State, now: u64) -> Result<(), StoreError> {
+    /// A copy of the state to change (on the heap: the state is a few KiB and kernel stacks are
+    /// small).
+    fn draft(&self) -> Box<State> {
+        Box::new(State::clone(&self.state))
+    }
+
+    /// Writes `next` as the new record; on success it becomes the state. On failure the state
+    /// stays and `next` is handed back.
+    fn try_commit(&mut self, mut next: Box<State>) -> Result<(), (StoreError, Box<State>)> {
         next.seq = self.state.seq.saturating_add(1);
         let bytes = record::encode(&next);
         match self.store.write_record(Slot::for_seq(next.seq), &bytes) {
@@ -294,11 +302,26 @@ impl<S: Store> Guard<S> {
                 }
                 Ok(())
             }
-            Err(e) => {
-                self.state
-                    .push_event(now, EventKind::StoreFailed, e.code(), ContentId::NONE);
-                Err(e)
-            }
+            Err(e) => Err((e, next)),
+        }
+    }
+
+    /// Writes `next` as the new record; on failure the state stays (and the failure is an event).
+    fn commit(&mut self, next: Box<State>, now: u64) -> Result<(), StoreError> {
+        self.try_commit(next).map_err(|(e, _)| {
+            self.state
+                .push_event(now, EventKind::StoreFailed, e.code(), ContentId::NONE);
+            e
+        })
+    }
+
+    /// Writes `next`; if that fails, adopts it in memory anyway (what runs must match what the
+    /// guard believes; the next successful write persists it).
+    fn commit_or_adopt(&mut self, next: Box<State>, now: u64) {
+        if let Err((e, mut next)) = self.try_commit(next) {
+            next.seq = self.state.seq;
+            next.push_event(now, EventKind::StoreFailed, e.code(), ContentId::NONE);
+            self.state = next;
         }
     }
 
@@ -328,7 +351,7 @@ impl<S: Store> Guard<S> {
     /// worst outcome is [`Decision::NoContent`].
     pub fn boot(&mut self, keys: &TrustedKeys, now: u64) -> Boot {
         self.running_secs = 0;
-        let mut next = self.state.clone();
+        let mut next = self.draft();
         let mut decision = next.boot(&self.config, now);
         if let Decision::Candidate { id, .. } = decision {
             if self.commit(next, now).is_ok() {
@@ -340,7 +363,7 @@ impl<S: Store> Guard<S> {
                         }
                     }
                     Err(detail) => {
-                        let mut next = self.state.clone();
+                        let mut next = self.draft();
                         next.candidate_unusable(detail, now);
                         decision = next.boot_lkg(&self.config, Reason::CandidateUnusable, now);
                         let _ = self.commit(next, now);
@@ -349,19 +372,15 @@ impl<S: Store> Guard<S> {
             } else {
                 // Not durable: the candidate is not tried. Take the last-known-good decision from
                 // the records as they were (the crash accounting is redone at the next boot).
-                let mut next = self.state.clone();
+                let mut next = self.draft();
                 next.boots = next.boots.saturating_add(1);
                 decision = next.boot_lkg(&self.config, Reason::AttemptNotRecorded, now);
-                if self.commit(next.clone(), now).is_err() {
-                    // Nothing could be written: keep the in-memory view consistent with what runs.
-                    next.seq = self.state.seq;
-                    self.state = next;
-                }
+                // If nothing can be written, the in-memory view still matches what runs.
+                self.commit_or_adopt(next, now);
             }
-        } else if self.commit(next.clone(), now).is_err() {
+        } else {
             // Last-known-good is proven content: it still loads when the record cannot be written.
-            next.seq = self.state.seq;
-            self.state = next;
+            self.commit_or_adopt(next, now);
         }
         if let Decision::Lkg { id, .. } = decision {
             match self.load_stored(id, keys) {
@@ -372,7 +391,7 @@ impl<S: Store> Guard<S> {
                     }
                 }
                 Err(detail) => {
-                    let mut next = self.state.clone();
+                    let mut next = self.draft();
                     next.lkg_unusable(detail, now);
                     decision = Decision::NoContent {
                         reason: Reason::LkgUnusable,
@@ -383,10 +402,7 @@ impl<S: Store> Guard<S> {
                         Reason::LkgUnusable as u32,
                         id,
                     );
-                    if self.commit(next.clone(), now).is_err() {
-                        next.seq = self.state.seq;
-                        self.state = next;
-                    }
+                    self.commit_or_adopt(next, now);
                 }
             }
         }
@@ -424,7 +440,7 @@ impl<S: Store> Guard<S> {
                     .map(|(h, pack)| (h.version, sha256(pack)))
                     .unwrap_or((0, [0; 32]));
                 // The refusal is recorded for telemetry (best effort: nothing else changes).
-                let mut next = self.state.clone();
+                let mut next = self.draft();
                 next.refused(e.code(), version, hash, now);
                 let _ = self.commit(next, now);
                 return Err(GuardError::Load(e));
@@ -437,7 +453,7 @@ impl<S: Store> Guard<S> {
             let _ = self.store.remove_blob(&id);
             return Err(GuardError::Store(e));
         }
-        let mut next = self.state.clone();
+        let mut next = self.draft();
         next.stage(id, activate, now);
         if let Err(e) = self.commit(next, now) {
             if self.state.lkg != Some(id) && self.state.candidate != Some(id) {
@@ -459,7 +475,7 @@ impl<S: Store> Guard<S> {
         if self.running_secs < self.config.stable_secs {
             return Ok(None);
         }
-        let mut next = self.state.clone();
+        let mut next = self.draft();
         let running = next.candidate.filter(|_| next.active == Active::Candidate);
         if !next.stable(Reason::StablePeriod, now) {
             return Ok(None);
@@ -470,7 +486,7 @@ impl<S: Store> Guard<S> {
 
     /// The user-mode service confirms a healthy boot: the running candidate is blessed at once.
     pub fn confirm_healthy(&mut self, now: u64) -> Result<ContentId, GuardError> {
-        let mut next = self.state.clone();
+        let mut next = self.draft();
         let Some(id) = next.bless(Reason::ServiceConfirmed, now) else {
             if next.stable(Reason::ServiceConfirmed, now) {
                 self.commit(next, now).map_err(GuardError::Store)?;
@@ -484,7 +500,7 @@ impl<S: Store> Guard<S> {
     /// A clean shutdown (the driver's shutdown notification or unload): the running attempt is
     /// not a failure.
     pub fn clean_shutdown(&mut self, now: u64) -> Result<(), StoreError> {
-        let mut next = self.state.clone();
+        let mut next = self.draft();
         next.clean_shutdown(now);
         self.running_secs = 0;
         self.commit(next, now)
