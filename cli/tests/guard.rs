@@ -501,3 +501,50 @@ fn damaged_state_files_fall_back_or_fail_clearly_and_never_lose_lkg() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("bulwark guard init"), "{}", r.stderr);
 }
+
+/// Damaged stored packs: a damaged candidate is dropped and last-known-good loads; a damaged
+/// last-known-good means no content this boot, but the records keep it, and it loads again once
+/// its file is good.
+#[test]
+fn damaged_stored_packs_are_never_loaded_and_lkg_is_kept() {
+    let d = Demo::new("blobs", 3);
+    let good = d.sign("good", 1);
+    d.ok("stage", &[s(&good)]);
+    let lkg_file = PathBuf::from(d.ok("boot", &[])["load"]["file"].as_str().unwrap());
+    d.ok("healthy", &[]);
+    d.ok("shutdown", &[]);
+    let bad = d.sign("bad", 2);
+    d.ok("stage", &[s(&bad)]);
+    let packs = d.state.join("packs");
+    let cand_file = std::fs::read_dir(&packs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p != &lkg_file)
+        .unwrap();
+    let mut bytes = std::fs::read(&cand_file).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    std::fs::write(&cand_file, &bytes).unwrap();
+    let b = d.ok("boot", &[]);
+    assert_eq!(b["decision"], "last-known-good", "{b}");
+    assert_eq!(b["reason"], "the stored candidate could not be loaded");
+    assert!(kinds(&b).contains(&"candidate-unusable".to_string()));
+    d.ok("shutdown", &[]);
+
+    let orig = std::fs::read(&lkg_file).unwrap();
+    let mut flipped = orig.clone();
+    let n = flipped.len();
+    flipped[n - 10] ^= 0x40;
+    std::fs::write(&lkg_file, &flipped).unwrap();
+    let b = d.ok("boot", &[]);
+    assert_eq!(b["decision"], "none", "{b}");
+    assert_eq!(
+        b["reason"],
+        "the stored last-known-good could not be loaded"
+    );
+    assert_eq!(b["last_known_good"]["version"], 1, "kept in the records");
+    d.ok("shutdown", &[]);
+    std::fs::write(&lkg_file, &orig).unwrap();
+    let b = d.ok("boot", &[]);
+    assert_eq!(b["decision"], "last-known-good", "{b}");
+    assert_eq!(b["load"]["version"], 1);
+}
