@@ -135,7 +135,6 @@ pub struct Guard<S: Store> {
     state: Box<State>,
     recovery: Recovery,
     running_secs: u32,
-    buf: Vec<u8>,
     /// The packs the record in the other slot names (kept until a newer record replaces it).
     older: [Option<ContentId>; 2],
 }
@@ -221,7 +220,6 @@ impl<S: Store> Guard<S> {
             state: Box::new(state),
             recovery,
             running_secs: 0,
-            buf,
             older,
         };
         if let Some((slot, _)) = &guard.recovery.rejected {
@@ -326,20 +324,24 @@ impl<S: Store> Guard<S> {
     }
 
     fn load_stored(&mut self, id: ContentId, keys: &TrustedKeys) -> Result<Opened, u32> {
-        self.buf.clear();
-        self.store
-            .get_blob(&id, &mut self.buf, envelope::MAX_ENVELOPE_BYTES)
-            .map_err(|_| 0u32)?;
-        let opened = envelope::open(
-            &self.buf,
-            keys,
-            Admission::Stored {
-                channel: self.config.channel,
-                id,
-            },
-        )
-        .map_err(|e| u32::from(e.code()));
-        self.buf = Vec::new();
+        let mut buf = Vec::new();
+        let read = self
+            .store
+            .get_blob(&id, &mut buf, envelope::MAX_ENVELOPE_BYTES);
+        let opened = match read {
+            Ok(()) => envelope::open(
+                &buf,
+                keys,
+                Admission::Stored {
+                    channel: self.config.channel,
+                    id,
+                },
+            )
+            .map_err(|e| u32::from(e.code())),
+            Err(_) => Err(0),
+        };
+        // The verified pack owns its data: the envelope bytes are freed here.
+        drop(buf);
         opened
     }
 
@@ -366,7 +368,7 @@ impl<S: Store> Guard<S> {
                         let mut next = self.draft();
                         next.candidate_unusable(detail, now);
                         decision = next.boot_lkg(&self.config, Reason::CandidateUnusable, now);
-                        let _ = self.commit(next, now);
+                        self.commit_or_adopt(next, now);
                     }
                 }
             } else {
