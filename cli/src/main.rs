@@ -6,6 +6,7 @@
 
 use std::process::ExitCode;
 
+mod compile;
 mod content;
 mod driver;
 mod guard;
@@ -21,6 +22,7 @@ fn cli() -> clap::Command {
         .subcommand_required(true)
         .arg_required_else_help(true)
         .subcommands(content::commands())
+        .subcommands(compile::commands())
         .subcommands(driver::commands())
         .subcommands(keys::commands())
         .subcommands(guard::commands())
@@ -42,6 +44,9 @@ fn main() -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     };
     if let Some(code) = content::run(name, sub) {
+        return code;
+    }
+    if let Some(code) = compile::run(name, sub) {
         return code;
     }
     if let Some(code) = keys::run(name, sub) {

@@ -1,0 +1,441 @@
+//! One Sigma field condition (`CommandLine|contains|all: [...]`) to an interpreter expression,
+//! with Sigma's semantics: case-insensitive unless `cased`, `*` `?` wildcards with `\` escapes,
+//! `null` for an absent field and `''` for an empty one, and the value modifiers.
+
+use bulwark_interpreter::build::{Expr, Pred};
+use bulwark_interpreter::matching::{parse_glob, GlobTok};
+use bulwark_interpreter::{Case, EventType, FieldType, IntCmp, StrOp};
+use serde_yaml::Value;
+
+use crate::SkipReason;
+
+/// The five dash characters `windash` permutes (pySigma's and rsigma's set).
+pub const WINDASH: [char; 5] = ['-', '/', '\u{2013}', '\u{2014}', '\u{2015}'];
+/// Expansions (windash variants, base64 offsets) allowed per value before a rule is skipped.
+const MAX_EXPANSIONS: usize = 256;
+
+#[derive(Default)]
+struct Mods {
+    transform: Option<StrOp>,
+    all: bool,
+    windash: bool,
+    re: bool,
+    re_flags: String,
+    base64: Option<bool>, // Some(false) base64, Some(true) base64offset
+    cased: bool,
+    exists: bool,
+    fieldref: bool,
+    cmp: Option<IntCmp>,
+}
+
+fn parse_mods(mods: &[&str]) -> Result<Mods, SkipReason> {
+    let mut m = Mods::default();
+    for &name in mods {
+        match name {
+            "contains" => m.transform = Some(StrOp::Contains),
+            "startswith" => m.transform = Some(StrOp::StartsWith),
+            "endswith" => m.transform = Some(StrOp::EndsWith),
+            "all" => m.all = true,
+            "windash" => m.windash = true,
+            "re" => m.re = true,
+            "i" | "m" | "s" if m.re => m.re_flags.push_str(name),
+            "base64" => m.base64 = Some(false),
+            "base64offset" => m.base64 = Some(true),
+            "cased" => m.cased = true,
+            "exists" => m.exists = true,
+            "fieldref" => m.fieldref = true,
+            "lt" => m.cmp = Some(IntCmp::Lt),
+            "lte" => m.cmp = Some(IntCmp::Le),
+            "gt" => m.cmp = Some(IntCmp::Gt),
+            "gte" => m.cmp = Some(IntCmp::Ge),
+            "cidr" => {
+                return Err(SkipReason::Unsupported(
+                    "cidr (no IP address fields in these event types)".into(),
+                ))
+            }
+            other => return Err(SkipReason::Unsupported(format!("modifier '{other}'"))),
+        }
+    }
+    Ok(m)
+}
+
+/// A value's text as Sigma reads it (numbers and booleans as written).
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Unescapes a Sigma pattern without wildcards to its literal text.
+fn literal_of(tokens: &[GlobTok]) -> Option<String> {
+    tokens
+        .iter()
+        .map(|t| match t {
+            GlobTok::Lit(c) => Some(*c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Escapes literal text as a Sigma pattern.
+fn escape(lit: &str) -> String {
+    let mut out = String::with_capacity(lit.len());
+    for c in lit.chars() {
+        if matches!(c, '*' | '?' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A Sigma string pattern (wildcards, escapes) on field `field` to a predicate, choosing the
+/// cheapest form: equality, prefix, suffix or substring when the wildcards allow it.
+fn pattern_pred(field: u8, pattern: &str, case: Case) -> Expr {
+    let tokens = parse_glob(pattern.as_bytes()).unwrap_or_default();
+    let (lead, trail) = (
+        tokens.first() == Some(&GlobTok::Any),
+        tokens.len() > 1 && tokens.last() == Some(&GlobTok::Any),
+    );
+    if tokens == [GlobTok::Any] {
+        return Expr::Pred(Pred::Exists { field });
+    }
+    let inner = &tokens[usize::from(lead)..tokens.len() - usize::from(trail)];
+    if let Some(lit) = literal_of(inner) {
+        let op = match (lead, trail) {
+            (false, false) if lit.is_empty() => return Expr::Pred(Pred::Empty { field }),
+            (false, false) => StrOp::Eq,
+            (true, true) => StrOp::Contains,
+            (false, true) => StrOp::StartsWith,
+            (true, false) => StrOp::EndsWith,
+        };
+        return Expr::Pred(Pred::Str {
+            field,
+            op,
+            case,
+            value: lit,
+        });
+    }
+    Expr::Pred(Pred::Glob {
+        field,
+        case,
+        pattern: pattern.to_owned(),
+    })
+}
+
+/// Standard base64 of `bytes`.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// pySigma's `base64offset`: the three encodings of `value` at byte offsets 0, 1 and 2 of a
+/// base64 stream, with the characters that depend on unknown neighbours cut off.
+pub fn base64_offsets(value: &[u8]) -> [String; 3] {
+    let start = [0usize, 2, 3];
+    let end = [0usize, 3, 2]; // characters cut from the end, by (len + i) % 3
+    let mut out: [String; 3] = Default::default();
+    for (i, slot) in out.iter_mut().enumerate() {
+        let mut padded = vec![b' '; i];
+        padded.extend_from_slice(value);
+        let enc = base64(&padded);
+        let cut = end[(value.len() + i) % 3];
+        let stop = enc.len().saturating_sub(cut);
+        *slot = enc.get(start[i]..stop).unwrap_or("").to_owned();
+    }
+    out
+}
+
+/// Every `windash` variant of `s`: each `-` or `/` that starts a word after a non-word character
+/// (pySigma's `\B[-/]\b`) replaced by each of the five dashes.
+pub fn windash_variants(s: &str) -> Result<Vec<String>, SkipReason> {
+    let chars: Vec<char> = s.chars().collect();
+    let word = |c: Option<&char>| c.is_some_and(|c| c.is_alphanumeric() || *c == '_');
+    let positions: Vec<usize> = (0..chars.len())
+        .filter(|&i| {
+            matches!(chars[i], '-' | '/')
+                && !word(i.checked_sub(1).and_then(|p| chars.get(p)))
+                && word(chars.get(i + 1))
+        })
+        .collect();
+    let count = WINDASH
+        .len()
+        .checked_pow(positions.len() as u32)
+        .unwrap_or(usize::MAX);
+    if count > MAX_EXPANSIONS {
+        return Err(SkipReason::TooLarge(format!(
+            "windash on a value with {} dashes ({} variants)",
+            positions.len(),
+            count
+        )));
+    }
+    let mut out = Vec::with_capacity(count);
+    for mut n in 0..count {
+        let mut v = chars.clone();
+        for &p in &positions {
+            v[p] = WINDASH[n % WINDASH.len()];
+            n /= WINDASH.len();
+        }
+        out.push(v.into_iter().collect());
+    }
+    Ok(out)
+}
+
+/// Compiles `key: value` of a selection map for `event_type`.
+pub fn compile(event_type: EventType, key: &str, value: &Value) -> Result<Expr, SkipReason> {
+    let mut parts = key.split('|');
+    let name = parts.next().unwrap_or("");
+    let mods: Vec<&str> = parts.collect();
+    if name.is_empty() {
+        return Err(SkipReason::Unsupported(
+            "keyword search (a value without a field)".into(),
+        ));
+    }
+    let def = event_type
+        .field_by_name(name)
+        .ok_or_else(|| SkipReason::UnknownField {
+            field: name.to_owned(),
+            event_type: event_type.name(),
+        })?;
+    let field = def.index;
+    let m = parse_mods(&mods)?;
+    let case = if m.cased {
+        Case::Sensitive
+    } else {
+        Case::Insensitive
+    };
+    let values: Vec<&Value> = match value {
+        Value::Sequence(items) => items.iter().collect(),
+        v => vec![v],
+    };
+    if values.is_empty() {
+        return Err(SkipReason::BadValue(format!("{key}: empty list")));
+    }
+    let mut exprs = Vec::with_capacity(values.len());
+    for v in values {
+        exprs.push(compile_one(event_type, def.ty, field, key, &m, case, v)?);
+    }
+    Ok(if exprs.len() == 1 {
+        exprs.remove(0)
+    } else if m.all {
+        Expr::And(exprs)
+    } else {
+        Expr::Or(exprs)
+    })
+}
+
+fn compile_one(
+    event_type: EventType,
+    ty: FieldType,
+    field: u8,
+    key: &str,
+    m: &Mods,
+    case: Case,
+    v: &Value,
+) -> Result<Expr, SkipReason> {
+    if m.exists {
+        return match v {
+            Value::Bool(true) => Ok(Expr::Pred(Pred::Exists { field })),
+            Value::Bool(false) => Ok(Expr::Not(Box::new(Expr::Pred(Pred::Exists { field })))),
+            _ => Err(SkipReason::BadValue(format!(
+                "{key}: exists takes true or false"
+            ))),
+        };
+    }
+    if v.is_null() {
+        // Sigma's null: the field is absent (an empty string is `''`).
+        return Ok(Expr::Not(Box::new(Expr::Pred(Pred::Exists { field }))));
+    }
+    if m.fieldref {
+        let other = scalar_text(v).unwrap_or_default();
+        let def = event_type
+            .field_by_name(&other)
+            .ok_or_else(|| SkipReason::UnknownField {
+                field: other.clone(),
+                event_type: event_type.name(),
+            })?;
+        return Ok(Expr::Pred(Pred::FieldEq {
+            field,
+            other: def.index,
+            case,
+        }));
+    }
+    if let Some(cmp) = m.cmp {
+        let Some(n) = v.as_u64() else {
+            return Err(SkipReason::BadValue(format!(
+                "{key}: a comparison needs a non-negative integer"
+            )));
+        };
+        if ty != FieldType::Int {
+            return Err(SkipReason::Unsupported(format!(
+                "numeric comparison on text field in {key}"
+            )));
+        }
+        return Ok(Expr::Pred(Pred::Int {
+            field,
+            cmp,
+            value: n,
+        }));
+    }
+    let Some(text) = scalar_text(v) else {
+        return Err(SkipReason::BadValue(format!(
+            "{key}: a value must be a string, number, boolean or null"
+        )));
+    };
+    if m.re {
+        if ty != FieldType::Str {
+            return Err(SkipReason::Unsupported(format!(
+                "regex on integer field in {key}"
+            )));
+        }
+        let mut pattern = String::new();
+        let inline: String = m.re_flags.chars().filter(|c| *c != 'i').collect();
+        if !inline.is_empty() {
+            pattern.push_str(&format!("(?{inline})"));
+        }
+        pattern.push_str(&text);
+        bulwark_interpreter::build::compile_regex(&pattern, m.re_flags.contains('i'))
+            .map_err(|e| SkipReason::Regex(format!("{key}: {e}")))?;
+        return Ok(Expr::Pred(Pred::Regex {
+            field,
+            pattern,
+            case_insensitive: m.re_flags.contains('i'),
+        }));
+    }
+    if ty == FieldType::Int {
+        if m.transform.is_some() || m.windash || m.base64.is_some() {
+            return Err(SkipReason::Unsupported(format!(
+                "string modifier on integer field in {key}"
+            )));
+        }
+        return match text.parse::<u64>() {
+            Ok(n) => Ok(Expr::Pred(Pred::Int {
+                field,
+                cmp: IntCmp::Eq,
+                value: n,
+            })),
+            Err(_) => Err(SkipReason::BadValue(format!(
+                "{key}: '{text}' is not an integer"
+            ))),
+        };
+    }
+    // Sigma patterns: windash first (dashes are not wildcards), then base64 of the literal text.
+    let variants = if m.windash {
+        windash_variants(&text)?
+    } else {
+        vec![text]
+    };
+    let mut patterns = Vec::new();
+    for variant in variants {
+        match m.base64 {
+            None => patterns.push(variant),
+            Some(offset) => {
+                let tokens = parse_glob(variant.as_bytes()).unwrap_or_default();
+                let Some(lit) = literal_of(&tokens) else {
+                    return Err(SkipReason::Unsupported(format!(
+                        "wildcards inside a base64 value in {key}"
+                    )));
+                };
+                if offset {
+                    patterns.extend(base64_offsets(lit.as_bytes()).iter().map(|s| escape(s)));
+                } else {
+                    patterns.push(escape(&base64(lit.as_bytes())));
+                }
+            }
+        }
+    }
+    if m.base64 == Some(true) && m.transform != Some(StrOp::Contains) {
+        return Err(SkipReason::Unsupported(format!(
+            "base64offset without contains in {key}"
+        )));
+    }
+    let exprs: Vec<Expr> = patterns
+        .into_iter()
+        .map(|p| {
+            let p = match m.transform {
+                Some(StrOp::Contains) => format!("*{p}*"),
+                Some(StrOp::StartsWith) => format!("{p}*"),
+                Some(StrOp::EndsWith) => format!("*{p}"),
+                _ => p,
+            };
+            pattern_pred(field, &p, case)
+        })
+        .collect();
+    Ok(if exprs.len() == 1 {
+        exprs.into_iter().next().unwrap_or(Expr::Const(false))
+    } else {
+        Expr::Or(exprs)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_known_encodings() {
+        assert_eq!(base64(b"Man"), "TWFu");
+        assert_eq!(base64(b"Ma"), "TWE=");
+        assert_eq!(base64(b"M"), "TQ==");
+        // pySigma's documented example: base64offset of "/bin/bash"
+        let o = base64_offsets(b"/bin/bash");
+        assert_eq!(o, ["L2Jpbi9iYXNo", "9iaW4vYmFza", "vYmluL2Jhc2"]);
+    }
+
+    #[test]
+    fn windash_expands_only_word_starting_dashes() {
+        let v = windash_variants(" -enc x-y /c").unwrap();
+        assert_eq!(v.len(), 25);
+        assert!(v.contains(&" /enc x-y -c".to_string()));
+        assert!(v.contains(&" \u{2015}enc x-y \u{2014}c".to_string()));
+        assert!(v.iter().all(|s| s.contains("x-y")));
+        assert_eq!(windash_variants("-a").unwrap().len(), 5);
+    }
+
+    #[test]
+    fn patterns_pick_the_cheapest_predicate() {
+        let p = |s| pattern_pred(0, s, Case::Insensitive);
+        assert!(matches!(
+            p("*abc*"),
+            Expr::Pred(Pred::Str {
+                op: StrOp::Contains,
+                ..
+            })
+        ));
+        assert!(matches!(
+            p("abc*"),
+            Expr::Pred(Pred::Str {
+                op: StrOp::StartsWith,
+                ..
+            })
+        ));
+        assert!(
+            matches!(p("*\\abc.exe"), Expr::Pred(Pred::Str { op: StrOp::EndsWith, ref value, .. }) if value == "\\abc.exe")
+        );
+        assert!(
+            matches!(p("a\\*b"), Expr::Pred(Pred::Str { op: StrOp::Eq, ref value, .. }) if value == "a*b")
+        );
+        assert!(matches!(p("a*b"), Expr::Pred(Pred::Glob { .. })));
+        assert!(matches!(p("*"), Expr::Pred(Pred::Exists { .. })));
+        assert!(matches!(p(""), Expr::Pred(Pred::Empty { .. })));
+    }
+}

@@ -1,0 +1,623 @@
+//! Sigma rules to a Bulwark content pack: the compiler behind `bulwark compile`.
+//!
+//! [`compile_paths`] reads rule files and folders, [`compile_sources`] rule texts. Each rule is
+//! compiled on its own; a rule that cannot be compiled is skipped with its file, line (where
+//! known) and a [`SkipReason`], and the rest go into one pack, which always passes the
+//! interpreter's verifier before it is returned. Each compiled rule keeps its id, title, author,
+//! level and tags (the Detection Rule License requires the author in alerts).
+//!
+//! Supported: `process_creation`, `image_load` and `registry_*` rules for Windows; selections
+//! (maps are AND, lists OR), the modifiers `contains` `startswith` `endswith` `all` `windash`
+//! `re` (with `i` `m` `s`) `base64` `base64offset` `exists` `cased` `fieldref` `lt` `lte` `gt`
+//! `gte`, `null` and `''`, wildcards and their escapes, and conditions with `and` `or` `not`,
+//! parentheses, `1 of X*`, `all of X*` and `them`.
+
+mod condition;
+pub mod field;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use bulwark_interpreter::build::{Expr, PackBuilder, Pred, RuleSpec};
+use bulwark_interpreter::{Action, EventType, Level, StrOp};
+use serde_yaml::Value;
+
+use condition::{pattern_matches, Cond};
+
+/// Compiler options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Fail if any rule is skipped.
+    pub strict: bool,
+}
+
+/// The result of a compilation.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// The pack, already accepted by `bulwark_interpreter::verify`.
+    pub pack: Vec<u8>,
+    /// The compiled rules, in pack order.
+    pub rules: Vec<CompiledRule>,
+    /// The rules that were skipped, and why.
+    pub skipped: Vec<Skipped>,
+}
+
+/// A rule in the pack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledRule {
+    /// Its index in the pack.
+    pub index: u32,
+    /// The Sigma id.
+    pub id: String,
+    /// The title.
+    pub title: String,
+    /// The file it came from.
+    pub path: String,
+}
+
+/// A rule that was not compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The file.
+    pub path: String,
+    /// The line the problem is on, where known.
+    pub line: Option<u32>,
+    /// The rule's id, if it has one.
+    pub rule_id: Option<String>,
+    /// The rule's title, if it has one.
+    pub title: Option<String>,
+    /// Why.
+    pub reason: SkipReason,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.path)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        write!(f, ": rule")?;
+        if let Some(id) = &self.rule_id {
+            write!(f, " {id}")?;
+        }
+        if let Some(t) = &self.title {
+            write!(f, " \"{t}\"")?;
+        }
+        write!(f, ": skipped: {}", self.reason)
+    }
+}
+
+/// Why a rule was skipped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SkipReason {
+    /// Not YAML, or not a Sigma rule.
+    #[error("not a Sigma rule: {0}")]
+    Malformed(String),
+    /// Several YAML documents (rule collections, `action: global`).
+    #[error("multi-document rule files (collections) are not supported")]
+    MultiDocument,
+    /// Correlation rules and aggregations.
+    #[error("correlations and aggregations (`|` in the condition, `timeframe`) are not supported")]
+    Aggregation,
+    /// A log source outside the schema.
+    #[error("log source {0} is not an event type of the sensor")]
+    LogSource(String),
+    /// A field the event type does not have.
+    #[error("field {field} does not exist in {event_type} events")]
+    UnknownField {
+        /// The field.
+        field: String,
+        /// The event type.
+        event_type: &'static str,
+    },
+    /// An unsupported feature.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// A malformed value.
+    #[error("bad value: {0}")]
+    BadValue(String),
+    /// A bad condition.
+    #[error("bad condition: {0}")]
+    BadCondition(String),
+    /// A regex the linear-time engine cannot take.
+    #[error("regex not supported by the linear-time engine: {0}")]
+    Regex(String),
+    /// Over a fixed limit.
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// Another rule already has this id.
+    #[error("duplicate rule id (the first rule with this id is kept)")]
+    DuplicateId,
+}
+
+impl SkipReason {
+    /// A short stable name for counting skips by reason.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SkipReason::Malformed(_) => "malformed",
+            SkipReason::MultiDocument => "multi-document",
+            SkipReason::Aggregation => "aggregation",
+            SkipReason::LogSource(_) => "log source",
+            SkipReason::UnknownField { .. } => "unknown field",
+            SkipReason::Unsupported(_) => "unsupported",
+            SkipReason::BadValue(_) => "bad value",
+            SkipReason::BadCondition(_) => "bad condition",
+            SkipReason::Regex(_) => "regex",
+            SkipReason::TooLarge(_) => "too large",
+            SkipReason::DuplicateId => "duplicate id",
+        }
+    }
+}
+
+/// Why nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// A file or folder could not be read.
+    #[error("cannot read {path}: {error}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The error.
+        error: std::io::Error,
+    },
+    /// `--strict` and some rules were skipped.
+    #[error("{count} rules were skipped (strict mode)")]
+    Strict {
+        /// How many.
+        count: usize,
+    },
+    /// The pack failed the verifier: a compiler bug, named by rule.
+    #[error("the compiled pack was rejected by the verifier (a compiler bug): {0}")]
+    Rejected(Box<bulwark_interpreter::VerifyError>),
+    /// The rules together exceed a limit of the pack format.
+    #[error("the rules together exceed a pack limit: {0}")]
+    Limit(String),
+}
+
+/// The line of the first occurrence of `needle` in `text` (1-based).
+fn line_of(text: &str, needle: &str) -> Option<u32> {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .and_then(|i| u32::try_from(i + 1).ok())
+}
+
+fn rule_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), CompileError> {
+    let io = |error| CompileError::Io {
+        path: path.display().to_string(),
+        error,
+    };
+    if path.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(io)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for e in entries {
+            if e.is_dir() {
+                rule_files(&e, out)?;
+            } else if matches!(e.extension().and_then(|x| x.to_str()), Some("yml" | "yaml")) {
+                out.push(e);
+            }
+        }
+        Ok(())
+    } else {
+        std::fs::metadata(path).map_err(io)?;
+        out.push(path.to_path_buf());
+        Ok(())
+    }
+}
+
+/// Compiles rule files and folders (recursively, `*.yml` and `*.yaml`, in sorted order).
+pub fn compile_paths(paths: &[PathBuf], opts: &Options) -> Result<Compiled, CompileError> {
+    let mut files = Vec::new();
+    for p in paths {
+        rule_files(p, &mut files)?;
+    }
+    let mut sources = Vec::with_capacity(files.len());
+    for f in files {
+        let text = std::fs::read_to_string(&f).map_err(|error| CompileError::Io {
+            path: f.display().to_string(),
+            error,
+        })?;
+        sources.push((f.display().to_string(), text));
+    }
+    compile_sources(&sources, opts)
+}
+
+/// What one rule file holds once parsed.
+struct Rule {
+    id: String,
+    title: String,
+    author: String,
+    level: Level,
+    tags: Vec<String>,
+    event_type: EventType,
+    expr: Expr,
+}
+
+fn text_field(doc: &Value, key: &str) -> Option<String> {
+    doc.get(key).and_then(|v| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+/// The event type of a log source, and the implicit condition some categories carry (Sysmon's
+/// registry categories are one event type split by `EventType`).
+fn logsource(doc: &Value) -> Result<(EventType, Option<Expr>), SkipReason> {
+    let ls = doc
+        .get("logsource")
+        .ok_or_else(|| SkipReason::Malformed("no logsource".into()))?;
+    let get = |k: &str| ls.get(k).and_then(Value::as_str).unwrap_or("");
+    let (product, category, service) = (get("product"), get("category"), get("service"));
+    let describe = || format!("product={product} category={category} service={service}");
+    if product != "windows" || !service.is_empty() {
+        return Err(SkipReason::LogSource(describe()));
+    }
+    let registry = EventType::RegistryEvent;
+    let event_type_field = registry.field_by_name("EventType").map_or(0, |f| f.index);
+    let only = |names: &[&str]| {
+        Some(Expr::Pred(Pred::Set {
+            field: event_type_field,
+            op: StrOp::Eq,
+            case: bulwark_interpreter::Case::Insensitive,
+            values: names.iter().map(|s| (*s).to_owned()).collect(),
+        }))
+    };
+    Ok(match category {
+        "process_creation" => (EventType::ProcessCreation, None),
+        "image_load" => (EventType::ImageLoad, None),
+        "registry_event" => (registry, None),
+        "registry_add" => (registry, only(&["CreateKey"])),
+        "registry_delete" => (registry, only(&["DeleteKey", "DeleteValue"])),
+        "registry_set" => (registry, only(&["SetValue"])),
+        "registry_rename" => (registry, only(&["RenameKey", "RenameValue"])),
+        _ => return Err(SkipReason::LogSource(describe())),
+    })
+}
+
+/// One selection (a search identifier's value) to an expression.
+fn selection(event_type: EventType, name: &str, v: &Value) -> Result<Expr, SkipReason> {
+    match v {
+        Value::Mapping(map) => {
+            let mut items = Vec::with_capacity(map.len());
+            for (k, val) in map {
+                let Some(k) = k.as_str() else {
+                    return Err(SkipReason::Malformed(format!(
+                        "selection {name}: a key is not a string"
+                    )));
+                };
+                items.push(field::compile(event_type, k, val)?);
+            }
+            Ok(match items.len() {
+                1 => items.remove(0),
+                _ => Expr::And(items),
+            })
+        }
+        Value::Sequence(list) if list.iter().all(|i| i.is_mapping()) => {
+            let items = list
+                .iter()
+                .map(|m| selection(event_type, name, m))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(match items.len() {
+                1 => items.into_iter().next().unwrap_or(Expr::Const(false)),
+                _ => Expr::Or(items),
+            })
+        }
+        Value::Sequence(_) | Value::String(_) | Value::Number(_) => Err(SkipReason::Unsupported(
+            format!("keyword search in {name} (values without a field)"),
+        )),
+        _ => Err(SkipReason::Malformed(format!(
+            "selection {name} is neither a map nor a list of maps"
+        ))),
+    }
+}
+
+fn lower(cond: &Cond, sels: &BTreeMap<String, Expr>) -> Result<Expr, SkipReason> {
+    let matching = |pattern: &str| -> Result<Vec<Expr>, SkipReason> {
+        let found: Vec<Expr> = sels
+            .iter()
+            .filter(|(n, _)| pattern_matches(pattern, n))
+            .map(|(_, e)| e.clone())
+            .collect();
+        if found.is_empty() {
+            return Err(SkipReason::BadCondition(format!(
+                "'{pattern}' matches no search identifier"
+            )));
+        }
+        Ok(found)
+    };
+    Ok(match cond {
+        Cond::Ident(n) => sels
+            .get(n)
+            .cloned()
+            .ok_or_else(|| SkipReason::BadCondition(format!("unknown search identifier '{n}'")))?,
+        Cond::OneOf(p) => Expr::Or(matching(p)?),
+        Cond::AllOf(p) => Expr::And(matching(p)?),
+        Cond::Not(c) => Expr::Not(Box::new(lower(c, sels)?)),
+        Cond::And(cs) => Expr::And(
+            cs.iter()
+                .map(|c| lower(c, sels))
+                .collect::<Result<_, _>>()?,
+        ),
+        Cond::Or(cs) => Expr::Or(
+            cs.iter()
+                .map(|c| lower(c, sels))
+                .collect::<Result<_, _>>()?,
+        ),
+    })
+}
+
+/// Merges equality/prefix/suffix/substring tests of one field in an `or` into one any-of set,
+/// and flattens nested `and`/`or`: same meaning, fewer instructions, literal anchors kept.
+fn simplify(e: Expr) -> Expr {
+    match e {
+        Expr::And(items) => {
+            let mut out = Vec::new();
+            for i in items.into_iter().map(simplify) {
+                match i {
+                    Expr::And(inner) => out.extend(inner),
+                    other => out.push(other),
+                }
+            }
+            if out.len() == 1 {
+                out.remove(0)
+            } else {
+                Expr::And(out)
+            }
+        }
+        Expr::Or(items) => {
+            let mut flat = Vec::new();
+            for i in items.into_iter().map(simplify) {
+                match i {
+                    Expr::Or(inner) => flat.extend(inner),
+                    other => flat.push(other),
+                }
+            }
+            let mut out: Vec<Expr> = Vec::new();
+            for e in flat {
+                if let Some((field, op, case, values)) = str_like(&e) {
+                    let same = out.iter_mut().find(|o| {
+                        str_like(o).is_some_and(|(f, p, c, _)| f == field && p == op && c == case)
+                    });
+                    if let Some(existing) = same {
+                        let mut all = str_like(existing).map(|x| x.3).unwrap_or_default();
+                        all.extend(values);
+                        *existing = Expr::Pred(Pred::Set {
+                            field,
+                            op,
+                            case,
+                            values: all,
+                        });
+                        continue;
+                    }
+                }
+                out.push(e);
+            }
+            if out.len() == 1 {
+                out.remove(0)
+            } else {
+                Expr::Or(out)
+            }
+        }
+        Expr::Not(inner) => Expr::Not(Box::new(simplify(*inner))),
+        other => other,
+    }
+}
+
+/// A string test of one field that can join an any-of set: (field, op, case, values).
+fn str_like(e: &Expr) -> Option<(u8, StrOp, bulwark_interpreter::Case, Vec<String>)> {
+    match e {
+        Expr::Pred(Pred::Str {
+            field,
+            op,
+            case,
+            value,
+        }) => Some((*field, *op, *case, vec![value.clone()])),
+        Expr::Pred(Pred::Set {
+            field,
+            op,
+            case,
+            values,
+        }) => Some((*field, *op, *case, values.clone())),
+        _ => None,
+    }
+}
+
+/// A skipped rule's id, title, reason and the key whose line to report.
+type RuleFailure = (
+    Option<String>,
+    Option<String>,
+    SkipReason,
+    Option<&'static str>,
+);
+
+fn parse_rule(text: &str) -> Result<Rule, RuleFailure> {
+    let docs: Vec<Value> = match serde_yaml::Deserializer::from_str(text)
+        .map(<Value as serde::Deserialize>::deserialize)
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(d) => d,
+        Err(e) => return Err((None, None, SkipReason::Malformed(e.to_string()), None)),
+    };
+    let doc = match docs.as_slice() {
+        [one] => one,
+        [] => return Err((None, None, SkipReason::Malformed("empty file".into()), None)),
+        _ => return Err((None, None, SkipReason::MultiDocument, None)),
+    };
+    let id = text_field(doc, "id");
+    let title = text_field(doc, "title");
+    let fail = |r: SkipReason, at: Option<&'static str>| Err((id.clone(), title.clone(), r, at));
+    if doc.get("correlation").is_some() {
+        return fail(SkipReason::Aggregation, Some("correlation"));
+    }
+    let (event_type, implicit) = match logsource(doc) {
+        Ok(x) => x,
+        Err(e) => return fail(e, Some("logsource")),
+    };
+    let Some(detection) = doc.get("detection").and_then(Value::as_mapping) else {
+        return fail(SkipReason::Malformed("no detection".into()), None);
+    };
+    if detection.get("timeframe").is_some() {
+        return fail(SkipReason::Aggregation, Some("timeframe"));
+    }
+    let mut sels = BTreeMap::new();
+    for (k, v) in detection {
+        let Some(name) = k.as_str() else {
+            return fail(
+                SkipReason::Malformed("a detection key is not a string".into()),
+                None,
+            );
+        };
+        if name == "condition" || name == "timeframe" {
+            continue;
+        }
+        match selection(event_type, name, v) {
+            Ok(e) => {
+                sels.insert(name.to_owned(), e);
+            }
+            Err(e) => return fail(e, None),
+        }
+    }
+    let conditions: Vec<String> = match detection.get("condition") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Sequence(list)) => list
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => {
+            return fail(
+                SkipReason::BadCondition("missing".into()),
+                Some("condition"),
+            )
+        }
+    };
+    let mut alternatives = Vec::new();
+    for c in &conditions {
+        let parsed = match condition::parse(c) {
+            Ok(p) => p,
+            Err(e) => return fail(e, Some("condition")),
+        };
+        match lower(&parsed, &sels) {
+            Ok(e) => alternatives.push(e),
+            Err(e) => return fail(e, Some("condition")),
+        }
+    }
+    let mut expr = if alternatives.len() == 1 {
+        alternatives.remove(0)
+    } else {
+        Expr::Or(alternatives)
+    };
+    if let Some(implicit) = implicit {
+        expr = Expr::And(vec![implicit, expr]);
+    }
+    let level = text_field(doc, "level")
+        .and_then(|l| Level::from_name(&l))
+        .unwrap_or(Level::Medium);
+    let tags = doc
+        .get("tags")
+        .and_then(Value::as_sequence)
+        .map(|t| {
+            t.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some(id_text) = id.clone() else {
+        return fail(SkipReason::Malformed("no id".into()), None);
+    };
+    Ok(Rule {
+        id: id_text,
+        title: title.clone().unwrap_or_default(),
+        author: text_field(doc, "author").unwrap_or_default(),
+        level,
+        tags,
+        event_type,
+        expr: simplify(expr),
+    })
+}
+
+/// Compiles rule texts, each given with the name (path) to report it by.
+pub fn compile_sources(
+    sources: &[(String, String)],
+    opts: &Options,
+) -> Result<Compiled, CompileError> {
+    let mut builder = PackBuilder::new();
+    let mut rules = Vec::new();
+    let mut skipped = Vec::new();
+    let mut ids = HashSet::new();
+    for (path, text) in sources {
+        let rule = match parse_rule(text) {
+            Ok(r) => r,
+            Err((rule_id, title, reason, at)) => {
+                let needle = match &reason {
+                    SkipReason::UnknownField { field, .. } => Some(field.clone()),
+                    _ => at.map(|a| format!("{a}:")),
+                };
+                skipped.push(Skipped {
+                    path: path.clone(),
+                    line: needle.and_then(|n| line_of(text, &n)),
+                    rule_id,
+                    title,
+                    reason,
+                });
+                continue;
+            }
+        };
+        if !ids.insert(rule.id.clone()) {
+            skipped.push(Skipped {
+                path: path.clone(),
+                line: line_of(text, "id:"),
+                rule_id: Some(rule.id),
+                title: Some(rule.title),
+                reason: SkipReason::DuplicateId,
+            });
+            continue;
+        }
+        let spec = RuleSpec {
+            event_type: rule.event_type,
+            id: rule.id.clone(),
+            title: rule.title.clone(),
+            author: rule.author,
+            level: rule.level,
+            action: Action::Alert,
+            tags: rule.tags,
+            expr: rule.expr,
+        };
+        // A rule the builder refuses (over a per-rule limit) is skipped; the builder is left as
+        // it was only if the refusal came before anything was added, so build a trial first.
+        let mut trial = PackBuilder::new();
+        if let Err(e) = trial.rule(spec.clone()) {
+            skipped.push(Skipped {
+                path: path.clone(),
+                line: None,
+                rule_id: Some(rule.id),
+                title: Some(rule.title),
+                reason: SkipReason::TooLarge(e.to_string()),
+            });
+            continue;
+        }
+        match builder.rule(spec) {
+            Ok(index) => rules.push(CompiledRule {
+                index,
+                id: rule.id,
+                title: rule.title,
+                path: path.clone(),
+            }),
+            Err(e) => return Err(CompileError::Limit(e.to_string())),
+        }
+    }
+    if opts.strict && !skipped.is_empty() {
+        return Err(CompileError::Strict {
+            count: skipped.len(),
+        });
+    }
+    let pack = builder.finish();
+    bulwark_interpreter::verify(&pack).map_err(|e| CompileError::Rejected(Box::new(e)))?;
+    Ok(Compiled {
+        pack,
+        rules,
+        skipped,
+    })
+}
