@@ -11,6 +11,7 @@ mod content;
 mod driver;
 mod guard;
 mod keys;
+mod scan;
 
 /// The exit code for usage and I/O errors.
 pub const EXIT_USAGE: u8 = 2;
@@ -23,6 +24,7 @@ fn cli() -> clap::Command {
         .arg_required_else_help(true)
         .subcommands(content::commands())
         .subcommands(compile::commands())
+        .subcommands(scan::commands())
         .subcommands(driver::commands())
         .subcommands(keys::commands())
         .subcommands(guard::commands())
@@ -47,6 +49,9 @@ fn main() -> ExitCode {
         return code;
     }
     if let Some(code) = compile::run(name, sub) {
+        return code;
+    }
+    if let Some(code) = scan::run(name, sub) {
         return code;
     }
     if let Some(code) = keys::run(name, sub) {

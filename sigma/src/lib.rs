@@ -13,7 +13,9 @@
 //! parentheses, `1 of X*`, `all of X*` and `them`.
 
 mod condition;
+pub mod events;
 pub mod field;
+pub mod scan;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
