@@ -80,29 +80,35 @@ fn literal_of(tokens: &[GlobTok]) -> Option<String> {
         .collect()
 }
 
-/// Escapes literal text as a Sigma pattern.
-fn escape(lit: &str) -> String {
-    let mut out = String::with_capacity(lit.len());
-    for c in lit.chars() {
-        if matches!(c, '*' | '?' | '\\') {
-            out.push('\\');
+/// Writes wildcard tokens back as a pattern in the interpreter's (Sigma's) glob syntax.
+fn pattern_of(tokens: &[GlobTok]) -> String {
+    let mut out = String::new();
+    for t in tokens {
+        match t {
+            GlobTok::Any => out.push('*'),
+            GlobTok::One => out.push('?'),
+            GlobTok::Lit(c) => {
+                if matches!(c, '*' | '?' | '\\') {
+                    out.push('\\');
+                }
+                out.push(*c);
+            }
         }
-        out.push(c);
     }
     out
 }
 
-/// A Sigma string pattern (wildcards, escapes) on field `field` to a predicate, choosing the
+/// Wildcard tokens (a parsed Sigma value, with any `contains`/`startswith`/`endswith` wildcards
+/// added as tokens, never re-parsed from text) on field `field` to a predicate, choosing the
 /// cheapest form: equality, prefix, suffix or substring when the wildcards allow it.
-fn pattern_pred(field: u8, pattern: &str, case: Case) -> Expr {
-    let tokens = parse_glob(pattern.as_bytes()).unwrap_or_default();
-    let (lead, trail) = (
-        tokens.first() == Some(&GlobTok::Any),
-        tokens.len() > 1 && tokens.last() == Some(&GlobTok::Any),
-    );
+fn pattern_pred(field: u8, tokens: &[GlobTok], case: Case) -> Expr {
+    let mut tokens = tokens.to_vec();
+    tokens.dedup_by(|a, b| *a == GlobTok::Any && *b == GlobTok::Any);
     if tokens == [GlobTok::Any] {
         return Expr::Pred(Pred::Exists { field });
     }
+    let lead = tokens.first() == Some(&GlobTok::Any);
+    let trail = tokens.len() > 1 && tokens.last() == Some(&GlobTok::Any);
     let inner = &tokens[usize::from(lead)..tokens.len() - usize::from(trail)];
     if let Some(lit) = literal_of(inner) {
         let op = match (lead, trail) {
@@ -122,7 +128,7 @@ fn pattern_pred(field: u8, pattern: &str, case: Case) -> Expr {
     Expr::Pred(Pred::Glob {
         field,
         case,
-        pattern: pattern.to_owned(),
+        pattern: pattern_of(&tokens),
     })
 }
 
@@ -344,40 +350,47 @@ fn compile_one(
     } else {
         vec![text]
     };
-    let mut patterns = Vec::new();
-    for variant in variants {
-        match m.base64 {
-            None => patterns.push(variant),
-            Some(offset) => {
-                let tokens = parse_glob(variant.as_bytes()).unwrap_or_default();
-                let Some(lit) = literal_of(&tokens) else {
-                    return Err(SkipReason::Unsupported(format!(
-                        "wildcards inside a base64 value in {key}"
-                    )));
-                };
-                if offset {
-                    patterns.extend(base64_offsets(lit.as_bytes()).iter().map(|s| escape(s)));
-                } else {
-                    patterns.push(escape(&base64(lit.as_bytes())));
-                }
-            }
-        }
-    }
     if m.base64 == Some(true) && m.transform != Some(StrOp::Contains) {
         return Err(SkipReason::Unsupported(format!(
             "base64offset without contains in {key}"
         )));
     }
+    let mut patterns: Vec<Vec<GlobTok>> = Vec::new();
+    for variant in variants {
+        let tokens = parse_glob(variant.as_bytes()).unwrap_or_default();
+        match m.base64 {
+            None => patterns.push(tokens),
+            Some(offset) => {
+                let Some(lit) = literal_of(&tokens) else {
+                    return Err(SkipReason::Unsupported(format!(
+                        "wildcards inside a base64 value in {key}"
+                    )));
+                };
+                let lits: Vec<String> = if offset {
+                    base64_offsets(lit.as_bytes()).into()
+                } else {
+                    vec![base64(lit.as_bytes())]
+                };
+                patterns.extend(
+                    lits.iter()
+                        .map(|l| l.chars().map(GlobTok::Lit).collect::<Vec<_>>()),
+                );
+            }
+        }
+    }
     let exprs: Vec<Expr> = patterns
         .into_iter()
-        .map(|p| {
-            let p = match m.transform {
-                Some(StrOp::Contains) => format!("*{p}*"),
-                Some(StrOp::StartsWith) => format!("{p}*"),
-                Some(StrOp::EndsWith) => format!("*{p}"),
-                _ => p,
-            };
-            pattern_pred(field, &p, case)
+        .map(|mut t| {
+            match m.transform {
+                Some(StrOp::Contains) => {
+                    t.insert(0, GlobTok::Any);
+                    t.push(GlobTok::Any);
+                }
+                Some(StrOp::StartsWith) => t.push(GlobTok::Any),
+                Some(StrOp::EndsWith) => t.insert(0, GlobTok::Any),
+                _ => {}
+            }
+            pattern_pred(field, &t, case)
         })
         .collect();
     Ok(if exprs.len() == 1 {
@@ -413,7 +426,7 @@ mod tests {
 
     #[test]
     fn patterns_pick_the_cheapest_predicate() {
-        let p = |s| pattern_pred(0, s, Case::Insensitive);
+        let p = |s: &str| pattern_pred(0, &parse_glob(s.as_bytes()).unwrap(), Case::Insensitive);
         assert!(matches!(
             p("*abc*"),
             Expr::Pred(Pred::Str {
@@ -437,5 +450,14 @@ mod tests {
         assert!(matches!(p("a*b"), Expr::Pred(Pred::Glob { .. })));
         assert!(matches!(p("*"), Expr::Pred(Pred::Exists { .. })));
         assert!(matches!(p(""), Expr::Pred(Pred::Empty { .. })));
+        // a trailing backslash is literal, and wildcards added by modifiers stay wildcards
+        let mut t = parse_glob(b"\\Monitors\\").unwrap();
+        t.insert(0, GlobTok::Any);
+        t.push(GlobTok::Any);
+        assert!(
+            matches!(pattern_pred(0, &t, Case::Insensitive), Expr::Pred(Pred::Str { op: StrOp::Contains, ref value, .. }) if value == "\\Monitors\\")
+        );
+        let g = p("a*b\\");
+        assert!(matches!(g, Expr::Pred(Pred::Glob { ref pattern, .. }) if pattern == "a*b\\\\"));
     }
 }
