@@ -28,7 +28,10 @@ pub fn run(name: &str, m: &ArgMatches) -> Option<ExitCode> {
     if name != "compile" {
         return None;
     }
-    let rules: Vec<PathBuf> = m.get_many::<PathBuf>("rules").map(|v| v.cloned().collect()).unwrap_or_default();
+    let rules: Vec<PathBuf> = m
+        .get_many::<PathBuf>("rules")
+        .map(|v| v.cloned().collect())
+        .unwrap_or_default();
     let output = m.get_one::<PathBuf>("output").cloned().unwrap_or_default();
     let strict = m.get_flag("strict");
     // Report skips before failing in strict mode: compile leniently, then apply strictness.
@@ -54,7 +57,11 @@ pub fn run(name: &str, m: &ArgMatches) -> Option<ExitCode> {
         *by_reason.entry(s.reason.kind()).or_default() += 1;
     }
     let reasons: Vec<String> = by_reason.iter().map(|(k, n)| format!("{n} {k}")).collect();
-    let pct = if total == 0 { 0.0 } else { 100.0 * compiled.rules.len() as f64 / total as f64 };
+    let pct = if total == 0 {
+        0.0
+    } else {
+        100.0 * compiled.rules.len() as f64 / total as f64
+    };
     eprintln!(
         "compiled {} of {} rules ({pct:.1}%); skipped {}{}{}; pack {} bytes",
         compiled.rules.len(),
@@ -65,7 +72,10 @@ pub fn run(name: &str, m: &ArgMatches) -> Option<ExitCode> {
         compiled.pack.len()
     );
     if strict && !compiled.skipped.is_empty() {
-        eprintln!("bulwark: {} rules skipped and --strict given: no pack written", compiled.skipped.len());
+        eprintln!(
+            "bulwark: {} rules skipped and --strict given: no pack written",
+            compiled.skipped.len()
+        );
         return Some(ExitCode::from(1));
     }
     // Write to a temporary file and rename, so a reader never sees half a pack.
