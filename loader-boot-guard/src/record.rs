@@ -81,6 +81,8 @@ pub enum RecordError {
     UnsupportedVersion { found: u16, supported: u16 },
     #[error("record checksum mismatch: stored CRC-32 {stored:#010x} at byte offset {CRC_AT}, computed {computed:#010x}")]
     BadCrc { stored: u32, computed: u32 },
+    #[error("record is not in canonical form at byte offset {offset} (unused or reserved bytes must be zero)")]
+    NonCanonical { offset: usize },
     #[error("record field {field} at byte offset {offset} has invalid value {value}")]
     BadField {
         field: &'static str,
@@ -201,7 +203,8 @@ fn bad(field: &'static str, offset: usize, value: u64) -> RecordError {
 }
 
 /// Decodes a record. Length, magic, version and CRC are checked before any field is read, and
-/// every field is checked after: a record that fails is never trusted.
+/// every field is checked after, and the record must be exactly the bytes this guard writes for
+/// the state it decodes to: a record that fails any check is never trusted.
 pub fn decode(bytes: &[u8]) -> Result<State, RecordError> {
     if bytes.len() != RECORD_BYTES {
         return Err(RecordError::WrongLength {
@@ -306,5 +309,11 @@ pub fn decode(bytes: &[u8]) -> Result<State, RecordError> {
         events,
         next_event,
     );
+    // Exactly what this guard writes for that state, byte for byte: unused entries, absent slots
+    // and reserved bytes are zero, so no two byte strings decode to the same record.
+    let canonical = encode(&state);
+    if let Some(offset) = canonical.iter().zip(bytes).position(|(a, b)| a != b) {
+        return Err(RecordError::NonCanonical { offset });
+    }
     Ok(state)
 }
