@@ -324,6 +324,18 @@ fn uptime(dir: &Path) -> u32 {
 fn stage(dir: &Path, input: &Path, hot: bool) -> Res {
     let mut guard = open(dir)?;
     let keys = read_keys(dir)?;
+    // The loader refuses anything larger anyway; do not read a huge file to find that out.
+    let max = bulwark_loader_boot_guard::envelope::MAX_ENVELOPE_BYTES;
+    if let Ok(meta) = std::fs::metadata(input) {
+        if meta.len() > max as u64 {
+            eprintln!(
+                "{}: refused: envelope is {} bytes, more than the limit of {max}",
+                input.display(),
+                meta.len()
+            );
+            return Ok(ExitCode::from(1));
+        }
+    }
     let bytes = crate::content::read(input)?;
     let before = guard.state().next_event_seq().saturating_sub(1);
     match guard.stage(&keys, &bytes, hot, now()) {

@@ -285,6 +285,14 @@ fn tampered_foreign_replayed_and_invalid_content_is_refused_with_a_reason() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("channel 2"), "{}", r.stderr);
 
+    // Larger than any envelope can be: refused without reading it all.
+    let huge = d.dir.join("huge.envelope");
+    let f = std::fs::File::create(&huge).unwrap();
+    f.set_len(17 * 1024 * 1024).unwrap();
+    let r = d.guard("stage", &[s(&huge)]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("more than the limit of"), "{}", r.stderr);
+
     // Nothing of that changed the candidate; refusals are in the event log.
     let st = d.ok("status", &[]);
     assert_eq!(st["candidate"]["version"], 5);
