@@ -10,7 +10,27 @@
 //! * [`record`]: the crash-safe record: fixed size, sequence number and CRC-32, written to two
 //!   alternating slots so a torn or lost write falls back to the previous record.
 //! * [`guard`]: [`Guard`], the state machine made durable through a [`Store`] (the driver
-//!   implements it over its registry key and files; [`host::DirStore`] on the host).
+//!   implements it over its registry key and files; `host::DirStore` on the host, feature `std`).
+//!
+//! # Using it in the driver
+//!
+//! 1. At start, once the store is reachable: [`Guard::open`]`(store, config)`. On `Err` (both
+//!    record slots damaged, channel mismatch, bad configuration) run without content and report
+//!    the error; nothing was written.
+//! 2. Before any callback evaluates: [`Guard::boot`]`(&keys, now)`. The attempt is already durable
+//!    when it returns; install `boot.content` (an [`Opened`] with the verified pack), if any.
+//! 3. A timer, every few seconds: [`Guard::tick`]`(seconds_since_last_tick, now)`; it blesses the
+//!    running candidate once the stable period is reached (one record write, then none).
+//! 4. The stage request: [`Guard::stage`]`(&keys, envelope, true, now)`; on `Ok`, swap the returned
+//!    pack in (its attempt is already durable); on `Err`, reply with [`GuardError::code`] and its
+//!    message, and change nothing.
+//! 5. The service's healthy-boot confirmation: [`Guard::confirm_healthy`]`(now)`.
+//! 6. Shutdown notification or unload: [`Guard::clean_shutdown`]`(now)`.
+//! 7. Telemetry: [`State::events_after`]`(last_forwarded_seq)` on [`Guard::state`].
+//!
+//! On x86_64 kernels build `curve25519-dalek` with its serial backend
+//! (`--cfg curve25519_dalek_backend="serial"`): its default backend may use AVX2 registers, which
+//! kernel code must not touch without saving the extended processor state.
 #![no_std]
 #![allow(clippy::result_large_err)]
 #![cfg_attr(
