@@ -38,7 +38,7 @@ impl StoreError {
 /// Persistence: two record slots and the stored envelopes (blobs), named by [`ContentId`].
 ///
 /// The driver implements it with its registry key (records, each write followed by
-/// `ZwFlushKey`) and files; the host with [`crate::host::DirStore`]. Writes must be durable
+/// `ZwFlushKey`) and files; the host with `host::DirStore` (feature `std`). Writes must be durable
 /// when they return `Ok`. A write may be torn or lost by a crash: the guard copes with that.
 pub trait Store {
     /// Reads a record slot into `buf` (replacing its contents). An empty or absent slot reads as
