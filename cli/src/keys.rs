@@ -194,6 +194,10 @@ fn keygen(output: &Path, force: bool) -> ExitCode {
 }
 
 fn sign(key: &Path, channel: u32, version: u64, input: &Path, output: &Path) -> ExitCode {
+    if version == 0 {
+        eprintln!("bulwark: --version must be at least 1 (every update must be newer than the last, and the first is newer than 0)");
+        return ExitCode::from(EXIT_USAGE);
+    }
     let secret = match read_key(key, SECRET_LABEL) {
         Ok(k) => k,
         Err(code) => return code,

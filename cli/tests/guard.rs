@@ -336,6 +336,26 @@ fn key_files_are_checked() {
     let r = run(&["keygen", "-o", s(&key)]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("exists"), "{}", r.stderr);
+    let pack = d.join("p.pack");
+    std::fs::write(&pack, b"unused").unwrap();
+    let r = run(&[
+        "sign",
+        "--key",
+        s(&key),
+        "--channel",
+        "1",
+        "--version",
+        "0",
+        s(&pack),
+        "-o",
+        s(&d.join("x")),
+    ]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("--version must be at least 1"),
+        "{}",
+        r.stderr
+    );
     let text = std::fs::read_to_string(d.join("k.pub")).unwrap();
     assert!(text.starts_with("bulwark-ed25519-public-key "));
     std::fs::write(d.join("bad.pub"), "bulwark-ed25519-public-key 12zz\n").unwrap();
