@@ -454,6 +454,13 @@ pub fn anchors_of(e: &Expr) -> Option<Vec<(u8, String)>> {
             }
             good(&best).then(|| alloc::vec![(*field, best)])
         }
+        Expr::Pred(Pred::Regex {
+            field,
+            pattern,
+            case_insensitive,
+        }) => regex_anchors(pattern, *case_insensitive)
+            .filter(|list| list.iter().all(|s| good(s)))
+            .map(|list| list.into_iter().map(|s| (*field, s)).collect()),
         Expr::Pred(_) | Expr::Not(_) | Expr::Const(_) => None,
         Expr::Or(items) => {
             let mut all = Vec::new();
@@ -515,4 +522,51 @@ pub fn compile_regex(pattern: &str, case_insensitive: bool) -> Result<Vec<u8>, B
         )));
     }
     Ok(bytes)
+}
+
+/// Literals one of which every match of the regex contains (its prefix or, failing that, suffix
+/// literals, folded to lower case: the prefilter folds ASCII case anyway), or `None` when the regex
+/// has no such finite set (for example it can match the empty string, or starts with a class).
+#[cfg(feature = "build")]
+pub fn regex_anchors(pattern: &str, case_insensitive: bool) -> Option<Vec<String>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let hir = regex_syntax::ParserBuilder::new()
+        .case_insensitive(case_insensitive)
+        .build()
+        .parse(pattern)
+        .ok()?;
+    for kind in [ExtractKind::Prefix, ExtractKind::Suffix] {
+        let mut ext = Extractor::new();
+        ext.kind(kind).limit_total(512);
+        let mut seq = ext.extract(&hir);
+        seq.optimize_for_prefix_by_preference();
+        let Some(lits) = seq.literals() else {
+            continue;
+        };
+        let mut out: Vec<String> = Vec::new();
+        for lit in lits {
+            let Ok(s) = core::str::from_utf8(lit.as_bytes()) else {
+                out.clear();
+                break;
+            };
+            if s.is_empty() {
+                out.clear();
+                break;
+            }
+            let s = s.to_ascii_lowercase();
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+        if !out.is_empty() {
+            return Some(out);
+        }
+    }
+    None
+}
+
+/// Without the `build` feature, regexes give no anchors (packs are built by the tool).
+#[cfg(not(feature = "build"))]
+pub fn regex_anchors(_pattern: &str, _case_insensitive: bool) -> Option<Vec<String>> {
+    None
 }

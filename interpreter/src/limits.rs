@@ -28,7 +28,7 @@ pub const MAX_REGEX_TOTAL_BYTES: usize = 4 * 1024 * 1024;
 /// Tags on one rule.
 pub const MAX_TAGS_PER_RULE: usize = 64;
 /// Prefilter anchors on one rule.
-pub const MAX_ANCHORS_PER_RULE: usize = 256;
+pub const MAX_ANCHORS_PER_RULE: usize = 4096;
 /// Instructions one event may execute across all rules (fuel); termination is guaranteed by
 /// forward-only control flow anyway, this bounds the work per event.
 pub const FUEL_PER_EVENT: u32 = 1 << 22;

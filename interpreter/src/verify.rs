@@ -11,7 +11,7 @@ use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind, StartKind};
 use regex_automata::dfa::sparse;
 use sha2::{Digest, Sha256};
 
@@ -173,6 +173,9 @@ pub(crate) struct TypeIndex {
     pub(crate) filters: Vec<FieldFilter>,
 }
 
+/// Sets with at least this many items are matched with an automaton.
+pub(crate) const SET_AUTOMATON_MIN: usize = 4;
+
 /// A pack that passed [`verify`]: the only content the VM runs.
 #[derive(Clone, Debug)]
 pub struct VerifiedPack {
@@ -180,6 +183,9 @@ pub struct VerifiedPack {
     pub(crate) format_version: u16,
     pub(crate) strings: Vec<String>,
     pub(crate) sets: Vec<Vec<u32>>,
+    /// For sets of [`SET_AUTOMATON_MIN`] items or more: one ASCII-case-insensitive automaton over
+    /// the items, so `set.*` costs one pass over the value instead of one per item.
+    pub(crate) set_automata: Vec<Option<AhoCorasick>>,
     pub(crate) globs: Vec<Vec<GlobTok>>,
     pub(crate) regexes: Vec<sparse::DFA<Vec<u8>>>,
     pub(crate) rules: Vec<Rule>,
@@ -400,10 +406,34 @@ impl Verifier<'_> {
             }
         }
 
+        let set_automata: Vec<Option<AhoCorasick>> = raw
+            .sets
+            .iter()
+            .map(|items| {
+                if items.len() < SET_AUTOMATON_MIN {
+                    return None;
+                }
+                let patterns = items.iter().map(|&i| {
+                    strings
+                        .get(usize::try_from(i).unwrap_or(usize::MAX))
+                        .map_or("", String::as_str)
+                });
+                // A contiguous NFA: quick to build (a pack has hundreds of sets; DFAs for all
+                // of them would dominate load time) and still one pass per value.
+                AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .match_kind(MatchKind::Standard)
+                    .kind(Some(AhoCorasickKind::ContiguousNFA))
+                    .start_kind(StartKind::Both)
+                    .build(patterns)
+                    .ok()
+            })
+            .collect();
         Ok(VerifiedPack {
             content_hash,
             format_version: raw.format_version,
             strings,
+            set_automata,
             sets: raw.sets.clone(),
             globs,
             regexes,

@@ -129,7 +129,7 @@ fn pred() -> impl Strategy<Value = Pred> {
             case,
             pattern
         }),
-        (sf(), str_op(), case(), prop::collection::vec(word(), 1..4)).prop_map(
+        (sf(), str_op(), case(), prop::collection::vec(word(), 1..9)).prop_map(
             |(field, op, case, values)| Pred::Set {
                 field,
                 op,

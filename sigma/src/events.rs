@@ -159,6 +159,41 @@ fn from_fields(
     })
 }
 
+/// The flat form of an event (`EventID` plus its fields) from either shape: a flat event as it
+/// is, an exported `{"Event": ...}` document as its `EventData` plus `EventID`. Other evaluators
+/// take this form (the differential tests and the benchmark feed it to them).
+pub fn flatten(v: &Value) -> Option<serde_json::Map<String, Value>> {
+    let obj = v.as_object()?;
+    let Some(event) = obj.get("Event").and_then(Value::as_object) else {
+        return Some(obj.clone());
+    };
+    let mut flat = event
+        .get("EventData")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let eid = event
+        .get("System")
+        .and_then(|s| s.get("EventID"))
+        .and_then(event_id)?;
+    flat.insert("EventID".into(), Value::from(eid));
+    Some(flat)
+}
+
+/// Every JSON document in `text` (JSON lines, concatenated or pretty-printed documents, or an
+/// array of them), skipping what does not parse.
+pub fn json_documents(text: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for v in serde_json::Deserializer::from_str(text).into_iter::<Value>() {
+        match v {
+            Ok(Value::Array(items)) => out.extend(items),
+            Ok(v) => out.push(v),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
 /// Converts one JSON value: a flat event, or an exported `{"Event": ...}` document.
 /// `position` is used when the event carries no EventRecordID.
 pub fn from_json(v: &Value, position: u64) -> Result<Record, SkipEvent> {

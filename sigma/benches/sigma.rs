@@ -1,0 +1,307 @@
+//! `cargo bench -p bulwark-sigma --bench sigma`: SigmaHQ's process_creation rules, one core,
+//! Bulwark against rsigma-eval and sigma-rust on the same rules and events in the same run.
+//!
+//! Reports per-event evaluation time (median, p99), events per second, the ratio to Bulwark,
+//! heap allocations per event (Bulwark, counted by a global allocator), the pack's size, and the
+//! time to verify and load it. Needs ../shared/corpus; prints why and exits 0 without it.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bulwark_interpreter::{verify, Event, FieldValue};
+use bulwark_sigma::events::{flatten, from_json, json_documents, Owned, Record};
+use bulwark_sigma::{compile_sources, Options};
+use serde_json::{json, Value};
+
+struct Counting;
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: delegates to the system allocator; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn walk(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, ext, out);
+        } else if p.to_string_lossy().ends_with(ext) {
+            out.push(p);
+        }
+    }
+}
+
+/// Benign process creations, the bulk of what a sensor sees.
+fn synthetic(n: usize) -> Vec<Value> {
+    let images = [
+        ("C:\\Windows\\System32\\svchost.exe", "C:\\Windows\\system32\\svchost.exe -k netsvcs -p -s Schedule", "C:\\Windows\\System32\\services.exe"),
+        ("C:\\Program Files\\Google\\Chrome\\Application\\chrome.exe", "\"C:\\Program Files\\Google\\Chrome\\Application\\chrome.exe\" --type=renderer --lang=en-US --renderer-client-id=7", "C:\\Program Files\\Google\\Chrome\\Application\\chrome.exe"),
+        ("C:\\Windows\\System32\\conhost.exe", "\\??\\C:\\Windows\\system32\\conhost.exe 0xffffffff -ForceV1", "C:\\Windows\\System32\\cmd.exe"),
+        ("C:\\Program Files\\Microsoft Office\\root\\Office16\\WINWORD.EXE", "\"C:\\Program Files\\Microsoft Office\\root\\Office16\\WINWORD.EXE\" /n \"C:\\Users\\alice\\Documents\\report.docx\"", "C:\\Windows\\explorer.exe"),
+        ("C:\\Windows\\System32\\taskhostw.exe", "taskhostw.exe {222A245B-E637-4AE9-A93F-A59CA119A75E}", "C:\\Windows\\System32\\svchost.exe"),
+        ("C:\\Program Files\\Git\\cmd\\git.exe", "git status --porcelain", "C:\\Program Files\\Microsoft VS Code\\Code.exe"),
+        ("C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe", "powershell.exe -NoProfile -File C:\\scripts\\inventory.ps1", "C:\\Windows\\System32\\svchost.exe"),
+        ("C:\\Windows\\System32\\msiexec.exe", "C:\\Windows\\system32\\msiexec.exe /V", "C:\\Windows\\System32\\services.exe"),
+    ];
+    (0..n)
+        .map(|i| {
+            let (img, cmd, parent) = images[i % images.len()];
+            json!({
+                "EventID": 1,
+                "Image": img,
+                "CommandLine": format!("{cmd} {i}"),
+                "ParentImage": parent,
+                "ParentCommandLine": parent,
+                "OriginalFileName": Path::new(img).file_name().map(|f| f.to_string_lossy().into_owned()),
+                "User": "CONTOSO\\alice",
+                "IntegrityLevel": "Medium",
+                "CurrentDirectory": "C:\\Users\\alice\\",
+                "ProcessId": 4000 + i,
+                "ParentProcessId": 1000,
+                "Hashes": "SHA256=4A5B6C7D8E9F0A1B2C3D4E5F60718293A4B5C6D7E8F90A1B2C3D4E5F6071829",
+            })
+        })
+        .collect()
+}
+
+/// Per-event times (ns) of `eval` over `events`, each event `iters` times after a warm-up.
+fn measure<T>(events: &[T], iters: u32, mut eval: impl FnMut(&T) -> usize) -> (Vec<f64>, usize) {
+    let mut hits = 0;
+    for e in events {
+        hits += eval(e);
+    }
+    let mut times = Vec::with_capacity(events.len());
+    for e in events {
+        let t = Instant::now();
+        for _ in 0..iters {
+            std::hint::black_box(eval(std::hint::black_box(e)));
+        }
+        times.push(t.elapsed().as_nanos() as f64 / f64::from(iters));
+    }
+    (times, hits)
+}
+
+struct Row {
+    name: &'static str,
+    median: f64,
+    p99: f64,
+    eps: f64,
+    hits: usize,
+}
+
+fn summarize(name: &'static str, mut times: Vec<f64>, hits: usize) -> Row {
+    times.sort_by(f64::total_cmp);
+    let pick = |q: f64| times[((times.len() as f64 - 1.0) * q).round() as usize];
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    Row {
+        name,
+        median: pick(0.5),
+        p99: pick(0.99),
+        eps: 1e9 / mean,
+        hits,
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
+    let rules_dir = corpus.join("sigma/rules/windows/process_creation");
+    if !rules_dir.is_dir() {
+        println!("skipped: {} is absent", rules_dir.display());
+        return;
+    }
+    let mut files = Vec::new();
+    walk(&rules_dir, ".yml", &mut files);
+    files.sort();
+    let sources: Vec<(String, String)> = files
+        .iter()
+        .filter_map(|f| Some((f.display().to_string(), std::fs::read_to_string(f).ok()?)))
+        .collect();
+
+    // Bulwark: compile, then verify+load (what the driver does at start or a hot update).
+    let compiled = compile_sources(&sources, &Options::default()).expect("compile");
+    let mut loads = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        std::hint::black_box(verify(&compiled.pack).expect("verify"));
+        loads.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    loads.sort_by(f64::total_cmp);
+    let pack = verify(&compiled.pack).expect("verify");
+    // The same rule texts for the other evaluators: only the rules Bulwark compiled.
+    let kept: std::collections::HashSet<&str> =
+        compiled.rules.iter().map(|r| r.path.as_str()).collect();
+    let same: Vec<&(String, String)> = sources
+        .iter()
+        .filter(|(p, _)| kept.contains(p.as_str()))
+        .collect();
+
+    // Events: every process creation in SigmaHQ's regression data, plus benign synthetic ones.
+    let mut docs = Vec::new();
+    let mut jsons = Vec::new();
+    walk(&corpus.join("sigma-regression"), ".json", &mut jsons);
+    for f in jsons {
+        if let Ok(text) = std::fs::read_to_string(&f) {
+            docs.extend(json_documents(&text));
+        }
+    }
+    let mut flat: Vec<Value> = docs
+        .iter()
+        .filter_map(flatten)
+        .filter(|m| m.get("EventID").and_then(Value::as_u64) == Some(1))
+        .map(Value::Object)
+        .collect();
+    let regression = flat.len();
+    flat.extend(synthetic(1000));
+    let records: Vec<Record> = flat.iter().filter_map(|v| from_json(v, 0).ok()).collect();
+    assert_eq!(records.len(), flat.len());
+
+    let iters = 20;
+    // Bulwark: values into a buffer allocated once; count allocations during evaluation.
+    let mut buf: Vec<FieldValue<'static>> = Vec::with_capacity(64);
+    let before = ALLOCS.load(Ordering::Relaxed);
+    let (times, hits) = measure(&records, iters, |r| {
+        let mut buf2 = std::mem::take(&mut buf);
+        buf2.clear();
+        let mut values: Vec<FieldValue<'_>> =
+            buf2.into_iter().map(|_| FieldValue::Absent).collect();
+        values.extend(r.values.iter().map(|v| match v {
+            Owned::Absent => FieldValue::Absent,
+            Owned::Str(s) => FieldValue::Str(s),
+            Owned::Int(i) => FieldValue::Int(*i),
+        }));
+        let mut n = 0;
+        if let Ok(ev) = Event::new(r.event_type, &values) {
+            pack.evaluate(&ev, &mut |_| n += 1);
+        }
+        values.clear();
+        buf = values.into_iter().map(|_| FieldValue::Absent).collect();
+        n
+    });
+    let evals = (u64::from(iters) + 1) * records.len() as u64;
+    let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+    // Evaluation alone, allocation counted separately from the harness's buffer shuffling above.
+    let event_values: Vec<Vec<FieldValue<'_>>> = records
+        .iter()
+        .map(|r| {
+            r.values
+                .iter()
+                .map(|v| match v {
+                    Owned::Absent => FieldValue::Absent,
+                    Owned::Str(s) => FieldValue::Str(s),
+                    Owned::Int(i) => FieldValue::Int(*i),
+                })
+                .collect()
+        })
+        .collect();
+    let events: Vec<Event<'_, '_>> = records
+        .iter()
+        .zip(&event_values)
+        .map(|(r, v)| Event::new(r.event_type, v).expect("event"))
+        .collect();
+    let before_eval = ALLOCS.load(Ordering::Relaxed);
+    let (times_eval, _) = measure(&events, iters, |ev| {
+        let mut n = 0;
+        pack.evaluate(ev, &mut |_| n += 1);
+        n
+    });
+    let eval_allocs = ALLOCS.load(Ordering::Relaxed) - before_eval;
+    let _ = (times, allocs);
+    let bulwark = summarize("bulwark", times_eval, hits);
+
+    let run: u64 = events
+        .iter()
+        .map(|ev| u64::from(pack.evaluate(ev, &mut |_| {}).rules_run))
+        .sum();
+    println!(
+        "bulwark runs {:.1} rules per event after the prefilter (of {})",
+        run as f64 / events.len() as f64,
+        compiled.rules.len()
+    );
+    if std::env::var_os("BULWARK_BENCH_ONLY").is_some() {
+        println!("pack {} bytes, verify+load median {:.2} ms; bulwark median {:.0} ns p99 {:.0} ns, {:.0} events/s, {eval_allocs} allocations", compiled.pack.len(), loads[loads.len() / 2], bulwark.median, bulwark.p99, bulwark.eps);
+        return;
+    }
+    // rsigma-eval
+    let mut engine = rsigma_eval::Engine::new();
+    let mut rs_rules = 0;
+    for (_, text) in &same {
+        if let Ok(c) = rsigma_parser::parse_sigma_yaml(text) {
+            if engine.add_collection(&c).is_ok() {
+                rs_rules += 1;
+            }
+        }
+    }
+    let (t, h) = measure(&flat, iters.min(5), |v| {
+        engine.evaluate(&rsigma_eval::JsonEvent::borrow(v)).len()
+    });
+    let rsigma = summarize("rsigma-eval 0.23", t, h);
+
+    // sigma-rust
+    let sr_rules: Vec<sigma_rust::Rule> = same
+        .iter()
+        .filter_map(|(_, t)| sigma_rust::rule_from_yaml(t).ok())
+        .collect();
+    let sr_events: Vec<sigma_rust::Event> = flat
+        .iter()
+        .filter_map(|v| sigma_rust::event_from_json(&v.to_string()).ok())
+        .collect();
+    let (t, h) = measure(&sr_events, 1, |e| {
+        sr_rules.iter().filter(|r| r.is_match(e)).count()
+    });
+    let sigma_rust_row = summarize("sigma-rust 0.7", t, h);
+
+    println!("rules: {} process_creation rules, {} compiled by Bulwark ({} skipped); rsigma-eval loaded {rs_rules}, sigma-rust {}", sources.len(), compiled.rules.len(), compiled.skipped.len(), sr_rules.len());
+    println!(
+        "events: {} ({regression} from SigmaHQ regression data, {} synthetic benign); one core",
+        records.len(),
+        records.len() - regression
+    );
+    println!(
+        "pack: {} bytes; verify+load median {:.2} ms (max {:.2} ms over 20 loads)",
+        compiled.pack.len(),
+        loads[loads.len() / 2],
+        loads[loads.len() - 1]
+    );
+    println!("bulwark heap allocations during evaluation: {eval_allocs} over {evals} evaluations ({:.3} per event)", eval_allocs as f64 / evals as f64);
+    println!();
+    println!(
+        "{:<18} {:>12} {:>12} {:>14} {:>10} {:>14}",
+        "evaluator", "median ns", "p99 ns", "events/s", "matches", "vs bulwark"
+    );
+    for r in [&bulwark, &rsigma, &sigma_rust_row] {
+        println!(
+            "{:<18} {:>12.0} {:>12.0} {:>14.0} {:>10} {:>13.1}x",
+            r.name,
+            r.median,
+            r.p99,
+            r.eps,
+            r.hits,
+            bulwark.eps / r.eps
+        );
+    }
+}
