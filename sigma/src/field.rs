@@ -279,6 +279,16 @@ fn compile_one(
                 field: other.clone(),
                 event_type: event_type.name(),
             })?;
+        if m.transform.is_some() || m.windash || m.base64.is_some() || m.re || m.cmp.is_some() {
+            return Err(SkipReason::Unsupported(format!(
+                "{key}: fieldref combined with another value modifier (only field equality is supported)"
+            )));
+        }
+        if def.ty != ty {
+            return Err(SkipReason::Unsupported(format!(
+                "{key}: fieldref between a text and an integer field"
+            )));
+        }
         return Ok(Expr::Pred(Pred::FieldEq {
             field,
             other: def.index,

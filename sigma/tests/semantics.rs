@@ -315,3 +315,58 @@ fn skipped_rules_name_file_line_and_reason() {
         "{s}"
     );
 }
+
+#[test]
+fn windash_follows_pysigma_word_start_dashes_and_slashes() {
+    // pySigma expands `-` or `/` at the start of a word (`\B[-/]\b`): a `/` flag matches `-`.
+    let d = "    sel:\n        CommandLine|windash|contains: ' /c '\n    condition: sel";
+    for dash in ['-', '/', '\u{2013}', '\u{2014}', '\u{2015}'] {
+        let cmd = format!("cmd.exe {dash}c whoami");
+        assert!(pc(d, &[("CommandLine", &cmd)]), "{dash:?}");
+    }
+    // A dash inside a word is not a flag and stays as written.
+    let d = "    sel:\n        CommandLine|windash|contains: 'x-y'\n    condition: sel";
+    assert!(pc(d, &[("CommandLine", "a x-y b")]));
+    assert!(!pc(d, &[("CommandLine", "a x/y b")]));
+    // With `all`, every value (each with its variants) must occur.
+    let d = "    sel:\n        CommandLine|windash|contains|all:\n            - ' -nop '\n            - ' -w hidden'\n    condition: sel";
+    assert!(pc(
+        d,
+        &[("CommandLine", "powershell /nop \u{2013}w hidden")]
+    ));
+    assert!(!pc(d, &[("CommandLine", "powershell /nop")]));
+}
+
+#[test]
+fn fieldref_only_takes_plain_equality() {
+    assert!(matches!(
+        skip_reason(
+            "process_creation",
+            "    sel:\n        ParentImage|fieldref|contains: Image\n    condition: sel"
+        ),
+        SkipReason::Unsupported(_)
+    ));
+    assert!(matches!(
+        skip_reason(
+            "process_creation",
+            "    sel:\n        ProcessId|fieldref: Image\n    condition: sel"
+        ),
+        SkipReason::Unsupported(_)
+    ));
+}
+
+#[test]
+fn rules_keep_id_title_author_level_and_tags() {
+    let text = "title: Attributed\nid: 11111111-0000-4000-8000-000000000001\nauthor: Jane Doe\nlevel: critical\ntags:\n    - attack.execution\n    - attack.t1059\nlogsource:\n    category: image_load\n    product: windows\ndetection:\n    sel:\n        ImageLoaded|endswith: '\\evil.dll'\n    condition: sel\n";
+    let c = compile_sources(&[("a.yml".into(), text.into())], &Options::default()).unwrap();
+    assert_eq!(c.rules.len(), 1);
+    let pack = verify(&c.pack).unwrap();
+    let info = pack.rule(0).unwrap();
+    assert_eq!(info.id, "11111111-0000-4000-8000-000000000001");
+    assert_eq!(info.title, "Attributed");
+    assert_eq!(info.author, "Jane Doe");
+    assert_eq!(info.level.name(), "critical");
+    assert_eq!(info.event_type, EventType::ImageLoad);
+    let tags: Vec<&str> = info.tags().collect();
+    assert_eq!(tags, ["attack.execution", "attack.t1059"]);
+}
