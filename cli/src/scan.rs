@@ -113,5 +113,12 @@ pub fn run(name: &str, m: &ArgMatches) -> Option<ExitCode> {
         totals.rules_fired.len(),
         if secs > 0.0 { totals.read as f64 / secs } else { 0.0 },
     );
+    if totals.eval_errors > 0 {
+        // Never expected from a verified pack; counted as "no match" by the VM, as in the driver.
+        eprintln!(
+            "warning: {} runtime checks failed during evaluation (each counted as no match)",
+            totals.eval_errors
+        );
+    }
     Some(code)
 }
