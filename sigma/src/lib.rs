@@ -178,9 +178,30 @@ pub enum CompileError {
 
 /// The line of the first occurrence of `needle` in `text` (1-based).
 fn line_of(text: &str, needle: &str) -> Option<u32> {
-    text.lines()
-        .position(|l| l.contains(needle))
-        .and_then(|i| u32::try_from(i + 1).ok())
+    line_of_path(text, &[needle.to_owned()])
+}
+
+/// The line (1-based) of the last of `needles` found, each searched from the line of the one
+/// before (`detection:`, then the selection's name, then its key), so a key that occurs in
+/// several selections is reported where the failing selection has it.
+fn line_of_path(text: &str, needles: &[String]) -> Option<u32> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut start = 0;
+    let mut found = None;
+    for needle in needles {
+        match lines
+            .iter()
+            .skip(start)
+            .position(|l| l.contains(needle.as_str()))
+        {
+            Some(i) => {
+                start += i;
+                found = Some(start);
+            }
+            None => break,
+        }
+    }
+    found.and_then(|i| u32::try_from(i + 1).ok())
 }
 
 fn rule_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), CompileError> {
@@ -279,18 +300,25 @@ fn logsource(doc: &Value) -> Result<(EventType, Option<Expr>), SkipReason> {
     })
 }
 
-/// One selection (a search identifier's value) to an expression.
-fn selection(event_type: EventType, name: &str, v: &Value) -> Result<Expr, SkipReason> {
+/// One selection (a search identifier's value) to an expression; a failure carries the key it
+/// is about, where there is one.
+fn selection(
+    event_type: EventType,
+    name: &str,
+    v: &Value,
+) -> Result<Expr, (SkipReason, Option<String>)> {
     match v {
         Value::Mapping(map) => {
             let mut items = Vec::with_capacity(map.len());
             for (k, val) in map {
                 let Some(k) = k.as_str() else {
-                    return Err(SkipReason::Malformed(format!(
-                        "selection {name}: a key is not a string"
-                    )));
+                    return Err((
+                        SkipReason::Malformed(format!("selection {name}: a key is not a string")),
+                        None,
+                    ));
                 };
-                items.push(field::compile(event_type, k, val)?);
+                items
+                    .push(field::compile(event_type, k, val).map_err(|e| (e, Some(k.to_owned())))?);
             }
             Ok(match items.len() {
                 1 => items.remove(0),
@@ -307,12 +335,16 @@ fn selection(event_type: EventType, name: &str, v: &Value) -> Result<Expr, SkipR
                 _ => Expr::Or(items),
             })
         }
-        Value::Sequence(_) | Value::String(_) | Value::Number(_) => Err(SkipReason::Unsupported(
-            format!("keyword search in {name} (values without a field)"),
+        Value::Sequence(_) | Value::String(_) | Value::Number(_) => Err((
+            SkipReason::Unsupported(format!("keyword search in {name} (values without a field)")),
+            None,
         )),
-        _ => Err(SkipReason::Malformed(format!(
-            "selection {name} is neither a map nor a list of maps"
-        ))),
+        _ => Err((
+            SkipReason::Malformed(format!(
+                "selection {name} is neither a map nor a list of maps"
+            )),
+            None,
+        )),
     }
 }
 
@@ -427,13 +459,8 @@ fn str_like(e: &Expr) -> Option<(u8, StrOp, bulwark_interpreter::Case, Vec<Strin
     }
 }
 
-/// A skipped rule's id, title, reason and the key whose line to report.
-type RuleFailure = (
-    Option<String>,
-    Option<String>,
-    SkipReason,
-    Option<&'static str>,
-);
+/// A skipped rule's id, title, reason and the keys leading to the line to report.
+type RuleFailure = (Option<String>, Option<String>, SkipReason, Vec<String>);
 
 fn parse_rule(text: &str) -> Result<Rule, RuleFailure> {
     let docs: Vec<Value> = match serde_yaml::Deserializer::from_str(text)
@@ -441,16 +468,33 @@ fn parse_rule(text: &str) -> Result<Rule, RuleFailure> {
         .collect::<Result<Vec<_>, _>>()
     {
         Ok(d) => d,
-        Err(e) => return Err((None, None, SkipReason::Malformed(e.to_string()), None)),
+        Err(e) => {
+            // The YAML error's own position, as a needle-free path: reported by line number.
+            let at = e
+                .location()
+                .map(|l| vec![format!("\0line {}", l.line())])
+                .unwrap_or_default();
+            return Err((None, None, SkipReason::Malformed(e.to_string()), at));
+        }
     };
     let doc = match docs.as_slice() {
         [one] => one,
-        [] => return Err((None, None, SkipReason::Malformed("empty file".into()), None)),
-        _ => return Err((None, None, SkipReason::MultiDocument, None)),
+        [] => {
+            return Err((
+                None,
+                None,
+                SkipReason::Malformed("empty file".into()),
+                Vec::new(),
+            ))
+        }
+        _ => return Err((None, None, SkipReason::MultiDocument, Vec::new())),
     };
     let id = text_field(doc, "id");
     let title = text_field(doc, "title");
-    let fail = |r: SkipReason, at: Option<&'static str>| Err((id.clone(), title.clone(), r, at));
+    let fail = |r: SkipReason, at: Option<&'static str>| {
+        let path = at.map(|a| vec![format!("{a}:")]).unwrap_or_default();
+        Err((id.clone(), title.clone(), r, path))
+    };
     if doc.get("correlation").is_some() {
         return fail(SkipReason::Aggregation, Some("correlation"));
     }
@@ -479,7 +523,11 @@ fn parse_rule(text: &str) -> Result<Rule, RuleFailure> {
             Ok(e) => {
                 sels.insert(name.to_owned(), e);
             }
-            Err(e) => return fail(e, None),
+            Err((e, key)) => {
+                let mut path = vec!["detection:".to_owned(), format!("{name}:")];
+                path.extend(key.map(|k| format!("{k}:")));
+                return Err((id.clone(), title.clone(), e, path));
+            }
         }
     }
     let conditions: Vec<String> = match detection.get("condition") {
@@ -553,13 +601,13 @@ pub fn compile_sources(
         let rule = match parse_rule(text) {
             Ok(r) => r,
             Err((rule_id, title, reason, at)) => {
-                let needle = match &reason {
-                    SkipReason::UnknownField { field, .. } => Some(field.clone()),
-                    _ => at.map(|a| format!("{a}:")),
+                let line = match at.first().and_then(|a| a.strip_prefix("\0line ")) {
+                    Some(n) => n.parse().ok(),
+                    None => line_of_path(text, &at),
                 };
                 skipped.push(Skipped {
                     path: path.clone(),
-                    line: needle.and_then(|n| line_of(text, &n)),
+                    line,
                     rule_id,
                     title,
                     reason,

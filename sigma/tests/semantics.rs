@@ -370,3 +370,24 @@ fn rules_keep_id_title_author_level_and_tags() {
     let tags: Vec<&str> = info.tags().collect();
     assert_eq!(tags, ["attack.execution", "attack.t1059"]);
 }
+
+#[test]
+fn skip_lines_point_at_the_failing_selection_key_or_yaml_error() {
+    // The same key in two selections: the second one's regex is refused, so its line is named.
+    let text = rule(
+        "process_creation",
+        "    sel1:\n        CommandLine|re: 'a+'\n    sel2:\n        CommandLine|re: '(a)\\1'\n    condition: sel1 or sel2",
+    );
+    let c = compile_sources(&[("r.yml".into(), text.clone())], &Options::default()).unwrap();
+    let want = text
+        .lines()
+        .position(|l| l.contains("(a)"))
+        .map(|i| i as u32 + 1);
+    assert_eq!(c.skipped[0].line, want, "{}", c.skipped[0]);
+    assert!(matches!(c.skipped[0].reason, SkipReason::Regex(_)));
+    // A YAML syntax error is reported at the parser's line.
+    let bad = "title: t\nid: x\ndetection:\n    sel: [unclosed\n";
+    let c = compile_sources(&[("y.yml".into(), bad.into())], &Options::default()).unwrap();
+    assert!(matches!(c.skipped[0].reason, SkipReason::Malformed(_)));
+    assert!(c.skipped[0].line.is_some(), "{}", c.skipped[0]);
+}
