@@ -83,6 +83,7 @@ const EMPTY: &str = "11111111-0000-4000-8000-000000000002";
 const ABSENT: &str = "11111111-0000-4000-8000-000000000003";
 const WINDASH: &str = "11111111-0000-4000-8000-000000000004";
 const CASED: &str = "11111111-0000-4000-8000-000000000005";
+const NO_FIELD: &str = "11111111-0000-4000-8000-000000000006";
 
 fn semantics_pack() -> PathBuf {
     pack_of(
@@ -121,6 +122,14 @@ fn semantics_pack() -> PathBuf {
                 ),
             ),
             (
+                "exists.yml",
+                rule(
+                    NO_FIELD,
+                    "command line does not exist",
+                    "    sel:\n        CommandLine|exists: false\n    condition: sel\n",
+                ),
+            ),
+            (
                 "cased.yml",
                 rule(
                     CASED,
@@ -149,11 +158,15 @@ fn reference_semantics_through_the_binary() {
             vec![EMPTY],
         ),
         // 2: a missing key is absent, not empty
-        (r#"{"EventID": 1, "Image": "C:\\x.exe"}"#, vec![ABSENT]),
-        // 3: JSON null is absent too
+        (
+            r#"{"EventID": 1, "Image": "C:\\x.exe"}"#,
+            vec![ABSENT, NO_FIELD],
+        ),
+        // 3: JSON null is absent too, as in rsigma-eval 0.23 (its `exists` is `!value.is_null()`
+        // and its `null` matches a JSON null: src/matcher/matching.rs)
         (
             r#"{"EventID": 1, "Image": "C:\\x.exe", "CommandLine": null}"#,
-            vec![ABSENT],
+            vec![ABSENT, NO_FIELD],
         ),
         // 4-8: windash: '-', '/', en dash, em dash, horizontal bar
         (
@@ -294,7 +307,9 @@ fn a_missing_file_fails_the_scan_but_not_the_other_files() {
     ]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("/nonexistent/a.jsonl"), "{err}");
-    assert_eq!(hits(&out), [(ABSENT.to_owned(), 0)]);
+    let got: BTreeSet<(String, u64)> = hits(&out).into_iter().collect();
+    let want: BTreeSet<(String, u64)> = [(ABSENT.to_owned(), 0), (NO_FIELD.to_owned(), 0)].into();
+    assert_eq!(got, want, "the file after the missing one is scanned");
     let (code, _, err) = bulwark(&["scan", "--pack", "/nonexistent.pack", s(&events)]);
     assert_eq!(code, Some(2), "{err}");
     let (code, _, err) = bulwark(&["scan", s(&events)]);
