@@ -6,7 +6,7 @@
 //! time to verify and load it. Needs ../shared/corpus; prints why and exits 0 without it.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -38,20 +38,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-fn walk(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            walk(&p, ext, out);
-        } else if p.to_string_lossy().ends_with(ext) {
-            out.push(p);
-        }
-    }
-}
 
 /// Benign process creations, the bulk of what a sensor sees.
 fn synthetic(n: usize) -> Vec<Value> {
@@ -135,7 +121,7 @@ fn main() {
         return;
     }
     let mut files = Vec::new();
-    walk(&rules_dir, ".yml", &mut files);
+    files.extend(bulwark_sigma::find_files(&rules_dir, ".yml"));
     files.sort();
     let sources: Vec<(String, String)> = files
         .iter()
@@ -163,7 +149,10 @@ fn main() {
     // Events: every process creation in SigmaHQ's regression data, plus benign synthetic ones.
     let mut docs = Vec::new();
     let mut jsons = Vec::new();
-    walk(&corpus.join("sigma-regression"), ".json", &mut jsons);
+    jsons.extend(bulwark_sigma::find_files(
+        &corpus.join("sigma-regression"),
+        ".json",
+    ));
     for f in jsons {
         if let Ok(text) = std::fs::read_to_string(&f) {
             docs.extend(json_documents(&text));

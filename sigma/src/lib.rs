@@ -204,6 +204,28 @@ fn line_of_path(text: &str, needles: &[String]) -> Option<u32> {
     found.and_then(|i| u32::try_from(i + 1).ok())
 }
 
+/// Every file below `dir` (recursively) whose name ends with `suffix`, sorted; unreadable
+/// folders are skipped. Tests and the benchmark use it to find corpus files.
+pub fn find_files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    fn walk(dir: &Path, suffix: &str, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, suffix, out);
+            } else if p.to_string_lossy().ends_with(suffix) {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, suffix, &mut out);
+    out.sort();
+    out
+}
+
 fn rule_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), CompileError> {
     let io = |error| CompileError::Io {
         path: path.display().to_string(),

@@ -7,30 +7,16 @@
 //! case flipped and their dashes swapped for the other `windash` characters.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bulwark_interpreter::{verify, FieldValue};
 use bulwark_sigma::events::{flatten, from_json, json_documents};
 use bulwark_sigma::{compile_sources, Options};
 use serde_json::{Map, Value};
 
-fn walk(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            walk(&p, ext, out);
-        } else if p.to_string_lossy().ends_with(ext) {
-            out.push(p);
-        }
-    }
-}
-
 fn rule_sources(dir: &Path) -> Vec<(String, String)> {
     let mut files = Vec::new();
-    walk(dir, ".yml", &mut files);
+    files.extend(bulwark_sigma::find_files(dir, ".yml"));
     files.sort();
     files
         .into_iter()
@@ -195,7 +181,10 @@ fn bulwark_agrees_with_rsigma_eval_and_sigma_rust() {
     // events
     let mut events: Vec<Value> = Vec::new();
     let mut jsons = Vec::new();
-    walk(&corpus.join("sigma-regression"), ".json", &mut jsons);
+    jsons.extend(bulwark_sigma::find_files(
+        &corpus.join("sigma-regression"),
+        ".json",
+    ));
     for f in jsons {
         if let Ok(text) = std::fs::read_to_string(&f) {
             for d in json_documents(&text) {

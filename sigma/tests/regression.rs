@@ -12,29 +12,14 @@ fn corpus() -> Option<PathBuf> {
     p.join("sigma-regression").is_dir().then_some(p)
 }
 
-fn walk(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            walk(&p, ext, out);
-        } else if p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.ends_with(ext))
-        {
-            out.push(p);
-        }
-    }
-}
-
 /// Rule id -> rule file, over the three SigmaHQ rule folders.
 fn rule_index(corpus: &Path) -> HashMap<String, PathBuf> {
     let mut files = Vec::new();
     for d in ["rules", "rules-emerging-threats", "rules-threat-hunting"] {
-        walk(&corpus.join("sigma").join(d), ".yml", &mut files);
+        files.extend(bulwark_sigma::find_files(
+            &corpus.join("sigma").join(d),
+            ".yml",
+        ));
     }
     let mut index = HashMap::new();
     for f in files {
@@ -69,7 +54,10 @@ fn regression_data_gives_the_expected_match_counts() {
     };
     let index = rule_index(&corpus);
     let mut infos = Vec::new();
-    walk(&corpus.join("sigma-regression"), "info.yml", &mut infos);
+    infos.extend(bulwark_sigma::find_files(
+        &corpus.join("sigma-regression"),
+        "info.yml",
+    ));
     infos.sort();
     assert!(!infos.is_empty());
     let mut checked = 0;
