@@ -27,6 +27,7 @@ pub mod insn;
 pub mod limits;
 pub mod matching;
 pub mod schema;
+mod setindex;
 pub mod text;
 mod verify;
 mod vm;

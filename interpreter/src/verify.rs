@@ -11,7 +11,9 @@ use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind, StartKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+
+use crate::setindex::{SetIndex, INDEX_MIN_ITEMS};
 use regex_automata::dfa::sparse;
 use sha2::{Digest, Sha256};
 
@@ -173,9 +175,6 @@ pub(crate) struct TypeIndex {
     pub(crate) filters: Vec<FieldFilter>,
 }
 
-/// Sets with at least this many items are matched with an automaton.
-pub(crate) const SET_AUTOMATON_MIN: usize = 4;
-
 /// A pack that passed [`verify`]: the only content the VM runs.
 #[derive(Clone, Debug)]
 pub struct VerifiedPack {
@@ -183,9 +182,9 @@ pub struct VerifiedPack {
     pub(crate) format_version: u16,
     pub(crate) strings: Vec<String>,
     pub(crate) sets: Vec<Vec<u32>>,
-    /// For sets of [`SET_AUTOMATON_MIN`] items or more: one ASCII-case-insensitive automaton over
-    /// the items, so `set.*` costs one pass over the value instead of one per item.
-    pub(crate) set_automata: Vec<Option<AhoCorasick>>,
+    /// For sets of [`INDEX_MIN_ITEMS`] items or more: an index, so `set.*` costs about one pass
+    /// over the value instead of one per item.
+    pub(crate) set_index: Vec<Option<SetIndex>>,
     pub(crate) globs: Vec<Vec<GlobTok>>,
     pub(crate) regexes: Vec<sparse::DFA<Vec<u8>>>,
     pub(crate) rules: Vec<Rule>,
@@ -387,6 +386,7 @@ impl Verifier<'_> {
             let automaton = AhoCorasick::builder()
                 .ascii_case_insensitive(true)
                 .match_kind(MatchKind::Standard)
+                .kind(Some(AhoCorasickKind::NoncontiguousNFA))
                 .build(&patterns)
                 .map_err(|e| {
                     VerifyError::at(
@@ -406,34 +406,46 @@ impl Verifier<'_> {
             }
         }
 
-        let set_automata: Vec<Option<AhoCorasick>> = raw
+        // Which sets some instruction tests with `contains` (only those need an automaton).
+        let mut need_contains = alloc::vec![false; raw.sets.len()];
+        for insn in &insns {
+            if let Insn::Set {
+                op: StrOp::Contains,
+                set,
+                ..
+            } = insn
+            {
+                if let Some(flag) =
+                    need_contains.get_mut(usize::try_from(*set).unwrap_or(usize::MAX))
+                {
+                    *flag = true;
+                }
+            }
+        }
+        let set_index: Vec<Option<SetIndex>> = raw
             .sets
             .iter()
-            .map(|items| {
-                if items.len() < SET_AUTOMATON_MIN {
+            .zip(&need_contains)
+            .map(|(items, &contains)| {
+                if items.len() < INDEX_MIN_ITEMS {
                     return None;
                 }
-                let patterns = items.iter().map(|&i| {
-                    strings
-                        .get(usize::try_from(i).unwrap_or(usize::MAX))
-                        .map_or("", String::as_str)
-                });
-                // A contiguous NFA: quick to build (a pack has hundreds of sets; DFAs for all
-                // of them would dominate load time) and still one pass per value.
-                AhoCorasick::builder()
-                    .ascii_case_insensitive(true)
-                    .match_kind(MatchKind::Standard)
-                    .kind(Some(AhoCorasickKind::ContiguousNFA))
-                    .start_kind(StartKind::Both)
-                    .build(patterns)
-                    .ok()
+                let texts: Vec<&str> = items
+                    .iter()
+                    .map(|&i| {
+                        strings
+                            .get(usize::try_from(i).unwrap_or(usize::MAX))
+                            .map_or("", String::as_str)
+                    })
+                    .collect();
+                Some(SetIndex::build(&texts, contains))
             })
             .collect();
         Ok(VerifiedPack {
             content_hash,
             format_version: raw.format_version,
             strings,
-            set_automata,
+            set_index,
             sets: raw.sets.clone(),
             globs,
             regexes,

@@ -10,11 +10,12 @@ use regex_automata::dfa::Automaton;
 use regex_automata::Input;
 
 use crate::event::Event;
-use crate::insn::{Case, StrOp};
+use crate::insn::StrOp;
 use crate::limits::{FUEL_PER_EVENT, MAX_RULES};
 use crate::matching::{compare, glob_match};
 use crate::schema::FieldValue;
 use crate::verify::{Insn, Rule, RuleInfo, VerifiedPack};
+use alloc::string::String;
 
 /// What one evaluation did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -136,56 +137,17 @@ impl VerifiedPack {
                 } => {
                     let items = self.sets.get(idx(set)).ok_or(Fault::Check)?;
                     acc = false;
-                    let automaton = self.set_automata.get(idx(set)).and_then(Option::as_ref);
-                    if let (FieldValue::Str(v), Some(ac), Case::Insensitive, StrOp::Contains) =
-                        (event.get(field), automaton, case, op)
-                    {
-                        // The common case: any item anywhere, ASCII case folded: the first match
-                        // decides, and the automaton's own prefilter skips ahead.
-                        acc = ac.is_match(v);
-                    } else if let (
-                        FieldValue::Str(v),
-                        Some(ac),
-                        Case::Insensitive,
-                        StrOp::StartsWith,
-                    ) = (event.get(field), automaton, case, op)
-                    {
-                        acc = ac
-                            .try_find(
-                                aho_corasick::Input::new(v).anchored(aho_corasick::Anchored::Yes),
-                            )
-                            .map_err(|_| Fault::Check)?
-                            .is_some();
-                    } else if let (FieldValue::Str(v), Some(ac)) = (event.get(field), automaton) {
-                        // Every occurrence of every item (ASCII case folded); the position decides
-                        // the operation, and a case-sensitive test re-checks the exact bytes.
-                        for m in ac.find_overlapping_iter(v) {
-                            let at_start = m.start() == 0;
-                            let at_end = m.end() == v.len();
-                            let placed = match op {
-                                StrOp::Contains => true,
-                                StrOp::StartsWith => at_start,
-                                StrOp::EndsWith => at_end,
-                                StrOp::Eq => at_start && at_end,
-                            };
-                            if !placed {
-                                continue;
-                            }
-                            let exact = match case {
-                                Case::Insensitive => true,
-                                Case::Sensitive => {
-                                    let item =
-                                        items.get(m.pattern().as_usize()).ok_or(Fault::Check)?;
-                                    let needle =
-                                        self.strings.get(idx(*item)).ok_or(Fault::Check)?;
-                                    v.get(m.start()..m.end()) == Some(needle.as_str())
-                                }
-                            };
-                            if exact {
-                                acc = true;
-                                break;
-                            }
-                        }
+                    let index = self.set_index.get(idx(set)).and_then(Option::as_ref);
+                    let strings = &self.strings;
+                    let item = |i: u32| -> Option<&str> {
+                        strings.get(idx(*items.get(idx(i))?)).map(String::as_str)
+                    };
+                    let indexed = match (event.get(field), index) {
+                        (FieldValue::Str(v), Some(ix)) => ix.test(v, op, case, &item),
+                        _ => None,
+                    };
+                    if let Some(hit) = indexed {
+                        acc = hit;
                     } else if let FieldValue::Str(v) = event.get(field) {
                         for s in items {
                             let needle = self.strings.get(idx(*s)).ok_or(Fault::Check)?;

@@ -1,0 +1,121 @@
+//! Any-of sets (`set.*` instructions) with many items, indexed at load time so a test costs about
+//! one pass over the value instead of one per item: equality, prefix and suffix by a hash of the
+//! ASCII-case-folded bytes (one probe per distinct item length), substring by an Aho-Corasick
+//! automaton built only for sets some instruction tests with `contains`. Every hash hit is
+//! confirmed with the exact comparison, so the index can only speed a test up, never change it.
+
+use alloc::vec::Vec;
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+
+use crate::insn::{Case, StrOp};
+use crate::matching::compare;
+
+/// Sets with at least this many items are indexed; smaller ones are scanned.
+pub(crate) const INDEX_MIN_ITEMS: usize = 4;
+
+/// FNV-1a over the ASCII-lowercased bytes.
+fn fold_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(b.to_ascii_lowercase());
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The index of one set.
+#[derive(Clone, Debug)]
+pub(crate) struct SetIndex {
+    /// (hash of the folded item, item position), sorted.
+    hashes: Vec<(u64, u32)>,
+    /// Distinct item lengths in bytes, ascending.
+    lengths: Vec<usize>,
+    /// For `contains`, when some instruction needs it.
+    contains: Option<AhoCorasick>,
+}
+
+impl SetIndex {
+    /// Indexes `items`; `need_contains` builds the substring automaton too.
+    pub(crate) fn build(items: &[&str], need_contains: bool) -> SetIndex {
+        let mut hashes: Vec<(u64, u32)> = items
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                (
+                    fold_hash(s.as_bytes()),
+                    u32::try_from(i).unwrap_or(u32::MAX),
+                )
+            })
+            .collect();
+        hashes.sort_unstable();
+        let mut lengths: Vec<usize> = items.iter().map(|s| s.len()).collect();
+        lengths.sort_unstable();
+        lengths.dedup();
+        let contains = if need_contains {
+            AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::Standard)
+                .kind(Some(AhoCorasickKind::NoncontiguousNFA))
+                .build(items)
+                .ok()
+        } else {
+            None
+        };
+        SetIndex {
+            hashes,
+            lengths,
+            contains,
+        }
+    }
+
+    /// Whether any item passes `op` on `value`; `None` when this index cannot answer (a
+    /// `contains` test without an automaton), and the caller scans the items.
+    pub(crate) fn test<'s>(
+        &self,
+        value: &str,
+        op: StrOp,
+        case: Case,
+        item: &dyn Fn(u32) -> Option<&'s str>,
+    ) -> Option<bool> {
+        let bytes = value.as_bytes();
+        let probe = |part: &[u8]| -> bool {
+            let h = fold_hash(part);
+            let start = self.hashes.partition_point(|&(x, _)| x < h);
+            self.hashes
+                .get(start..)
+                .unwrap_or(&[])
+                .iter()
+                .take_while(|&&(x, _)| x == h)
+                .any(|&(_, i)| item(i).is_some_and(|needle| compare(value, op, needle, case)))
+        };
+        match op {
+            StrOp::Eq => Some(probe(bytes)),
+            StrOp::StartsWith => Some(
+                self.lengths
+                    .iter()
+                    .take_while(|&&n| n <= bytes.len())
+                    .any(|&n| bytes.get(..n).is_some_and(&probe)),
+            ),
+            StrOp::EndsWith => Some(self.lengths.iter().take_while(|&&n| n <= bytes.len()).any(
+                |&n| {
+                    bytes
+                        .len()
+                        .checked_sub(n)
+                        .and_then(|s| bytes.get(s..))
+                        .is_some_and(&probe)
+                },
+            )),
+            StrOp::Contains => {
+                let ac = self.contains.as_ref()?;
+                Some(match case {
+                    Case::Insensitive => ac.is_match(value),
+                    Case::Sensitive => ac.find_overlapping_iter(value).any(|m| {
+                        let i = u32::try_from(m.pattern().as_usize()).unwrap_or(u32::MAX);
+                        item(i).is_some_and(|needle| value.get(m.start()..m.end()) == Some(needle))
+                    }),
+                })
+            }
+        }
+    }
+}
