@@ -232,154 +232,136 @@ unsafe fn key_name<'a>(cookie: &mut wdk_sys::LARGE_INTEGER, object: PVOID) -> Op
     unsafe { units(name) }
 }
 
+/// What one registry notification reports, before the key's name is looked up.
+struct RegistryWrite<'a> {
+    op: RegistryOp,
+    /// The key object (named while the callback runs).
+    object: PVOID,
+    value_name: Option<&'a [u16]>,
+    data: Option<(u32, &'a [u8])>,
+    new_name: Option<&'a [u16]>,
+}
+
+/// The operation's own structure for a post notification that succeeded.
+///
+/// # Safety
+/// `info` must be the `REG_POST_OPERATION_INFORMATION` of a post notification, and `T` the
+/// pre-operation structure of that notification class.
+unsafe fn succeeded<'a, T>(info: PVOID) -> Option<(&'a _REG_POST_OPERATION_INFORMATION, &'a T)> {
+    // SAFETY: guaranteed by the caller; valid for the duration of the callback.
+    let post = unsafe { info.cast::<_REG_POST_OPERATION_INFORMATION>().as_ref() }?;
+    if post.Status != STATUS_SUCCESS {
+        return None;
+    }
+    // SAFETY: PreInformation is the operation's `T`, valid during the post callback.
+    let pre = unsafe { post.PreInformation.cast::<T>().as_ref() }?;
+    Some((post, pre))
+}
+
+/// Decodes the notifications Bulwark reports; `None` for every other class.
+///
+/// # Safety
+/// `class` and `info` are the callback's arguments, valid for its duration.
+unsafe fn registry_write<'a>(class: i32, info: PVOID) -> Option<RegistryWrite<'a>> {
+    // The notification class selects the structure `info` points to, as the registry callback
+    // contract documents; all are valid during the callback.
+    if class == RegNtPostSetValueKey as i32 {
+        // SAFETY: a RegNtPostSetValueKey post notification; its pre structure is the set-value one.
+        let (post, set) = unsafe { succeeded::<_REG_SET_VALUE_KEY_INFORMATION>(info) }?;
+        let data = if set.Data.is_null() {
+            &[][..]
+        } else {
+            // SAFETY: Data holds DataSize bytes captured by the configuration manager (kernel
+            // memory) for the duration of the callback.
+            unsafe { core::slice::from_raw_parts(set.Data.cast::<u8>(), set.DataSize as usize) }
+        };
+        return Some(RegistryWrite {
+            op: RegistryOp::SetValue,
+            object: post.Object,
+            // SAFETY: ValueName is valid during the callback.
+            value_name: unsafe { units(set.ValueName) },
+            data: Some((set.Type, data)),
+            new_name: None,
+        });
+    }
+    if class == RegNtPostDeleteValueKey as i32 {
+        // SAFETY: a RegNtPostDeleteValueKey post notification and its pre structure.
+        let (post, del) = unsafe { succeeded::<_REG_DELETE_VALUE_KEY_INFORMATION>(info) }?;
+        return Some(RegistryWrite {
+            op: RegistryOp::DeleteValue,
+            object: post.Object,
+            // SAFETY: ValueName is valid during the callback.
+            value_name: unsafe { units(del.ValueName) },
+            data: None,
+            new_name: None,
+        });
+    }
+    if class == RegNtPostCreateKeyEx as i32 {
+        // SAFETY: a RegNtPostCreateKeyEx post notification and its pre structure.
+        let (post, create) = unsafe { succeeded::<_REG_CREATE_KEY_INFORMATION_V1>(info) }?;
+        // REG_CREATED_NEW_KEY = 1: report creations, not opens of existing keys.
+        // SAFETY: Disposition points to the operation's result for a successful create.
+        let created = unsafe { create.Disposition.as_ref() }.is_some_and(|d| *d == 1);
+        return created.then_some(RegistryWrite {
+            op: RegistryOp::CreateKey,
+            object: post.Object,
+            value_name: None,
+            data: None,
+            new_name: None,
+        });
+    }
+    if class == RegNtPreDeleteKey as i32 {
+        // A pre notification: the key still has its name.
+        // SAFETY: for RegNtPreDeleteKey `info` is a REG_DELETE_KEY_INFORMATION.
+        let del = unsafe { info.cast::<_REG_DELETE_KEY_INFORMATION>().as_ref() }?;
+        return Some(RegistryWrite {
+            op: RegistryOp::DeleteKey,
+            object: del.Object,
+            value_name: None,
+            data: None,
+            new_name: None,
+        });
+    }
+    if class == RegNtPostRenameKey as i32 {
+        // The key's name is the new one after the operation; the old path is not available.
+        // SAFETY: a RegNtPostRenameKey post notification and its pre structure.
+        let (_, ren) = unsafe { succeeded::<_REG_RENAME_KEY_INFORMATION>(info) }?;
+        return Some(RegistryWrite {
+            op: RegistryOp::RenameKey,
+            object: ren.Object,
+            value_name: None,
+            data: None,
+            // SAFETY: NewName is valid during the callback.
+            new_name: unsafe { units(ren.NewName) },
+        });
+    }
+    None
+}
+
 /// `CmRegisterCallbackEx` callback: registry writes, after they succeed (deletes before, while
 /// the key still has a name). Never changes the operation's outcome.
 pub unsafe extern "C" fn on_registry(_context: PVOID, class: PVOID, info: PVOID) -> NTSTATUS {
     let Some(state) = state() else {
         return STATUS_SUCCESS;
     };
-    let class = class as usize as i32;
-    let process_id = pid(
-        // SAFETY: always callable; returns the current process's id.
-        unsafe { wdk_sys::ntddk::PsGetCurrentProcessId() },
-    );
-    let mut cookie = state.registry_cookie();
-    let post = |info: PVOID| -> Option<(&_REG_POST_OPERATION_INFORMATION, PVOID)> {
-        // SAFETY: for post notifications `info` is a REG_POST_OPERATION_INFORMATION.
-        let p = unsafe { info.cast::<_REG_POST_OPERATION_INFORMATION>().as_ref() }?;
-        (p.Status == STATUS_SUCCESS).then_some((p, p.PreInformation))
+    // SAFETY: the callback's own arguments.
+    let Some(write) = (unsafe { registry_write(class as usize as i32, info) }) else {
+        return STATUS_SUCCESS;
     };
-    let now = now();
-    match class {
-        c if c == RegNtPostSetValueKey as i32 => {
-            let Some((p, pre)) = post(info) else {
-                return STATUS_SUCCESS;
-            };
-            // SAFETY: for RegNtPostSetValueKey, PreInformation is the REG_SET_VALUE_KEY_INFORMATION
-            // of the operation, valid during the post callback.
-            let Some(set) = (unsafe { pre.cast::<_REG_SET_VALUE_KEY_INFORMATION>().as_ref() })
-            else {
-                return STATUS_SUCCESS;
-            };
-            // SAFETY: the key object of the completed operation.
-            let Some(key) = (unsafe { key_name(&mut cookie, p.Object) }) else {
-                return STATUS_SUCCESS;
-            };
-            let data = if set.Data.is_null() {
-                &[][..]
-            } else {
-                // SAFETY: Data holds DataSize bytes captured by the configuration manager (kernel
-                // memory) for the duration of the callback.
-                unsafe { core::slice::from_raw_parts(set.Data.cast::<u8>(), set.DataSize as usize) }
-            };
-            let facts = RegistryFacts {
-                op: RegistryOp::SetValue,
-                process_id,
-                key_path: key,
-                // SAFETY: ValueName is valid during the callback.
-                value_name: unsafe { units(set.ValueName) },
-                data: Some((set.Type, data)),
-                new_name: None,
-            };
-            state.sensor.on_registry(&facts, now);
-        }
-        c if c == RegNtPostDeleteValueKey as i32 => {
-            let Some((p, pre)) = post(info) else {
-                return STATUS_SUCCESS;
-            };
-            // SAFETY: PreInformation is the operation's REG_DELETE_VALUE_KEY_INFORMATION.
-            let Some(del) = (unsafe { pre.cast::<_REG_DELETE_VALUE_KEY_INFORMATION>().as_ref() })
-            else {
-                return STATUS_SUCCESS;
-            };
-            // SAFETY: the key object of the completed operation.
-            let Some(key) = (unsafe { key_name(&mut cookie, p.Object) }) else {
-                return STATUS_SUCCESS;
-            };
-            let facts = RegistryFacts {
-                op: RegistryOp::DeleteValue,
-                process_id,
-                key_path: key,
-                // SAFETY: ValueName is valid during the callback.
-                value_name: unsafe { units(del.ValueName) },
-                data: None,
-                new_name: None,
-            };
-            state.sensor.on_registry(&facts, now);
-        }
-        c if c == RegNtPostCreateKeyEx as i32 => {
-            let Some((p, pre)) = post(info) else {
-                return STATUS_SUCCESS;
-            };
-            // SAFETY: PreInformation is the operation's REG_CREATE_KEY_INFORMATION(_V1).
-            let Some(create) = (unsafe { pre.cast::<_REG_CREATE_KEY_INFORMATION_V1>().as_ref() })
-            else {
-                return STATUS_SUCCESS;
-            };
-            // REG_CREATED_NEW_KEY = 1: report creations, not opens of existing keys.
-            // SAFETY: Disposition points to the operation's result for a successful create.
-            let created = unsafe { create.Disposition.as_ref() }.is_some_and(|d| *d == 1);
-            if !created {
-                return STATUS_SUCCESS;
-            }
-            // SAFETY: Object is the new key for a successful create.
-            let Some(key) = (unsafe { key_name(&mut cookie, p.Object) }) else {
-                return STATUS_SUCCESS;
-            };
-            let facts = RegistryFacts {
-                op: RegistryOp::CreateKey,
-                process_id,
-                key_path: key,
-                value_name: None,
-                data: None,
-                new_name: None,
-            };
-            state.sensor.on_registry(&facts, now);
-        }
-        c if c == RegNtPreDeleteKey as i32 => {
-            // SAFETY: for RegNtPreDeleteKey `info` is a REG_DELETE_KEY_INFORMATION.
-            let Some(del) = (unsafe { info.cast::<_REG_DELETE_KEY_INFORMATION>().as_ref() }) else {
-                return STATUS_SUCCESS;
-            };
-            // SAFETY: the key object being deleted, still named before the operation.
-            let Some(key) = (unsafe { key_name(&mut cookie, del.Object) }) else {
-                return STATUS_SUCCESS;
-            };
-            let facts = RegistryFacts {
-                op: RegistryOp::DeleteKey,
-                process_id,
-                key_path: key,
-                value_name: None,
-                data: None,
-                new_name: None,
-            };
-            state.sensor.on_registry(&facts, now);
-        }
-        c if c == RegNtPostRenameKey as i32 => {
-            let Some((_, pre)) = post(info) else {
-                return STATUS_SUCCESS;
-            };
-            // SAFETY: PreInformation is the operation's REG_RENAME_KEY_INFORMATION.
-            let Some(ren) = (unsafe { pre.cast::<_REG_RENAME_KEY_INFORMATION>().as_ref() }) else {
-                return STATUS_SUCCESS;
-            };
-            // SAFETY: the renamed key object; its name is the new one after the operation, so the
-            // old path is not available here: the new name is reported as both.
-            let Some(key) = (unsafe { key_name(&mut cookie, ren.Object) }) else {
-                return STATUS_SUCCESS;
-            };
-            let facts = RegistryFacts {
-                op: RegistryOp::RenameKey,
-                process_id,
-                key_path: key,
-                value_name: None,
-                data: None,
-                // SAFETY: NewName is valid during the callback.
-                new_name: unsafe { units(ren.NewName) },
-            };
-            state.sensor.on_registry(&facts, now);
-        }
-        _ => {}
-    }
+    let mut cookie = state.registry_cookie();
+    // SAFETY: the key object of this notification, valid during the callback.
+    let Some(key) = (unsafe { key_name(&mut cookie, write.object) }) else {
+        return STATUS_SUCCESS;
+    };
+    let facts = RegistryFacts {
+        op: write.op,
+        // SAFETY: always callable; the current process's id.
+        process_id: pid(unsafe { wdk_sys::ntddk::PsGetCurrentProcessId() }),
+        key_path: key,
+        value_name: write.value_name,
+        data: write.data,
+        new_name: write.new_name,
+    };
+    state.sensor.on_registry(&facts, now());
     STATUS_SUCCESS
 }
