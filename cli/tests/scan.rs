@@ -4,28 +4,16 @@
 //! holding every rule that compiles: each rule's expected match count, and the same detections
 //! (rule, EventRecordID) from both forms of every recording.
 
+mod common;
+use common::bulwark;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
-fn bulwark(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_bulwark"))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run bulwark: {e}"));
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("bulwark-cli-scan-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
-    d.join(name)
+    common::tmp("scan", name)
 }
 
 fn s(p: &Path) -> &str {
@@ -321,20 +309,6 @@ fn corpus() -> Option<PathBuf> {
     (p.join("sigma-regression").is_dir() && p.join("sigma/rules").is_dir()).then_some(p)
 }
 
-fn walk(dir: &Path, suffix: &str, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            walk(&p, suffix, out);
-        } else if p.to_string_lossy().ends_with(suffix) {
-            out.push(p);
-        }
-    }
-}
-
 /// The value of `key: value` on the first line of `text` that has it (the YAML is regular
 /// enough: every info.yml and rule has these keys at the start of a line).
 fn yaml_value<'t>(text: &'t str, key: &str) -> Option<&'t str> {
@@ -373,7 +347,10 @@ fn regression_data_through_bulwark_scan() {
     };
     let mut rule_files = Vec::new();
     for d in ["rules", "rules-emerging-threats", "rules-threat-hunting"] {
-        walk(&corpus.join("sigma").join(d), ".yml", &mut rule_files);
+        rule_files.extend(bulwark_sigma::find_files(
+            &corpus.join("sigma").join(d),
+            ".yml",
+        ));
     }
     let mut by_id: HashMap<String, PathBuf> = HashMap::new();
     for f in rule_files {
@@ -382,9 +359,7 @@ fn regression_data_through_bulwark_scan() {
             by_id.insert(id.trim().to_owned(), f);
         }
     }
-    let mut infos = Vec::new();
-    walk(&corpus.join("sigma-regression"), "info.yml", &mut infos);
-    infos.sort();
+    let infos = bulwark_sigma::find_files(&corpus.join("sigma-regression"), "info.yml");
     let mut cases = Vec::new();
     let mut rules = BTreeSet::new();
     let mut not_in_corpus = 0;

@@ -1,28 +1,16 @@
 //! `bulwark compile` and `bulwark scan`: exit codes, summaries, skips that never stop a scan.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::bulwark;
 
-fn bulwark(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_bulwark"))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run bulwark: {e}"));
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("bulwark-cli-sigma-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
-    d.join(name)
+    common::tmp("sigma", name)
 }
 
 #[test]
