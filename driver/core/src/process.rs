@@ -93,35 +93,39 @@ impl ProcessTable {
             seq,
         };
         let pid = slot.info.process_id;
-        if let Some(i) = self.find_index(|s| s.info.process_id == pid) {
-            if let Some(s) = self.slots.get_mut(i) {
-                *s = Some(slot);
+        // One pass: the entry with this id (a reused id whose exit was missed), else the first
+        // free slot, else the oldest entry.
+        let (mut same, mut free, mut oldest) = (None, None, None::<(usize, u64)>);
+        for (i, s) in self.slots.iter().enumerate() {
+            match s {
+                Some(s) if s.info.process_id == pid => {
+                    same = Some(i);
+                    break;
+                }
+                Some(s) => {
+                    if oldest.is_none_or(|(_, seq)| s.seq < seq) {
+                        oldest = Some((i, s.seq));
+                    }
+                }
+                None => {
+                    free = free.or(Some(i));
+                }
             }
-            return;
         }
-        let free = self.slots.iter().position(Option::is_none);
-        let target = match free {
-            Some(i) => {
+        let target = match (same, free) {
+            (Some(i), _) => i,
+            (None, Some(i)) => {
                 self.len = self.len.saturating_add(1);
                 i
             }
-            None => {
+            (None, None) => {
                 self.evicted = self.evicted.saturating_add(1);
-                self.oldest().unwrap_or(0)
+                oldest.map_or(0, |(i, _)| i)
             }
         };
         if let Some(s) = self.slots.get_mut(target) {
             *s = Some(slot);
         }
-    }
-
-    fn oldest(&self) -> Option<usize> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s.seq)))
-            .min_by_key(|&(_, seq)| seq)
-            .map(|(i, _)| i)
     }
 
     /// A scan bounded by the capacity: a few thousand comparisons of integers, once per event.

@@ -16,7 +16,7 @@ use bulwark_protocol::limits::DETECTION_IMAGE_BYTES;
 use bulwark_protocol::{
     encode_list_header, encode_reply, ContentSource, ContentStatus, Counters, DetectionRecord,
     GuardEventRecord, GuardStatus, Outcome, ProtocolError, ReplyStatus, Request, StatusReply,
-    LIST_HEADER_LEN, REPLY_HEADER_LEN,
+    Writer, LIST_HEADER_LEN, REPLY_HEADER_LEN,
 };
 
 use crate::content::{Content, ContentSwap};
@@ -340,11 +340,6 @@ impl Sensor {
             c.fetch_add(1, Ordering::Relaxed);
         }
         let can_block = ev.event_type() == EventType::ProcessCreation;
-        let image = bulwark_protocol::truncate_utf8(image, DETECTION_IMAGE_BYTES);
-        let mut image_buf = [0u8; DETECTION_IMAGE_BYTES];
-        if let Some(dst) = image_buf.get_mut(..image.len()) {
-            dst.copy_from_slice(image.as_bytes());
-        }
         let result = self.content.with_active(|content| {
             let Some(content) = content else {
                 return false;
@@ -354,6 +349,12 @@ impl Sensor {
                 let blocks = can_block && rule.action == Action::Block;
                 block |= blocks;
                 self.stats.detections.fetch_add(1, Ordering::Relaxed);
+                // The image is copied into the record only when a rule matches.
+                let image = bulwark_protocol::truncate_utf8(image, DETECTION_IMAGE_BYTES);
+                let mut image_buf = [0u8; DETECTION_IMAGE_BYTES];
+                if let Some(dst) = image_buf.get_mut(..image.len()) {
+                    dst.copy_from_slice(image.as_bytes());
+                }
                 self.detections.push(DetectionSlot {
                     seq: 0,
                     time: now,
@@ -467,66 +468,28 @@ impl Sensor {
                 };
                 encode_reply(output, op, ReplyStatus::Ok, |w| reply.encode(w))
             }
-            Request::ReadDetections { max } => {
-                let n = fit(output.len(), DetectionRecord::LEN, max)?;
-                let dropped = self.detections.dropped();
-                encode_reply(output, op, ReplyStatus::Ok, |w| {
-                    let count_at = w.len();
-                    encode_list_header(w, 0, dropped)?;
-                    let mut count = 0u32;
-                    let mut result = Ok(());
-                    self.detections.drain(n, |d| {
-                        if result.is_ok() {
-                            result = d.record().encode(w);
-                            count = count.saturating_add(1);
-                        }
-                    });
-                    result?;
-                    w.patch_u32(count_at, count)
-                })
-            }
-            Request::ReadGuardEvents { max } => {
-                let n = fit(output.len(), GuardEventRecord::LEN, max)?;
-                let dropped = self.guard_events.dropped();
-                encode_reply(output, op, ReplyStatus::Ok, |w| {
-                    let count_at = w.len();
-                    encode_list_header(w, 0, dropped)?;
-                    let mut count = 0u32;
-                    let mut result = Ok(());
-                    self.guard_events.drain(n, |e| {
-                        if result.is_ok() {
-                            result = e.0.encode(w);
-                            count = count.saturating_add(1);
-                        }
-                    });
-                    result?;
-                    w.patch_u32(count_at, count)
-                })
-            }
-            Request::StagePack { envelope } => {
-                if output.len() < op.max_reply_len() {
-                    return Err(ProtocolError::OutputTooSmall {
-                        need: op.max_reply_len(),
-                        have: output.len(),
-                    });
-                }
-                let outcome = control.stage(envelope, now, &mut |content| {
+            Request::ReadDetections { max } => drain_reply(
+                output,
+                op,
+                &self.detections,
+                DetectionRecord::LEN,
+                max,
+                |d, w| d.record().encode(w),
+            ),
+            Request::ReadGuardEvents { max } => drain_reply(
+                output,
+                op,
+                &self.guard_events,
+                GuardEventRecord::LEN,
+                max,
+                |e, w| e.0.encode(w),
+            ),
+            Request::StagePack { envelope } => outcome_reply(output, op, || {
+                control.stage(envelope, now, &mut |content| {
                     self.content.swap(content, backoff);
-                });
-                let o = outcome.outcome();
-                encode_reply(output, op, o.status(), |w| o.encode(w))
-            }
-            Request::ConfirmHealthy => {
-                if output.len() < op.max_reply_len() {
-                    return Err(ProtocolError::OutputTooSmall {
-                        need: op.max_reply_len(),
-                        have: output.len(),
-                    });
-                }
-                let outcome = control.confirm_healthy(now);
-                let o = outcome.outcome();
-                encode_reply(output, op, o.status(), |w| o.encode(w))
-            }
+                })
+            }),
+            Request::ConfirmHealthy => outcome_reply(output, op, || control.confirm_healthy(now)),
         }
     }
 
@@ -539,6 +502,52 @@ impl Sensor {
     pub fn with_pack<R>(&self, f: impl FnOnce(Option<&VerifiedPack>) -> R) -> Option<R> {
         self.content.with_active(|c| f(c.map(|c| &c.pack)))
     }
+}
+
+/// The reply to a request that changes state: the output must be able to hold the answer before
+/// `act` runs, so a change is never made that the caller cannot be told about.
+fn outcome_reply(
+    output: &mut [u8],
+    op: bulwark_protocol::Op,
+    act: impl FnOnce() -> OutcomeBuf,
+) -> Result<usize, ProtocolError> {
+    if output.len() < op.max_reply_len() {
+        return Err(ProtocolError::OutputTooSmall {
+            need: op.max_reply_len(),
+            have: output.len(),
+        });
+    }
+    let outcome = act();
+    let o = outcome.outcome();
+    encode_reply(output, op, o.status(), |w| o.encode(w))
+}
+
+/// A list reply with up to `max` records taken from `ring`: nothing is taken unless the reply can
+/// hold it.
+fn drain_reply<T: Record>(
+    output: &mut [u8],
+    op: bulwark_protocol::Op,
+    ring: &Ring<T>,
+    record_len: usize,
+    max: u32,
+    encode: impl Fn(&T, &mut Writer<'_>) -> Result<(), ProtocolError>,
+) -> Result<usize, ProtocolError> {
+    let n = fit(output.len(), record_len, max)?;
+    let dropped = ring.dropped();
+    encode_reply(output, op, ReplyStatus::Ok, |w| {
+        let count_at = w.len();
+        encode_list_header(w, 0, dropped)?;
+        let mut count = 0u32;
+        let mut result = Ok(());
+        ring.drain(n, |r| {
+            if result.is_ok() {
+                result = encode(r, w);
+                count = count.saturating_add(1);
+            }
+        });
+        result?;
+        w.patch_u32(count_at, count)
+    })
 }
 
 /// How many records of `record_len` bytes fit in `output` after the headers, capped at `max`.
