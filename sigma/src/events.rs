@@ -23,6 +23,17 @@ pub enum Owned {
     Int(u64),
 }
 
+impl Owned {
+    /// The value as the interpreter takes it.
+    pub fn as_value(&self) -> FieldValue<'_> {
+        match self {
+            Owned::Absent => FieldValue::Absent,
+            Owned::Str(s) => FieldValue::Str(s),
+            Owned::Int(i) => FieldValue::Int(*i),
+        }
+    }
+}
+
 /// One recorded event, converted to the schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -44,11 +55,7 @@ impl Record {
         f: impl FnOnce(&Event<'r, '_>) -> R,
     ) -> Option<R> {
         buf.clear();
-        buf.extend(self.values.iter().map(|v| match v {
-            Owned::Absent => FieldValue::Absent,
-            Owned::Str(s) => FieldValue::Str(s),
-            Owned::Int(i) => FieldValue::Int(*i),
-        }));
+        buf.extend(self.values.iter().map(Owned::as_value));
         let ev = Event::new(self.event_type, buf).ok()?;
         Some(f(&ev))
     }

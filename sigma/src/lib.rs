@@ -433,23 +433,25 @@ fn simplify(e: Expr) -> Expr {
             }
             let mut out: Vec<Expr> = Vec::new();
             for e in flat {
-                if let Some((field, op, case, values)) = str_like(&e) {
-                    let same = out.iter_mut().find(|o| {
-                        str_like(o).is_some_and(|(f, p, c, _)| f == field && p == op && c == case)
-                    });
-                    if let Some(existing) = same {
-                        let mut all = str_like(existing).map(|x| x.3).unwrap_or_default();
-                        all.extend(values);
+                let same = str_key(&e).and_then(|key| {
+                    out.iter_mut()
+                        .find(|o| str_key(o) == Some(key))
+                        .map(|o| (key, o))
+                });
+                match same {
+                    Some(((field, op, case), existing)) => {
+                        let mut values =
+                            into_values(std::mem::replace(existing, Expr::Const(false)));
+                        values.extend(into_values(e));
                         *existing = Expr::Pred(Pred::Set {
                             field,
                             op,
                             case,
-                            values: all,
+                            values,
                         });
-                        continue;
                     }
+                    None => out.push(e),
                 }
-                out.push(e);
             }
             if out.len() == 1 {
                 out.remove(0)
@@ -462,22 +464,25 @@ fn simplify(e: Expr) -> Expr {
     }
 }
 
-/// A string test of one field that can join an any-of set: (field, op, case, values).
-fn str_like(e: &Expr) -> Option<(u8, StrOp, bulwark_interpreter::Case, Vec<String>)> {
+/// What a string test of one field must share with others to join an any-of set with them.
+fn str_key(e: &Expr) -> Option<(u8, StrOp, bulwark_interpreter::Case)> {
     match e {
         Expr::Pred(Pred::Str {
-            field,
-            op,
-            case,
-            value,
-        }) => Some((*field, *op, *case, vec![value.clone()])),
-        Expr::Pred(Pred::Set {
-            field,
-            op,
-            case,
-            values,
-        }) => Some((*field, *op, *case, values.clone())),
+            field, op, case, ..
+        })
+        | Expr::Pred(Pred::Set {
+            field, op, case, ..
+        }) => Some((*field, *op, *case)),
         _ => None,
+    }
+}
+
+/// The constants of a string test or set (empty for anything else).
+fn into_values(e: Expr) -> Vec<String> {
+    match e {
+        Expr::Pred(Pred::Str { value, .. }) => vec![value],
+        Expr::Pred(Pred::Set { values, .. }) => values,
+        _ => Vec::new(),
     }
 }
 
