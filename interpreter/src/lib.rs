@@ -23,6 +23,7 @@ pub mod build;
 pub mod error;
 pub mod event;
 pub mod format;
+mod gramindex;
 pub mod insn;
 pub mod limits;
 pub mod matching;

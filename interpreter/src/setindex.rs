@@ -1,12 +1,12 @@
 //! Any-of sets (`set.*` instructions) with many items, indexed at load time so a test costs about
 //! one pass over the value instead of one per item: equality, prefix and suffix by a hash of the
-//! ASCII-case-folded bytes (one probe per distinct item length), substring by an Aho-Corasick
-//! automaton built only for sets some instruction tests with `contains`. Every hash hit is
+//! ASCII-case-folded bytes (one probe per distinct item length), substring by a [`GramIndex`]
+//! built only for sets some instruction tests with `contains`. Every hash hit is
 //! confirmed with the exact comparison, so the index can only speed a test up, never change it.
 
 use alloc::vec::Vec;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use crate::gramindex::GramIndex;
 
 use crate::insn::{Case, StrOp};
 use crate::matching::compare;
@@ -31,8 +31,10 @@ pub(crate) struct SetIndex {
     hashes: Vec<(u64, u32)>,
     /// Distinct item lengths in bytes, ascending.
     lengths: Vec<usize>,
-    /// For `contains`, when some instruction needs it.
-    contains: Option<AhoCorasick>,
+    /// For `contains`, when some instruction needs it: item position by item.
+    contains: Option<GramIndex>,
+    /// Whether some item is empty (every value contains it).
+    has_empty: bool,
 }
 
 impl SetIndex {
@@ -52,20 +54,19 @@ impl SetIndex {
         let mut lengths: Vec<usize> = items.iter().map(|s| s.len()).collect();
         lengths.sort_unstable();
         lengths.dedup();
-        let contains = if need_contains {
-            AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::Standard)
-                .kind(Some(AhoCorasickKind::NoncontiguousNFA))
-                .build(items)
-                .ok()
-        } else {
-            None
-        };
+        let contains = need_contains.then(|| {
+            GramIndex::build(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (*s, u32::try_from(i).unwrap_or(u32::MAX))),
+            )
+        });
         SetIndex {
             hashes,
             lengths,
             contains,
+            has_empty: items.iter().any(|s| s.is_empty()),
         }
     }
 
@@ -107,14 +108,17 @@ impl SetIndex {
                 },
             )),
             StrOp::Contains => {
-                let ac = self.contains.as_ref()?;
-                Some(match case {
-                    Case::Insensitive => ac.is_match(value),
-                    Case::Sensitive => ac.find_overlapping_iter(value).any(|m| {
-                        let i = u32::try_from(m.pattern().as_usize()).unwrap_or(u32::MAX);
-                        item(i).is_some_and(|needle| value.get(m.start()..m.end()) == Some(needle))
+                let ix = self.contains.as_ref()?;
+                if self.has_empty {
+                    return Some(true);
+                }
+                Some(ix.scan(bytes, |i, start| match case {
+                    Case::Insensitive => true,
+                    Case::Sensitive => item(i).is_some_and(|needle| {
+                        bytes.get(start..start.saturating_add(needle.len()))
+                            == Some(needle.as_bytes())
                     }),
-                })
+                }))
             }
         }
     }

@@ -11,8 +11,7 @@ use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
-
+use crate::gramindex::GramIndex;
 use crate::setindex::{SetIndex, INDEX_MIN_ITEMS};
 use regex_automata::dfa::sparse;
 use sha2::{Digest, Sha256};
@@ -158,13 +157,12 @@ pub(crate) struct Rule {
     pub(crate) code_len: usize,
 }
 
-/// One field's literal prefilter: an Aho-Corasick automaton over the anchors of every rule that
-/// anchors on this field, mapping each pattern to the rules it makes candidates.
+/// One field's literal prefilter: the anchors of every rule that anchors on this field, each
+/// reporting its rule as a candidate when it occurs (ASCII case folded) in the field's value.
 #[derive(Clone, Debug)]
 pub(crate) struct FieldFilter {
     pub(crate) field: u8,
-    pub(crate) automaton: AhoCorasick,
-    pub(crate) pattern_rules: Vec<Vec<u32>>,
+    pub(crate) anchors: GramIndex,
 }
 
 /// The per-event-type index: the rules that always run (no anchors) as a bitset, and the field
@@ -285,7 +283,7 @@ impl Verifier<'_> {
         let mut globs: Vec<Vec<GlobTok>> = Vec::new();
         let mut glob_ids: BTreeMap<u32, u32> = BTreeMap::new();
         // (event type, field) -> anchors: (literal, rule)
-        let mut anchors: BTreeMap<(u8, u8), Vec<(String, u32)>> = BTreeMap::new();
+        let mut anchors: BTreeMap<(u8, u8), Vec<(&str, u32)>> = BTreeMap::new();
         let mut always: Vec<Vec<u64>> = EventType::ALL
             .iter()
             .map(|_| alloc::vec![0u64; bit_words(raw.rules.len())])
@@ -329,7 +327,7 @@ impl Verifier<'_> {
                 anchors
                     .entry((event_type.id(), *field))
                     .or_default()
-                    .push((String::from(lit), rule_index));
+                    .push((lit, rule_index));
             }
             if r.anchors.is_empty() {
                 if let Some(word) = always
@@ -363,46 +361,9 @@ impl Verifier<'_> {
             })
             .collect();
         for ((type_id, field), list) in anchors {
-            let mut patterns: Vec<String> = Vec::new();
-            let mut pattern_rules: Vec<Vec<u32>> = Vec::new();
-            let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-            for (lit, rule) in list {
-                let key = lit.to_ascii_lowercase();
-                let slot = match seen.get(&key) {
-                    Some(&slot) => slot,
-                    None => {
-                        patterns.push(key.clone());
-                        pattern_rules.push(Vec::new());
-                        seen.insert(key, patterns.len().saturating_sub(1));
-                        patterns.len().saturating_sub(1)
-                    }
-                };
-                if let Some(rules) = pattern_rules.get_mut(slot) {
-                    if rules.last() != Some(&rule) {
-                        rules.push(rule);
-                    }
-                }
-            }
-            let automaton = AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::Standard)
-                .kind(Some(AhoCorasickKind::NoncontiguousNFA))
-                .build(&patterns)
-                .map_err(|e| {
-                    VerifyError::at(
-                        0,
-                        ErrorKind::BadOperand {
-                            what: "anchor automaton",
-                            value: u32::try_from(e.to_string().len()).unwrap_or(0),
-                        },
-                    )
-                })?;
+            let anchors = GramIndex::build(list);
             if let Some(ix) = by_type.get_mut(usize::from(type_id)) {
-                ix.filters.push(FieldFilter {
-                    field,
-                    automaton,
-                    pattern_rules,
-                });
+                ix.filters.push(FieldFilter { field, anchors });
             }
         }
 

@@ -53,19 +53,14 @@ impl VerifiedPack {
             let FieldValue::Str(text) = event.get(filter.field) else {
                 continue;
             };
-            for m in filter.automaton.find_overlapping_iter(text) {
-                let Some(rules) = filter.pattern_rules.get(m.pattern().as_usize()) else {
-                    stats.errors = stats.errors.saturating_add(1);
-                    continue;
-                };
-                for &r in rules {
-                    let r = usize::try_from(r).unwrap_or(usize::MAX);
-                    match candidates.get_mut(r / 64) {
-                        Some(w) => *w |= 1u64 << (r % 64),
-                        None => stats.errors = stats.errors.saturating_add(1),
-                    }
+            filter.anchors.scan(text.as_bytes(), |r, _| {
+                let r = usize::try_from(r).unwrap_or(usize::MAX);
+                match candidates.get_mut(r / 64) {
+                    Some(w) => *w |= 1u64 << (r % 64),
+                    None => stats.errors = stats.errors.saturating_add(1),
                 }
-            }
+                false
+            });
         }
         let mut fuel = FUEL_PER_EVENT;
         for (w, mut word) in candidates.into_iter().enumerate() {

@@ -169,7 +169,11 @@ fn main() {
     let records: Vec<Record> = flat.iter().filter_map(|v| from_json(v, 0).ok()).collect();
     assert_eq!(records.len(), flat.len());
 
-    let iters = 20;
+    // BULWARK_BENCH_ITERS: more repetitions, for profiling evaluation.
+    let iters: u32 = std::env::var("BULWARK_BENCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
     // Bulwark: the events are built once, outside the timing; allocations are counted during
     // evaluation only (warm-up included).
     let event_values: Vec<Vec<FieldValue<'_>>> = records

@@ -1,0 +1,382 @@
+//! A multi-literal substring index built at load time in one linear pass, with no automaton: each
+//! literal is keyed by one short window of its ASCII-case-folded bytes (its whole self when it is
+//! at most [`GRAM`] bytes long, else its rarest window of [`GRAM`] bytes), and a scan slides over
+//! the text once, testing each window against a bitmap, probing a hash table only on a bitmap
+//! hit, and confirming every literal keyed by that window at the one place it would have to start.
+//! So a scan reports exactly the (literal, position) pairs where a literal occurs, ASCII case
+//! folded, at about one bitmap test per byte per distinct window length.
+//!
+//! It is the rule prefilter (literal → rules) and the index behind `set.contains` (item → item
+//! position in the set). Building it allocates; scanning never does.
+
+use alloc::vec::Vec;
+
+/// The longest window a literal is keyed by.
+pub(crate) const GRAM: usize = 4;
+
+/// How common a byte is in Windows paths and command lines, most common first; the window a long
+/// literal is keyed by is the one whose bytes are least common by this order, so a scan confirms
+/// as few literals as possible. Bytes not listed count as rare.
+const COMMON: &[u8] = b" e\\.stoiarnclmx:wdpu-h\"g/0123ybfv4k=5_698,'%jq";
+
+fn commonness(b: u8) -> u32 {
+    let folded = b.to_ascii_lowercase();
+    match COMMON.iter().position(|&c| c == folded) {
+        Some(p) => u32::try_from(COMMON.len().saturating_sub(p)).unwrap_or(0),
+        None => 0,
+    }
+}
+
+/// Where literal `lit` is keyed: (window start, window length).
+fn key_window(lit: &[u8]) -> (usize, usize) {
+    if lit.len() <= GRAM {
+        return (0, lit.len());
+    }
+    let mut best = (0usize, u32::MAX);
+    for (start, w) in lit.windows(GRAM).enumerate() {
+        let score: u32 = w.iter().map(|&b| commonness(b)).sum();
+        if score < best.1 {
+            best = (start, score);
+        }
+    }
+    (best.0, GRAM)
+}
+
+/// The key of a window: its folded bytes, big-endian, tagged with its length so windows of
+/// different lengths never collide.
+fn key_of(window: &[u8]) -> u64 {
+    let mut g: u64 = 0;
+    for &b in window {
+        g = (g << 8) | u64::from(b.to_ascii_lowercase());
+    }
+    g | (u64::try_from(window.len()).unwrap_or(0) << 32)
+}
+
+fn hash(key: u64) -> u64 {
+    key.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Literals sharing one key.
+#[derive(Clone, Debug)]
+struct Entry {
+    key: u64,
+    /// `lits[first..end]`.
+    first: u32,
+    end: u32,
+}
+
+/// One literal: its folded bytes in `bytes`, where its key window ends inside it, and its
+/// payloads.
+#[derive(Clone, Debug)]
+struct Lit {
+    start: u32,
+    len: u32,
+    window_end: u32,
+    /// `payloads[first..end]`.
+    first: u32,
+    end: u32,
+}
+
+/// The index. See the module documentation.
+#[derive(Clone, Debug)]
+pub(crate) struct GramIndex {
+    /// `64 - log2(bitmap bits)`.
+    bitmap_shift: u32,
+    bitmap: Vec<u64>,
+    /// `64 - log2(slots)`.
+    slot_shift: u32,
+    /// Open addressing: entry index + 1, 0 for empty.
+    slots: Vec<u32>,
+    entries: Vec<Entry>,
+    lits: Vec<Lit>,
+    bytes: Vec<u8>,
+    payloads: Vec<u32>,
+    /// Bit `n` set when some literal is keyed by a window of `n` bytes.
+    window_lengths: u8,
+}
+
+fn log2_at_least(n: usize, min_bits: u32, max_bits: u32) -> u32 {
+    let mut bits = min_bits;
+    while bits < max_bits && (1usize << bits) < n {
+        bits = bits.saturating_add(1);
+    }
+    bits
+}
+
+impl GramIndex {
+    /// Indexes non-empty `literals`, each with the payload a scan reports for it (empty literals
+    /// are skipped: the caller handles them). Equal literals (after folding) share one entry and
+    /// report each of their payloads.
+    pub(crate) fn build<'a>(literals: impl IntoIterator<Item = (&'a str, u32)>) -> GramIndex {
+        // (key, folded literal, window end, payload), grouped by key then literal.
+        let mut items: Vec<(u64, Vec<u8>, usize, u32)> = literals
+            .into_iter()
+            .filter(|(s, _)| !s.is_empty())
+            .map(|(s, payload)| {
+                let folded = s.as_bytes().to_ascii_lowercase();
+                let (start, len) = key_window(&folded);
+                let end = start.saturating_add(len);
+                let key = key_of(folded.get(start..end).unwrap_or(&[]));
+                (key, folded, end, payload)
+            })
+            .collect();
+        items.sort_unstable();
+        items.dedup();
+
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut lits: Vec<Lit> = Vec::new();
+        let mut bytes: Vec<u8> = Vec::new();
+        let mut payloads: Vec<u32> = Vec::with_capacity(items.len());
+        let mut window_lengths = 0u8;
+        let count = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        for (i, (key, folded, window_end, payload)) in items.iter().enumerate() {
+            let prev = i.checked_sub(1).and_then(|p| items.get(p));
+            let same_key = prev.is_some_and(|p| p.0 == *key);
+            let same_lit = same_key && prev.is_some_and(|p| p.1 == *folded && p.2 == *window_end);
+            if !same_key {
+                entries.push(Entry {
+                    key: *key,
+                    first: count(lits.len()),
+                    end: count(lits.len()),
+                });
+                window_lengths |= 1u8 << ((key >> 32) & 7);
+            }
+            if !same_lit {
+                lits.push(Lit {
+                    start: count(bytes.len()),
+                    len: count(folded.len()),
+                    window_end: count(*window_end),
+                    first: count(payloads.len()),
+                    end: count(payloads.len()),
+                });
+                bytes.extend_from_slice(folded);
+                if let Some(e) = entries.last_mut() {
+                    e.end = count(lits.len());
+                }
+            }
+            payloads.push(*payload);
+            if let Some(l) = lits.last_mut() {
+                l.end = count(payloads.len());
+            }
+        }
+
+        let slot_bits = log2_at_least(entries.len().saturating_mul(2), 4, 24);
+        let bitmap_bits = log2_at_least(entries.len().saturating_mul(16), 9, 24);
+        let mut slots = alloc::vec![0u32; 1usize << slot_bits];
+        let mut bitmap = alloc::vec![0u64; (1usize << bitmap_bits) / 64];
+        let slot_shift = 64u32.saturating_sub(slot_bits);
+        let bitmap_shift = 64u32.saturating_sub(bitmap_bits);
+        let mask = slots.len().saturating_sub(1);
+        for (i, e) in entries.iter().enumerate() {
+            let h = hash(e.key);
+            let b = usize::try_from(h >> bitmap_shift).unwrap_or(0);
+            if let Some(w) = bitmap.get_mut(b / 64) {
+                *w |= 1u64 << (b % 64);
+            }
+            // At most half the slots are full, so an empty one is always found.
+            let mut s = usize::try_from(h >> slot_shift).unwrap_or(0);
+            while slots.get(s).is_some_and(|&x| x != 0) {
+                s = s.wrapping_add(1) & mask;
+            }
+            if let Some(slot) = slots.get_mut(s) {
+                *slot = count(i.saturating_add(1));
+            }
+        }
+        GramIndex {
+            bitmap_shift,
+            bitmap,
+            slot_shift,
+            slots,
+            entries,
+            lits,
+            bytes,
+            payloads,
+            window_lengths,
+        }
+    }
+
+    /// The entry for `key`, if some literal is keyed by it.
+    fn entry(&self, key: u64) -> Option<&Entry> {
+        let h = hash(key);
+        let b = usize::try_from(h >> self.bitmap_shift).unwrap_or(0);
+        if self
+            .bitmap
+            .get(b / 64)
+            .is_none_or(|w| w & (1u64 << (b % 64)) == 0)
+        {
+            return None;
+        }
+        let mask = self.slots.len().saturating_sub(1);
+        let mut s = usize::try_from(h >> self.slot_shift).unwrap_or(0);
+        // Bounded by the table size; the table always has an empty slot.
+        for _ in 0..self.slots.len() {
+            let slot = *self.slots.get(s)?;
+            let e = self
+                .entries
+                .get(usize::try_from(slot.checked_sub(1)?).ok()?)?;
+            if e.key == key {
+                return Some(e);
+            }
+            s = s.wrapping_add(1) & mask;
+        }
+        None
+    }
+
+    /// Calls `on_hit(payload, start)` for every occurrence of every literal in `text` (ASCII case
+    /// folded; `start` is where it begins), in order of where the occurrence's key window ends,
+    /// until `on_hit` returns `true`. Returns whether it did.
+    pub(crate) fn scan(&self, text: &[u8], mut on_hit: impl FnMut(u32, usize) -> bool) -> bool {
+        const MASKS: [u64; GRAM + 1] = [0, 0xFF, 0xFFFF, 0xFF_FFFF, 0xFFFF_FFFF];
+        let mut lengths = [0usize; GRAM];
+        let mut count = 0usize;
+        for n in 1..=GRAM {
+            if self.window_lengths & (1u8 << n) != 0 {
+                if let Some(slot) = lengths.get_mut(count) {
+                    *slot = n;
+                    count = count.saturating_add(1);
+                }
+            }
+        }
+        let lengths = lengths.get(..count).unwrap_or(&[]);
+        let mut g: u64 = 0;
+        for (i, &b) in text.iter().enumerate() {
+            g = ((g << 8) | u64::from(b.to_ascii_lowercase())) & 0xFFFF_FFFF;
+            let end = i.saturating_add(1);
+            for &n in lengths {
+                if n > end {
+                    continue;
+                }
+                let mask = MASKS.get(n).copied().unwrap_or(0);
+                let key = (g & mask) | (u64::try_from(n).unwrap_or(0) << 32);
+                if let Some(e) = self.entry(key) {
+                    if self.confirm(e, text, end, &mut on_hit) {
+                        return true;
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    /// Checks each literal of `e` at the place its key window would put it, given the window ends
+    /// at `window_end` in `text`.
+    fn confirm(
+        &self,
+        e: &Entry,
+        text: &[u8],
+        window_end: usize,
+        on_hit: &mut impl FnMut(u32, usize) -> bool,
+    ) -> bool {
+        let range =
+            |a: u32, b: u32| usize::try_from(a).unwrap_or(0)..usize::try_from(b).unwrap_or(0);
+        for lit in self.lits.get(range(e.first, e.end)).unwrap_or(&[]) {
+            let Some(start) = window_end.checked_sub(usize::try_from(lit.window_end).unwrap_or(0))
+            else {
+                continue;
+            };
+            let len = usize::try_from(lit.len).unwrap_or(usize::MAX);
+            let Some(there) = text.get(start..start.saturating_add(len)) else {
+                continue;
+            };
+            let folded = self
+                .bytes
+                .get(range(lit.start, lit.start.saturating_add(lit.len)))
+                .unwrap_or(&[]);
+            if !there.eq_ignore_ascii_case(folded) {
+                continue;
+            }
+            for &p in self.payloads.get(range(lit.first, lit.end)).unwrap_or(&[]) {
+                if on_hit(p, start) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    fn hits(ix: &GramIndex, text: &str) -> Vec<(u32, usize)> {
+        let mut out = Vec::new();
+        ix.scan(text.as_bytes(), |p, s| {
+            out.push((p, s));
+            false
+        });
+        out.sort_unstable();
+        out
+    }
+
+    /// Every (payload, start) where a literal occurs, ASCII case folded, the slow way.
+    fn naive(lits: &[(&str, u32)], text: &str) -> Vec<(u32, usize)> {
+        let mut out = Vec::new();
+        let t = text.as_bytes();
+        for &(l, p) in lits {
+            let l = l.as_bytes();
+            if l.is_empty() || l.len() > t.len() {
+                continue;
+            }
+            for s in 0..=t.len() - l.len() {
+                if t[s..s + l.len()].eq_ignore_ascii_case(l) {
+                    out.push((p, s));
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    #[test]
+    fn finds_every_occurrence_of_every_literal() {
+        let lits = [
+            ("powershell", 0),
+            ("PowerShell.exe", 1),
+            ("-enc", 2),
+            ("ab", 3),
+            ("a", 4),
+            ("\\cmd.exe", 5),
+            ("cmd", 6),
+            ("cmd", 7),
+            ("", 8),
+        ];
+        let ix = GramIndex::build(lits);
+        for text in [
+            "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe -Enc AAAA",
+            "cmd.exe /c C:\\Windows\\cmd.exe CMD",
+            "aaaab",
+            "",
+            "p",
+        ] {
+            assert_eq!(hits(&ix, text), naive(&lits, text), "{text}");
+        }
+    }
+
+    #[test]
+    fn stops_when_asked() {
+        let ix = GramIndex::build([("abc", 1), ("bcd", 2)]);
+        let mut seen = vec![];
+        assert!(ix.scan(b"xabcd", |p, _| {
+            seen.push(p);
+            true
+        }));
+        assert_eq!(seen, vec![1]);
+        assert!(!ix.scan(b"xyz", |_, _| true));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        #[test]
+        fn agrees_with_naive_search(
+            lits in proptest::collection::vec("[abcAB.\\\\]{0,7}", 0..12),
+            text in "[abcAB.\\\\x]{0,40}",
+        ) {
+            let lits: Vec<(&str, u32)> = lits.iter().enumerate().map(|(i, s)| (s.as_str(), i as u32)).collect();
+            let ix = GramIndex::build(lits.iter().copied());
+            proptest::prop_assert_eq!(hits(&ix, &text), naive(&lits, &text));
+        }
+    }
+}
