@@ -12,19 +12,33 @@
 use alloc::vec::Vec;
 
 /// The longest window a literal is keyed by.
-pub(crate) const GRAM: usize = 4;
+pub(crate) const GRAM: usize = 3;
 
 /// How common a byte is in Windows paths and command lines, most common first; the window a long
 /// literal is keyed by is the one whose bytes are least common by this order, so a scan confirms
 /// as few literals as possible. Bytes not listed count as rare.
 const COMMON: &[u8] = b" e\\.stoiarnclmx:wdpu-h\"g/0123ybfv4k=5_698,'%jq";
 
-fn commonness(b: u8) -> u32 {
-    let folded = b.to_ascii_lowercase();
-    match COMMON.iter().position(|&c| c == folded) {
-        Some(p) => u32::try_from(COMMON.len().saturating_sub(p)).unwrap_or(0),
-        None => 0,
+/// [`COMMON`] as a table: byte → commonness (0 for rare bytes), both ASCII cases alike.
+const COMMONNESS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut p = 0;
+    while p < COMMON.len() {
+        // COMMON is shorter than 256 and ASCII, so these neither overflow nor index out of range.
+        #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+        {
+            let c = COMMON[p];
+            let score = (COMMON.len() - p) as u8;
+            table[c as usize] = score;
+            table[c.to_ascii_uppercase() as usize] = score;
+            p += 1;
+        }
     }
+    table
+};
+
+fn commonness(b: u8) -> u32 {
+    u32::from(COMMONNESS.get(usize::from(b)).copied().unwrap_or(0))
 }
 
 /// Where literal `lit` is keyed: (window start, window length).
@@ -108,20 +122,32 @@ impl GramIndex {
     /// are skipped: the caller handles them). Equal literals (after folding) share one entry and
     /// report each of their payloads.
     pub(crate) fn build<'a>(literals: impl IntoIterator<Item = (&'a str, u32)>) -> GramIndex {
-        // (key, folded literal, window end, payload), grouped by key then literal.
-        let mut items: Vec<(u64, Vec<u8>, usize, u32)> = literals
+        // (key, literal, window end, payload), grouped by key then folded literal.
+        let mut items: Vec<(u64, &[u8], usize, u32)> = literals
             .into_iter()
             .filter(|(s, _)| !s.is_empty())
             .map(|(s, payload)| {
-                let folded = s.as_bytes().to_ascii_lowercase();
-                let (start, len) = key_window(&folded);
+                let lit = s.as_bytes();
+                let (start, len) = key_window(lit);
                 let end = start.saturating_add(len);
-                let key = key_of(folded.get(start..end).unwrap_or(&[]));
-                (key, folded, end, payload)
+                let key = key_of(lit.get(start..end).unwrap_or(&[]));
+                (key, lit, end, payload)
             })
             .collect();
-        items.sort_unstable();
-        items.dedup();
+        let folded_cmp = |a: &[u8], b: &[u8]| {
+            a.iter()
+                .map(u8::to_ascii_lowercase)
+                .cmp(b.iter().map(u8::to_ascii_lowercase))
+        };
+        items.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| folded_cmp(a.1, b.1))
+                .then_with(|| a.2.cmp(&b.2))
+                .then_with(|| a.3.cmp(&b.3))
+        });
+        items.dedup_by(|a, b| {
+            a.0 == b.0 && a.1.eq_ignore_ascii_case(b.1) && a.2 == b.2 && a.3 == b.3
+        });
 
         let mut entries: Vec<Entry> = Vec::new();
         let mut lits: Vec<Lit> = Vec::new();
@@ -129,13 +155,14 @@ impl GramIndex {
         let mut payloads: Vec<u32> = Vec::with_capacity(items.len());
         let mut window_lengths = 0u8;
         let count = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
-        for (i, (key, folded, window_end, payload)) in items.iter().enumerate() {
+        for (i, &(key, lit, window_end, payload)) in items.iter().enumerate() {
             let prev = i.checked_sub(1).and_then(|p| items.get(p));
-            let same_key = prev.is_some_and(|p| p.0 == *key);
-            let same_lit = same_key && prev.is_some_and(|p| p.1 == *folded && p.2 == *window_end);
+            let same_key = prev.is_some_and(|p| p.0 == key);
+            let same_lit = same_key
+                && prev.is_some_and(|p| p.1.eq_ignore_ascii_case(lit) && p.2 == window_end);
             if !same_key {
                 entries.push(Entry {
-                    key: *key,
+                    key,
                     first: count(lits.len()),
                     end: count(lits.len()),
                 });
@@ -144,17 +171,17 @@ impl GramIndex {
             if !same_lit {
                 lits.push(Lit {
                     start: count(bytes.len()),
-                    len: count(folded.len()),
-                    window_end: count(*window_end),
+                    len: count(lit.len()),
+                    window_end: count(window_end),
                     first: count(payloads.len()),
                     end: count(payloads.len()),
                 });
-                bytes.extend_from_slice(folded);
+                bytes.extend(lit.iter().map(u8::to_ascii_lowercase));
                 if let Some(e) = entries.last_mut() {
                     e.end = count(lits.len());
                 }
             }
-            payloads.push(*payload);
+            payloads.push(payload);
             if let Some(l) = lits.last_mut() {
                 l.end = count(payloads.len());
             }
@@ -226,7 +253,7 @@ impl GramIndex {
     /// folded; `start` is where it begins), in order of where the occurrence's key window ends,
     /// until `on_hit` returns `true`. Returns whether it did.
     pub(crate) fn scan(&self, text: &[u8], mut on_hit: impl FnMut(u32, usize) -> bool) -> bool {
-        const MASKS: [u64; GRAM + 1] = [0, 0xFF, 0xFFFF, 0xFF_FFFF, 0xFFFF_FFFF];
+        const MASKS: [u64; 5] = [0, 0xFF, 0xFFFF, 0xFF_FFFF, 0xFFFF_FFFF];
         let mut lengths = [0usize; GRAM];
         let mut count = 0usize;
         for n in 1..=GRAM {

@@ -178,7 +178,7 @@ pub(crate) struct TypeIndex {
 pub struct VerifiedPack {
     pub(crate) content_hash: [u8; 32],
     pub(crate) format_version: u16,
-    pub(crate) strings: Vec<String>,
+    pub(crate) strings: Strings,
     pub(crate) sets: Vec<Vec<u32>>,
     /// For sets of [`INDEX_MIN_ITEMS`] items or more: an index, so `set.*` costs about one pass
     /// over the value instead of one per item.
@@ -190,11 +190,40 @@ pub struct VerifiedPack {
     pub(crate) by_type: Vec<TypeIndex>,
 }
 
+/// The pack's constant strings, checked UTF-8, in one allocation: string `i` is
+/// `text[ends[i - 1]..ends[i]]` (from 0 for the first).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Strings {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl Strings {
+    fn push(&mut self, s: &str) {
+        self.text.push_str(s);
+        self.ends.push(self.text.len());
+    }
+
+    /// String `index`, if there is one.
+    pub(crate) fn get(&self, index: u32) -> Option<&str> {
+        let i = usize::try_from(index).ok()?;
+        let end = *self.ends.get(i)?;
+        let start = match i.checked_sub(1) {
+            Some(prev) => *self.ends.get(prev)?,
+            None => 0,
+        };
+        self.text.get(start..end)
+    }
+}
+
 /// Verifies a pack against the running sensor's built-in schema.
 pub fn verify(bytes: &[u8]) -> Result<VerifiedPack, VerifyError> {
     let raw = RawPack::decode(bytes)?;
     let content_hash: [u8; 32] = Sha256::digest(bytes).into();
-    Verifier { raw: &raw }.run(content_hash)
+    let mut pack = Verifier { raw: &raw }.run(content_hash)?;
+    // The verified sets are the decoded ones: moved, not copied.
+    pack.sets = raw.sets;
+    Ok(pack)
 }
 
 struct Verifier<'r> {
@@ -249,11 +278,14 @@ impl Verifier<'_> {
             declared.push(t);
         }
 
-        let mut strings = Vec::with_capacity(raw.strings.len());
+        let mut strings = Strings {
+            text: String::with_capacity(raw.strings.iter().map(Vec::len).sum()),
+            ends: Vec::with_capacity(raw.strings.len()),
+        };
         for (i, s) in raw.strings.iter().enumerate() {
             let at = raw.offsets.strings.get(i).copied().unwrap_or(0);
             match core::str::from_utf8(s) {
-                Ok(s) => strings.push(String::from(s)),
+                Ok(s) => strings.push(s),
                 Err(_) => return Err(VerifyError::at(at, ErrorKind::BadUtf8 { index: i })),
             }
         }
@@ -393,11 +425,7 @@ impl Verifier<'_> {
                 }
                 let texts: Vec<&str> = items
                     .iter()
-                    .map(|&i| {
-                        strings
-                            .get(usize::try_from(i).unwrap_or(usize::MAX))
-                            .map_or("", String::as_str)
-                    })
+                    .map(|&i| strings.get(i).unwrap_or(""))
                     .collect();
                 Some(SetIndex::build(&texts, contains))
             })
@@ -407,7 +435,7 @@ impl Verifier<'_> {
             format_version: raw.format_version,
             strings,
             set_index,
-            sets: raw.sets.clone(),
+            sets: Vec::new(),
             globs,
             regexes,
             rules,
@@ -706,9 +734,7 @@ impl VerifiedPack {
     }
 
     pub(crate) fn str(&self, index: u32) -> &str {
-        self.strings
-            .get(usize::try_from(index).unwrap_or(usize::MAX))
-            .map_or("", |s| s.as_str())
+        self.strings.get(index).unwrap_or("")
     }
 }
 

@@ -15,7 +15,6 @@ use crate::limits::{FUEL_PER_EVENT, MAX_RULES};
 use crate::matching::{compare, glob_match};
 use crate::schema::FieldValue;
 use crate::verify::{Insn, Rule, RuleInfo, VerifiedPack};
-use alloc::string::String;
 
 /// What one evaluation did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -111,7 +110,7 @@ impl VerifiedPack {
                 Insn::Exists(f) => acc = !matches!(event.get(f), FieldValue::Absent),
                 Insn::Empty(f) => acc = matches!(event.get(f), FieldValue::Str("")),
                 Insn::Str { field, op, case, s } => {
-                    let needle = self.strings.get(idx(s)).ok_or(Fault::Check)?;
+                    let needle = self.strings.get(s).ok_or(Fault::Check)?;
                     acc = match event.get(field) {
                         FieldValue::Str(v) => compare(v, op, needle, case),
                         _ => false,
@@ -134,9 +133,7 @@ impl VerifiedPack {
                     acc = false;
                     let index = self.set_index.get(idx(set)).and_then(Option::as_ref);
                     let strings = &self.strings;
-                    let item = |i: u32| -> Option<&str> {
-                        strings.get(idx(*items.get(idx(i))?)).map(String::as_str)
-                    };
+                    let item = |i: u32| -> Option<&str> { strings.get(*items.get(idx(i))?) };
                     let indexed = match (event.get(field), index) {
                         (FieldValue::Str(v), Some(ix)) => ix.test(v, op, case, &item),
                         _ => None,
@@ -145,7 +142,7 @@ impl VerifiedPack {
                         acc = hit;
                     } else if let FieldValue::Str(v) = event.get(field) {
                         for s in items {
-                            let needle = self.strings.get(idx(*s)).ok_or(Fault::Check)?;
+                            let needle = self.strings.get(*s).ok_or(Fault::Check)?;
                             if compare(v, op, needle, case) {
                                 acc = true;
                                 break;
