@@ -66,6 +66,16 @@ fn key_of(window: &[u8]) -> u64 {
     g | (u64::try_from(window.len()).unwrap_or(0) << 32)
 }
 
+/// FNV-1a over the ASCII-lowercased bytes.
+pub(crate) fn fold_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(b.to_ascii_lowercase());
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
 fn hash(key: u64) -> u64 {
     key.wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
@@ -122,8 +132,10 @@ impl GramIndex {
     /// are skipped: the caller handles them). Equal literals (after folding) share one entry and
     /// report each of their payloads.
     pub(crate) fn build<'a>(literals: impl IntoIterator<Item = (&'a str, u32)>) -> GramIndex {
-        // (key, literal, window end, payload), grouped by key then folded literal.
-        let mut items: Vec<(u64, &[u8], usize, u32)> = literals
+        // (key, hash of the folded literal, window end, payload, literal): sorted, so equal
+        // literals are adjacent within their key's group (literals whose hashes collide may
+        // interleave; they then get one `Lit` per run, which costs a confirmation, not a result).
+        let mut items: Vec<(u64, u64, usize, u32, &[u8])> = literals
             .into_iter()
             .filter(|(s, _)| !s.is_empty())
             .map(|(s, payload)| {
@@ -131,22 +143,12 @@ impl GramIndex {
                 let (start, len) = key_window(lit);
                 let end = start.saturating_add(len);
                 let key = key_of(lit.get(start..end).unwrap_or(&[]));
-                (key, lit, end, payload)
+                (key, fold_hash(lit), end, payload, lit)
             })
             .collect();
-        let folded_cmp = |a: &[u8], b: &[u8]| {
-            a.iter()
-                .map(u8::to_ascii_lowercase)
-                .cmp(b.iter().map(u8::to_ascii_lowercase))
-        };
-        items.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then_with(|| folded_cmp(a.1, b.1))
-                .then_with(|| a.2.cmp(&b.2))
-                .then_with(|| a.3.cmp(&b.3))
-        });
+        items.sort_unstable_by_key(|&(key, h, end, payload, _)| (key, h, end, payload));
         items.dedup_by(|a, b| {
-            a.0 == b.0 && a.1.eq_ignore_ascii_case(b.1) && a.2 == b.2 && a.3 == b.3
+            (a.0, a.1, a.2, a.3) == (b.0, b.1, b.2, b.3) && a.4.eq_ignore_ascii_case(b.4)
         });
 
         let mut entries: Vec<Entry> = Vec::new();
@@ -155,11 +157,13 @@ impl GramIndex {
         let mut payloads: Vec<u32> = Vec::with_capacity(items.len());
         let mut window_lengths = 0u8;
         let count = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
-        for (i, &(key, lit, window_end, payload)) in items.iter().enumerate() {
+        for (i, &(key, lit_hash, window_end, payload, lit)) in items.iter().enumerate() {
             let prev = i.checked_sub(1).and_then(|p| items.get(p));
             let same_key = prev.is_some_and(|p| p.0 == key);
             let same_lit = same_key
-                && prev.is_some_and(|p| p.1.eq_ignore_ascii_case(lit) && p.2 == window_end);
+                && prev.is_some_and(|p| {
+                    p.1 == lit_hash && p.2 == window_end && p.4.eq_ignore_ascii_case(lit)
+                });
             if !same_key {
                 entries.push(Entry {
                     key,

@@ -6,23 +6,13 @@
 
 use alloc::vec::Vec;
 
-use crate::gramindex::GramIndex;
+use crate::gramindex::{fold_hash, GramIndex};
 
 use crate::insn::{Case, StrOp};
 use crate::matching::compare;
 
 /// Sets with at least this many items are indexed; smaller ones are scanned.
 pub(crate) const INDEX_MIN_ITEMS: usize = 4;
-
-/// FNV-1a over the ASCII-lowercased bytes.
-fn fold_hash(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(b.to_ascii_lowercase());
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
 
 /// The index of one set.
 #[derive(Clone, Debug)]

@@ -322,10 +322,7 @@ impl Verifier<'_> {
             .collect();
 
         for (index, r) in raw.rules.iter().enumerate() {
-            let id_str = raw
-                .strings
-                .get(usize::try_from(r.id).unwrap_or(usize::MAX))
-                .and_then(|s| core::str::from_utf8(s).ok());
+            let id_str = strings.get(r.id);
             let ctx = |e: VerifyError| e.in_rule(index, id_str);
             let rule_at = |kind| ctx(VerifyError::at(r.offset, kind));
             let event_type = EventType::from_id(r.event_type)
@@ -347,15 +344,12 @@ impl Verifier<'_> {
             for (field, s) in &r.anchors {
                 check_field(event_type, *field, Some(FieldType::Str), "an anchor")
                     .map_err(rule_at)?;
-                let lit = self.string_ref(*s).map_err(rule_at)?;
+                self.string_ref(*s).map_err(rule_at)?;
+                // In range (just checked), so present in the UTF-8-checked strings.
+                let lit = strings.get(*s).unwrap_or("");
                 if lit.is_empty() {
                     return Err(rule_at(ErrorKind::EmptyAnchor { index: *s }));
                 }
-                let lit = core::str::from_utf8(lit).map_err(|_| {
-                    rule_at(ErrorKind::BadUtf8 {
-                        index: usize::try_from(*s).unwrap_or(usize::MAX),
-                    })
-                })?;
                 anchors
                     .entry((event_type.id(), *field))
                     .or_default()
