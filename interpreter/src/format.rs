@@ -207,6 +207,12 @@ impl RawPack {
     /// Structurally decodes a pack: header, counts, lengths and the checksum. Every count is
     /// checked against the fixed limits before anything is allocated for it.
     pub fn decode(bytes: &[u8]) -> Result<RawPack, VerifyError> {
+        Self::decode_hashed(bytes).map(|(raw, _)| raw)
+    }
+
+    /// [`RawPack::decode`], also returning the SHA-256 of all of `bytes` (the pack's content
+    /// hash), computed in the same pass as the checksum.
+    pub(crate) fn decode_hashed(bytes: &[u8]) -> Result<(RawPack, [u8; 32]), VerifyError> {
         if bytes.len() > limits::MAX_PACK_BYTES {
             return Err(VerifyError::at(
                 0,
@@ -257,10 +263,14 @@ impl RawPack {
         // The checksum covers everything before it; check it before trusting any count.
         let body_len = bytes.len().saturating_sub(CHECKSUM_BYTES);
         let (body, sum) = bytes.split_at(body_len);
-        let computed: [u8; 32] = Sha256::digest(body).into();
+        let mut hasher = Sha256::new();
+        hasher.update(body);
+        let computed: [u8; 32] = hasher.clone().finalize().into();
         if computed.as_slice() != sum {
             return Err(VerifyError::at(body_len, ErrorKind::ChecksumMismatch));
         }
+        hasher.update(sum);
+        let content_hash: [u8; 32] = hasher.finalize().into();
         let mut r = Reader {
             bytes: body,
             pos: r.pos,
@@ -393,7 +403,7 @@ impl RawPack {
                 },
             ));
         }
-        Ok(RawPack {
+        let raw = RawPack {
             magic,
             format_version,
             flags,
@@ -405,7 +415,8 @@ impl RawPack {
             regexes,
             rules,
             offsets,
-        })
+        };
+        Ok((raw, content_hash))
     }
 }
 

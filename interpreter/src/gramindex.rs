@@ -151,9 +151,9 @@ impl GramIndex {
             (a.0, a.1, a.2, a.3) == (b.0, b.1, b.2, b.3) && a.4.eq_ignore_ascii_case(b.4)
         });
 
-        let mut entries: Vec<Entry> = Vec::new();
-        let mut lits: Vec<Lit> = Vec::new();
-        let mut bytes: Vec<u8> = Vec::new();
+        let mut entries: Vec<Entry> = Vec::with_capacity(items.len());
+        let mut lits: Vec<Lit> = Vec::with_capacity(items.len());
+        let mut bytes: Vec<u8> = Vec::with_capacity(items.iter().map(|i| i.4.len()).sum());
         let mut payloads: Vec<u32> = Vec::with_capacity(items.len());
         let mut window_lengths = 0u8;
         let count = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);

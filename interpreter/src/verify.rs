@@ -14,7 +14,6 @@ use alloc::vec::Vec;
 use crate::gramindex::GramIndex;
 use crate::setindex::{SetIndex, INDEX_MIN_ITEMS};
 use regex_automata::dfa::sparse;
-use sha2::{Digest, Sha256};
 
 use crate::error::{ErrorKind, HexHash, VerifyError};
 use crate::format::{RawPack, RawRule};
@@ -218,8 +217,7 @@ impl Strings {
 
 /// Verifies a pack against the running sensor's built-in schema.
 pub fn verify(bytes: &[u8]) -> Result<VerifiedPack, VerifyError> {
-    let raw = RawPack::decode(bytes)?;
-    let content_hash: [u8; 32] = Sha256::digest(bytes).into();
+    let (raw, content_hash) = RawPack::decode_hashed(bytes)?;
     let mut pack = Verifier { raw: &raw }.run(content_hash)?;
     // The verified sets are the decoded ones: moved, not copied.
     pack.sets = raw.sets;
