@@ -142,7 +142,7 @@ impl PackBuilder {
             return *i;
         }
         let i = u32::try_from(self.raw.strings.len()).unwrap_or(u32::MAX);
-        self.raw.strings.push(s.as_bytes().to_vec());
+        self.raw.strings.push(s.as_bytes());
         self.strings.insert(String::from(s), i);
         i
     }

@@ -80,7 +80,7 @@ pub struct RawPack {
     /// Declared event types: (id, field count).
     pub event_types: Vec<(u8, u8)>,
     /// Constant strings (bytes; UTF-8 is checked by the verifier).
-    pub strings: Vec<Vec<u8>>,
+    pub strings: StringTable,
     /// String sets (string indices).
     pub sets: Vec<Vec<u32>>,
     /// Integer constants.
@@ -91,6 +91,65 @@ pub struct RawPack {
     pub rules: Vec<RawRule>,
     /// Byte offsets of each string, set and regex (set by the decoder).
     pub offsets: Offsets,
+}
+
+/// The pack's constant strings, in one allocation: string `i` is
+/// `bytes[ends[i - 1]..ends[i]]` (from 0 for the first). Not checked UTF-8: the verifier does that.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct StringTable {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl StringTable {
+    /// An empty table with room for `count` strings of `bytes` bytes in total.
+    pub fn with_capacity(count: usize, bytes: usize) -> StringTable {
+        StringTable {
+            bytes: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(count),
+        }
+    }
+
+    /// Appends a string; its index is the previous [`StringTable::len`].
+    pub fn push(&mut self, s: &[u8]) {
+        self.bytes.extend_from_slice(s);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// String `index`, if there is one.
+    pub fn get(&self, index: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(index)?;
+        let start = match index.checked_sub(1) {
+            Some(prev) => *self.ends.get(prev)?,
+            None => 0,
+        };
+        self.bytes.get(start..end)
+    }
+
+    /// How many strings there are.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The strings in index order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+}
+
+impl<S: AsRef<[u8]>> FromIterator<S> for StringTable {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> StringTable {
+        let mut table = StringTable::default();
+        for s in iter {
+            table.push(s.as_ref());
+        }
+        table
+    }
 }
 
 /// Where things were found, for error messages.
@@ -117,7 +176,7 @@ impl Default for RawPack {
                 .iter()
                 .map(|t| (t.id(), t.field_count()))
                 .collect(),
-            strings: Vec::new(),
+            strings: StringTable::default(),
             sets: Vec::new(),
             ints: Vec::new(),
             regexes: Vec::new(),
@@ -147,7 +206,7 @@ impl RawPack {
             out.extend_from_slice(&[*id, *n]);
         }
         out.extend_from_slice(&len32(self.strings.len()).to_le_bytes());
-        for s in &self.strings {
+        for s in self.strings.iter() {
             out.extend_from_slice(&len32(s.len()).to_le_bytes());
             out.extend_from_slice(s);
         }
@@ -290,11 +349,27 @@ impl RawPack {
             ..Offsets::default()
         };
         let n = r.count("string count", limits::MAX_STRINGS, 4)?;
-        let mut strings = Vec::with_capacity(n);
+        // A first pass sums the strings' lengths so their table is allocated once; a malformed
+        // length stops it, and the second pass reports it.
+        let mut total = 0usize;
+        let mut sizing = Reader {
+            bytes: r.bytes,
+            pos: r.pos,
+        };
+        for _ in 0..n {
+            let Ok(len) = sizing.count("string length", limits::MAX_STRING_BYTES, 1) else {
+                break;
+            };
+            if sizing.take(len, "string bytes").is_err() {
+                break;
+            }
+            total = total.saturating_add(len);
+        }
+        let mut strings = StringTable::with_capacity(n, total);
         for _ in 0..n {
             offsets.strings.push(r.pos);
             let len = r.count("string length", limits::MAX_STRING_BYTES, 1)?;
-            strings.push(r.take(len, "string bytes")?.to_vec());
+            strings.push(r.take(len, "string bytes")?);
         }
         let n = r.count("set count", limits::MAX_SETS, 4)?;
         let mut sets = Vec::with_capacity(n);

@@ -277,7 +277,7 @@ impl Verifier<'_> {
         }
 
         let mut strings = Strings {
-            text: String::with_capacity(raw.strings.iter().map(Vec::len).sum()),
+            text: String::with_capacity(raw.strings.iter().map(<[u8]>::len).sum()),
             ends: Vec::with_capacity(raw.strings.len()),
         };
         for (i, s) in raw.strings.iter().enumerate() {
@@ -440,7 +440,6 @@ impl Verifier<'_> {
         self.raw
             .strings
             .get(usize::try_from(index).unwrap_or(usize::MAX))
-            .map(|s| s.as_slice())
             .ok_or(ErrorKind::RefOutOfRange {
                 what: "string",
                 index,

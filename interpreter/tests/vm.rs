@@ -407,7 +407,7 @@ fn limits_are_enforced() {
     );
     // A forged huge count is refused before any allocation.
     let mut b = PackBuilder::new();
-    b.raw_mut().strings = vec![vec![b'x'; 10]];
+    b.raw_mut().strings = [vec![b'x'; 10]].into_iter().collect();
     let mut bytes = b.finish();
     let at = bytes.iter().position(|&x| x == 10).unwrap(); // the string's length field
     bytes[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
