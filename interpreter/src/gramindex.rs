@@ -41,19 +41,25 @@ fn commonness(b: u8) -> u32 {
     u32::from(COMMONNESS.get(usize::from(b)).copied().unwrap_or(0))
 }
 
-/// Where literal `lit` is keyed: (window start, window length).
-fn key_window(lit: &[u8]) -> (usize, usize) {
-    if lit.len() <= GRAM {
-        return (0, lit.len());
-    }
-    let mut best = (0usize, u32::MAX);
-    for (start, w) in lit.windows(GRAM).enumerate() {
-        let score: u32 = w.iter().map(|&b| commonness(b)).sum();
-        if score < best.1 {
-            best = (start, score);
+/// Where literal `lit` is keyed (the end of its key window: the whole literal when it is at
+/// most [`GRAM`] bytes long, else its least common window of [`GRAM`] bytes, the first of equals)
+/// and the hash of its folded bytes, in one pass.
+fn key_window_and_hash(lit: &[u8]) -> (usize, u64) {
+    let mut hash = FNV_OFFSET;
+    let mut best = (lit.len().min(GRAM), u32::MAX);
+    let mut score = 0u32;
+    for (i, &b) in lit.iter().enumerate() {
+        hash = (hash ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(FNV_PRIME);
+        score = score.saturating_add(commonness(b));
+        if let Some(gone) = i.checked_sub(GRAM).and_then(|o| lit.get(o)) {
+            score = score.saturating_sub(commonness(*gone));
+        }
+        let end = i.saturating_add(1);
+        if end >= GRAM && score < best.1 {
+            best = (end, score);
         }
     }
-    (best.0, GRAM)
+    (best.0, hash)
 }
 
 /// The key of a window: its folded bytes, big-endian, tagged with its length so windows of
@@ -66,14 +72,14 @@ fn key_of(window: &[u8]) -> u64 {
     g | (u64::try_from(window.len()).unwrap_or(0) << 32)
 }
 
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
 /// FNV-1a over the ASCII-lowercased bytes.
 pub(crate) fn fold_hash(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(b.to_ascii_lowercase());
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    bytes.iter().fold(FNV_OFFSET, |h, b| {
+        (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(FNV_PRIME)
+    })
 }
 
 fn hash(key: u64) -> u64 {
@@ -140,10 +146,9 @@ impl GramIndex {
             .filter(|(s, _)| !s.is_empty())
             .map(|(s, payload)| {
                 let lit = s.as_bytes();
-                let (start, len) = key_window(lit);
-                let end = start.saturating_add(len);
-                let key = key_of(lit.get(start..end).unwrap_or(&[]));
-                (key, fold_hash(lit), end, payload, lit)
+                let (end, hash) = key_window_and_hash(lit);
+                let key = key_of(lit.get(end.saturating_sub(GRAM)..end).unwrap_or(lit));
+                (key, hash, end, payload, lit)
             })
             .collect();
         items.sort_unstable_by_key(|&(key, h, end, payload, _)| (key, h, end, payload));
