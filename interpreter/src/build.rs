@@ -426,7 +426,7 @@ impl PackBuilder {
 /// true: `Some(list)` means "if the expression holds, at least one (field, literal) of the list
 /// occurs in the event"; `None` means no such guarantee. Used as the rule's prefilter.
 pub fn anchors_of(e: &Expr) -> Option<Vec<(u8, String)>> {
-    const MIN_ANCHOR: usize = 3;
+    const MIN_ANCHOR: usize = 2;
     let good = |s: &str| s.len() >= MIN_ANCHOR;
     match e {
         Expr::Pred(Pred::Str { field, value, .. }) if good(value) => {
