@@ -422,12 +422,63 @@ impl PackBuilder {
     }
 }
 
+/// Text so common in Windows process events (system paths, extensions, the processes every machine
+/// runs) that an anchor made of it selects almost nothing.
+const COMMON_TEXT: &[&str] = &[
+    "c:\\",
+    "\\windows\\",
+    "\\system32\\",
+    "\\syswow64\\",
+    "\\program files",
+    "\\users\\",
+    "\\appdata\\",
+    "\\microsoft\\",
+    ".exe",
+    ".dll",
+    "svchost",
+    "services",
+    "explorer",
+    "conhost",
+    "cmd",
+    "powershell",
+    "rundll32",
+    "msiexec",
+    "dllhost",
+    "taskhost",
+    "chrome",
+    "msedge",
+];
+
+/// How selective an anchor is likely to be: its length, not counting the bytes inside
+/// [`COMMON_TEXT`]. Used to choose which part of an `and` a rule is prefiltered on.
+fn selectivity(lit: &str) -> usize {
+    let lower = lit.to_ascii_lowercase();
+    let mut common = alloc::vec![false; lower.len()];
+    for text in COMMON_TEXT {
+        for (at, _) in lower.match_indices(text) {
+            for flag in common.iter_mut().skip(at).take(text.len()) {
+                *flag = true;
+            }
+        }
+    }
+    common.iter().filter(|&&c| !c).count()
+}
+
+/// Whether a literal is worth prefiltering on: two bytes or more, or one byte that is rare in
+/// Windows paths and command lines (a backtick, say, not a space).
+fn good_anchor(lit: &[u8]) -> bool {
+    match lit {
+        [] => false,
+        [b] => crate::gramindex::rare_byte(*b),
+        _ => true,
+    }
+}
+
 /// The literals that must occur (ASCII case-insensitively) in a field for the expression to be
 /// true: `Some(list)` means "if the expression holds, at least one (field, literal) of the list
 /// occurs in the event"; `None` means no such guarantee. Used as the rule's prefilter.
 pub fn anchors_of(e: &Expr) -> Option<Vec<(u8, String)>> {
-    const MIN_ANCHOR: usize = 2;
-    let good = |s: &str| s.len() >= MIN_ANCHOR;
+    let good = |s: &str| good_anchor(s.as_bytes());
     match e {
         Expr::Pred(Pred::Str { field, value, .. }) if good(value) => {
             Some(alloc::vec![(*field, value.clone())])
@@ -476,8 +527,8 @@ pub fn anchors_of(e: &Expr) -> Option<Vec<(u8, String)>> {
             (!all.is_empty()).then_some(all)
         }
         Expr::And(items) => items.iter().filter_map(anchors_of).max_by_key(|list| {
-            let shortest = list.iter().map(|(_, s)| s.len()).min().unwrap_or(0);
-            (shortest.min(8), usize::MAX.saturating_sub(list.len()))
+            let weakest = list.iter().map(|(_, s)| selectivity(s)).min().unwrap_or(0);
+            (weakest.min(8), usize::MAX.saturating_sub(list.len()))
         }),
     }
 }
@@ -526,45 +577,129 @@ pub fn compile_regex(pattern: &str, case_insensitive: bool) -> Result<Vec<u8>, B
     Ok(bytes)
 }
 
-/// Literals one of which every match of the regex contains (its prefix or, failing that, suffix
-/// literals, folded to lower case: the prefilter folds ASCII case anyway), or `None` when the regex
-/// has no such finite set (for example it can match the empty string, or starts with a class).
+/// Literals one of which every match of the regex contains, folded to lower case (the prefilter
+/// folds ASCII case anyway): its prefix or suffix literals as regex-syntax extracts them, or the
+/// literals some mandatory part of it requires (the backtick of ``\w+`\w``), whichever set's
+/// shortest literal is longest. `None` when there is no such finite set of literals worth
+/// prefiltering on (for example the regex can match the empty string).
 #[cfg(feature = "build")]
 pub fn regex_anchors(pattern: &str, case_insensitive: bool) -> Option<Vec<String>> {
     use regex_syntax::hir::literal::{ExtractKind, Extractor};
-    let hir = regex_syntax::ParserBuilder::new()
-        .case_insensitive(case_insensitive)
-        .build()
-        .parse(pattern)
-        .ok()?;
+    // Parsed as `compile_regex` compiles it: without Unicode if it can be.
+    let parse = |unicode: bool| {
+        regex_syntax::ParserBuilder::new()
+            .case_insensitive(case_insensitive)
+            .unicode(unicode)
+            .utf8(false)
+            .build()
+            .parse(pattern)
+    };
+    let hir = parse(false).or_else(|_| parse(true)).ok()?;
+    let mut candidates: Vec<Vec<Vec<u8>>> = Vec::new();
     for kind in [ExtractKind::Prefix, ExtractKind::Suffix] {
         let mut ext = Extractor::new();
         ext.kind(kind).limit_total(512);
         let mut seq = ext.extract(&hir);
         seq.optimize_for_prefix_by_preference();
-        let Some(lits) = seq.literals() else {
-            continue;
-        };
-        let mut out: Vec<String> = Vec::new();
-        for lit in lits {
-            let Ok(s) = core::str::from_utf8(lit.as_bytes()) else {
-                out.clear();
-                break;
-            };
-            if s.is_empty() {
-                out.clear();
-                break;
-            }
-            let s = s.to_ascii_lowercase();
-            if !out.contains(&s) {
-                out.push(s);
-            }
-        }
-        if !out.is_empty() {
-            return Some(out);
+        if let Some(lits) = seq.literals() {
+            candidates.push(lits.iter().map(|l| l.as_bytes().to_vec()).collect());
         }
     }
-    None
+    candidates.extend(required_literals(&hir));
+    candidates
+        .into_iter()
+        .filter_map(|lits| {
+            let mut out: Vec<String> = Vec::new();
+            for lit in lits {
+                let s = core::str::from_utf8(&lit).ok()?;
+                if !good_anchor(s.as_bytes()) {
+                    return None;
+                }
+                let s = s.to_ascii_lowercase();
+                if !out.contains(&s) {
+                    out.push(s);
+                }
+            }
+            (!out.is_empty() && out.len() <= limits::MAX_ANCHORS_PER_RULE).then_some(out)
+        })
+        .max_by_key(|list| list.iter().map(String::len).min().unwrap_or(0))
+}
+
+/// Literals one of which every match of `hir` contains, from its literal parts that every match
+/// must pass through: a concatenation requires each run of adjacent single-string parts, joined,
+/// and what any of its other parts requires (the candidate with the longest shortest literal is
+/// taken), an alternation one of its branches' requirements, a repetition of at least one its
+/// body's.
+#[cfg(feature = "build")]
+fn required_literals(hir: &regex_syntax::hir::Hir) -> Option<Vec<Vec<u8>>> {
+    use regex_syntax::hir::HirKind;
+    let best = |candidates: Vec<Vec<Vec<u8>>>| {
+        candidates
+            .into_iter()
+            .filter(|lits| lits.iter().all(|l| good_anchor(l)))
+            .max_by_key(|lits| lits.iter().map(Vec::len).min().unwrap_or(0))
+    };
+    match hir.kind() {
+        HirKind::Literal(lit) => Some(alloc::vec![lit.0.to_vec()]),
+        HirKind::Capture(c) => required_literals(&c.sub),
+        HirKind::Repetition(r) if r.min >= 1 => required_literals(&r.sub),
+        HirKind::Concat(parts) => {
+            let mut candidates = Vec::new();
+            let mut run: Vec<u8> = Vec::new();
+            for part in parts {
+                if let Some(bytes) = single_string(part) {
+                    run.extend_from_slice(&bytes);
+                    continue;
+                }
+                if !run.is_empty() {
+                    candidates.push(alloc::vec![core::mem::take(&mut run)]);
+                }
+                candidates.extend(required_literals(part));
+            }
+            if !run.is_empty() {
+                candidates.push(alloc::vec![run]);
+            }
+            best(candidates)
+        }
+        HirKind::Alternation(branches) => {
+            let mut all = Vec::new();
+            for b in branches {
+                all.extend(required_literals(b)?);
+                if all.len() > limits::MAX_ANCHORS_PER_RULE {
+                    return None;
+                }
+            }
+            Some(all)
+        }
+        _ => None,
+    }
+}
+
+/// The one string `hir` matches, up to ASCII case (which the prefilter folds): a literal, or a
+/// class of exactly one ASCII letter in both cases (as `(?i)k` is without Unicode; with Unicode it
+/// also holds the Kelvin sign, and is not one string).
+#[cfg(feature = "build")]
+fn single_string(hir: &regex_syntax::hir::Hir) -> Option<Vec<u8>> {
+    use regex_syntax::hir::{Class, HirKind};
+    match hir.kind() {
+        HirKind::Literal(lit) => Some(lit.0.to_vec()),
+        HirKind::Class(Class::Unicode(c)) => match c.ranges() {
+            [a, b] if a.start() == a.end() && b.start() == b.end() => {
+                let (a, b) = (a.start(), b.start());
+                (a.is_ascii_uppercase() && b == a.to_ascii_lowercase())
+                    .then(|| alloc::vec![b as u8])
+            }
+            _ => None,
+        },
+        HirKind::Class(Class::Bytes(c)) => match c.ranges() {
+            [a, b] if a.start() == a.end() && b.start() == b.end() => {
+                let (a, b) = (a.start(), b.start());
+                (a.is_ascii_uppercase() && b == a.to_ascii_lowercase()).then(|| alloc::vec![b])
+            }
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// Without the `build` feature, regexes give no anchors (packs are built by the tool).

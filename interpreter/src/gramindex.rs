@@ -37,6 +37,11 @@ const COMMONNESS: [u8; 256] = {
     table
 };
 
+/// Whether `b` is rare in Windows paths and command lines (not in [`COMMON`]).
+pub(crate) fn rare_byte(b: u8) -> bool {
+    commonness(b) == 0
+}
+
 fn commonness(b: u8) -> u32 {
     u32::from(COMMONNESS.get(usize::from(b)).copied().unwrap_or(0))
 }
