@@ -1,7 +1,7 @@
 //! Any-of sets (`set.*` instructions) with many items, indexed at load time so a test costs about
 //! one pass over the value instead of one per item: equality, prefix and suffix by a hash of the
-//! ASCII-case-folded bytes (one probe per distinct item length), substring by a [`GramIndex`]
-//! built only for sets some instruction tests with `contains`. Every hash hit is
+//! ASCII-case-folded bytes (one probe per distinct item length), substring by a [`GramIndex`];
+//! each part is built only when some instruction tests the set that way. Every hash hit is
 //! confirmed with the exact comparison, so the index can only speed a test up, never change it.
 
 use alloc::vec::Vec;
@@ -17,19 +17,46 @@ pub(crate) const INDEX_MIN_ITEMS: usize = 4;
 /// The index of one set.
 #[derive(Clone, Debug)]
 pub(crate) struct SetIndex {
-    /// (hash of the folded item, item position), sorted.
-    hashes: Vec<(u64, u32)>,
-    /// Distinct item lengths in bytes, ascending.
-    lengths: Vec<usize>,
+    /// For equality, prefix and suffix, when some instruction needs them: (hash of the folded
+    /// item, item position), sorted.
+    affix: Option<Affix>,
     /// For `contains`, when some instruction needs it: item position by item.
     contains: Option<GramIndex>,
     /// Whether some item is empty (every value contains it).
     has_empty: bool,
 }
 
+#[derive(Clone, Debug)]
+struct Affix {
+    /// (hash of the folded item, item position), sorted.
+    hashes: Vec<(u64, u32)>,
+    /// Distinct item lengths in bytes, ascending.
+    lengths: Vec<usize>,
+}
+
 impl SetIndex {
-    /// Indexes `items`; `need_contains` builds the substring automaton too.
-    pub(crate) fn build(items: &[&str], need_contains: bool) -> SetIndex {
+    /// Indexes `items` for equality, prefix and suffix tests (`affix`), substring tests
+    /// (`contains`), or both.
+    pub(crate) fn build(items: &[&str], affix: bool, contains: bool) -> SetIndex {
+        let affix = affix.then(|| Affix::build(items));
+        let contains = contains.then(|| {
+            GramIndex::build(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (*s, u32::try_from(i).unwrap_or(u32::MAX))),
+            )
+        });
+        SetIndex {
+            affix,
+            contains,
+            has_empty: items.iter().any(|s| s.is_empty()),
+        }
+    }
+}
+
+impl Affix {
+    fn build(items: &[&str]) -> Affix {
         let mut hashes: Vec<(u64, u32)> = items
             .iter()
             .enumerate()
@@ -44,24 +71,13 @@ impl SetIndex {
         let mut lengths: Vec<usize> = items.iter().map(|s| s.len()).collect();
         lengths.sort_unstable();
         lengths.dedup();
-        let contains = need_contains.then(|| {
-            GramIndex::build(
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| (*s, u32::try_from(i).unwrap_or(u32::MAX))),
-            )
-        });
-        SetIndex {
-            hashes,
-            lengths,
-            contains,
-            has_empty: items.iter().any(|s| s.is_empty()),
-        }
+        Affix { hashes, lengths }
     }
+}
 
-    /// Whether any item passes `op` on `value`; `None` when this index cannot answer (a
-    /// `contains` test without an automaton), and the caller scans the items.
+impl SetIndex {
+    /// Whether any item passes `op` on `value`; `None` when this index cannot answer (the part
+    /// for `op` was not built), and the caller scans the items.
     pub(crate) fn test<'s>(
         &self,
         value: &str,
@@ -70,10 +86,24 @@ impl SetIndex {
         item: &dyn Fn(u32) -> Option<&'s str>,
     ) -> Option<bool> {
         let bytes = value.as_bytes();
+        if op == StrOp::Contains {
+            let ix = self.contains.as_ref()?;
+            if self.has_empty {
+                return Some(true);
+            }
+            return Some(ix.scan(bytes, |i, start| match case {
+                Case::Insensitive => true,
+                Case::Sensitive => item(i).is_some_and(|needle| {
+                    bytes.get(start..start.saturating_add(needle.len())) == Some(needle.as_bytes())
+                }),
+            }));
+        }
+        let affix = self.affix.as_ref()?;
         let probe = |part: &[u8]| -> bool {
             let h = fold_hash(part);
-            let start = self.hashes.partition_point(|&(x, _)| x < h);
-            self.hashes
+            let start = affix.hashes.partition_point(|&(x, _)| x < h);
+            affix
+                .hashes
                 .get(start..)
                 .unwrap_or(&[])
                 .iter()
@@ -83,12 +113,13 @@ impl SetIndex {
         match op {
             StrOp::Eq => Some(probe(bytes)),
             StrOp::StartsWith => Some(
-                self.lengths
+                affix
+                    .lengths
                     .iter()
                     .take_while(|&&n| n <= bytes.len())
                     .any(|&n| bytes.get(..n).is_some_and(&probe)),
             ),
-            StrOp::EndsWith => Some(self.lengths.iter().take_while(|&&n| n <= bytes.len()).any(
+            StrOp::EndsWith => Some(affix.lengths.iter().take_while(|&&n| n <= bytes.len()).any(
                 |&n| {
                     bytes
                         .len()
@@ -97,19 +128,7 @@ impl SetIndex {
                         .is_some_and(&probe)
                 },
             )),
-            StrOp::Contains => {
-                let ix = self.contains.as_ref()?;
-                if self.has_empty {
-                    return Some(true);
-                }
-                Some(ix.scan(bytes, |i, start| match case {
-                    Case::Insensitive => true,
-                    Case::Sensitive => item(i).is_some_and(|needle| {
-                        bytes.get(start..start.saturating_add(needle.len()))
-                            == Some(needle.as_bytes())
-                    }),
-                }))
-            }
+            StrOp::Contains => None,
         }
     }
 }

@@ -391,35 +391,32 @@ impl Verifier<'_> {
             }
         }
 
-        // Which sets some instruction tests with `contains` (only those need an automaton).
-        let mut need_contains = alloc::vec![false; raw.sets.len()];
+        // How each set is tested: (by equality, prefix or suffix; by `contains`). Only the index
+        // parts some instruction uses are built.
+        let mut uses = alloc::vec![(false, false); raw.sets.len()];
         for insn in &insns {
-            if let Insn::Set {
-                op: StrOp::Contains,
-                set,
-                ..
-            } = insn
-            {
-                if let Some(flag) =
-                    need_contains.get_mut(usize::try_from(*set).unwrap_or(usize::MAX))
-                {
-                    *flag = true;
+            if let Insn::Set { op, set, .. } = insn {
+                if let Some(u) = uses.get_mut(usize::try_from(*set).unwrap_or(usize::MAX)) {
+                    match op {
+                        StrOp::Contains => u.1 = true,
+                        _ => u.0 = true,
+                    }
                 }
             }
         }
         let set_index: Vec<Option<SetIndex>> = raw
             .sets
             .iter()
-            .zip(&need_contains)
-            .map(|(items, &contains)| {
-                if items.len() < INDEX_MIN_ITEMS {
+            .zip(&uses)
+            .map(|(items, &(affix, contains))| {
+                if items.len() < INDEX_MIN_ITEMS || !(affix || contains) {
                     return None;
                 }
                 let texts: Vec<&str> = items
                     .iter()
                     .map(|&i| strings.get(i).unwrap_or(""))
                     .collect();
-                Some(SetIndex::build(&texts, contains))
+                Some(SetIndex::build(&texts, affix, contains))
             })
             .collect();
         Ok(VerifiedPack {
