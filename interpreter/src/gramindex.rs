@@ -82,10 +82,16 @@ const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 /// FNV-1a over the ASCII-lowercased bytes.
 pub(crate) fn fold_hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(FNV_OFFSET, |h, b| {
-        (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(FNV_PRIME)
-    })
+    bytes.iter().fold(FNV_OFFSET, |h, &b| fold_hash_step(h, b))
 }
+
+/// [`fold_hash`] one byte further: `fold_hash_step(fold_hash(a), b) == fold_hash(a + [b])`.
+pub(crate) fn fold_hash_step(h: u64, b: u8) -> u64 {
+    (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(FNV_PRIME)
+}
+
+/// [`fold_hash`] of nothing.
+pub(crate) const FOLD_HASH_EMPTY: u64 = FNV_OFFSET;
 
 fn hash(key: u64) -> u64 {
     key.wrapping_mul(0x9E37_79B9_7F4A_7C15)

@@ -12,7 +12,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use crate::gramindex::GramIndex;
-use crate::setindex::{SetIndex, INDEX_MIN_ITEMS};
+use crate::setindex::{SetIndex, SetUse, INDEX_MIN_ITEMS};
 use regex_automata::dfa::sparse;
 
 use crate::error::{ErrorKind, HexHash, VerifyError};
@@ -391,15 +391,15 @@ impl Verifier<'_> {
             }
         }
 
-        // How each set is tested: (by equality, prefix or suffix; by `contains`). Only the index
-        // parts some instruction uses are built.
-        let mut uses = alloc::vec![(false, false); raw.sets.len()];
+        // How each set is tested: only the index parts some instruction uses are built.
+        let mut uses = alloc::vec![SetUse::default(); raw.sets.len()];
         for insn in &insns {
             if let Insn::Set { op, set, .. } = insn {
                 if let Some(u) = uses.get_mut(usize::try_from(*set).unwrap_or(usize::MAX)) {
                     match op {
-                        StrOp::Contains => u.1 = true,
-                        _ => u.0 = true,
+                        StrOp::Eq | StrOp::StartsWith => u.forward = true,
+                        StrOp::EndsWith => u.backward = true,
+                        StrOp::Contains => u.contains = true,
                     }
                 }
             }
@@ -408,15 +408,17 @@ impl Verifier<'_> {
             .sets
             .iter()
             .zip(&uses)
-            .map(|(items, &(affix, contains))| {
-                if items.len() < INDEX_MIN_ITEMS || !(affix || contains) {
+            .map(|(items, &uses)| {
+                if items.len() < INDEX_MIN_ITEMS
+                    || !(uses.forward || uses.backward || uses.contains)
+                {
                     return None;
                 }
                 let texts: Vec<&str> = items
                     .iter()
                     .map(|&i| strings.get(i).unwrap_or(""))
                     .collect();
-                Some(SetIndex::build(&texts, affix, contains))
+                Some(SetIndex::build(&texts, uses))
             })
             .collect();
         Ok(VerifiedPack {
