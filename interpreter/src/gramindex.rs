@@ -242,17 +242,17 @@ impl GramIndex {
         }
     }
 
-    /// The entry for `key`, if some literal is keyed by it.
-    fn entry(&self, key: u64) -> Option<&Entry> {
-        let h = hash(key);
+    /// Whether the bitmap has the bit of a key whose hash is `h` (if not, no literal is keyed by
+    /// it; if so, perhaps one is).
+    fn maybe_has(&self, h: u64) -> bool {
         let b = usize::try_from(h >> self.bitmap_shift).unwrap_or(0);
-        if self
-            .bitmap
+        self.bitmap
             .get(b / 64)
-            .is_none_or(|w| w & (1u64 << (b % 64)) == 0)
-        {
-            return None;
-        }
+            .is_some_and(|w| w & (1u64 << (b % 64)) != 0)
+    }
+
+    /// The entry for `key` (whose hash is `h`), if some literal is keyed by it.
+    fn entry(&self, key: u64, h: u64) -> Option<&Entry> {
         let mask = self.slots.len().saturating_sub(1);
         let mut s = usize::try_from(h >> self.slot_shift).unwrap_or(0);
         // Bounded by the table size; the table always has an empty slot.
@@ -273,36 +273,70 @@ impl GramIndex {
     /// folded; `start` is where it begins), in order of where the occurrence's key window ends,
     /// until `on_hit` returns `true`. Returns whether it did.
     pub(crate) fn scan(&self, text: &[u8], mut on_hit: impl FnMut(u32, usize) -> bool) -> bool {
-        const MASKS: [u64; 5] = [0, 0xFF, 0xFFFF, 0xFF_FFFF, 0xFFFF_FFFF];
-        let mut lengths = [0usize; GRAM];
+        // (mask, length tag) of each window length some key has, shortest first.
+        let mut probes = [(0u64, 0u64); GRAM];
         let mut count = 0usize;
         for n in 1..=GRAM {
             if self.window_lengths & (1u8 << n) != 0 {
-                if let Some(slot) = lengths.get_mut(count) {
-                    *slot = n;
+                if let Some(p) = probes.get_mut(count) {
+                    let n = u64::try_from(n).unwrap_or(0);
+                    *p = ((1u64 << n.saturating_mul(8)).wrapping_sub(1), n << 32);
                     count = count.saturating_add(1);
                 }
             }
         }
-        let lengths = lengths.get(..count).unwrap_or(&[]);
+        // One loop per number of window lengths, so each is unrolled.
+        match (count, probes) {
+            (0, _) => false,
+            (1, [a, ..]) => self.scan_with([a], text, &mut on_hit),
+            (2, [a, b, ..]) => self.scan_with([a, b], text, &mut on_hit),
+            (_, all) => self.scan_with(all, text, &mut on_hit),
+        }
+    }
+
+    /// [`GramIndex::scan`] with its (mask, length tag) probes. The hot loop keeps to bitmap tests;
+    /// a bitmap hit goes to `found` (not inlined).
+    fn scan_with<const N: usize>(
+        &self,
+        probes: [(u64, u64); N],
+        text: &[u8],
+        on_hit: &mut impl FnMut(u32, usize) -> bool,
+    ) -> bool {
         let mut g: u64 = 0;
         for (i, &b) in text.iter().enumerate() {
-            g = ((g << 8) | u64::from(b.to_ascii_lowercase())) & 0xFFFF_FFFF;
-            let end = i.saturating_add(1);
-            for &n in lengths {
-                if n > end {
-                    continue;
-                }
-                let mask = MASKS.get(n).copied().unwrap_or(0);
-                let key = (g & mask) | (u64::try_from(n).unwrap_or(0) << 32);
-                if let Some(e) = self.entry(key) {
-                    if self.confirm(e, text, end, &mut on_hit) {
-                        return true;
-                    }
+            g = (g << 8) | u64::from(b.to_ascii_lowercase());
+            for (mask, tag) in probes {
+                let key = (g & mask) | tag;
+                let h = hash(key);
+                if self.maybe_has(h) && self.found(key, h, text, i, on_hit) {
+                    return true;
                 }
             }
         }
         false
+    }
+
+    /// After a bitmap hit for the window `key` (hash `h`) ending at `text[i]`: confirms the
+    /// literals keyed by it, if any, and reports them.
+    #[inline(never)]
+    fn found(
+        &self,
+        key: u64,
+        h: u64,
+        text: &[u8],
+        i: usize,
+        on_hit: &mut impl FnMut(u32, usize) -> bool,
+    ) -> bool {
+        let end = i.saturating_add(1);
+        // A window longer than the text read so far holds zero bytes that are not there.
+        let len = usize::try_from((key >> 32) & 0xFF).unwrap_or(usize::MAX);
+        if len > end {
+            return false;
+        }
+        match self.entry(key, h) {
+            Some(e) => self.confirm(e, text, end, on_hit),
+            None => false,
+        }
     }
 
     /// Checks each literal of `e` at the place its key window would put it, given the window ends
