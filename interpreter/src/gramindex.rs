@@ -37,6 +37,51 @@ const COMMONNESS: [u8; 256] = {
     table
 };
 
+/// Text every Windows machine's process events are full of (system paths, the processes that
+/// always run, hash prefixes), lower case. Its 3-byte windows are avoided as keys: a literal keyed
+/// by `m32` (of `system32`) would be confirmed on nearly every event.
+const COMMON_TEXT: &[u8] =
+    b"c:\\windows\\system32\\ c:\\windows\\syswow64\\ c:\\windows\\winsxs\\ \
+c:\\program files (x86)\\ c:\\program files\\common files\\ c:\\programdata\\ c:\\users\\ \
+\\appdata\\local\\temp\\ \\appdata\\roaming\\ \\microsoft\\windows\\ \
+\\windowspowershell\\v1.0\\powershell.exe svchost.exe -k netsvcs -p -s services.exe explorer.exe \
+conhost.exe cmd.exe /c rundll32.exe dllhost.exe /processid: msiexec.exe taskhostw.exe \
+runtimebroker.exe searchindexer.exe wmiprvse.exe nt authority\\system integrity medium high \
+sha256= sha1= md5= imphash= .dll .exe .tmp .txt";
+
+/// Bits of a 4096-bit set of the 3-byte windows of [`COMMON_TEXT`], by [`common_window_bit`].
+const COMMON_WINDOWS: [u64; 64] = {
+    let mut set = [0u64; 64];
+    let mut i = 2;
+    while i < COMMON_TEXT.len() {
+        // `i - 2` and `i` are in range; the bit index is below 4096.
+        #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+        {
+            let w = ((COMMON_TEXT[i - 2] as u64) << 16)
+                | ((COMMON_TEXT[i - 1] as u64) << 8)
+                | COMMON_TEXT[i] as u64;
+            let bit = common_window_bit(w);
+            set[bit / 64] |= 1u64 << (bit % 64);
+            i += 1;
+        }
+    }
+    set
+};
+
+/// Where a 3-byte window (folded bytes, big-endian) falls in [`COMMON_WINDOWS`].
+const fn common_window_bit(window: u64) -> usize {
+    (window.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize
+}
+
+/// Whether the (folded) 3-byte window is common in Windows process events (or shares its bit
+/// with one that is).
+fn common_window(window: u64) -> bool {
+    let bit = common_window_bit(window);
+    COMMON_WINDOWS
+        .get(bit / 64)
+        .is_some_and(|w| w & (1u64 << (bit % 64)) != 0)
+}
+
 /// Whether `b` is rare in Windows paths and command lines (not in [`COMMON`]).
 pub(crate) fn rare_byte(b: u8) -> bool {
     commonness(b) == 0
@@ -47,21 +92,33 @@ fn commonness(b: u8) -> u32 {
 }
 
 /// Where literal `lit` is keyed (the end of its key window: the whole literal when it is at
-/// most [`GRAM`] bytes long, else its least common window of [`GRAM`] bytes, the first of equals)
-/// and the hash of its folded bytes, in one pass.
+/// most [`GRAM`] bytes long, else its least common window of [`GRAM`] bytes, the first of equals:
+/// windows of [`COMMON_TEXT`] last, then by the commonness of their bytes) and the hash of its
+/// folded bytes, in one pass.
 fn key_window_and_hash(lit: &[u8]) -> (usize, u64) {
+    const COMMON_WINDOW_PENALTY: u32 = 1 << 16;
     let mut hash = FNV_OFFSET;
     let mut best = (lit.len().min(GRAM), u32::MAX);
     let mut score = 0u32;
+    let mut window = 0u64;
     for (i, &b) in lit.iter().enumerate() {
-        hash = (hash ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(FNV_PRIME);
+        let folded = b.to_ascii_lowercase();
+        hash = (hash ^ u64::from(folded)).wrapping_mul(FNV_PRIME);
+        window = ((window << 8) | u64::from(folded)) & 0xFF_FFFF;
         score = score.saturating_add(commonness(b));
         if let Some(gone) = i.checked_sub(GRAM).and_then(|o| lit.get(o)) {
             score = score.saturating_sub(commonness(*gone));
         }
         let end = i.saturating_add(1);
-        if end >= GRAM && score < best.1 {
-            best = (end, score);
+        if end >= GRAM {
+            let penalty = if common_window(window) {
+                COMMON_WINDOW_PENALTY
+            } else {
+                0
+            };
+            if score.saturating_add(penalty) < best.1 {
+                best = (end, score.saturating_add(penalty));
+            }
         }
     }
     (best.0, hash)
