@@ -385,7 +385,7 @@ impl Verifier<'_> {
             })
             .collect();
         for ((type_id, field), list) in anchors {
-            let anchors = GramIndex::build(list);
+            let anchors = GramIndex::build_may_stride(list);
             if let Some(ix) = by_type.get_mut(usize::from(type_id)) {
                 ix.filters.push(FieldFilter { field, anchors });
             }
