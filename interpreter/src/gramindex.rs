@@ -1,10 +1,15 @@
 //! A multi-literal substring index built at load time in one linear pass, with no automaton: each
 //! literal is keyed by one short window of its ASCII-case-folded bytes (its whole self when it is
-//! at most [`GRAM`] bytes long, else its rarest window of [`GRAM`] bytes), and a scan slides over
-//! the text once, testing each window against a bitmap, probing a hash table only on a bitmap
-//! hit, and confirming every literal keyed by that window at the one place it would have to start.
-//! So a scan reports exactly the (literal, position) pairs where a literal occurs, ASCII case
-//! folded, at about one bitmap test per byte per distinct window length.
+//! at most [`GRAM`] bytes long, else its least common window of [`GRAM`] bytes: windows of text
+//! every Windows event is full of, such as `m32` of `system32`, last), and a scan slides over the
+//! text once, testing each window against a bitmap, probing a hash table only on a bitmap hit, and
+//! confirming every literal keyed by that window at the one place it would have to start. So a
+//! scan reports exactly the (literal, position) pairs where a literal occurs, ASCII case folded,
+//! at about one bitmap test per byte per distinct window length.
+//!
+//! A rule prefilter whose literals are all long (hashes) is *strided*: each literal is keyed by
+//! `STRIDE` consecutive windows, and a scan tests only every `STRIDE`-th window of the text, which
+//! meets exactly one of them per occurrence.
 //!
 //! It is the rule prefilter (literal → rules) and the index behind `set.contains` (item → item
 //! position in the set). Building it allocates; scanning never does.
