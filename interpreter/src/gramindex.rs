@@ -32,7 +32,7 @@ const STRIDED_MIN_LEN: usize = 16;
 const COMMON: &[u8] = b" e\\.stoiarnclmx:wdpu-h\"g/0123ybfv4k=5_698,'%jq";
 
 /// [`COMMON`] as a table: byte → commonness (0 for rare bytes), both ASCII cases alike.
-const COMMONNESS: [u8; 256] = {
+static COMMONNESS: [u8; 256] = {
     let mut table = [0u8; 256];
     let mut p = 0;
     while p < COMMON.len() {
@@ -62,7 +62,7 @@ runtimebroker.exe searchindexer.exe wmiprvse.exe nt authority\\system integrity 
 sha256= sha1= md5= imphash= .dll .exe .tmp .txt";
 
 /// Bits of a 4096-bit set of the 3-byte windows of [`COMMON_TEXT`], by [`common_window_bit`].
-const COMMON_WINDOWS: [u64; 64] = {
+static COMMON_WINDOWS: [u64; 64] = {
     let mut set = [0u64; 64];
     let mut i = 2;
     while i < COMMON_TEXT.len() {

@@ -246,10 +246,12 @@ fn main() {
         records.len() - regression
     );
     println!(
-        "pack: {} bytes; verify+load median {:.2} ms (max {:.2} ms over 20 loads)",
+        "pack: {} bytes; verify+load median {:.2} ms (min {:.2}, max {:.2} over {} loads)",
         compiled.pack.len(),
         loads[loads.len() / 2],
-        loads[loads.len() - 1]
+        loads[0],
+        loads[loads.len() - 1],
+        loads.len()
     );
     println!("bulwark heap allocations during evaluation: {eval_allocs} over {evals} evaluations ({:.3} per event)", eval_allocs as f64 / evals as f64);
     println!();
