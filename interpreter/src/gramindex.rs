@@ -122,7 +122,8 @@ fn key_window_and_hash(lit: &[u8]) -> (usize, u64) {
             score = score.saturating_sub(commonness(*gone));
         }
         let end = i.saturating_add(1);
-        if end >= GRAM {
+        // The penalty only adds, so it is looked up only for a window that could be best.
+        if end >= GRAM && score < best.1 {
             let penalty = if common_window(window) {
                 COMMON_WINDOW_PENALTY
             } else {
