@@ -118,12 +118,7 @@ impl StringTable {
 
     /// String `index`, if there is one.
     pub fn get(&self, index: usize) -> Option<&[u8]> {
-        let end = *self.ends.get(index)?;
-        let start = match index.checked_sub(1) {
-            Some(prev) => *self.ends.get(prev)?,
-            None => 0,
-        };
-        self.bytes.get(start..end)
+        self.bytes.get(span(&self.ends, index)?)
     }
 
     /// How many strings there are.
@@ -140,6 +135,17 @@ impl StringTable {
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
         (0..self.len()).filter_map(|i| self.get(i))
     }
+}
+
+/// Where item `index` of a concatenation lies, given where each item ends: from the previous end
+/// (0 for the first) to its own.
+pub(crate) fn span(ends: &[usize], index: usize) -> Option<core::ops::Range<usize>> {
+    let end = *ends.get(index)?;
+    let start = match index.checked_sub(1) {
+        Some(prev) => *ends.get(prev)?,
+        None => 0,
+    };
+    Some(start..end)
 }
 
 impl<S: AsRef<[u8]>> FromIterator<S> for StringTable {

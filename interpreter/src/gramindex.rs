@@ -94,6 +94,10 @@ fn common_window(window: u64) -> bool {
         .is_some_and(|w| w & (1u64 << (bit % 64)) != 0)
 }
 
+/// Added to a window's score when it is a window of [`COMMON_TEXT`]: more than any byte
+/// commonness can sum to, so such windows come last.
+const COMMON_WINDOW_PENALTY: u32 = 1 << 16;
+
 /// Whether `b` is rare in Windows paths and command lines (not in [`COMMON`]).
 pub(crate) fn rare_byte(b: u8) -> bool {
     commonness(b) == 0
@@ -108,7 +112,6 @@ fn commonness(b: u8) -> u32 {
 /// windows of [`COMMON_TEXT`] last, then by the commonness of their bytes) and the hash of its
 /// folded bytes, in one pass.
 fn key_window_and_hash(lit: &[u8]) -> (usize, u64) {
-    const COMMON_WINDOW_PENALTY: u32 = 1 << 16;
     let mut hash = FNV_OFFSET;
     let mut best = (lit.len().min(GRAM), u32::MAX);
     let mut score = 0u32;
@@ -157,7 +160,11 @@ fn key_span(lit: &[u8]) -> usize {
         if end < GRAM {
             continue;
         }
-        let penalty = if common_window(window) { 1 << 16 } else { 0 };
+        let penalty = if common_window(window) {
+            COMMON_WINDOW_PENALTY
+        } else {
+            0
+        };
         let score = bytes_score.saturating_add(penalty);
         if let Some(slot) = recent.get_mut(end % STRIDE) {
             sum = sum.saturating_sub(*slot).saturating_add(score);
@@ -414,6 +421,9 @@ impl GramIndex {
     /// folded; `start` is where it begins), in order of where the occurrence's key window ends,
     /// until `on_hit` returns `true`. Returns whether it did.
     pub(crate) fn scan(&self, text: &[u8], mut on_hit: impl FnMut(u32, usize) -> bool) -> bool {
+        if self.strided {
+            return self.scan_strided(text, &mut on_hit);
+        }
         // (mask, length tag) of each window length some key has, shortest first.
         let mut probes = [(0u64, 0u64); GRAM];
         let mut count = 0usize;
@@ -425,9 +435,6 @@ impl GramIndex {
                     count = count.saturating_add(1);
                 }
             }
-        }
-        if self.strided {
-            return self.scan_strided(text, &mut on_hit);
         }
         // One loop per number of window lengths, so each is unrolled.
         match (count, probes) {

@@ -72,6 +72,51 @@ impl SetIndex {
             has_empty: items.iter().any(|s| s.is_empty()),
         }
     }
+
+    /// Whether any item passes `op` on `value`; `None` when this index cannot answer (the part
+    /// for `op` was not built), and the caller scans the items.
+    pub(crate) fn test<'s>(
+        &self,
+        value: &str,
+        op: StrOp,
+        case: Case,
+        item: &dyn Fn(u32) -> Option<&'s str>,
+    ) -> Option<bool> {
+        let bytes = value.as_bytes();
+        if op == StrOp::Contains {
+            let ix = self.contains.as_ref()?;
+            if self.has_empty {
+                return Some(true);
+            }
+            return Some(ix.scan(bytes, |i, start| match case {
+                Case::Insensitive => true,
+                Case::Sensitive => item(i).is_some_and(|needle| {
+                    bytes.get(start..start.saturating_add(needle.len())) == Some(needle.as_bytes())
+                }),
+            }));
+        }
+        let confirm = |i: u32| item(i).is_some_and(|needle| compare(value, op, needle, case));
+        match op {
+            StrOp::Eq => {
+                let ix = self.forward.as_ref()?;
+                Some(
+                    ix.lengths.binary_search(&bytes.len()).is_ok()
+                        && ix.probe(fold_hash(bytes), &confirm),
+                )
+            }
+            StrOp::StartsWith => Some(
+                self.forward
+                    .as_ref()?
+                    .probe_affixes(bytes.iter().copied(), &confirm),
+            ),
+            StrOp::EndsWith => Some(
+                self.backward
+                    .as_ref()?
+                    .probe_affixes(bytes.iter().rev().copied(), &confirm),
+            ),
+            StrOp::Contains => None,
+        }
+    }
 }
 
 impl Affix {
@@ -124,53 +169,6 @@ impl Affix {
             }
         }
         false
-    }
-}
-
-impl SetIndex {
-    /// Whether any item passes `op` on `value`; `None` when this index cannot answer (the part
-    /// for `op` was not built), and the caller scans the items.
-    pub(crate) fn test<'s>(
-        &self,
-        value: &str,
-        op: StrOp,
-        case: Case,
-        item: &dyn Fn(u32) -> Option<&'s str>,
-    ) -> Option<bool> {
-        let bytes = value.as_bytes();
-        if op == StrOp::Contains {
-            let ix = self.contains.as_ref()?;
-            if self.has_empty {
-                return Some(true);
-            }
-            return Some(ix.scan(bytes, |i, start| match case {
-                Case::Insensitive => true,
-                Case::Sensitive => item(i).is_some_and(|needle| {
-                    bytes.get(start..start.saturating_add(needle.len())) == Some(needle.as_bytes())
-                }),
-            }));
-        }
-        let confirm = |i: u32| item(i).is_some_and(|needle| compare(value, op, needle, case));
-        match op {
-            StrOp::Eq => {
-                let ix = self.forward.as_ref()?;
-                Some(
-                    ix.lengths.binary_search(&bytes.len()).is_ok()
-                        && ix.probe(fold_hash(bytes), &confirm),
-                )
-            }
-            StrOp::StartsWith => Some(
-                self.forward
-                    .as_ref()?
-                    .probe_affixes(bytes.iter().copied(), &confirm),
-            ),
-            StrOp::EndsWith => Some(
-                self.backward
-                    .as_ref()?
-                    .probe_affixes(bytes.iter().rev().copied(), &confirm),
-            ),
-            StrOp::Contains => None,
-        }
     }
 }
 

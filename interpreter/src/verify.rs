@@ -189,8 +189,8 @@ pub struct VerifiedPack {
     pub(crate) by_type: Vec<TypeIndex>,
 }
 
-/// The pack's constant strings, checked UTF-8, in one allocation: string `i` is
-/// `text[ends[i - 1]..ends[i]]` (from 0 for the first).
+/// The pack's constant strings, checked UTF-8, in one allocation (laid out as
+/// [`crate::format::StringTable`]).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Strings {
     text: String,
@@ -205,13 +205,10 @@ impl Strings {
 
     /// String `index`, if there is one.
     pub(crate) fn get(&self, index: u32) -> Option<&str> {
-        let i = usize::try_from(index).ok()?;
-        let end = *self.ends.get(i)?;
-        let start = match i.checked_sub(1) {
-            Some(prev) => *self.ends.get(prev)?,
-            None => 0,
-        };
-        self.text.get(start..end)
+        self.text.get(crate::format::span(
+            &self.ends,
+            usize::try_from(index).ok()?,
+        )?)
     }
 }
 
