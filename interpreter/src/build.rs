@@ -422,46 +422,11 @@ impl PackBuilder {
     }
 }
 
-/// Text so common in Windows process events (system paths, extensions, the processes every machine
-/// runs) that an anchor made of it selects almost nothing.
-const COMMON_TEXT: &[&str] = &[
-    "c:\\",
-    "\\windows\\",
-    "\\system32\\",
-    "\\syswow64\\",
-    "\\program files",
-    "\\users\\",
-    "\\appdata\\",
-    "\\microsoft\\",
-    ".exe",
-    ".dll",
-    "svchost",
-    "services",
-    "explorer",
-    "conhost",
-    "cmd",
-    "powershell",
-    "rundll32",
-    "msiexec",
-    "dllhost",
-    "taskhost",
-    "chrome",
-    "msedge",
-];
-
-/// How selective an anchor is likely to be: its length, not counting the bytes inside
-/// [`COMMON_TEXT`]. Used to choose which part of an `and` a rule is prefiltered on.
+/// How selective an anchor is likely to be: its length, not counting the bytes inside text
+/// every Windows event is full of (`gramindex`'s model of it: system paths, the processes that
+/// always run). Used to choose which part of an `and` a rule is prefiltered on.
 fn selectivity(lit: &str) -> usize {
-    let lower = lit.to_ascii_lowercase();
-    let mut common = alloc::vec![false; lower.len()];
-    for text in COMMON_TEXT {
-        for (at, _) in lower.match_indices(text) {
-            for flag in common.iter_mut().skip(at).take(text.len()) {
-                *flag = true;
-            }
-        }
-    }
-    common.iter().filter(|&&c| !c).count()
+    crate::gramindex::uncommon_bytes(lit.as_bytes())
 }
 
 /// Whether a literal is worth prefiltering on: two bytes or more, or one byte that is rare in

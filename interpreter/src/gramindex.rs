@@ -58,7 +58,7 @@ c:\\program files (x86)\\ c:\\program files\\common files\\ c:\\programdata\\ c:
 \\appdata\\local\\temp\\ \\appdata\\roaming\\ \\microsoft\\windows\\ \
 \\windowspowershell\\v1.0\\powershell.exe svchost.exe -k netsvcs -p -s services.exe explorer.exe \
 conhost.exe cmd.exe /c rundll32.exe dllhost.exe /processid: msiexec.exe taskhostw.exe \
-runtimebroker.exe searchindexer.exe wmiprvse.exe nt authority\\system integrity medium high \
+runtimebroker.exe searchindexer.exe wmiprvse.exe chrome.exe msedge.exe nt authority\\system integrity medium high \
 sha256= sha1= md5= imphash= .dll .exe .tmp .txt";
 
 /// Bits of a 4096-bit set of the 3-byte windows of [`COMMON_TEXT`], by [`common_window_bit`].
@@ -97,6 +97,34 @@ fn common_window(window: u64) -> bool {
 /// Added to a window's score when it is a window of [`COMMON_TEXT`]: more than any byte
 /// commonness can sum to, so such windows come last.
 const COMMON_WINDOW_PENALTY: u32 = 1 << 16;
+
+/// How many bytes of `lit` lie in none of its (folded) 3-byte windows that are windows of
+/// [`COMMON_TEXT`]: what is left of a literal once the text every event is full of is discounted.
+pub(crate) fn uncommon_bytes(lit: &[u8]) -> usize {
+    // Bit `k` of `covered`: byte `i - k` is in a common window seen so far.
+    let mut window = 0u64;
+    let mut covered = 0u32;
+    let mut uncommon = 0usize;
+    for (i, &b) in lit.iter().enumerate() {
+        window = ((window << 8) | u64::from(b.to_ascii_lowercase())) & 0xFF_FFFF;
+        covered <<= 1;
+        if i >= GRAM - 1 && common_window(window) {
+            covered |= 0b111;
+        }
+        // Byte `i - 2` can be covered by no later window: count it now.
+        if i >= GRAM - 1 && covered & 0b100 == 0 {
+            uncommon = uncommon.saturating_add(1);
+        }
+    }
+    // The last two bytes (or all, if fewer than three): covered only by the windows seen.
+    let tail = lit.len().min(GRAM - 1);
+    for k in 0..tail {
+        if covered & (1 << k) == 0 {
+            uncommon = uncommon.saturating_add(1);
+        }
+    }
+    uncommon
+}
 
 /// Whether `b` is rare in Windows paths and command lines (not in [`COMMON`]).
 pub(crate) fn rare_byte(b: u8) -> bool {
@@ -604,6 +632,29 @@ mod tests {
             "p",
         ] {
             assert_eq!(hits(&ix, text), naive(&lits, text), "{text}");
+        }
+    }
+
+    #[test]
+    fn uncommon_bytes_discount_common_windows() {
+        assert_eq!(uncommon_bytes(b"\\Windows\\System32\\"), 0);
+        assert_eq!(uncommon_bytes(b"ab"), 2);
+        assert_eq!(uncommon_bytes(b""), 0);
+        // The naive way: a byte is common if some common window holds it.
+        for lit in [
+            &b"\\..\\Windows\\"[..],
+            b"sekurlsa::logonpasswords",
+            b"C:\\Users\\x.exe",
+        ] {
+            let naive = (0..lit.len())
+                .filter(|&i| {
+                    !(i.saturating_sub(2)..=i).any(|s| {
+                        lit.get(s..s + 3)
+                            .is_some_and(|w| common_window(key_of(w) & 0xFF_FFFF))
+                    })
+                })
+                .count();
+            assert_eq!(uncommon_bytes(lit), naive);
         }
     }
 
