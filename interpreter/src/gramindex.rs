@@ -12,7 +12,9 @@
 //! meets exactly one of them per occurrence.
 //!
 //! It is the rule prefilter (literal → rules) and the index behind `set.contains` (item → item
-//! position in the set). Building it allocates; scanning never does.
+//! position in the set). All of a pack's indexes keep their tables in one [`GramStore`], so
+//! loading a pack allocates per kind of table, not per index. Building allocates; scanning never
+//! does.
 
 use alloc::vec::Vec;
 
@@ -239,42 +241,80 @@ fn hash(key: u64) -> u64 {
 #[derive(Clone, Debug)]
 struct Entry {
     key: u64,
-    /// `lits[first..end]`.
+    /// `lits[first..end]` of the store.
     first: u32,
     end: u32,
 }
 
-/// One literal: its folded bytes in `bytes`, where its key window ends inside it, and its
-/// payloads.
+/// One literal: its folded bytes in the store's `bytes`, where its key window ends inside it, and
+/// its payloads.
 #[derive(Clone, Debug)]
 struct Lit {
     start: u32,
     len: u32,
     window_end: u32,
-    /// `payloads[first..end]`.
+    /// `payloads[first..end]` of the store.
     first: u32,
     end: u32,
 }
 
-/// The index. See the module documentation.
-#[derive(Clone, Debug)]
-pub(crate) struct GramIndex {
-    /// `64 - log2(bitmap bits)`.
-    bitmap_shift: u32,
-    bitmap: Vec<u64>,
-    /// `64 - log2(slots)`.
-    slot_shift: u32,
-    /// Open addressing: entry index + 1, 0 for empty.
+/// The tables of every gram index of a pack, each kind in one allocation whichever index it
+/// belongs to: a pack has hundreds of indexes, most of them small, and loading it should not
+/// cost an allocation per table per index. All positions stored in the tables are positions in
+/// the store.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct GramStore {
+    bitmaps: Vec<u64>,
+    /// Open addressing: entry position + 1, 0 for empty.
     slots: Vec<u32>,
     entries: Vec<Entry>,
     lits: Vec<Lit>,
     bytes: Vec<u8>,
     payloads: Vec<u32>,
+}
+
+/// One index: where its bitmap and hash table lie in its [`GramStore`]. See the module
+/// documentation.
+#[derive(Clone, Debug)]
+pub(crate) struct GramIndex {
+    /// `64 - log2(bitmap bits)`; the bitmap is `bitmaps[bitmap_start..]`, `2^bits / 64` words.
+    bitmap_shift: u32,
+    bitmap_start: usize,
+    /// `64 - log2(slots)`; the table is `slots[slot_start..]`, `2^bits` slots.
+    slot_shift: u32,
+    slot_start: usize,
     /// Bit `n` set when some literal is keyed by a window of `n` bytes.
     window_lengths: u8,
     /// Whether the literals are keyed by `STRIDE` windows each and a scan tests only every
     /// `STRIDE`-th window.
     strided: bool,
+}
+
+/// A literal on its way into an index: its [`sort_key`], its position in the scratch list of
+/// literals, and where its key window ends in it.
+type Item = (u64, u32, u32);
+
+/// What an index's literals are sorted by: their key (26 bits: the window's bytes and length),
+/// then 38 bits of the hash of the folded literal, so that the literals of a key are together and
+/// equal literals are next to each other (unless their hashes collide in those bits; they then
+/// get one `Lit` per run, which costs a confirmation, not a result).
+fn sort_key(key: u64, literal_hash: u64) -> u64 {
+    let compact = (key & 0xFF_FFFF) | (((key >> 32) & 3) << 24);
+    (compact << 38) | (literal_hash >> 26)
+}
+
+/// The key a [`sort_key`] was made from.
+fn key_of_sort_key(sort_key: u64) -> u64 {
+    let compact = sort_key >> 38;
+    (compact & 0xFF_FFFF) | (((compact >> 24) & 3) << 32)
+}
+
+/// Buffers reused by every index built from strings that live for `'s`, so building hundreds of
+/// indexes allocates them once.
+#[derive(Debug, Default)]
+pub(crate) struct GramScratch<'s> {
+    literals: Vec<(&'s [u8], u32)>,
+    items: Vec<Item>,
 }
 
 fn log2_at_least(n: usize, min_bits: u32, max_bits: u32) -> u32 {
@@ -285,46 +325,62 @@ fn log2_at_least(n: usize, min_bits: u32, max_bits: u32) -> u32 {
     bits
 }
 
-impl GramIndex {
+/// A position in a store table as stored in another table.
+fn pos(v: usize) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+fn range(a: u32, b: u32) -> core::ops::Range<usize> {
+    usize::try_from(a).unwrap_or(0)..usize::try_from(b).unwrap_or(0)
+}
+
+impl GramStore {
     /// Indexes non-empty `literals`, each with the payload a scan reports for it (empty literals
     /// are skipped: the caller handles them). Equal literals (after folding) share one entry and
     /// report each of their payloads.
-    pub(crate) fn build<'a>(literals: impl IntoIterator<Item = (&'a str, u32)>) -> GramIndex {
-        Self::build_with(literals, false)
+    pub(crate) fn add<'s>(
+        &mut self,
+        literals: impl IntoIterator<Item = (&'s str, u32)>,
+        scratch: &mut GramScratch<'s>,
+    ) -> GramIndex {
+        self.add_with(literals, false, scratch)
     }
 
-    /// [`GramIndex::build`], strided when every literal is at least `STRIDED_MIN_LEN` bytes long:
+    /// [`GramStore::add`], strided when every literal is at least `STRIDED_MIN_LEN` bytes long:
     /// for indexes scanned on every event (the rule prefilter), where the scan time it saves is
     /// worth the larger index.
-    pub(crate) fn build_may_stride<'a>(
-        literals: impl IntoIterator<Item = (&'a str, u32)>,
+    pub(crate) fn add_may_stride<'s>(
+        &mut self,
+        literals: impl IntoIterator<Item = (&'s str, u32)>,
+        scratch: &mut GramScratch<'s>,
     ) -> GramIndex {
-        Self::build_with(literals, true)
+        self.add_with(literals, true, scratch)
     }
 
-    fn build_with<'a>(
-        literals: impl IntoIterator<Item = (&'a str, u32)>,
+    fn add_with<'s>(
+        &mut self,
+        literals: impl IntoIterator<Item = (&'s str, u32)>,
         may_stride: bool,
+        scratch: &mut GramScratch<'s>,
     ) -> GramIndex {
-        // (key, hash of the folded literal, window end, payload, literal): sorted, so equal
-        // literals are adjacent within their key's group (literals whose hashes collide may
-        // interleave; they then get one `Lit` per run, which costs a confirmation, not a result).
-        let literals: Vec<(&[u8], u32)> = literals
-            .into_iter()
-            .filter(|(s, _)| !s.is_empty())
-            .map(|(s, payload)| (s.as_bytes(), payload))
-            .collect();
+        let GramScratch {
+            literals: lits_in,
+            items,
+        } = scratch;
+        lits_in.clear();
+        items.clear();
+        lits_in.extend(
+            literals
+                .into_iter()
+                .filter(|(s, _)| !s.is_empty())
+                .map(|(s, payload)| (s.as_bytes(), payload)),
+        );
         // Literals all long (hashes, long paths): each is keyed by `STRIDE` consecutive windows,
         // so a scan need test only every `STRIDE`-th window of the text.
         let strided = may_stride
-            && !literals.is_empty()
-            && literals.iter().all(|(l, _)| l.len() >= STRIDED_MIN_LEN);
-        let mut items: Vec<(u64, u64, usize, u32, &[u8])> = Vec::with_capacity(
-            literals
-                .len()
-                .saturating_mul(if strided { STRIDE } else { 1 }),
-        );
-        for &(lit, payload) in &literals {
+            && !lits_in.is_empty()
+            && lits_in.iter().all(|(l, _)| l.len() >= STRIDED_MIN_LEN);
+        for (at, &(lit, _)) in lits_in.iter().enumerate() {
             let (end, hash) = key_window_and_hash(lit);
             let ends = if strided {
                 let last = key_span(lit);
@@ -334,62 +390,71 @@ impl GramIndex {
             };
             for end in ends {
                 let key = key_of(lit.get(end.saturating_sub(GRAM)..end).unwrap_or(lit));
-                items.push((key, hash, end, payload, lit));
+                items.push((sort_key(key, hash), pos(at), pos(end)));
             }
         }
-        items.sort_unstable_by_key(|&(key, h, end, payload, _)| (key, h, end, payload));
-        items.dedup_by(|a, b| {
-            (a.0, a.1, a.2, a.3) == (b.0, b.1, b.2, b.3) && a.4.eq_ignore_ascii_case(b.4)
-        });
+        items.sort_unstable();
 
-        let mut entries: Vec<Entry> = Vec::with_capacity(items.len());
-        let mut lits: Vec<Lit> = Vec::with_capacity(items.len());
-        let mut bytes: Vec<u8> = Vec::with_capacity(items.iter().map(|i| i.4.len()).sum());
-        let mut payloads: Vec<u32> = Vec::with_capacity(items.len());
+        let first_entry = self.entries.len();
         let mut window_lengths = 0u8;
-        let count = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
-        for (i, &(key, lit_hash, window_end, payload, lit)) in items.iter().enumerate() {
-            let prev = i.checked_sub(1).and_then(|p| items.get(p));
-            let same_key = prev.is_some_and(|p| p.0 == key);
+        let literal = |at: u32| {
+            lits_in
+                .get(usize::try_from(at).unwrap_or(usize::MAX))
+                .copied()
+                .unwrap_or((&[], 0))
+        };
+        let mut prev: Option<(u64, &[u8], u32)> = None;
+        for &(sort, at, window_end) in items.iter() {
+            let (lit, payload) = literal(at);
+            let same_key = prev.is_some_and(|(p, _, _)| p >> 38 == sort >> 38);
             let same_lit = same_key
-                && prev.is_some_and(|p| {
-                    p.1 == lit_hash && p.2 == window_end && p.4.eq_ignore_ascii_case(lit)
+                && prev.is_some_and(|(p, l, e)| {
+                    p == sort && e == window_end && l.eq_ignore_ascii_case(lit)
                 });
+            prev = Some((sort, lit, window_end));
             if !same_key {
-                entries.push(Entry {
+                let key = key_of_sort_key(sort);
+                self.entries.push(Entry {
                     key,
-                    first: count(lits.len()),
-                    end: count(lits.len()),
+                    first: pos(self.lits.len()),
+                    end: pos(self.lits.len()),
                 });
                 window_lengths |= 1u8 << ((key >> 32) & 7);
             }
             if !same_lit {
-                lits.push(Lit {
-                    start: count(bytes.len()),
-                    len: count(lit.len()),
-                    window_end: count(window_end),
-                    first: count(payloads.len()),
-                    end: count(payloads.len()),
+                self.lits.push(Lit {
+                    start: pos(self.bytes.len()),
+                    len: pos(lit.len()),
+                    window_end,
+                    first: pos(self.payloads.len()),
+                    end: pos(self.payloads.len()),
                 });
-                bytes.extend(lit.iter().map(u8::to_ascii_lowercase));
-                if let Some(e) = entries.last_mut() {
-                    e.end = count(lits.len());
+                self.bytes.extend(lit.iter().map(u8::to_ascii_lowercase));
+                if let Some(e) = self.entries.last_mut() {
+                    e.end = pos(self.lits.len());
                 }
             }
-            payloads.push(payload);
-            if let Some(l) = lits.last_mut() {
-                l.end = count(payloads.len());
+            self.payloads.push(payload);
+            if let Some(l) = self.lits.last_mut() {
+                l.end = pos(self.payloads.len());
             }
         }
 
-        let slot_bits = log2_at_least(entries.len().saturating_mul(2), 4, 24);
-        let bitmap_bits = log2_at_least(entries.len().saturating_mul(16), 9, 24);
-        let mut slots = alloc::vec![0u32; 1usize << slot_bits];
-        let mut bitmap = alloc::vec![0u64; (1usize << bitmap_bits) / 64];
+        let entries = self.entries.len().saturating_sub(first_entry);
+        let slot_bits = log2_at_least(entries.saturating_mul(2), 4, 24);
+        let bitmap_bits = log2_at_least(entries.saturating_mul(16), 9, 24);
+        let slot_start = self.slots.len();
+        let bitmap_start = self.bitmaps.len();
+        self.slots
+            .resize(slot_start.saturating_add(1 << slot_bits), 0);
+        self.bitmaps
+            .resize(bitmap_start.saturating_add((1 << bitmap_bits) / 64), 0);
+        let slots = self.slots.get_mut(slot_start..).unwrap_or(&mut []);
+        let bitmap = self.bitmaps.get_mut(bitmap_start..).unwrap_or(&mut []);
         let slot_shift = 64u32.saturating_sub(slot_bits);
         let bitmap_shift = 64u32.saturating_sub(bitmap_bits);
         let mask = slots.len().saturating_sub(1);
-        for (i, e) in entries.iter().enumerate() {
+        for (i, e) in self.entries.iter().enumerate().skip(first_entry) {
             let h = hash(e.key);
             let b = usize::try_from(h >> bitmap_shift).unwrap_or(0);
             if let Some(w) = bitmap.get_mut(b / 64) {
@@ -401,23 +466,78 @@ impl GramIndex {
                 s = s.wrapping_add(1) & mask;
             }
             if let Some(slot) = slots.get_mut(s) {
-                *slot = count(i.saturating_add(1));
+                *slot = pos(i.saturating_add(1));
             }
         }
         GramIndex {
             bitmap_shift,
-            bitmap,
+            bitmap_start,
             slot_shift,
-            slots,
-            entries,
-            lits,
-            bytes,
-            payloads,
+            slot_start,
             window_lengths,
             strided,
         }
     }
 
+    /// Calls `on_hit(payload, start)` for every occurrence in `text` of every literal of `ix`
+    /// (ASCII case folded; `start` is where it begins), in order of where the occurrence's key
+    /// window ends, until `on_hit` returns `true`. Returns whether it did.
+    pub(crate) fn scan(
+        &self,
+        ix: &GramIndex,
+        text: &[u8],
+        mut on_hit: impl FnMut(u32, usize) -> bool,
+    ) -> bool {
+        let bitmap_words = (1usize << 64u32.saturating_sub(ix.bitmap_shift)) / 64;
+        let slot_count = 1usize << 64u32.saturating_sub(ix.slot_shift);
+        let view = View {
+            bitmap_shift: ix.bitmap_shift,
+            bitmap: self
+                .bitmaps
+                .get(ix.bitmap_start..ix.bitmap_start.saturating_add(bitmap_words))
+                .unwrap_or(&[]),
+            slot_shift: ix.slot_shift,
+            slots: self
+                .slots
+                .get(ix.slot_start..ix.slot_start.saturating_add(slot_count))
+                .unwrap_or(&[]),
+            store: self,
+        };
+        if ix.strided {
+            return view.scan_strided(text, &mut on_hit);
+        }
+        // (mask, length tag) of each window length some key has, shortest first.
+        let mut probes = [(0u64, 0u64); GRAM];
+        let mut count = 0usize;
+        for n in 1..=GRAM {
+            if ix.window_lengths & (1u8 << n) != 0 {
+                if let Some(p) = probes.get_mut(count) {
+                    let n = u64::try_from(n).unwrap_or(0);
+                    *p = ((1u64 << n.saturating_mul(8)).wrapping_sub(1), n << 32);
+                    count = count.saturating_add(1);
+                }
+            }
+        }
+        // One loop per number of window lengths, so each is unrolled.
+        match (count, probes) {
+            (0, _) => false,
+            (1, [a, ..]) => view.scan_with([a], text, &mut on_hit),
+            (2, [a, b, ..]) => view.scan_with([a, b], text, &mut on_hit),
+            (_, all) => view.scan_with(all, text, &mut on_hit),
+        }
+    }
+}
+
+/// One index's bitmap and hash table, and the store its positions are in: what a scan reads.
+struct View<'a> {
+    bitmap_shift: u32,
+    bitmap: &'a [u64],
+    slot_shift: u32,
+    slots: &'a [u32],
+    store: &'a GramStore,
+}
+
+impl View<'_> {
     /// Whether the bitmap has the bit of a key whose hash is `h` (if not, no literal is keyed by
     /// it; if so, perhaps one is).
     fn maybe_has(&self, h: u64) -> bool {
@@ -435,6 +555,7 @@ impl GramIndex {
         for _ in 0..self.slots.len() {
             let slot = *self.slots.get(s)?;
             let e = self
+                .store
                 .entries
                 .get(usize::try_from(slot.checked_sub(1)?).ok()?)?;
             if e.key == key {
@@ -445,36 +566,8 @@ impl GramIndex {
         None
     }
 
-    /// Calls `on_hit(payload, start)` for every occurrence of every literal in `text` (ASCII case
-    /// folded; `start` is where it begins), in order of where the occurrence's key window ends,
-    /// until `on_hit` returns `true`. Returns whether it did.
-    pub(crate) fn scan(&self, text: &[u8], mut on_hit: impl FnMut(u32, usize) -> bool) -> bool {
-        if self.strided {
-            return self.scan_strided(text, &mut on_hit);
-        }
-        // (mask, length tag) of each window length some key has, shortest first.
-        let mut probes = [(0u64, 0u64); GRAM];
-        let mut count = 0usize;
-        for n in 1..=GRAM {
-            if self.window_lengths & (1u8 << n) != 0 {
-                if let Some(p) = probes.get_mut(count) {
-                    let n = u64::try_from(n).unwrap_or(0);
-                    *p = ((1u64 << n.saturating_mul(8)).wrapping_sub(1), n << 32);
-                    count = count.saturating_add(1);
-                }
-            }
-        }
-        // One loop per number of window lengths, so each is unrolled.
-        match (count, probes) {
-            (0, _) => false,
-            (1, [a, ..]) => self.scan_with([a], text, &mut on_hit),
-            (2, [a, b, ..]) => self.scan_with([a, b], text, &mut on_hit),
-            (_, all) => self.scan_with(all, text, &mut on_hit),
-        }
-    }
-
-    /// [`GramIndex::scan`] with its (mask, length tag) probes. The hot loop keeps to bitmap tests;
-    /// a bitmap hit goes to `found` (not inlined).
+    /// [`GramStore::scan`] with its (mask, length tag) probes. The hot loop keeps to bitmap
+    /// tests; a bitmap hit goes to `found` (not inlined).
     fn scan_with<const N: usize>(
         &self,
         probes: [(u64, u64); N],
@@ -495,7 +588,7 @@ impl GramIndex {
         false
     }
 
-    /// [`GramIndex::scan`] of a strided index: only the windows ending at multiples of `STRIDE`,
+    /// [`GramStore::scan`] of a strided index: only the windows ending at multiples of `STRIDE`,
     /// the last 3 bytes of each `STRIDE`-byte chunk. Every occurrence of a literal spans
     /// `STRIDE` consecutive windows, so exactly one of them ends at such a multiple.
     fn scan_strided(&self, text: &[u8], on_hit: &mut impl FnMut(u32, usize) -> bool) -> bool {
@@ -546,9 +639,8 @@ impl GramIndex {
         window_end: usize,
         on_hit: &mut impl FnMut(u32, usize) -> bool,
     ) -> bool {
-        let range =
-            |a: u32, b: u32| usize::try_from(a).unwrap_or(0)..usize::try_from(b).unwrap_or(0);
-        for lit in self.lits.get(range(e.first, e.end)).unwrap_or(&[]) {
+        let store = self.store;
+        for lit in store.lits.get(range(e.first, e.end)).unwrap_or(&[]) {
             let Some(start) = window_end.checked_sub(usize::try_from(lit.window_end).unwrap_or(0))
             else {
                 continue;
@@ -557,14 +649,14 @@ impl GramIndex {
             let Some(there) = text.get(start..start.saturating_add(len)) else {
                 continue;
             };
-            let folded = self
+            let folded = store
                 .bytes
                 .get(range(lit.start, lit.start.saturating_add(lit.len)))
                 .unwrap_or(&[]);
             if !there.eq_ignore_ascii_case(folded) {
                 continue;
             }
-            for &p in self.payloads.get(range(lit.first, lit.end)).unwrap_or(&[]) {
+            for &p in store.payloads.get(range(lit.first, lit.end)).unwrap_or(&[]) {
                 if on_hit(p, start) {
                     return true;
                 }
@@ -580,9 +672,16 @@ mod tests {
     use alloc::string::String;
     use alloc::vec;
 
-    fn hits(ix: &GramIndex, text: &str) -> Vec<(u32, usize)> {
+    /// One index in a store of its own, as tests build them.
+    fn build<'s>(lits: impl IntoIterator<Item = (&'s str, u32)>) -> (GramStore, GramIndex) {
+        let mut store = GramStore::default();
+        let ix = store.add(lits, &mut GramScratch::default());
+        (store, ix)
+    }
+
+    fn hits((store, ix): (&GramStore, &GramIndex), text: &str) -> Vec<(u32, usize)> {
         let mut out = Vec::new();
-        ix.scan(text.as_bytes(), |p, s| {
+        store.scan(ix, text.as_bytes(), |p, s| {
             out.push((p, s));
             false
         });
@@ -623,7 +722,7 @@ mod tests {
             ("cmd", 7),
             ("", 8),
         ];
-        let ix = GramIndex::build(lits);
+        let ix = build(lits);
         for text in [
             "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe -Enc AAAA",
             "cmd.exe /c C:\\Windows\\cmd.exe CMD",
@@ -631,7 +730,7 @@ mod tests {
             "",
             "p",
         ] {
-            assert_eq!(hits(&ix, text), naive(&lits, text), "{text}");
+            assert_eq!(hits((&ix.0, &ix.1), text), naive(&lits, text), "{text}");
         }
     }
 
@@ -659,15 +758,29 @@ mod tests {
     }
 
     #[test]
+    fn key_window_is_the_least_common() {
+        // Short literals are their own key.
+        assert_eq!(key_window_and_hash(b"ab").0, 2);
+        assert_eq!(key_window_and_hash(b"abc").0, 3);
+        // `zqj` beats every window of common bytes; the first of equal windows wins.
+        assert_eq!(key_window_and_hash(b"eeezqjeee").0, 6);
+        assert_eq!(key_window_and_hash(b"zqjzqj").0, 3);
+        // Windows of common Windows text come last even if their bytes are rarer: `86)` of
+        // `(x86)` loses to `6)e`, whose `e` is the most common letter.
+        assert_eq!(key_window_and_hash(b"(x86)e").0, 6);
+        assert!(commonness(b'8') < commonness(b'e'));
+    }
+
+    #[test]
     fn stops_when_asked() {
-        let ix = GramIndex::build([("abc", 1), ("bcd", 2)]);
+        let (store, ix) = build([("abc", 1), ("bcd", 2)]);
         let mut seen = vec![];
-        assert!(ix.scan(b"xabcd", |p, _| {
+        assert!(store.scan(&ix, b"xabcd", |p, _| {
             seen.push(p);
             true
         }));
         assert_eq!(seen, vec![1]);
-        assert!(!ix.scan(b"xyz", |_, _| true));
+        assert!(!store.scan(&ix, b"xyz", |_, _| true));
     }
 
     proptest::proptest! {
@@ -678,8 +791,27 @@ mod tests {
             text in "[abcAB.\\\\x]{0,40}",
         ) {
             let lits: Vec<(&str, u32)> = lits.iter().enumerate().map(|(i, s)| (s.as_str(), i as u32)).collect();
-            let ix = GramIndex::build(lits.iter().copied());
-            proptest::prop_assert_eq!(hits(&ix, &text), naive(&lits, &text));
+            let (store, ix) = build(lits.iter().copied());
+            proptest::prop_assert_eq!(hits((&store, &ix), &text), naive(&lits, &text));
+        }
+
+        /// Indexes sharing a store each find their own literals, and only those.
+        #[test]
+        fn indexes_in_one_store_keep_apart(
+            sets in proptest::collection::vec(proptest::collection::vec("[abcAB.\\\\]{0,7}", 0..8), 1..5),
+            text in "[abcAB.\\\\x]{0,40}",
+        ) {
+            let mut store = GramStore::default();
+            let mut scratch = GramScratch::default();
+            let lits: Vec<Vec<(&str, u32)>> = sets
+                .iter()
+                .map(|set| set.iter().enumerate().map(|(i, s)| (s.as_str(), i as u32)).collect())
+                .collect();
+            let indexes: Vec<GramIndex> =
+                lits.iter().map(|l| store.add(l.iter().copied(), &mut scratch)).collect();
+            for (ix, l) in indexes.iter().zip(&lits) {
+                proptest::prop_assert_eq!(hits((&store, ix), &text), naive(l, &text));
+            }
         }
 
         /// Long literals only (a strided index), in texts made of them and noise at every offset.
@@ -696,9 +828,10 @@ mod tests {
                 }
                 text.push_str(noise);
             }
-            let ix = GramIndex::build_may_stride(lits.iter().copied());
+            let mut store = GramStore::default();
+            let ix = store.add_may_stride(lits.iter().copied(), &mut GramScratch::default());
             proptest::prop_assert!(ix.strided);
-            proptest::prop_assert_eq!(hits(&ix, &text), naive(&lits, &text));
+            proptest::prop_assert_eq!(hits((&store, &ix), &text), naive(&lits, &text));
         }
     }
 }

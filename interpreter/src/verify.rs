@@ -11,8 +11,8 @@ use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use crate::gramindex::GramIndex;
-use crate::setindex::{SetIndex, SetUse, INDEX_MIN_ITEMS};
+use crate::gramindex::{GramIndex, GramScratch, GramStore};
+use crate::setindex::{AffixStore, SetIndex, SetUse, INDEX_MIN_ITEMS};
 use regex_automata::dfa::sparse;
 
 use crate::error::{ErrorKind, HexHash, VerifyError};
@@ -182,6 +182,10 @@ pub struct VerifiedPack {
     /// For sets of [`INDEX_MIN_ITEMS`] items or more: an index, so `set.*` costs about one pass
     /// over the value instead of one per item.
     pub(crate) set_index: Vec<Option<SetIndex>>,
+    /// The tables of every gram index above (rule prefilters and `set.contains`).
+    pub(crate) grams: GramStore,
+    /// The affix tables of every set index.
+    pub(crate) affixes: AffixStore,
     pub(crate) globs: Vec<Vec<GlobTok>>,
     pub(crate) regexes: Vec<sparse::DFA<Vec<u8>>>,
     pub(crate) rules: Vec<Rule>,
@@ -381,8 +385,10 @@ impl Verifier<'_> {
                 filters: Vec::new(),
             })
             .collect();
+        let mut grams = GramStore::default();
+        let mut scratch = GramScratch::default();
         for ((type_id, field), list) in anchors {
-            let anchors = GramIndex::build_may_stride(list);
+            let anchors = grams.add_may_stride(list, &mut scratch);
             if let Some(ix) = by_type.get_mut(usize::from(type_id)) {
                 ix.filters.push(FieldFilter { field, anchors });
             }
@@ -401,6 +407,8 @@ impl Verifier<'_> {
                 }
             }
         }
+        let mut affixes = AffixStore::default();
+        let mut texts: Vec<&str> = Vec::new();
         let set_index: Vec<Option<SetIndex>> = raw
             .sets
             .iter()
@@ -411,11 +419,15 @@ impl Verifier<'_> {
                 {
                     return None;
                 }
-                let texts: Vec<&str> = items
-                    .iter()
-                    .map(|&i| strings.get(i).unwrap_or(""))
-                    .collect();
-                Some(SetIndex::build(&texts, uses))
+                texts.clear();
+                texts.extend(items.iter().map(|&i| strings.get(i).unwrap_or("")));
+                Some(SetIndex::build(
+                    &texts,
+                    uses,
+                    &mut grams,
+                    &mut affixes,
+                    &mut scratch,
+                ))
             })
             .collect();
         Ok(VerifiedPack {
@@ -423,6 +435,8 @@ impl Verifier<'_> {
             format_version: raw.format_version,
             strings,
             set_index,
+            grams,
+            affixes,
             sets: Vec::new(),
             globs,
             regexes,

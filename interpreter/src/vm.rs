@@ -14,6 +14,7 @@ use crate::insn::StrOp;
 use crate::limits::{FUEL_PER_EVENT, MAX_RULES};
 use crate::matching::{compare, glob_match};
 use crate::schema::FieldValue;
+use crate::setindex::Tables;
 use crate::verify::{Insn, Rule, RuleInfo, VerifiedPack};
 
 /// What one evaluation did.
@@ -52,7 +53,7 @@ impl VerifiedPack {
             let FieldValue::Str(text) = event.get(filter.field) else {
                 continue;
             };
-            filter.anchors.scan(text.as_bytes(), |r, _| {
+            self.grams.scan(&filter.anchors, text.as_bytes(), |r, _| {
                 let r = usize::try_from(r).unwrap_or(usize::MAX);
                 match candidates.get_mut(r / 64) {
                     Some(w) => *w |= 1u64 << (r % 64),
@@ -133,9 +134,13 @@ impl VerifiedPack {
                     acc = false;
                     let index = self.set_index.get(idx(set)).and_then(Option::as_ref);
                     let strings = &self.strings;
+                    let tables = Tables {
+                        grams: &self.grams,
+                        affixes: &self.affixes,
+                    };
                     let item = |i: u32| -> Option<&str> { strings.get(*items.get(idx(i))?) };
                     let indexed = match (event.get(field), index) {
-                        (FieldValue::Str(v), Some(ix)) => ix.test(v, op, case, &item),
+                        (FieldValue::Str(v), Some(ix)) => ix.test(tables, v, op, case, &item),
                         _ => None,
                     };
                     if let Some(hit) = indexed {
