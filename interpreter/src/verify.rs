@@ -220,8 +220,11 @@ impl Strings {
 pub fn verify(bytes: &[u8]) -> Result<VerifiedPack, VerifyError> {
     let (raw, content_hash) = RawPack::decode_hashed(bytes)?;
     let mut pack = Verifier { raw: &raw }.run(content_hash)?;
-    // The verified sets are the decoded ones: moved, not copied.
+    // The verified sets and tags are the decoded ones: moved, not copied.
     pack.sets = raw.sets;
+    for (rule, decoded) in pack.rules.iter_mut().zip(raw.rules) {
+        rule.tags = decoded.tags;
+    }
     Ok(pack)
 }
 
@@ -372,7 +375,8 @@ impl Verifier<'_> {
                 id: r.id,
                 title: r.title,
                 author: r.author,
-                tags: r.tags.clone(),
+                // Moved in from the decoded rule once verification is done.
+                tags: Vec::new(),
                 code_start,
                 code_len: r.code.len(),
             });
