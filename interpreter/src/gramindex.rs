@@ -271,7 +271,13 @@ pub(crate) struct GramStore {
     lits: Vec<Lit>,
     bytes: Vec<u8>,
     payloads: Vec<u32>,
+    /// Short-window tables, [`SHORT_TABLE_WORDS`] each.
+    shorts: Vec<u64>,
 }
+
+/// A short-window table: one bit per pair of (folded) bytes, set when the pair is a 2-byte key or
+/// its second byte a 1-byte key, so one test per byte covers both lengths.
+const SHORT_TABLE_WORDS: usize = (1 << 16) / 64;
 
 /// One index: where its bitmap and hash table lie in its [`GramStore`]. See the module
 /// documentation.
@@ -288,6 +294,9 @@ pub(crate) struct GramIndex {
     /// Whether the literals are keyed by `STRIDE` windows each and a scan tests only every
     /// `STRIDE`-th window.
     strided: bool,
+    /// Where its short-window table starts in the store's `shorts`, for an index scanned on every
+    /// event that has 1- or 2-byte keys (they are then tested there, not in the bitmap).
+    short_start: Option<usize>,
 }
 
 /// A literal on its way into an index: its [`sort_key`], its position in the scratch list of
@@ -346,9 +355,9 @@ impl GramStore {
         self.add_with(literals, false, scratch)
     }
 
-    /// [`GramStore::add`], strided when every literal is at least `STRIDED_MIN_LEN` bytes long:
-    /// for indexes scanned on every event (the rule prefilter), where the scan time it saves is
-    /// worth the larger index.
+    /// [`GramStore::add`] for an index scanned on every event (a rule prefilter), where scan
+    /// time saved is worth a larger index: strided when every literal is at least
+    /// `STRIDED_MIN_LEN` bytes long, and with a short-window table when it has 1- or 2-byte keys.
     pub(crate) fn add_may_stride<'s>(
         &mut self,
         literals: impl IntoIterator<Item = (&'s str, u32)>,
@@ -360,7 +369,7 @@ impl GramStore {
     fn add_with<'s>(
         &mut self,
         literals: impl IntoIterator<Item = (&'s str, u32)>,
-        may_stride: bool,
+        every_event: bool,
         scratch: &mut GramScratch<'s>,
     ) -> GramIndex {
         let GramScratch {
@@ -377,7 +386,7 @@ impl GramStore {
         );
         // Literals all long (hashes, long paths): each is keyed by `STRIDE` consecutive windows,
         // so a scan need test only every `STRIDE`-th window of the text.
-        let strided = may_stride
+        let strided = every_event
             && !lits_in.is_empty()
             && lits_in.iter().all(|(l, _)| l.len() >= STRIDED_MIN_LEN);
         for (at, &(lit, _)) in lits_in.iter().enumerate() {
@@ -440,6 +449,26 @@ impl GramStore {
             }
         }
 
+        let short_start = (every_event && window_lengths & 0b110 != 0).then(|| {
+            let start = self.shorts.len();
+            self.shorts
+                .resize(start.saturating_add(SHORT_TABLE_WORDS), 0);
+            let table = self.shorts.get_mut(start..).unwrap_or(&mut []);
+            let mut set = |pair: u64| {
+                let pair = usize::try_from(pair & 0xFFFF).unwrap_or(0);
+                if let Some(w) = table.get_mut(pair / 64) {
+                    *w |= 1u64 << (pair % 64);
+                }
+            };
+            for e in self.entries.get(first_entry..).unwrap_or(&[]) {
+                match e.key >> 32 {
+                    1 => (0..=255u64).for_each(|before| set((before << 8) | (e.key & 0xFF))),
+                    2 => set(e.key),
+                    _ => {}
+                }
+            }
+            start
+        });
         let entries = self.entries.len().saturating_sub(first_entry);
         let slot_bits = log2_at_least(entries.saturating_mul(2), 4, 24);
         let bitmap_bits = log2_at_least(entries.saturating_mul(16), 9, 24);
@@ -457,7 +486,8 @@ impl GramStore {
         for (i, e) in self.entries.iter().enumerate().skip(first_entry) {
             let h = hash(e.key);
             let b = usize::try_from(h >> bitmap_shift).unwrap_or(0);
-            if let Some(w) = bitmap.get_mut(b / 64) {
+            let in_short_table = short_start.is_some() && e.key >> 32 < GRAM as u64;
+            if let (Some(w), false) = (bitmap.get_mut(b / 64), in_short_table) {
                 *w |= 1u64 << (b % 64);
             }
             // At most half the slots are full, so an empty one is always found.
@@ -476,6 +506,7 @@ impl GramStore {
             slot_start,
             window_lengths,
             strided,
+            short_start,
         }
     }
 
@@ -505,6 +536,17 @@ impl GramStore {
         };
         if ix.strided {
             return view.scan_strided(text, &mut on_hit);
+        }
+        if let Some(start) = ix.short_start {
+            let table = self
+                .shorts
+                .get(start..start.saturating_add(SHORT_TABLE_WORDS))
+                .unwrap_or(&[]);
+            return if ix.window_lengths & (1 << GRAM) != 0 {
+                view.scan_short::<true>(table, text, &mut on_hit)
+            } else {
+                view.scan_short::<false>(table, text, &mut on_hit)
+            };
         }
         // (mask, length tag) of each window length some key has, shortest first.
         let mut probes = [(0u64, 0u64); GRAM];
@@ -583,6 +625,55 @@ impl View<'_> {
                 if self.maybe_has(h) && self.found(key, h, text, i, on_hit) {
                     return true;
                 }
+            }
+        }
+        false
+    }
+
+    /// [`GramStore::scan`] of an index with a short-window table: one table test per byte for
+    /// the 1- and 2-byte keys, and with `LONG` one bitmap test for the [`GRAM`]-byte ones.
+    fn scan_short<const LONG: bool>(
+        &self,
+        table: &[u64],
+        text: &[u8],
+        on_hit: &mut impl FnMut(u32, usize) -> bool,
+    ) -> bool {
+        let mut g: u64 = 0;
+        for (i, &b) in text.iter().enumerate() {
+            g = (g << 8) | u64::from(b.to_ascii_lowercase());
+            let pair = usize::try_from(g & 0xFFFF).unwrap_or(0);
+            if table
+                .get(pair / 64)
+                .is_some_and(|w| w & (1u64 << (pair % 64)) != 0)
+                && self.found_short(g, text, i, on_hit)
+            {
+                return true;
+            }
+            if LONG {
+                let key = (g & 0xFF_FFFF) | ((GRAM as u64) << 32);
+                let h = hash(key);
+                if self.maybe_has(h) && self.found(key, h, text, i, on_hit) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// After a short-window table hit for the window ending at `text[i]` (`g` its last bytes):
+    /// the 1-byte key, then the 2-byte one.
+    #[inline(never)]
+    fn found_short(
+        &self,
+        g: u64,
+        text: &[u8],
+        i: usize,
+        on_hit: &mut impl FnMut(u32, usize) -> bool,
+    ) -> bool {
+        for (mask, n) in [(0xFF, 1u64), (0xFFFF, 2)] {
+            let key = (g & mask) | (n << 32);
+            if self.found(key, hash(key), text, i, on_hit) {
+                return true;
             }
         }
         false
@@ -812,6 +903,21 @@ mod tests {
             for (ix, l) in indexes.iter().zip(&lits) {
                 proptest::prop_assert_eq!(hits((&store, ix), &text), naive(l, &text));
             }
+        }
+
+        /// An index scanned on every event with short literals: its short-window table and its
+        /// bitmap together find what naive search finds.
+        #[test]
+        fn short_window_table_agrees_with_naive_search(
+            lits in proptest::collection::vec("[abcAB.\\\\]{1,5}", 1..12),
+            text in "[abcAB.\\\\x]{0,40}",
+        ) {
+            let lits: Vec<(&str, u32)> = lits.iter().enumerate().map(|(i, s)| (s.as_str(), i as u32)).collect();
+            let mut store = GramStore::default();
+            let ix = store.add_may_stride(lits.iter().copied(), &mut GramScratch::default());
+            let short = lits.iter().any(|(l, _)| l.len() < GRAM);
+            proptest::prop_assert_eq!(ix.short_start.is_some(), short);
+            proptest::prop_assert_eq!(hits((&store, &ix), &text), naive(&lits, &text));
         }
 
         /// Long literals only (a strided index), in texts made of them and noise at every offset.
