@@ -318,12 +318,32 @@ fn key_of_sort_key(sort_key: u64) -> u64 {
     (compact & 0xFF_FFFF) | (((compact >> 24) & 3) << 32)
 }
 
+/// A literal to index: its text, the payload a scan reports for it, and its position in the
+/// pack's string table ([`NOT_A_STRING`] if it is not one), by which its key is computed once
+/// however many indexes it is in (most anchors are also items of their rule's sets).
+pub(crate) type Literal<'s> = (&'s str, u32, u32);
+
+/// The string position of a literal that is not in a string table.
+pub(crate) const NOT_A_STRING: u32 = u32::MAX;
+
 /// Buffers reused by every index built from strings that live for `'s`, so building hundreds of
-/// indexes allocates them once.
+/// indexes allocates them once, and each string's key window and hash, once computed.
 #[derive(Debug, Default)]
 pub(crate) struct GramScratch<'s> {
-    literals: Vec<(&'s [u8], u32)>,
+    literals: Vec<(&'s [u8], u32, u32)>,
     items: Vec<Item>,
+    /// By string position: (key window end, hash), the end `u32::MAX` until computed.
+    keys: Vec<(u32, u64)>,
+}
+
+impl GramScratch<'_> {
+    /// Scratch for literals from a string table of `strings` strings.
+    pub(crate) fn for_strings(strings: usize) -> Self {
+        GramScratch {
+            keys: alloc::vec![(u32::MAX, 0); strings],
+            ..GramScratch::default()
+        }
+    }
 }
 
 fn log2_at_least(n: usize, min_bits: u32, max_bits: u32) -> u32 {
@@ -349,7 +369,7 @@ impl GramStore {
     /// report each of their payloads.
     pub(crate) fn add<'s>(
         &mut self,
-        literals: impl IntoIterator<Item = (&'s str, u32)>,
+        literals: impl IntoIterator<Item = Literal<'s>>,
         scratch: &mut GramScratch<'s>,
     ) -> GramIndex {
         self.add_with(literals, false, scratch)
@@ -360,7 +380,7 @@ impl GramStore {
     /// `STRIDED_MIN_LEN` bytes long, and with a short-window table when it has 1- or 2-byte keys.
     pub(crate) fn add_may_stride<'s>(
         &mut self,
-        literals: impl IntoIterator<Item = (&'s str, u32)>,
+        literals: impl IntoIterator<Item = Literal<'s>>,
         scratch: &mut GramScratch<'s>,
     ) -> GramIndex {
         self.add_with(literals, true, scratch)
@@ -368,29 +388,41 @@ impl GramStore {
 
     fn add_with<'s>(
         &mut self,
-        literals: impl IntoIterator<Item = (&'s str, u32)>,
+        literals: impl IntoIterator<Item = Literal<'s>>,
         every_event: bool,
         scratch: &mut GramScratch<'s>,
     ) -> GramIndex {
         let GramScratch {
             literals: lits_in,
             items,
+            keys,
         } = scratch;
         lits_in.clear();
         items.clear();
         lits_in.extend(
             literals
                 .into_iter()
-                .filter(|(s, _)| !s.is_empty())
-                .map(|(s, payload)| (s.as_bytes(), payload)),
+                .filter(|(s, _, _)| !s.is_empty())
+                .map(|(s, payload, string)| (s.as_bytes(), payload, string)),
         );
         // Literals all long (hashes, long paths): each is keyed by `STRIDE` consecutive windows,
         // so a scan need test only every `STRIDE`-th window of the text.
         let strided = every_event
             && !lits_in.is_empty()
-            && lits_in.iter().all(|(l, _)| l.len() >= STRIDED_MIN_LEN);
-        for (at, &(lit, _)) in lits_in.iter().enumerate() {
-            let (end, hash) = key_window_and_hash(lit);
+            && lits_in.iter().all(|(l, _, _)| l.len() >= STRIDED_MIN_LEN);
+        for (at, &(lit, _, string)) in lits_in.iter().enumerate() {
+            let cached = keys.get_mut(usize::try_from(string).unwrap_or(usize::MAX));
+            let (end, hash) = match cached {
+                Some(&mut (end, hash)) if end != u32::MAX => {
+                    (usize::try_from(end).unwrap_or(0), hash)
+                }
+                Some(slot) => {
+                    let (end, hash) = key_window_and_hash(lit);
+                    *slot = (pos(end), hash);
+                    (end, hash)
+                }
+                None => key_window_and_hash(lit),
+            };
             let ends = if strided {
                 let last = key_span(lit);
                 last.saturating_add(1).saturating_sub(STRIDE)..last.saturating_add(1)
@@ -409,8 +441,7 @@ impl GramStore {
         let literal = |at: u32| {
             lits_in
                 .get(usize::try_from(at).unwrap_or(usize::MAX))
-                .copied()
-                .unwrap_or((&[], 0))
+                .map_or((&[][..], 0), |&(lit, payload, _)| (lit, payload))
         };
         let mut prev: Option<(u64, &[u8], u32)> = None;
         for &(sort, at, window_end) in items.iter() {
@@ -766,8 +797,15 @@ mod tests {
     /// One index in a store of its own, as tests build them.
     fn build<'s>(lits: impl IntoIterator<Item = (&'s str, u32)>) -> (GramStore, GramIndex) {
         let mut store = GramStore::default();
-        let ix = store.add(lits, &mut GramScratch::default());
+        let ix = store.add(unnumbered(lits), &mut GramScratch::default());
         (store, ix)
+    }
+
+    /// Literals with no string table position.
+    fn unnumbered<'s>(
+        lits: impl IntoIterator<Item = (&'s str, u32)>,
+    ) -> impl Iterator<Item = Literal<'s>> {
+        lits.into_iter().map(|(s, p)| (s, p, NOT_A_STRING))
     }
 
     fn hits((store, ix): (&GramStore, &GramIndex), text: &str) -> Vec<(u32, usize)> {
@@ -886,22 +924,31 @@ mod tests {
             proptest::prop_assert_eq!(hits((&store, &ix), &text), naive(&lits, &text));
         }
 
-        /// Indexes sharing a store each find their own literals, and only those.
+        /// Indexes sharing a store, and literals from one string table shared by indexes (their
+        /// keys computed once), each find their own literals, and only those.
         #[test]
         fn indexes_in_one_store_keep_apart(
-            sets in proptest::collection::vec(proptest::collection::vec("[abcAB.\\\\]{0,7}", 0..8), 1..5),
+            pool in proptest::collection::vec("[abcAB.\\\\]{0,7}", 1..10),
+            sets in proptest::collection::vec(proptest::collection::vec(0usize..10, 0..8), 1..5),
             text in "[abcAB.\\\\x]{0,40}",
         ) {
             let mut store = GramStore::default();
-            let mut scratch = GramScratch::default();
-            let lits: Vec<Vec<(&str, u32)>> = sets
+            let mut scratch = GramScratch::for_strings(pool.len());
+            let lits: Vec<Vec<(&str, u32, u32)>> = sets
                 .iter()
-                .map(|set| set.iter().enumerate().map(|(i, s)| (s.as_str(), i as u32)).collect())
+                .map(|set| {
+                    set.iter()
+                        .filter(|&&i| i < pool.len())
+                        .enumerate()
+                        .map(|(p, &i)| (pool[i].as_str(), p as u32, i as u32))
+                        .collect()
+                })
                 .collect();
             let indexes: Vec<GramIndex> =
                 lits.iter().map(|l| store.add(l.iter().copied(), &mut scratch)).collect();
             for (ix, l) in indexes.iter().zip(&lits) {
-                proptest::prop_assert_eq!(hits((&store, ix), &text), naive(l, &text));
+                let plain: Vec<(&str, u32)> = l.iter().map(|&(s, p, _)| (s, p)).collect();
+                proptest::prop_assert_eq!(hits((&store, ix), &text), naive(&plain, &text));
             }
         }
 
@@ -914,7 +961,7 @@ mod tests {
         ) {
             let lits: Vec<(&str, u32)> = lits.iter().enumerate().map(|(i, s)| (s.as_str(), i as u32)).collect();
             let mut store = GramStore::default();
-            let ix = store.add_may_stride(lits.iter().copied(), &mut GramScratch::default());
+            let ix = store.add_may_stride(unnumbered(lits.iter().copied()), &mut GramScratch::default());
             let short = lits.iter().any(|(l, _)| l.len() < GRAM);
             proptest::prop_assert_eq!(ix.short_start.is_some(), short);
             proptest::prop_assert_eq!(hits((&store, &ix), &text), naive(&lits, &text));
@@ -935,7 +982,7 @@ mod tests {
                 text.push_str(noise);
             }
             let mut store = GramStore::default();
-            let ix = store.add_may_stride(lits.iter().copied(), &mut GramScratch::default());
+            let ix = store.add_may_stride(unnumbered(lits.iter().copied()), &mut GramScratch::default());
             proptest::prop_assert!(ix.strided);
             proptest::prop_assert_eq!(hits((&store, &ix), &text), naive(&lits, &text));
         }

@@ -9,7 +9,7 @@
 use alloc::vec::Vec;
 
 use crate::gramindex::{
-    fold_hash, fold_hash_step, GramIndex, GramScratch, GramStore, FOLD_HASH_EMPTY,
+    fold_hash, fold_hash_step, GramIndex, GramScratch, GramStore, FOLD_HASH_EMPTY, NOT_A_STRING,
 };
 
 use crate::insn::{Case, StrOp};
@@ -67,9 +67,11 @@ pub(crate) struct Tables<'a> {
 }
 
 impl SetIndex {
-    /// Indexes `items` for the tests `uses` says they get, adding its tables to the stores.
+    /// Indexes `items` (at `strings` in the pack's string table, or [`NOT_A_STRING`]) for the
+    /// tests `uses` says they get, adding its tables to the stores.
     pub(crate) fn build<'s>(
         items: &[&'s str],
+        strings: &[u32],
         uses: SetUse,
         grams: &mut GramStore,
         affixes: &mut AffixStore,
@@ -77,10 +79,10 @@ impl SetIndex {
     ) -> SetIndex {
         let contains = uses.contains.then(|| {
             grams.add(
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| (*s, u32::try_from(i).unwrap_or(u32::MAX))),
+                items.iter().enumerate().map(|(i, s)| {
+                    let string = strings.get(i).copied().unwrap_or(NOT_A_STRING);
+                    (*s, u32::try_from(i).unwrap_or(u32::MAX), string)
+                }),
                 scratch,
             )
         });
@@ -247,8 +249,8 @@ mod tests {
             let (mut grams, mut affixes) = (GramStore::default(), AffixStore::default());
             let mut scratch = GramScratch::default();
             // Another set's tables first in the stores: an index reads only its own.
-            SetIndex::build(&["zz", "a", "", "B"], uses, &mut grams, &mut affixes, &mut scratch);
-            let ix = SetIndex::build(&texts, uses, &mut grams, &mut affixes, &mut scratch);
+            SetIndex::build(&["zz", "a", "", "B"], &[], uses, &mut grams, &mut affixes, &mut scratch);
+            let ix = SetIndex::build(&texts, &[], uses, &mut grams, &mut affixes, &mut scratch);
             let tables = Tables { grams: &grams, affixes: &affixes };
             let item = |i: u32| texts.get(i as usize).copied();
             for op in [StrOp::Eq, StrOp::StartsWith, StrOp::EndsWith, StrOp::Contains] {
@@ -266,6 +268,7 @@ mod tests {
         let (mut grams, mut affixes) = (GramStore::default(), AffixStore::default());
         let ix = SetIndex::build(
             &texts,
+            &[],
             SetUse {
                 contains: true,
                 ..SetUse::default()

@@ -316,8 +316,8 @@ impl Verifier<'_> {
         let mut insns = Vec::new();
         let mut globs: Vec<Vec<GlobTok>> = Vec::new();
         let mut glob_ids: BTreeMap<u32, u32> = BTreeMap::new();
-        // (event type, field) -> anchors: (literal, rule)
-        let mut anchors: BTreeMap<(u8, u8), Vec<(&str, u32)>> = BTreeMap::new();
+        // (event type, field) -> anchors: (literal, rule, string position)
+        let mut anchors: BTreeMap<(u8, u8), Vec<(&str, u32, u32)>> = BTreeMap::new();
         let mut always: Vec<Vec<u64>> = EventType::ALL
             .iter()
             .map(|_| alloc::vec![0u64; bit_words(raw.rules.len())])
@@ -355,7 +355,7 @@ impl Verifier<'_> {
                 anchors
                     .entry((event_type.id(), *field))
                     .or_default()
-                    .push((lit, rule_index));
+                    .push((lit, rule_index, *s));
             }
             if r.anchors.is_empty() {
                 if let Some(word) = always
@@ -390,7 +390,7 @@ impl Verifier<'_> {
             })
             .collect();
         let mut grams = GramStore::default();
-        let mut scratch = GramScratch::default();
+        let mut scratch = GramScratch::for_strings(raw.strings.len());
         for ((type_id, field), list) in anchors {
             let anchors = grams.add_may_stride(list, &mut scratch);
             if let Some(ix) = by_type.get_mut(usize::from(type_id)) {
@@ -427,6 +427,7 @@ impl Verifier<'_> {
                 texts.extend(items.iter().map(|&i| strings.get(i).unwrap_or("")));
                 Some(SetIndex::build(
                     &texts,
+                    items,
                     uses,
                     &mut grams,
                     &mut affixes,
