@@ -329,13 +329,12 @@ impl Verifier<'_> {
             let rule_at = |kind| ctx(VerifyError::at(r.offset, kind));
             let event_type = EventType::from_id(r.event_type)
                 .filter(|t| declared.contains(t))
-                .ok_or(rule_at(ErrorKind::EventTypeNotDeclared {
-                    id: r.event_type,
-                }))?;
-            let level =
-                Level::from_u8(r.level).ok_or(rule_at(ErrorKind::BadLevel { found: r.level }))?;
+                .ok_or_else(|| rule_at(ErrorKind::EventTypeNotDeclared { id: r.event_type }))?;
+            // Errors are built only when there is one: a rule's error copies its id.
+            let level = Level::from_u8(r.level)
+                .ok_or_else(|| rule_at(ErrorKind::BadLevel { found: r.level }))?;
             let action = Action::from_u8(r.action)
-                .ok_or(rule_at(ErrorKind::BadAction { found: r.action }))?;
+                .ok_or_else(|| rule_at(ErrorKind::BadAction { found: r.action }))?;
             if r.reserved != 0 {
                 return Err(rule_at(ErrorKind::Reserved { found: r.reserved }));
             }
