@@ -11,7 +11,7 @@ use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use crate::gramindex::{GramIndex, GramScratch, GramStore};
+use crate::gramindex::{GramIndex, GramScratch, GramStore, Literal};
 use crate::setindex::{AffixStore, SetIndex, SetUse, INDEX_MIN_ITEMS};
 use regex_automata::dfa::sparse;
 
@@ -317,7 +317,7 @@ impl Verifier<'_> {
         let mut globs: Vec<Vec<GlobTok>> = Vec::new();
         let mut glob_ids: BTreeMap<u32, u32> = BTreeMap::new();
         // (event type, field) -> anchors: (literal, rule, string position)
-        let mut anchors: BTreeMap<(u8, u8), Vec<(&str, u32, u32)>> = BTreeMap::new();
+        let mut anchors: BTreeMap<(u8, u8), Vec<Literal<'_>>> = BTreeMap::new();
         let mut always: Vec<Vec<u64>> = EventType::ALL
             .iter()
             .map(|_| alloc::vec![0u64; bit_words(raw.rules.len())])
