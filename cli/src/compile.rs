@@ -78,8 +78,9 @@ pub fn run(name: &str, m: &ArgMatches) -> Option<ExitCode> {
         );
         return Some(ExitCode::from(1));
     }
-    // Write to a temporary file and rename, so a reader never sees half a pack.
-    let tmp = output.with_extension("pack.tmp");
+    // Write to a temporary file and rename, so a reader never sees half a pack. The temporary
+    // file is this process's own: two compiles to one output must not rename each other's.
+    let tmp = output.with_extension(format!("pack.tmp.{}", std::process::id()));
     if let Err(code) = crate::content::write(&tmp, &compiled.pack) {
         return Some(code);
     }

@@ -73,7 +73,15 @@ const WINDASH: &str = "11111111-0000-4000-8000-000000000004";
 const CASED: &str = "11111111-0000-4000-8000-000000000005";
 const NO_FIELD: &str = "11111111-0000-4000-8000-000000000006";
 
+/// The semantics rules' pack, compiled once per test binary: the tests that use it run in
+/// parallel, and compiling it to one path from several threads at once races on the rename of
+/// the compiler's temporary file.
 fn semantics_pack() -> PathBuf {
+    static PACK: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PACK.get_or_init(compile_semantics_pack).clone()
+}
+
+fn compile_semantics_pack() -> PathBuf {
     pack_of(
         "semantics",
         &[

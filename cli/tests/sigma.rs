@@ -141,3 +141,41 @@ fn scan_refuses_bad_packs_and_missing_files() {
     ]);
     assert_eq!(code, Some(2), "{err}");
 }
+
+/// Several compiles to one output at once all succeed, and what is left is a whole pack: each
+/// writes its own temporary file before renaming it into place.
+#[test]
+fn concurrent_compiles_to_one_output() {
+    let pack = tmp("concurrent.pack");
+    let rules = root().join("examples/sigma");
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let (rules, pack) = (rules.clone(), pack.clone());
+            std::thread::spawn(move || {
+                bulwark(&[
+                    "compile",
+                    rules.to_str().unwrap_or(""),
+                    "-o",
+                    pack.to_str().unwrap_or(""),
+                ])
+            })
+        })
+        .collect();
+    for run in runs {
+        let (code, _, err) = run.join().unwrap_or_else(|_| panic!("compile thread"));
+        assert_eq!(code, Some(0), "{err}");
+    }
+    let (code, _, err) = bulwark(&["verify", pack.to_str().unwrap_or("")]);
+    assert_eq!(code, Some(0), "{err}");
+    let dir = pack.parent().unwrap_or(Path::new("."));
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("concurrent.pack.tmp")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
