@@ -378,7 +378,7 @@ impl GramStore {
     /// [`GramStore::add`] for an index scanned on every event (a rule prefilter), where scan
     /// time saved is worth a larger index: strided when every literal is at least
     /// `STRIDED_MIN_LEN` bytes long, and with a short-window table when it has 1- or 2-byte keys.
-    pub(crate) fn add_may_stride<'s>(
+    pub(crate) fn add_for_every_event<'s>(
         &mut self,
         literals: impl IntoIterator<Item = Literal<'s>>,
         scratch: &mut GramScratch<'s>,
@@ -961,7 +961,7 @@ mod tests {
         ) {
             let lits: Vec<(&str, u32)> = lits.iter().enumerate().map(|(i, s)| (s.as_str(), i as u32)).collect();
             let mut store = GramStore::default();
-            let ix = store.add_may_stride(unnumbered(lits.iter().copied()), &mut GramScratch::default());
+            let ix = store.add_for_every_event(unnumbered(lits.iter().copied()), &mut GramScratch::default());
             let short = lits.iter().any(|(l, _)| l.len() < GRAM);
             proptest::prop_assert_eq!(ix.short_start.is_some(), short);
             proptest::prop_assert_eq!(hits((&store, &ix), &text), naive(&lits, &text));
@@ -982,7 +982,7 @@ mod tests {
                 text.push_str(noise);
             }
             let mut store = GramStore::default();
-            let ix = store.add_may_stride(unnumbered(lits.iter().copied()), &mut GramScratch::default());
+            let ix = store.add_for_every_event(unnumbered(lits.iter().copied()), &mut GramScratch::default());
             proptest::prop_assert!(ix.strided);
             proptest::prop_assert_eq!(hits((&store, &ix), &text), naive(&lits, &text));
         }

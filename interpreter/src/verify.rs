@@ -391,7 +391,7 @@ impl Verifier<'_> {
         let mut grams = GramStore::default();
         let mut scratch = GramScratch::for_strings(raw.strings.len());
         for ((type_id, field), list) in anchors {
-            let anchors = grams.add_may_stride(list, &mut scratch);
+            let anchors = grams.add_for_every_event(list, &mut scratch);
             if let Some(ix) = by_type.get_mut(usize::from(type_id)) {
                 ix.filters.push(FieldFilter { field, anchors });
             }
