@@ -98,6 +98,12 @@ pub enum ErrorKind {
     EventTypeNotDeclared { id: u8 },
     #[error("string {index} is not valid UTF-8")]
     BadUtf8 { index: usize },
+    #[error("string {index}'s key window starts at byte {start}, where no {window}-byte window of its {len} bytes does", window = (*.len).min(crate::gramindex::GRAM))]
+    BadKeyWindow {
+        index: usize,
+        start: u16,
+        len: usize,
+    },
     #[error("{what} {index} is out of range (the pack has {count})")]
     RefOutOfRange {
         what: &'static str,

@@ -1,11 +1,11 @@
 //! The pack container: its byte layout, the encoder and the structural decoder.
 //!
-//! Layout (all integers little-endian; format version 1):
+//! Layout (all integers little-endian; format version 2):
 //!
 //! ```text
 //! header    magic "BWPK" | u16 format version | u16 flags (0) | u32 total length | [32] schema hash
 //!           u8 event type count, then per type: u8 event type id, u8 field count
-//! strings   u32 count, then per string: u32 length, bytes (UTF-8)
+//! strings   u32 count, then per string: u32 length, u16 key window start, bytes (UTF-8)
 //! sets      u32 count, then per set: u32 item count, u32 string index per item
 //! ints      u32 count, then u64 per integer
 //! regexes   u32 count, then per regex: u32 length, a serialized sparse DFA (regex-automata)
@@ -17,6 +17,11 @@
 //!             u32 instruction count, 8 bytes per instruction (see `insn`)
 //! checksum  [32] SHA-256 of every byte before it
 //! ```
+//!
+//! A string's key window is the window of up to 3 bytes a prefilter keys it by when it is an
+//! anchor or an item of a set tested with `contains` (`gramindex`): the compiler picks the least
+//! common one; the verifier only checks it lies inside the string (any window finds the same
+//! occurrences), so loading does not choose them again.
 //!
 //! Decoding here is structural only (lengths, counts, bounds of the container): it yields a
 //! [`RawPack`] that may still be unsafe to run. Only `verify` turns bytes into runnable content.
@@ -31,7 +36,7 @@ use crate::limits;
 /// The magic bytes that open every pack.
 pub const MAGIC: [u8; 4] = *b"BWPK";
 /// The format version this crate writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 /// Bytes of the checksum trailer.
 pub const CHECKSUM_BYTES: usize = 32;
 /// Bytes of the fixed part of the header.
@@ -94,11 +99,13 @@ pub struct RawPack {
 }
 
 /// The pack's constant strings, in one allocation: string `i` is
-/// `bytes[ends[i - 1]..ends[i]]` (from 0 for the first). Not checked UTF-8: the verifier does that.
+/// `bytes[ends[i - 1]..ends[i]]` (from 0 for the first), and its key window starts at
+/// `key_windows[i]`. Not checked UTF-8, nor the key windows: the verifier does that.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct StringTable {
     bytes: Vec<u8>,
     ends: Vec<usize>,
+    key_windows: Vec<u16>,
 }
 
 impl StringTable {
@@ -107,13 +114,35 @@ impl StringTable {
         StringTable {
             bytes: Vec::with_capacity(bytes),
             ends: Vec::with_capacity(count),
+            key_windows: Vec::with_capacity(count),
         }
     }
 
-    /// Appends a string; its index is the previous [`StringTable::len`].
+    /// Appends a string with the key window the prefilter would choose for it; its index is the
+    /// previous [`StringTable::len`].
     pub fn push(&mut self, s: &[u8]) {
+        let start = crate::gramindex::key_window_start(s);
+        self.push_keyed(s, u16::try_from(start).unwrap_or(u16::MAX));
+    }
+
+    /// Appends a string whose key window starts at `key_window` (as decoded, unchecked).
+    pub fn push_keyed(&mut self, s: &[u8], key_window: u16) {
         self.bytes.extend_from_slice(s);
         self.ends.push(self.bytes.len());
+        self.key_windows.push(key_window);
+    }
+
+    /// Where string `index`'s key window starts, if there is such a string.
+    pub fn key_window(&self, index: usize) -> Option<u16> {
+        self.key_windows.get(index).copied()
+    }
+
+    /// Sets where string `index`'s key window starts (to write any bytes, valid or not, as the
+    /// assembler's raw access does).
+    pub fn set_key_window(&mut self, index: usize, start: u16) {
+        if let Some(k) = self.key_windows.get_mut(index) {
+            *k = start;
+        }
     }
 
     /// String `index`, if there is one.
@@ -212,8 +241,10 @@ impl RawPack {
             out.extend_from_slice(&[*id, *n]);
         }
         out.extend_from_slice(&len32(self.strings.len()).to_le_bytes());
-        for s in self.strings.iter() {
+        for (i, s) in self.strings.iter().enumerate() {
             out.extend_from_slice(&len32(s.len()).to_le_bytes());
+            let key = self.strings.key_window(i).unwrap_or(0);
+            out.extend_from_slice(&key.to_le_bytes());
             out.extend_from_slice(s);
         }
         out.extend_from_slice(&len32(self.sets.len()).to_le_bytes());
@@ -354,7 +385,7 @@ impl RawPack {
             event_types: et_offset,
             ..Offsets::default()
         };
-        let n = r.count("string count", limits::MAX_STRINGS, 4)?;
+        let n = r.count("string count", limits::MAX_STRINGS, 6)?;
         // A first pass sums the strings' lengths so their table is allocated once; a malformed
         // length stops it, and the second pass reports it.
         let mut total = 0usize;
@@ -366,7 +397,7 @@ impl RawPack {
             let Ok(len) = sizing.count("string length", limits::MAX_STRING_BYTES, 1) else {
                 break;
             };
-            if sizing.take(len, "string bytes").is_err() {
+            if sizing.take(2, "key window").is_err() || sizing.take(len, "string bytes").is_err() {
                 break;
             }
             total = total.saturating_add(len);
@@ -375,7 +406,8 @@ impl RawPack {
         for _ in 0..n {
             offsets.strings.push(r.pos);
             let len = r.count("string length", limits::MAX_STRING_BYTES, 1)?;
-            strings.push(r.take(len, "string bytes")?);
+            let key = r.u16("key window")?;
+            strings.push_keyed(r.take(len, "string bytes")?, key);
         }
         let n = r.count("set count", limits::MAX_SETS, 4)?;
         let mut sets = Vec::with_capacity(n);

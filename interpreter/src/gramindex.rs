@@ -137,19 +137,16 @@ fn commonness(b: u8) -> u32 {
     u32::from(COMMONNESS.get(usize::from(b)).copied().unwrap_or(0))
 }
 
-/// Where literal `lit` is keyed (the end of its key window: the whole literal when it is at
-/// most [`GRAM`] bytes long, else its least common window of [`GRAM`] bytes, the first of equals:
-/// windows of [`COMMON_TEXT`] last, then by the commonness of their bytes) and the hash of its
-/// folded bytes, in one pass.
-fn key_window_and_hash(lit: &[u8]) -> (usize, u64) {
-    let mut hash = FNV_OFFSET;
+/// Where literal `lit` is best keyed: the end of its key window, the whole literal when it is at
+/// most [`GRAM`] bytes long, else its least common window of [`GRAM`] bytes, the first of equals
+/// (windows of [`COMMON_TEXT`] last, then by the commonness of their bytes). The compiler records
+/// it in the pack for every string (`key_window_start`); loading only checks it.
+fn key_window_end(lit: &[u8]) -> usize {
     let mut best = (lit.len().min(GRAM), u32::MAX);
     let mut score = 0u32;
     let mut window = 0u64;
     for (i, &b) in lit.iter().enumerate() {
-        let folded = b.to_ascii_lowercase();
-        hash = (hash ^ u64::from(folded)).wrapping_mul(FNV_PRIME);
-        window = ((window << 8) | u64::from(folded)) & 0xFF_FFFF;
+        window = ((window << 8) | u64::from(b.to_ascii_lowercase())) & 0xFF_FFFF;
         score = score.saturating_add(commonness(b));
         if let Some(gone) = i.checked_sub(GRAM).and_then(|o| lit.get(o)) {
             score = score.saturating_sub(commonness(*gone));
@@ -167,12 +164,33 @@ fn key_window_and_hash(lit: &[u8]) -> (usize, u64) {
             }
         }
     }
-    (best.0, hash)
+    best.0
+}
+
+/// Where the key window [`key_window_end`] chooses for `lit` starts: what a pack records for
+/// each of its strings.
+pub(crate) fn key_window_start(lit: &[u8]) -> usize {
+    key_window_end(lit).saturating_sub(lit.len().min(GRAM))
+}
+
+/// A hash of a literal's folded bytes cheap enough to take of every literal at load: its length
+/// and its first and last eight bytes. Literals it confuses are still told apart when an index is
+/// built (their bytes are compared); it only brings equal literals together.
+fn literal_hash(lit: &[u8]) -> u64 {
+    let word = |b: &[u8]| {
+        b.iter()
+            .fold(0u64, |w, &c| (w << 8) | u64::from(c.to_ascii_lowercase()))
+    };
+    let head = word(lit.get(..8).unwrap_or(lit));
+    let tail = word(lit.get(lit.len().saturating_sub(8)..).unwrap_or(lit));
+    let len = u64::try_from(lit.len()).unwrap_or(u64::MAX);
+    (head.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ tail.rotate_left(29) ^ len)
+        .wrapping_mul(0xD6E8_FEB8_6659_FD93)
 }
 
 /// For a strided index: where the `STRIDE` consecutive windows a literal is keyed by end (the
 /// last of them), the span whose windows are least common by the same order as
-/// [`key_window_and_hash`]. `lit` is at least `GRAM + STRIDE - 1` bytes long.
+/// [`key_window_end`]. `lit` is at least `GRAM + STRIDE - 1` bytes long.
 fn key_span(lit: &[u8]) -> usize {
     // Rolling: the last `STRIDE` window scores and their sum.
     let mut recent = [0u32; STRIDE];
@@ -319,28 +337,29 @@ fn key_of_sort_key(sort_key: u64) -> u64 {
 }
 
 /// A literal to index: its text, the payload a scan reports for it, and its position in the
-/// pack's string table ([`NOT_A_STRING`] if it is not one), by which its key is computed once
-/// however many indexes it is in (most anchors are also items of their rule's sets).
+/// pack's string table ([`NOT_A_STRING`] if it is not one), by which its key window is looked up
+/// rather than chosen again.
 pub(crate) type Literal<'s> = (&'s str, u32, u32);
 
 /// The string position of a literal that is not in a string table.
 pub(crate) const NOT_A_STRING: u32 = u32::MAX;
 
 /// Buffers reused by every index built from strings that live for `'s`, so building hundreds of
-/// indexes allocates them once, and each string's key window and hash, once computed.
+/// indexes allocates them once, and where each string's key window ends.
 #[derive(Debug, Default)]
 pub(crate) struct GramScratch<'s> {
     literals: Vec<(&'s [u8], u32, u32)>,
     items: Vec<Item>,
-    /// By string position: (key window end, hash), the end `u32::MAX` until computed.
-    keys: Vec<(u32, u64)>,
+    /// By string position: where its key window ends (checked to lie inside the string).
+    key_ends: Vec<u32>,
 }
 
 impl GramScratch<'_> {
-    /// Scratch for literals from a string table of `strings` strings.
-    pub(crate) fn for_strings(strings: usize) -> Self {
+    /// Scratch for literals from a string table whose strings' key windows end at `key_ends`
+    /// (each inside its string, at least [`GRAM`] bytes in or the whole string).
+    pub(crate) fn for_strings(key_ends: Vec<u32>) -> Self {
         GramScratch {
-            keys: alloc::vec![(u32::MAX, 0); strings],
+            key_ends,
             ..GramScratch::default()
         }
     }
@@ -395,7 +414,7 @@ impl GramStore {
         let GramScratch {
             literals: lits_in,
             items,
-            keys,
+            key_ends,
         } = scratch;
         lits_in.clear();
         items.clear();
@@ -411,18 +430,11 @@ impl GramStore {
             && !lits_in.is_empty()
             && lits_in.iter().all(|(l, _, _)| l.len() >= STRIDED_MIN_LEN);
         for (at, &(lit, _, string)) in lits_in.iter().enumerate() {
-            let cached = keys.get_mut(usize::try_from(string).unwrap_or(usize::MAX));
-            let (end, hash) = match cached {
-                Some(&mut (end, hash)) if end != u32::MAX => {
-                    (usize::try_from(end).unwrap_or(0), hash)
-                }
-                Some(slot) => {
-                    let (end, hash) = key_window_and_hash(lit);
-                    *slot = (pos(end), hash);
-                    (end, hash)
-                }
-                None => key_window_and_hash(lit),
+            let end = match key_ends.get(usize::try_from(string).unwrap_or(usize::MAX)) {
+                Some(&end) => usize::try_from(end).unwrap_or(0),
+                None => key_window_end(lit),
             };
+            let hash = literal_hash(lit);
             let ends = if strided {
                 let last = key_span(lit);
                 last.saturating_add(1).saturating_sub(STRIDE)..last.saturating_add(1)
@@ -889,14 +901,14 @@ mod tests {
     #[test]
     fn key_window_is_the_least_common() {
         // Short literals are their own key.
-        assert_eq!(key_window_and_hash(b"ab").0, 2);
-        assert_eq!(key_window_and_hash(b"abc").0, 3);
+        assert_eq!(key_window_end(b"ab"), 2);
+        assert_eq!(key_window_end(b"abc"), 3);
         // `zqj` beats every window of common bytes; the first of equal windows wins.
-        assert_eq!(key_window_and_hash(b"eeezqjeee").0, 6);
-        assert_eq!(key_window_and_hash(b"zqjzqj").0, 3);
+        assert_eq!(key_window_end(b"eeezqjeee"), 6);
+        assert_eq!(key_window_end(b"zqjzqj"), 3);
         // Windows of common Windows text come last even if their bytes are rarer: `86)` of
         // `(x86)` loses to `6)e`, whose `e` is the most common letter.
-        assert_eq!(key_window_and_hash(b"(x86)e").0, 6);
+        assert_eq!(key_window_end(b"(x86)e"), 6);
         assert!(commonness(b'8') < commonness(b'e'));
     }
 
@@ -924,16 +936,23 @@ mod tests {
             proptest::prop_assert_eq!(hits((&store, &ix), &text), naive(&lits, &text));
         }
 
-        /// Indexes sharing a store, and literals from one string table shared by indexes (their
-        /// keys computed once), each find their own literals, and only those.
+        /// Indexes sharing a store, and literals from one string table shared by indexes and
+        /// keyed by whichever of their windows the table says, each find their own literals,
+        /// and only those.
         #[test]
         fn indexes_in_one_store_keep_apart(
             pool in proptest::collection::vec("[abcAB.\\\\]{0,7}", 1..10),
+            picks in proptest::collection::vec(0usize..8, 10),
             sets in proptest::collection::vec(proptest::collection::vec(0usize..10, 0..8), 1..5),
             text in "[abcAB.\\\\x]{0,40}",
         ) {
             let mut store = GramStore::default();
-            let mut scratch = GramScratch::for_strings(pool.len());
+            // Any window of a string, not only the one the compiler would choose.
+            let ends = pool.iter().zip(&picks).map(|(s, pick)| {
+                let shortest = s.len().min(GRAM);
+                (shortest + pick % (s.len() - shortest + 1)) as u32
+            });
+            let mut scratch = GramScratch::for_strings(ends.collect());
             let lits: Vec<Vec<(&str, u32, u32)>> = sets
                 .iter()
                 .map(|set| {

@@ -27,8 +27,11 @@
 //! instructions: `exists F`, `empty F`, `set.OP[.cased] F SET`, `regex[.i] F RE`,
 //! `fieldeq[.cased] F G`, `int.{eq,lt,le,gt,ge} F N`, `not`, `const true|false`, `jt/jf/jmp L`,
 //! `ret`, and `raw OP A B C X` for any 8 bytes. `dfa HEX` adds a serialized regex DFA to the
-//! pack's table (the disassembler prints regexes this way, as their patterns are not kept). Header overrides for tests: `magic "XXXX"`,
-//! `format N`, `flags N`; rule overrides: `reserved N`, `level N`, `action N`, `event N`.
+//! pack's table (the disassembler prints regexes this way, as their patterns are not kept).
+//! `keywindow "TEXT" N` keys the string by its window starting at byte N instead of the one the
+//! compiler chooses (the disassembler prints any such string this way). Header overrides for
+//! tests: `magic "XXXX"`, `format N`, `flags N`; rule overrides: `reserved N`, `level N`,
+//! `action N`, `event N`.
 
 use alloc::collections::BTreeMap;
 use alloc::format;
@@ -253,6 +256,15 @@ pub fn asm(text: &str) -> Result<Vec<u8>, AsmError> {
                     .ok_or_else(|| err(format!("bad flags {w}")))?
             }
             ("checksum", [Tok::Word(w)]) if w == "bad" => checksum_bad = true,
+            ("keywindow", [Tok::Str(text), Tok::Word(w)]) => {
+                let start = parse_num(w)
+                    .and_then(|v| u16::try_from(v).ok())
+                    .ok_or_else(|| err(format!("bad key window start {w}")))?;
+                let index = a.b.string(text);
+                a.b.raw_mut()
+                    .strings
+                    .set_key_window(usize::try_from(index).unwrap_or(usize::MAX), start);
+            }
             ("dfa", [Tok::Word(h)]) => {
                 let bytes = unhex(h)
                     .ok_or_else(|| err(String::from("dfa takes the DFA's bytes in hex")))?;
@@ -634,6 +646,14 @@ fn disasm_raw(raw: &RawPack) -> String {
             None => {
                 let _ = writeln!(o, "event {id} fields {n}");
             }
+        }
+    }
+    // Key windows other than the one the compiler would choose (any inside the string is valid).
+    for (i, bytes) in raw.strings.iter().enumerate() {
+        let start = raw.strings.key_window(i).unwrap_or(0);
+        let chosen = crate::gramindex::key_window_start(bytes);
+        if let (Ok(text), false) = (core::str::from_utf8(bytes), usize::from(start) == chosen) {
+            let _ = writeln!(o, "keywindow {} {start}", quote(text));
         }
     }
     for (i, r) in raw.regexes.iter().enumerate() {

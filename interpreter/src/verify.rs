@@ -11,7 +11,7 @@ use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use crate::gramindex::{GramIndex, GramScratch, GramStore, Literal};
+use crate::gramindex::{GramIndex, GramScratch, GramStore, Literal, GRAM};
 use crate::setindex::{AffixStore, SetIndex, SetUse, INDEX_MIN_ITEMS};
 use regex_automata::dfa::sparse;
 
@@ -284,12 +284,27 @@ impl Verifier<'_> {
             text: String::with_capacity(raw.strings.iter().map(<[u8]>::len).sum()),
             ends: Vec::with_capacity(raw.strings.len()),
         };
+        // Where each string's key window ends, once checked to lie inside it.
+        let mut key_ends: Vec<u32> = Vec::with_capacity(raw.strings.len());
         for (i, s) in raw.strings.iter().enumerate() {
             let at = raw.offsets.strings.get(i).copied().unwrap_or(0);
             match core::str::from_utf8(s) {
                 Ok(s) => strings.push(s),
                 Err(_) => return Err(VerifyError::at(at, ErrorKind::BadUtf8 { index: i })),
             }
+            let start = raw.strings.key_window(i).unwrap_or(u16::MAX);
+            let end = usize::from(start).saturating_add(s.len().min(GRAM));
+            if end > s.len() {
+                return Err(VerifyError::at(
+                    at.saturating_add(4),
+                    ErrorKind::BadKeyWindow {
+                        index: i,
+                        start,
+                        len: s.len(),
+                    },
+                ));
+            }
+            key_ends.push(u32::try_from(end).unwrap_or(u32::MAX));
         }
         for (i, set) in raw.sets.iter().enumerate() {
             let at = raw.offsets.sets.get(i).copied().unwrap_or(0);
@@ -389,7 +404,7 @@ impl Verifier<'_> {
             })
             .collect();
         let mut grams = GramStore::default();
-        let mut scratch = GramScratch::for_strings(raw.strings.len());
+        let mut scratch = GramScratch::for_strings(key_ends);
         for ((type_id, field), list) in anchors {
             let anchors = grams.add_for_every_event(list, &mut scratch);
             if let Some(ix) = by_type.get_mut(usize::from(type_id)) {

@@ -85,3 +85,44 @@ fn channel_291_error_names_rule_instruction_field_and_offset() {
         "{msg}"
     );
 }
+
+/// A string keyed by a window other than the one the compiler chooses still finds every
+/// occurrence; the disassembly keeps the window, and assembles to the same bytes.
+#[test]
+fn any_key_window_inside_the_string_works() {
+    use bulwark_interpreter::{Event, EventType, FieldValue};
+    let src = r#"
+keywindow "powershell" 7
+rule
+  id "test-rule"
+  title "test"
+  author "Bulwark tests"
+  level high
+  event process_creation
+  anchor CommandLine "powershell"
+  str.contains CommandLine "powershell"
+  ret
+end
+"#;
+    let pack = text::asm(src).unwrap();
+    let v = verify(&pack).unwrap();
+    let dis = text::disasm(&pack).unwrap();
+    assert!(dis.contains("keywindow \"powershell\" 7"), "{dis}");
+    assert_eq!(text::asm(&dis).unwrap(), pack);
+    let t = EventType::ProcessCreation;
+    let field = t
+        .fields()
+        .iter()
+        .position(|f| f.name == "CommandLine")
+        .unwrap();
+    for (cmd, want) in [
+        ("C:\\x\\PowerShell.exe -enc", 1),
+        ("powershel", 0),
+        ("xpowershell", 1),
+    ] {
+        let mut values = vec![FieldValue::Absent; usize::from(t.field_count())];
+        values[field] = FieldValue::Str(cmd);
+        let ev = Event::new(t, &values).unwrap();
+        assert_eq!(v.evaluate(&ev, &mut |_| {}).matches, want, "{cmd}");
+    }
+}
