@@ -187,6 +187,142 @@ impl<S: AsRef<[u8]>> FromIterator<S> for StringTable {
     }
 }
 
+/// Lists of `T` in one allocation: list `i` is `items[ends[i - 1]..ends[i]]` (from 0 for the
+/// first), as in [`StringTable`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Ragged<T> {
+    items: Vec<T>,
+    ends: Vec<usize>,
+}
+
+impl<T> Default for Ragged<T> {
+    fn default() -> Self {
+        Ragged {
+            items: Vec::new(),
+            ends: Vec::new(),
+        }
+    }
+}
+
+impl<T> Ragged<T> {
+    fn with_capacity(lists: usize) -> Self {
+        Ragged {
+            items: Vec::new(),
+            ends: Vec::with_capacity(lists),
+        }
+    }
+
+    /// Ends the list being built: the items pushed since the last end are list [`Ragged::len`].
+    fn end_list(&mut self) {
+        self.ends.push(self.items.len());
+    }
+
+    /// Adds a list of the items `fill` pushes, if it returns `true`; if not, drops them.
+    pub(crate) fn push_list_with(&mut self, fill: impl FnOnce(&mut Vec<T>) -> bool) -> bool {
+        let start = self.items.len();
+        if fill(&mut self.items) {
+            self.end_list();
+            true
+        } else {
+            self.items.truncate(start);
+            false
+        }
+    }
+
+    /// List `index`, if there is one.
+    pub(crate) fn get(&self, index: usize) -> Option<&[T]> {
+        self.items.get(span(&self.ends, index)?)
+    }
+
+    /// How many lists there are.
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// The lists in index order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &[T]> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+}
+
+/// One rule as decoded for the verifier: [`RawRule`] without its lists, which are the rule's
+/// entries in the [`FlatPack`]'s tables.
+#[derive(Clone, Debug)]
+pub(crate) struct FlatRule {
+    pub(crate) event_type: u8,
+    pub(crate) level: u8,
+    pub(crate) action: u8,
+    pub(crate) reserved: u8,
+    pub(crate) id: u32,
+    pub(crate) title: u32,
+    pub(crate) author: u32,
+    pub(crate) offset: usize,
+    pub(crate) code_offset: usize,
+}
+
+/// A pack's contents as the verifier reads them: a [`RawPack`] whose sets and whose rules'
+/// tags, anchors and code are each one table, so decoding costs a few allocations, not a few
+/// per rule (in the driver every allocation is a pool allocation).
+#[derive(Clone, Debug)]
+pub(crate) struct FlatPack {
+    pub(crate) magic: [u8; 4],
+    pub(crate) format_version: u16,
+    pub(crate) flags: u16,
+    pub(crate) schema_hash: [u8; 32],
+    pub(crate) event_types: Vec<(u8, u8)>,
+    pub(crate) strings: StringTable,
+    pub(crate) sets: Ragged<u32>,
+    pub(crate) ints: Vec<u64>,
+    pub(crate) regexes: Vec<Vec<u8>>,
+    pub(crate) rules: Vec<FlatRule>,
+    /// By rule index.
+    pub(crate) tags: Ragged<u32>,
+    /// By rule index.
+    pub(crate) anchors: Ragged<(u8, u32)>,
+    /// By rule index.
+    pub(crate) code: Ragged<RawInsn>,
+    pub(crate) offsets: Offsets,
+}
+
+impl FlatPack {
+    /// The same content with a vector per set and per rule list.
+    fn into_raw(self) -> RawPack {
+        let list = |r: &Ragged<u32>, i: usize| r.get(i).unwrap_or(&[]).to_vec();
+        let rules = self
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| RawRule {
+                event_type: r.event_type,
+                level: r.level,
+                action: r.action,
+                reserved: r.reserved,
+                id: r.id,
+                title: r.title,
+                author: r.author,
+                tags: list(&self.tags, i),
+                anchors: self.anchors.get(i).unwrap_or(&[]).to_vec(),
+                code: self.code.get(i).unwrap_or(&[]).to_vec(),
+                offset: r.offset,
+                code_offset: r.code_offset,
+            })
+            .collect();
+        RawPack {
+            magic: self.magic,
+            format_version: self.format_version,
+            flags: self.flags,
+            schema_hash: self.schema_hash,
+            event_types: self.event_types,
+            strings: self.strings,
+            sets: self.sets.iter().map(<[u32]>::to_vec).collect(),
+            ints: self.ints,
+            regexes: self.regexes,
+            rules,
+            offsets: self.offsets,
+        }
+    }
+}
+
 /// Where things were found, for error messages.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Offsets {
@@ -303,12 +439,12 @@ impl RawPack {
     /// Structurally decodes a pack: header, counts, lengths and the checksum. Every count is
     /// checked against the fixed limits before anything is allocated for it.
     pub fn decode(bytes: &[u8]) -> Result<RawPack, VerifyError> {
-        Self::decode_hashed(bytes).map(|(raw, _)| raw)
+        Self::decode_flat(bytes).map(|(flat, _)| flat.into_raw())
     }
 
-    /// [`RawPack::decode`], also returning the SHA-256 of all of `bytes` (the pack's content
-    /// hash), computed in the same pass as the checksum.
-    pub(crate) fn decode_hashed(bytes: &[u8]) -> Result<(RawPack, [u8; 32]), VerifyError> {
+    /// [`RawPack::decode`] into a [`FlatPack`], also returning the SHA-256 of all of `bytes`
+    /// (the pack's content hash), computed in the same pass as the checksum.
+    pub(crate) fn decode_flat(bytes: &[u8]) -> Result<(FlatPack, [u8; 32]), VerifyError> {
         if bytes.len() > limits::MAX_PACK_BYTES {
             return Err(VerifyError::at(
                 0,
@@ -410,15 +546,15 @@ impl RawPack {
             strings.push_keyed(r.take(len, "string bytes")?, key);
         }
         let n = r.count("set count", limits::MAX_SETS, 4)?;
-        let mut sets = Vec::with_capacity(n);
+        let mut sets = Ragged::with_capacity(n);
         for _ in 0..n {
             offsets.sets.push(r.pos);
             let m = r.count("set item count", limits::MAX_SET_ITEMS, 4)?;
-            let mut items = Vec::with_capacity(m);
+            sets.items.reserve(m);
             for _ in 0..m {
-                items.push(r.u32("set item")?);
+                sets.items.push(r.u32("set item")?);
             }
-            sets.push(items);
+            sets.end_list();
         }
         let n = r.count("integer count", limits::MAX_INTS, 8)?;
         let mut ints = Vec::with_capacity(n);
@@ -446,6 +582,9 @@ impl RawPack {
         }
         let n = r.count("rule count", limits::MAX_RULES, 24)?;
         let mut rules = Vec::with_capacity(n);
+        let mut tags = Ragged::with_capacity(n);
+        let mut anchors = Ragged::with_capacity(n);
+        let mut code = Ragged::with_capacity(n);
         let mut insn_total = 0usize;
         for index in 0..n {
             let offset = r.pos;
@@ -457,19 +596,19 @@ impl RawPack {
             let nt = r
                 .count16("tag count", limits::MAX_TAGS_PER_RULE)
                 .map_err(ctx)?;
-            let mut tags = Vec::with_capacity(nt);
             for _ in 0..nt {
-                tags.push(r.u32("tag").map_err(ctx)?);
+                tags.items.push(r.u32("tag").map_err(ctx)?);
             }
+            tags.end_list();
             let na = r
                 .count16("anchor count", limits::MAX_ANCHORS_PER_RULE)
                 .map_err(ctx)?;
-            let mut anchors = Vec::with_capacity(na);
             for _ in 0..na {
                 let f = r.u8("anchor field").map_err(ctx)?;
                 let s = r.u32("anchor string").map_err(ctx)?;
-                anchors.push((f, s));
+                anchors.items.push((f, s));
             }
+            anchors.end_list();
             let ni = r
                 .count(
                     "instruction count",
@@ -489,11 +628,13 @@ impl RawPack {
                 )));
             }
             let code_offset = r.pos;
-            let mut code = Vec::with_capacity(ni);
+            code.items.reserve(ni);
             for _ in 0..ni {
-                code.push(RawInsn::from_bytes(r.array("instruction").map_err(ctx)?));
+                code.items
+                    .push(RawInsn::from_bytes(r.array("instruction").map_err(ctx)?));
             }
-            rules.push(RawRule {
+            code.end_list();
+            rules.push(FlatRule {
                 event_type,
                 level,
                 action,
@@ -501,9 +642,6 @@ impl RawPack {
                 id,
                 title,
                 author,
-                tags,
-                anchors,
-                code,
                 offset,
                 code_offset,
             });
@@ -516,7 +654,7 @@ impl RawPack {
                 },
             ));
         }
-        let raw = RawPack {
+        let raw = FlatPack {
             magic,
             format_version,
             flags,
@@ -527,6 +665,9 @@ impl RawPack {
             ints,
             regexes,
             rules,
+            tags,
+            anchors,
+            code,
             offsets,
         };
         Ok((raw, content_hash))

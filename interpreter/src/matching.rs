@@ -69,13 +69,22 @@ pub enum GlobTok {
 /// backslash before any other character (or at the end) is itself literal, as in Sigma. `None` if
 /// the pattern is not UTF-8.
 pub fn parse_glob(pattern: &[u8]) -> Option<Vec<GlobTok>> {
-    let s = core::str::from_utf8(pattern).ok()?;
     let mut out = Vec::new();
+    parse_glob_into(pattern, &mut out).then_some(out)
+}
+
+/// [`parse_glob`], appending the tokens to `out` (which may hold other patterns' tokens); on
+/// failure `out` may hold some of this pattern's tokens, and the caller drops them.
+pub(crate) fn parse_glob_into(pattern: &[u8], out: &mut Vec<GlobTok>) -> bool {
+    let Ok(s) = core::str::from_utf8(pattern) else {
+        return false;
+    };
+    let start = out.len();
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
             '*' => {
-                if out.last() != Some(&GlobTok::Any) {
+                if out.len() == start || out.last() != Some(&GlobTok::Any) {
                     out.push(GlobTok::Any);
                 }
             }
@@ -90,7 +99,7 @@ pub fn parse_glob(pattern: &[u8]) -> Option<Vec<GlobTok>> {
             c => out.push(GlobTok::Lit(c)),
         }
     }
-    Some(out)
+    true
 }
 
 fn char_eq(a: char, b: char, case: Case) -> bool {
@@ -181,6 +190,13 @@ mod tests {
         assert!(!compare("äbc", StrOp::Eq, "Äbc", Case::Insensitive));
         assert!(compare("abc", StrOp::StartsWith, "AB", Case::Insensitive));
         assert!(!compare("a", StrOp::StartsWith, "ab", Case::Insensitive));
+    }
+
+    #[test]
+    fn a_pattern_appended_after_another_keeps_its_leading_star() {
+        let mut out = parse_glob(b"a*").unwrap();
+        assert!(parse_glob_into(b"*b", &mut out));
+        assert_eq!(out[2..], parse_glob(b"*b").unwrap()[..]);
     }
 
     #[test]

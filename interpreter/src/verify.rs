@@ -16,9 +16,9 @@ use crate::setindex::{AffixStore, SetIndex, SetUse, INDEX_MIN_ITEMS};
 use regex_automata::dfa::sparse;
 
 use crate::error::{ErrorKind, HexHash, VerifyError};
-use crate::format::{RawPack, RawRule};
+use crate::format::{FlatPack, FlatRule, Ragged, RawPack};
 use crate::insn::{op, Case, IntCmp, RawInsn, StrOp};
-use crate::matching::{parse_glob, GlobTok};
+use crate::matching::{parse_glob_into, GlobTok};
 use crate::schema::{schema_hash, EventType, FieldType};
 
 /// How severe a rule's detection is (Sigma's `level`).
@@ -151,7 +151,6 @@ pub(crate) struct Rule {
     pub(crate) id: u32,
     pub(crate) title: u32,
     pub(crate) author: u32,
-    pub(crate) tags: Vec<u32>,
     pub(crate) code_start: usize,
     pub(crate) code_len: usize,
 }
@@ -178,7 +177,9 @@ pub struct VerifiedPack {
     pub(crate) content_hash: [u8; 32],
     pub(crate) format_version: u16,
     pub(crate) strings: Strings,
-    pub(crate) sets: Vec<Vec<u32>>,
+    pub(crate) sets: Ragged<u32>,
+    /// Each rule's tags, by rule index.
+    pub(crate) tags: Ragged<u32>,
     /// For sets of [`INDEX_MIN_ITEMS`] items or more: an index, so `set.*` costs about one pass
     /// over the value instead of one per item.
     pub(crate) set_index: Vec<Option<SetIndex>>,
@@ -186,7 +187,7 @@ pub struct VerifiedPack {
     pub(crate) grams: GramStore,
     /// The affix tables of every set index.
     pub(crate) affixes: AffixStore,
-    pub(crate) globs: Vec<Vec<GlobTok>>,
+    pub(crate) globs: Ragged<GlobTok>,
     pub(crate) regexes: Vec<sparse::DFA<Vec<u8>>>,
     pub(crate) rules: Vec<Rule>,
     pub(crate) insns: Vec<Insn>,
@@ -218,18 +219,16 @@ impl Strings {
 
 /// Verifies a pack against the running sensor's built-in schema.
 pub fn verify(bytes: &[u8]) -> Result<VerifiedPack, VerifyError> {
-    let (raw, content_hash) = RawPack::decode_hashed(bytes)?;
+    let (raw, content_hash) = RawPack::decode_flat(bytes)?;
     let mut pack = Verifier { raw: &raw }.run(content_hash)?;
     // The verified sets and tags are the decoded ones: moved, not copied.
     pack.sets = raw.sets;
-    for (rule, decoded) in pack.rules.iter_mut().zip(raw.rules) {
-        rule.tags = decoded.tags;
-    }
+    pack.tags = raw.tags;
     Ok(pack)
 }
 
 struct Verifier<'r> {
-    raw: &'r RawPack,
+    raw: &'r FlatPack,
 }
 
 fn bit_words(rules: usize) -> usize {
@@ -329,7 +328,7 @@ impl Verifier<'_> {
 
         let mut rules = Vec::with_capacity(raw.rules.len());
         let mut insns = Vec::new();
-        let mut globs: Vec<Vec<GlobTok>> = Vec::new();
+        let mut globs: Ragged<GlobTok> = Ragged::default();
         let mut glob_ids: BTreeMap<u32, u32> = BTreeMap::new();
         // (event type, field) -> anchors: (literal, rule, string position)
         let mut anchors: BTreeMap<(u8, u8), Vec<Literal<'_>>> = BTreeMap::new();
@@ -353,11 +352,14 @@ impl Verifier<'_> {
             if r.reserved != 0 {
                 return Err(rule_at(ErrorKind::Reserved { found: r.reserved }));
             }
-            for s in [r.id, r.title, r.author].iter().chain(&r.tags) {
+            let code = raw.code.get(index).unwrap_or(&[]);
+            let rule_anchors = raw.anchors.get(index).unwrap_or(&[]);
+            let tags = raw.tags.get(index).unwrap_or(&[]);
+            for s in [r.id, r.title, r.author].iter().chain(tags) {
                 self.string_ref(*s).map_err(rule_at)?;
             }
             let rule_index = u32::try_from(index).unwrap_or(u32::MAX);
-            for (field, s) in &r.anchors {
+            for (field, s) in rule_anchors {
                 check_field(event_type, *field, Some(FieldType::Str), "an anchor")
                     .map_err(rule_at)?;
                 self.string_ref(*s).map_err(rule_at)?;
@@ -371,7 +373,7 @@ impl Verifier<'_> {
                     .or_default()
                     .push((lit, rule_index, *s));
             }
-            if r.anchors.is_empty() {
+            if rule_anchors.is_empty() {
                 if let Some(word) = always
                     .get_mut(usize::from(event_type.id()))
                     .and_then(|w| w.get_mut(index / 64))
@@ -380,7 +382,7 @@ impl Verifier<'_> {
                 }
             }
             let code_start = insns.len();
-            self.check_code(event_type, r, &mut insns, &mut globs, &mut glob_ids)
+            self.check_code(event_type, r, code, &mut insns, &mut globs, &mut glob_ids)
                 .map_err(ctx)?;
             rules.push(Rule {
                 event_type,
@@ -389,10 +391,8 @@ impl Verifier<'_> {
                 id: r.id,
                 title: r.title,
                 author: r.author,
-                // Moved in from the decoded rule once verification is done.
-                tags: Vec::new(),
                 code_start,
-                code_len: r.code.len(),
+                code_len: code.len(),
             });
         }
 
@@ -456,7 +456,8 @@ impl Verifier<'_> {
             set_index,
             grams,
             affixes,
-            sets: Vec::new(),
+            sets: Ragged::default(),
+            tags: Ragged::default(),
             globs,
             regexes,
             rules,
@@ -479,17 +480,18 @@ impl Verifier<'_> {
     fn check_code(
         &self,
         t: EventType,
-        r: &RawRule,
+        r: &FlatRule,
+        code: &[RawInsn],
         out: &mut Vec<Insn>,
-        globs: &mut Vec<Vec<GlobTok>>,
+        globs: &mut Ragged<GlobTok>,
         glob_ids: &mut BTreeMap<u32, u32>,
     ) -> Result<(), VerifyError> {
         let raw = self.raw;
-        if r.code.is_empty() {
+        if code.is_empty() {
             return Err(VerifyError::at(r.code_offset, ErrorKind::EmptyCode));
         }
-        let n = r.code.len();
-        for (pc, insn) in r.code.iter().enumerate() {
+        let n = code.len();
+        for (pc, insn) in code.iter().enumerate() {
             let at = r
                 .code_offset
                 .saturating_add(pc.saturating_mul(RawInsn::SIZE));
@@ -559,9 +561,9 @@ impl Verifier<'_> {
                     let glob = match glob_ids.get(&x) {
                         Some(g) => *g,
                         None => {
-                            let toks =
-                                parse_glob(pattern).ok_or(err(ErrorKind::BadGlob { index: x }))?;
-                            globs.push(toks);
+                            if !globs.push_list_with(|out| parse_glob_into(pattern, out)) {
+                                return Err(err(ErrorKind::BadGlob { index: x }));
+                            }
                             let g =
                                 u32::try_from(globs.len().saturating_sub(1)).unwrap_or(u32::MAX);
                             glob_ids.insert(x, g);
@@ -749,7 +751,7 @@ impl VerifiedPack {
             action: r.action,
             event_type: r.event_type,
             pack: self,
-            tag_refs: &r.tags,
+            tag_refs: self.tags.get(index).unwrap_or(&[]),
         })
     }
 
