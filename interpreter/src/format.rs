@@ -98,13 +98,11 @@ pub struct RawPack {
     pub offsets: Offsets,
 }
 
-/// The pack's constant strings, in one allocation: string `i` is
-/// `bytes[ends[i - 1]..ends[i]]` (from 0 for the first), and its key window starts at
-/// `key_windows[i]`. Not checked UTF-8, nor the key windows: the verifier does that.
+/// The pack's constant strings, in one allocation (a [`Ragged`] of bytes), and where each one's
+/// key window starts. Not checked UTF-8, nor the key windows: the verifier does that.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct StringTable {
-    bytes: Vec<u8>,
-    ends: Vec<usize>,
+    strings: Ragged<u8>,
     key_windows: Vec<u16>,
 }
 
@@ -112,8 +110,10 @@ impl StringTable {
     /// An empty table with room for `count` strings of `bytes` bytes in total.
     pub fn with_capacity(count: usize, bytes: usize) -> StringTable {
         StringTable {
-            bytes: Vec::with_capacity(bytes),
-            ends: Vec::with_capacity(count),
+            strings: Ragged {
+                items: Vec::with_capacity(bytes),
+                ends: Vec::with_capacity(count),
+            },
             key_windows: Vec::with_capacity(count),
         }
     }
@@ -127,8 +127,8 @@ impl StringTable {
 
     /// Appends a string whose key window starts at `key_window` (as decoded, unchecked).
     pub fn push_keyed(&mut self, s: &[u8], key_window: u16) {
-        self.bytes.extend_from_slice(s);
-        self.ends.push(self.bytes.len());
+        self.strings.items.extend_from_slice(s);
+        self.strings.end_list();
         self.key_windows.push(key_window);
     }
 
@@ -147,17 +147,17 @@ impl StringTable {
 
     /// String `index`, if there is one.
     pub fn get(&self, index: usize) -> Option<&[u8]> {
-        self.bytes.get(span(&self.ends, index)?)
+        self.strings.get(index)
     }
 
     /// How many strings there are.
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.strings.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.strings.len() == 0
     }
 
     /// The strings in index order.
@@ -188,7 +188,7 @@ impl<S: AsRef<[u8]>> FromIterator<S> for StringTable {
 }
 
 /// Lists of `T` in one allocation: list `i` is `items[ends[i - 1]..ends[i]]` (from 0 for the
-/// first), as in [`StringTable`].
+/// first). The pack's strings, sets, and rules' lists are each one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Ragged<T> {
     items: Vec<T>,
