@@ -425,7 +425,8 @@ impl GramStore {
                 .map(|(s, payload, string)| (s.as_bytes(), payload, string)),
         );
         // Literals all long (hashes, long paths): each is keyed by `STRIDE` consecutive windows,
-        // so a scan need test only every `STRIDE`-th window of the text.
+        // so a scan need test only every `STRIDE`-th window of the text. Their spans are chosen
+        // here (few literals: the pack records one window per string, not a span).
         let strided = every_event
             && !lits_in.is_empty()
             && lits_in.iter().all(|(l, _, _)| l.len() >= STRIDED_MIN_LEN);
