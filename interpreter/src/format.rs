@@ -287,7 +287,6 @@ pub(crate) struct FlatPack {
 impl FlatPack {
     /// The same content with a vector per set and per rule list.
     fn into_raw(self) -> RawPack {
-        let list = |r: &Ragged<u32>, i: usize| r.get(i).unwrap_or(&[]).to_vec();
         let rules = self
             .rules
             .iter()
@@ -300,7 +299,7 @@ impl FlatPack {
                 id: r.id,
                 title: r.title,
                 author: r.author,
-                tags: list(&self.tags, i),
+                tags: self.tags.get(i).unwrap_or(&[]).to_vec(),
                 anchors: self.anchors.get(i).unwrap_or(&[]).to_vec(),
                 code: self.code.get(i).unwrap_or(&[]).to_vec(),
                 offset: r.offset,

@@ -87,13 +87,24 @@ const fn common_window_bit(window: u64) -> usize {
     (window.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize
 }
 
+/// Whether bit `bit` of the bit set `words` is set (false past its end).
+fn has_bit(words: &[u64], bit: usize) -> bool {
+    words
+        .get(bit / 64)
+        .is_some_and(|w| w & (1u64 << (bit % 64)) != 0)
+}
+
+/// Sets bit `bit` of the bit set `words` (nothing past its end).
+fn set_bit(words: &mut [u64], bit: usize) {
+    if let Some(w) = words.get_mut(bit / 64) {
+        *w |= 1u64 << (bit % 64);
+    }
+}
+
 /// Whether the (folded) 3-byte window is common in Windows process events (or shares its bit
 /// with one that is).
 fn common_window(window: u64) -> bool {
-    let bit = common_window_bit(window);
-    COMMON_WINDOWS
-        .get(bit / 64)
-        .is_some_and(|w| w & (1u64 << (bit % 64)) != 0)
+    has_bit(&COMMON_WINDOWS, common_window_bit(window))
 }
 
 /// Added to a window's score when it is a window of [`COMMON_TEXT`]: more than any byte
@@ -431,15 +442,15 @@ impl GramStore {
             && !lits_in.is_empty()
             && lits_in.iter().all(|(l, _, _)| l.len() >= STRIDED_MIN_LEN);
         for (at, &(lit, _, string)) in lits_in.iter().enumerate() {
-            let end = match key_ends.get(usize::try_from(string).unwrap_or(usize::MAX)) {
-                Some(&end) => usize::try_from(end).unwrap_or(0),
-                None => key_window_end(lit),
-            };
             let hash = literal_hash(lit);
             let ends = if strided {
                 let last = key_span(lit);
                 last.saturating_add(1).saturating_sub(STRIDE)..last.saturating_add(1)
             } else {
+                let end = match key_ends.get(usize::try_from(string).unwrap_or(usize::MAX)) {
+                    Some(&end) => usize::try_from(end).unwrap_or(0),
+                    None => key_window_end(lit),
+                };
                 end..end.saturating_add(1)
             };
             for end in ends {
@@ -498,12 +509,7 @@ impl GramStore {
             self.shorts
                 .resize(start.saturating_add(SHORT_TABLE_WORDS), 0);
             let table = self.shorts.get_mut(start..).unwrap_or(&mut []);
-            let mut set = |pair: u64| {
-                let pair = usize::try_from(pair & 0xFFFF).unwrap_or(0);
-                if let Some(w) = table.get_mut(pair / 64) {
-                    *w |= 1u64 << (pair % 64);
-                }
-            };
+            let mut set = |pair: u64| set_bit(table, usize::try_from(pair & 0xFFFF).unwrap_or(0));
             for e in self.entries.get(first_entry..).unwrap_or(&[]) {
                 match e.key >> 32 {
                     1 => (0..=255u64).for_each(|before| set((before << 8) | (e.key & 0xFF))),
@@ -531,8 +537,8 @@ impl GramStore {
             let h = hash(e.key);
             let b = usize::try_from(h >> bitmap_shift).unwrap_or(0);
             let in_short_table = short_start.is_some() && e.key >> 32 < GRAM as u64;
-            if let (Some(w), false) = (bitmap.get_mut(b / 64), in_short_table) {
-                *w |= 1u64 << (b % 64);
+            if !in_short_table {
+                set_bit(bitmap, b);
             }
             // At most half the slots are full, so an empty one is always found.
             let mut s = usize::try_from(h >> slot_shift).unwrap_or(0);
@@ -627,10 +633,10 @@ impl View<'_> {
     /// Whether the bitmap has the bit of a key whose hash is `h` (if not, no literal is keyed by
     /// it; if so, perhaps one is).
     fn maybe_has(&self, h: u64) -> bool {
-        let b = usize::try_from(h >> self.bitmap_shift).unwrap_or(0);
-        self.bitmap
-            .get(b / 64)
-            .is_some_and(|w| w & (1u64 << (b % 64)) != 0)
+        has_bit(
+            self.bitmap,
+            usize::try_from(h >> self.bitmap_shift).unwrap_or(0),
+        )
     }
 
     /// The entry for `key` (whose hash is `h`), if some literal is keyed by it.
@@ -686,11 +692,7 @@ impl View<'_> {
         for (i, &b) in text.iter().enumerate() {
             g = (g << 8) | u64::from(b.to_ascii_lowercase());
             let pair = usize::try_from(g & 0xFFFF).unwrap_or(0);
-            if table
-                .get(pair / 64)
-                .is_some_and(|w| w & (1u64 << (pair % 64)) != 0)
-                && self.found_short(g, text, i, on_hit)
-            {
+            if has_bit(table, pair) && self.found_short(g, text, i, on_hit) {
                 return true;
             }
             if LONG {
