@@ -37,8 +37,11 @@ pub const DEVICE_SDDL: &str = "D:P(A;;GA;;;SY)(A;;GA;;;BA)";
 
 /// Limits on everything that crosses the boundary.
 pub mod limits {
-    /// The largest signed envelope (pack plus signature header) a stage request may carry.
-    pub const MAX_STAGE_BYTES: usize = 8 * 1024 * 1024;
+    /// The largest signed envelope a stage request may carry: the largest pack (8 MiB, the
+    /// interpreter's `limits::MAX_PACK_BYTES`, the one size limit for packs everywhere) plus the
+    /// envelope's 152-byte signature header. It equals the loader's `MAX_ENVELOPE_BYTES` (this
+    /// crate depends on neither; `driver/core/tests/limits.rs` checks they agree).
+    pub const MAX_STAGE_BYTES: usize = 8 * 1024 * 1024 + 152;
     /// The most detection records one read may return.
     pub const MAX_DETECTIONS_PER_READ: u32 = 256;
     /// The most guard events one read may return.
