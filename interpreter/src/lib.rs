@@ -20,6 +20,7 @@
 extern crate alloc;
 
 pub mod build;
+mod dfa;
 pub mod error;
 pub mod event;
 pub mod format;

@@ -323,6 +323,7 @@ impl Verifier<'_> {
                     bytes.len().saturating_sub(used)
                 )));
             }
+            crate::dfa::check_searchable(&dfa).map_err(bad)?;
             regexes.push(dfa.to_owned());
         }
 
