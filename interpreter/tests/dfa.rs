@@ -33,7 +33,9 @@ fn pack(dfa: &[u8]) -> Vec<u8> {
 fn rejection(dfa: &[u8]) -> String {
     let p = pack(dfa);
     let at = RawPack::decode(&p).unwrap().offsets.regexes[0];
-    let e = verify(&p).err().expect("the pack must be rejected");
+    let Err(e) = verify(&p) else {
+        panic!("the pack must be rejected")
+    };
     assert_eq!(e.offset, at, "{e}");
     let msg = e.to_string();
     match e.kind {
