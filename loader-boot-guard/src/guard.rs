@@ -62,10 +62,20 @@ pub trait Store {
     }
 }
 
+/// The reason code of a refusal because the guard's records are unusable (lost, or for another
+/// channel): the driver refuses new content with it until an administrator acts.
+pub const CODE_RECORDS_UNUSABLE: u16 = 220;
+
 /// The records could not be used at all.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+// Made once, at start-up, and never moved in a loop: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum OpenError {
-    #[error("no valid guard record: slot A: {a}; slot B: {b}")]
+    /// Both slots are lost: damaged, unreadable, or one damaged and the other missing. The
+    /// anti-downgrade floor, last-known-good and the quarantine list are gone with them, so the
+    /// guard refuses to start from an empty state: no content runs and nothing can be staged until
+    /// an administrator re-creates the records with a floor ([`Guard::reset`]).
+    #[error("guard records lost: slot A: {a}; slot B: {b}; the anti-downgrade floor, last-known-good and quarantine list are gone, so no content runs and new content is refused until an administrator resets the records with a floor")]
     NoValidRecord { a: SlotProblem, b: SlotProblem },
     #[error(
         "the guard records are for channel {records}, the configuration says channel {config}"
@@ -78,7 +88,7 @@ pub enum OpenError {
 /// What was wrong with one record slot.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SlotProblem {
-    #[error("empty")]
+    #[error("missing (empty or absent)")]
     Empty,
     #[error("cannot be read: {0}")]
     Store(StoreError),
@@ -86,12 +96,75 @@ pub enum SlotProblem {
     Record(RecordError),
 }
 
+impl SlotProblem {
+    /// A stable code for events: 1 missing, 2 unreadable, 3 wrong length, 4 bad magic,
+    /// 5 unsupported version, 6 bad CRC, 7 not canonical, 8 bad field, 9 inconsistent.
+    pub fn code(&self) -> u8 {
+        match self {
+            SlotProblem::Empty => 1,
+            SlotProblem::Store(_) => 2,
+            SlotProblem::Record(r) => match r {
+                RecordError::WrongLength { .. } => 3,
+                RecordError::BadMagic { .. } => 4,
+                RecordError::UnsupportedVersion { .. } => 5,
+                RecordError::BadCrc { .. } => 6,
+                RecordError::NonCanonical { .. } => 7,
+                RecordError::BadField { .. } => 8,
+                RecordError::Inconsistent { .. } => 9,
+            },
+        }
+    }
+
+    /// A short description of a [`code`](SlotProblem::code), for output.
+    pub fn code_name(code: u8) -> &'static str {
+        match code {
+            1 => "missing",
+            2 => "unreadable",
+            3 => "wrong length",
+            4 => "bad magic",
+            5 => "unsupported version",
+            6 => "bad checksum",
+            7 => "not canonical",
+            8 => "bad field",
+            9 => "inconsistent fields",
+            _ => "not trusted",
+        }
+    }
+
+    /// The byte offset the problem was found at, if any.
+    pub fn offset(&self) -> Option<usize> {
+        match self {
+            SlotProblem::Record(r) => r.offset(),
+            _ => None,
+        }
+    }
+
+    /// The `detail` of a [`EventKind::RecordRecovered`] event for this problem in `slot`.
+    pub fn event_detail(&self, slot: Slot) -> u32 {
+        let offset = self
+            .offset()
+            .and_then(|o| u32::try_from(o).ok())
+            .filter(|o| *o <= 0xffff)
+            .unwrap_or(0);
+        slot_code(slot) | (u32::from(self.code()) << 8) | (offset << 16)
+    }
+}
+
+fn slot_code(slot: Slot) -> u32 {
+    match slot {
+        Slot::A => 1,
+        Slot::B => 2,
+    }
+}
+
 /// How the records were read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recovery {
     /// The slot whose record is in use (`None`: no record yet, a fresh state).
     pub used: Option<Slot>,
-    /// A slot that held something that failed its checks and was not trusted, and why.
+    /// A slot that was not trusted, and why: it held something that failed its checks, or it is
+    /// missing although the record in use shows it was written before (slot A is written first,
+    /// slot B second).
     pub rejected: Option<(Slot, SlotProblem)>,
 }
 
@@ -141,30 +214,23 @@ pub struct Guard<S: Store> {
 
 impl<S: Store> Guard<S> {
     /// Reads the records: the valid slot with the higher sequence number wins; a slot that fails
-    /// its length, magic, version, CRC or field checks is never trusted. No record at all is a
-    /// fresh state. Call once at driver start, before [`Guard::boot`].
-    pub fn open(mut store: S, config: Config) -> Result<Guard<S>, OpenError> {
-        let config = config.validate()?;
-        let mut buf = Vec::new();
-        let mut read = |slot: Slot| -> Result<State, SlotProblem> {
-            store
-                .read_record(slot, &mut buf, RECORD_BYTES)
-                .map_err(SlotProblem::Store)?;
-            if buf.is_empty() {
-                return Err(SlotProblem::Empty);
-            }
-            let state = record::decode(&buf).map_err(SlotProblem::Record)?;
-            if Slot::for_seq(state.seq) != slot {
-                return Err(SlotProblem::Record(RecordError::BadField {
-                    field: "sequence number (wrong slot)",
-                    offset: 8,
-                    value: state.seq,
-                }));
-            }
-            Ok(state)
+    /// its length, magic, version, CRC, field or consistency checks ([`record::check`]) is never
+    /// trusted. Both slots missing is a fresh state (nothing was ever written). Both slots lost,
+    /// or one lost and the other missing, is [`OpenError::NoValidRecord`]: nothing is written,
+    /// and the records stay unusable until [`Guard::reset`]. Call once at driver start, before
+    /// [`Guard::boot`].
+    pub fn open(store: S, config: Config) -> Result<Guard<S>, OpenError> {
+        Guard::try_open(store, config).map_err(|(e, _)| e)
+    }
+
+    /// [`Guard::open`], giving the store back on failure (the driver keeps it for an
+    /// administrator's [`Guard::reset`]).
+    pub fn try_open(mut store: S, config: Config) -> Result<Guard<S>, (OpenError, S)> {
+        let config = match config.validate() {
+            Ok(c) => c,
+            Err(e) => return Err((e.into(), store)),
         };
-        let a = read(Slot::A);
-        let b = read(Slot::B);
+        let (a, b) = read_slots(&mut store);
         let mut older = [None, None];
         let (state, recovery) = match (a, b) {
             (Ok(a), Ok(b)) => {
@@ -188,6 +254,15 @@ impl<S: Store> Guard<S> {
                     )
                 }
             }
+            // Slot A holds the first record (sequence 1) and slot B the second: B missing next to
+            // a later record in A, or A missing at all, means a written slot was erased.
+            (Ok(a), Err(SlotProblem::Empty)) if a.seq == 1 => (
+                a,
+                Recovery {
+                    used: Some(Slot::A),
+                    rejected: None,
+                },
+            ),
             (Ok(a), Err(p)) => (a, recovery(Slot::A, Slot::B, p)),
             (Err(p), Ok(b)) => (b, recovery(Slot::B, Slot::A, p)),
             (Err(SlotProblem::Empty), Err(SlotProblem::Empty)) => (
@@ -197,22 +272,21 @@ impl<S: Store> Guard<S> {
                     rejected: None,
                 },
             ),
-            // Writes alternate A, B, A...: with B never written, A held at most the first record,
-            // and the state before it was the fresh one.
-            (Err(p @ SlotProblem::Record(_)), Err(SlotProblem::Empty)) => (
-                State::new(config.channel),
-                Recovery {
-                    used: None,
-                    rejected: Some((Slot::A, p)),
-                },
-            ),
-            (Err(a), Err(b)) => return Err(OpenError::NoValidRecord { a, b }),
+            // Everything else is lost records, including one slot damaged and the other missing:
+            // that is what a torn first write looks like, but also what erasing one slot and
+            // corrupting the other looks like, and starting from an empty state would drop the
+            // floor, last-known-good and the quarantine list. The guard cannot tell the two apart,
+            // so it stops and an administrator decides.
+            (Err(a), Err(b)) => return Err((OpenError::NoValidRecord { a, b }, store)),
         };
         if state.channel != config.channel {
-            return Err(OpenError::ChannelMismatch {
-                records: state.channel,
-                config: config.channel,
-            });
+            return Err((
+                OpenError::ChannelMismatch {
+                    records: state.channel,
+                    config: config.channel,
+                },
+                store,
+            ));
         }
         let mut guard = Guard {
             store,
@@ -222,11 +296,8 @@ impl<S: Store> Guard<S> {
             running_secs: 0,
             older,
         };
-        if let Some((slot, _)) = &guard.recovery.rejected {
-            let detail = match slot {
-                Slot::A => 1,
-                Slot::B => 2,
-            };
+        if let Some((slot, problem)) = &guard.recovery.rejected {
+            let detail = problem.event_detail(*slot);
             guard
                 .state
                 .push_event(0, EventKind::RecordRecovered, detail, ContentId::NONE);
@@ -237,6 +308,75 @@ impl<S: Store> Guard<S> {
             .flatten()
             .collect();
         let _ = guard.store.retain_blobs(&keep);
+        Ok(guard)
+    }
+
+    /// The administrator's action after the records were lost: re-creates them with the
+    /// anti-downgrade floor `floor` (the newest content version already accepted: only newer
+    /// versions can be staged afterwards) and nothing else: no last-known-good, no candidate, an
+    /// empty quarantine list, and one [`EventKind::RecordsReset`] event naming the floor and what
+    /// was wrong with each slot. The new record is written to slot A and then slot B (a failure
+    /// of the second write is left for the next write to repair). Refused, with nothing written,
+    /// when the records are usable ([`ResetError::RecordsUsable`]: a reset never lowers the floor
+    /// of valid records) or belong to another channel; allowed when no record was ever written
+    /// (an installation can set its first floor). Stored envelopes are not read; those no record
+    /// names are deleted at the next [`Guard::open`].
+    pub fn reset(
+        store: S,
+        config: Config,
+        floor: u64,
+        now: u64,
+    ) -> Result<Guard<S>, (ResetError, S)> {
+        let config = match config.validate() {
+            Ok(c) => c,
+            Err(e) => return Err((ResetError::Open(e.into()), store)),
+        };
+        let (store, a, b) = match Guard::try_open(store, config) {
+            // Never written: an installation sets its first floor.
+            Ok(g) if g.state.seq == 0 => (g.store, 0u8, 0u8),
+            Ok(g) => {
+                let err = ResetError::RecordsUsable {
+                    slot: g.recovery.used.map_or("none", Slot::name),
+                    seq: g.state.seq,
+                    newest: g.state.newest,
+                };
+                return Err((err, g.store));
+            }
+            Err((OpenError::NoValidRecord { a, b }, store)) => (store, a.code(), b.code()),
+            Err((e, store)) => return Err((ResetError::Open(e), store)),
+        };
+        let mut state = State::new(config.channel);
+        state.newest = floor;
+        state.push_event(
+            now,
+            EventKind::RecordsReset,
+            u32::from(a) | (u32::from(b) << 8),
+            ContentId {
+                version: floor,
+                hash: [0; 32],
+            },
+        );
+        let mut guard = Guard {
+            store,
+            config,
+            state: Box::new(state),
+            recovery: Recovery {
+                used: None,
+                rejected: None,
+            },
+            running_secs: 0,
+            older: [None, None],
+        };
+        for _ in 0..2 {
+            let next = guard.draft();
+            match guard.try_commit(next) {
+                Ok(()) => guard.recovery.used = Some(Slot::for_seq(guard.state.seq)),
+                Err((e, _)) if guard.state.seq == 0 => {
+                    return Err((ResetError::Store(e), guard.store))
+                }
+                Err(_) => break,
+            }
+        }
         Ok(guard)
     }
 
@@ -521,10 +661,198 @@ fn refs(state: &State) -> [Option<ContentId>; 2] {
 fn recovery(used: Slot, other: Slot, problem: SlotProblem) -> Recovery {
     Recovery {
         used: Some(used),
-        rejected: match problem {
-            SlotProblem::Empty => None,
-            p => Some((other, p)),
-        },
+        rejected: Some((other, problem)),
+    }
+}
+
+/// Reads and decodes both record slots.
+fn read_slots<S: Store>(store: &mut S) -> (Result<State, SlotProblem>, Result<State, SlotProblem>) {
+    let mut buf = Vec::new();
+    let mut read = |slot: Slot| -> Result<State, SlotProblem> {
+        store
+            .read_record(slot, &mut buf, RECORD_BYTES)
+            .map_err(SlotProblem::Store)?;
+        if buf.is_empty() {
+            return Err(SlotProblem::Empty);
+        }
+        let state = record::decode(&buf).map_err(SlotProblem::Record)?;
+        if Slot::for_seq(state.seq) != slot {
+            return Err(SlotProblem::Record(RecordError::BadField {
+                field: "sequence number (wrong slot)",
+                offset: 8,
+                value: state.seq,
+            }));
+        }
+        Ok(state)
+    };
+    let a = read(Slot::A);
+    let b = read(Slot::B);
+    (a, b)
+}
+
+/// Why [`Guard::reset`] refused. Each variant has a stable [`code`](ResetError::code).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResetError {
+    #[error("the guard records are usable (slot {slot}, sequence {seq}, newest accepted version {newest}): a reset only re-creates lost records, it never lowers the floor of valid ones")]
+    RecordsUsable {
+        slot: &'static str,
+        seq: u64,
+        newest: u64,
+    },
+    #[error("{0}")]
+    Open(OpenError),
+    #[error("could not write the new record: {0}")]
+    Store(StoreError),
+    #[error("{0}")]
+    Request(ResetRequestError),
+}
+
+impl ResetError {
+    /// A stable reason code: 230 records usable, 231 records unusable for another reason
+    /// (channel or configuration), 232 a malformed reset request, 200 store failure.
+    pub fn code(&self) -> u16 {
+        match self {
+            ResetError::RecordsUsable { .. } => 230,
+            ResetError::Open(_) => 231,
+            ResetError::Request(_) => 232,
+            ResetError::Store(_) => 200,
+        }
+    }
+}
+
+/// An administrator's request to re-create lost guard records, as the driver takes it through its
+/// control device (which only SYSTEM and Administrators can open for writing): sent in place of
+/// an envelope with the stage request, and told apart from one by its magic.
+///
+/// Layout (integers little-endian), [`ResetRequest::BYTES`] bytes:
+///
+/// ```text
+/// 0   magic "BWRS"
+/// 4   u16 request version (1)
+/// 6   u16 flags (0)
+/// 8   u32 channel (must be the driver's)
+/// 12  u64 floor: the newest content version already accepted on the channel
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResetRequest {
+    /// The channel the records are for.
+    pub channel: u32,
+    /// The anti-downgrade floor: only content versions above it can be staged afterwards.
+    pub floor: u64,
+}
+
+/// A malformed [`ResetRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResetRequestError {
+    #[error("reset request is {len} bytes, expected {expected}")]
+    WrongLength { len: usize, expected: usize },
+    #[error("reset request field {field} at byte offset {offset} has invalid value {value}")]
+    BadField {
+        field: &'static str,
+        offset: usize,
+        value: u64,
+    },
+    #[error("reset request is for channel {request}, the guard's channel is {config}")]
+    ChannelMismatch { request: u32, config: u32 },
+}
+
+impl ResetRequest {
+    /// `BWRS`: the first four bytes of a reset request (an envelope starts with `BWSG`).
+    pub const MAGIC: [u8; 4] = *b"BWRS";
+    /// The request version this crate writes and reads.
+    pub const VERSION: u16 = 1;
+    /// The size of a request.
+    pub const BYTES: usize = 20;
+
+    /// Whether `bytes` claim to be a reset request (they start with its magic).
+    pub fn is_reset_request(bytes: &[u8]) -> bool {
+        bytes.get(..4) == Some(&ResetRequest::MAGIC[..])
+    }
+
+    /// The request's bytes.
+    pub fn encode(&self) -> [u8; ResetRequest::BYTES] {
+        let mut out = [0u8; ResetRequest::BYTES];
+        let parts: [&[u8]; 5] = [
+            &ResetRequest::MAGIC,
+            &ResetRequest::VERSION.to_le_bytes(),
+            &0u16.to_le_bytes(),
+            &self.channel.to_le_bytes(),
+            &self.floor.to_le_bytes(),
+        ];
+        let mut at = 0usize;
+        for p in parts {
+            let end = at.saturating_add(p.len());
+            if let Some(dst) = out.get_mut(at..end) {
+                dst.copy_from_slice(p);
+            }
+            at = end;
+        }
+        out
+    }
+
+    /// Parses a request (every field checked).
+    pub fn parse(bytes: &[u8]) -> Result<ResetRequest, ResetRequestError> {
+        let fixed: &[u8; ResetRequest::BYTES] =
+            bytes
+                .try_into()
+                .map_err(|_| ResetRequestError::WrongLength {
+                    len: bytes.len(),
+                    expected: ResetRequest::BYTES,
+                })?;
+        let [m0, m1, m2, m3, v0, v1, f0, f1, c0, c1, c2, c3, n0, n1, n2, n3, n4, n5, n6, n7] =
+            *fixed;
+        let magic = [m0, m1, m2, m3];
+        if magic != ResetRequest::MAGIC {
+            return Err(ResetRequestError::BadField {
+                field: "magic",
+                offset: 0,
+                value: u64::from(u32::from_le_bytes(magic)),
+            });
+        }
+        let version = u16::from_le_bytes([v0, v1]);
+        if version != ResetRequest::VERSION {
+            return Err(ResetRequestError::BadField {
+                field: "version",
+                offset: 4,
+                value: u64::from(version),
+            });
+        }
+        let flags = u16::from_le_bytes([f0, f1]);
+        if flags != 0 {
+            return Err(ResetRequestError::BadField {
+                field: "flags",
+                offset: 6,
+                value: u64::from(flags),
+            });
+        }
+        Ok(ResetRequest {
+            channel: u32::from_le_bytes([c0, c1, c2, c3]),
+            floor: u64::from_le_bytes([n0, n1, n2, n3, n4, n5, n6, n7]),
+        })
+    }
+}
+
+impl<S: Store> Guard<S> {
+    /// [`Guard::reset`] from an administrator's [`ResetRequest`] bytes: parsed, and its channel
+    /// checked against the configuration, before anything is read or written.
+    pub fn reset_from_request(
+        store: S,
+        config: Config,
+        request: &[u8],
+        now: u64,
+    ) -> Result<Guard<S>, (ResetError, S)> {
+        let r = match ResetRequest::parse(request) {
+            Ok(r) => r,
+            Err(e) => return Err((ResetError::Request(e), store)),
+        };
+        if r.channel != config.channel {
+            let e = ResetRequestError::ChannelMismatch {
+                request: r.channel,
+                config: config.channel,
+            };
+            return Err((ResetError::Request(e), store));
+        }
+        Guard::reset(store, config, r.floor, now)
     }
 }
 

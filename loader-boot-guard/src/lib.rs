@@ -56,8 +56,11 @@ pub mod state;
 
 pub use crc::crc32;
 pub use envelope::{open, seal, Admission, Header, KeyError, LoadError, Opened, TrustedKeys};
-pub use guard::{Boot, Guard, GuardError, OpenError, Recovery, SlotProblem, Store, StoreError};
-pub use record::{RecordError, Slot, RECORD_BYTES};
+pub use guard::{
+    Boot, Guard, GuardError, OpenError, Recovery, ResetError, ResetRequest, ResetRequestError,
+    SlotProblem, Store, StoreError, CODE_RECORDS_UNUSABLE,
+};
+pub use record::{FieldRef, RecordError, Slot, RECORD_BYTES};
 pub use state::{Active, Config, ConfigError, Decision, Event, EventKind, Reason, State};
 
 /// Content as the guard names it: its version and the SHA-256 of its pack (the same hash

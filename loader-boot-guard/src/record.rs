@@ -28,7 +28,9 @@
 use alloc::vec::Vec;
 
 use crate::crc::crc32;
-use crate::state::{Active, Event, EventKind, State, EMPTY_EVENT, MAX_EVENTS, MAX_QUARANTINE};
+use crate::state::{
+    Active, Event, EventKind, State, EMPTY_EVENT, MAX_EVENTS, MAX_QUARANTINE, MAX_THRESHOLD,
+};
 use crate::ContentId;
 
 /// `BWGR`: the first four bytes of every record.
@@ -89,6 +91,56 @@ pub enum RecordError {
         offset: usize,
         value: u64,
     },
+    /// Every field is valid on its own, but the fields contradict each other: the record is not
+    /// one this guard writes (tampered with, or written by a faulty guard) and is never trusted.
+    #[error("inconsistent record: {field} {relation} {other}: {rule}")]
+    Inconsistent {
+        /// The field found wrong.
+        field: FieldRef,
+        /// How it contradicts `other`.
+        relation: &'static str,
+        /// The field it contradicts.
+        other: FieldRef,
+        /// The invariant broken.
+        rule: &'static str,
+    },
+}
+
+impl RecordError {
+    /// The byte offset the problem was found at, if it names one.
+    pub fn offset(&self) -> Option<usize> {
+        match self {
+            RecordError::WrongLength { .. } => None,
+            RecordError::BadMagic { .. } => Some(0),
+            RecordError::UnsupportedVersion { .. } => Some(4),
+            RecordError::BadCrc { .. } => Some(CRC_AT),
+            RecordError::NonCanonical { offset } | RecordError::BadField { offset, .. } => {
+                Some(*offset)
+            }
+            RecordError::Inconsistent { field, .. } => Some(field.offset),
+        }
+    }
+}
+
+/// A record field named in an [`RecordError::Inconsistent`] error: its name, byte offset and
+/// (when it is a number) value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldRef {
+    /// The field's name.
+    pub name: &'static str,
+    /// Its byte offset in the record.
+    pub offset: usize,
+    /// Its value, when it is a number.
+    pub value: Option<u64>,
+}
+
+impl core::fmt::Display for FieldRef {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.value {
+            Some(v) => write!(f, "{} {v} (byte offset {})", self.name, self.offset),
+            None => write!(f, "{} (byte offset {})", self.name, self.offset),
+        }
+    }
 }
 
 struct W<'a> {
@@ -315,5 +367,222 @@ pub fn decode(bytes: &[u8]) -> Result<State, RecordError> {
     if let Some(offset) = canonical.iter().zip(bytes).position(|(a, b)| a != b) {
         return Err(RecordError::NonCanonical { offset });
     }
+    check(&state)?;
     Ok(state)
+}
+
+const NEWEST_AT: usize = 20;
+const FLAGS_AT: usize = 36;
+const ATTEMPTS_AT: usize = 37;
+const LKG_ATTEMPTS_AT: usize = 38;
+const ACTIVE_AT: usize = 39;
+const LKG_AT: usize = 40;
+const CANDIDATE_AT: usize = 80;
+const NEXT_EVENT_AT: usize = 124;
+const ENTRY_BYTES: usize = 40;
+/// Where a content id's hash starts, after its u64 version.
+const HASH_IN_ID: usize = 8;
+/// Where an event's content id starts.
+const CONTENT_IN_EVENT: usize = 24;
+const FLOOR_RULE: &str = "the anti-downgrade floor must be at least every version the record names";
+
+fn num(name: &'static str, offset: usize, value: u64) -> FieldRef {
+    FieldRef {
+        name,
+        offset,
+        value: Some(value),
+    }
+}
+
+fn hash_at(name: &'static str, offset: usize) -> FieldRef {
+    FieldRef {
+        name,
+        offset,
+        value: None,
+    }
+}
+
+fn inconsistent(
+    field: FieldRef,
+    relation: &'static str,
+    other: FieldRef,
+    rule: &'static str,
+) -> RecordError {
+    RecordError::Inconsistent {
+        field,
+        relation,
+        other,
+        rule,
+    }
+}
+
+fn entry_at(base: usize, i: usize, size: usize) -> usize {
+    base.saturating_add(i.saturating_mul(size))
+}
+
+/// Checks that a record's fields agree with each other, as they do in every record this guard
+/// writes; [`decode`] runs it on every record it reads. The anti-downgrade floor (the newest
+/// accepted version) is at least every version the record names: last-known-good, the candidate,
+/// every quarantine entry and the content of every event that names accepted content (a refusal
+/// or a failed store names content that was not accepted, so those are not counted). Content
+/// versions are at least 1 (the floor starts at 0 and an update must be above it). The candidate
+/// is newer than last-known-good and not quarantined; no pack is quarantined twice. What runs is
+/// present (and a running candidate has its attempt counted); attempt counters belong to content
+/// that is present and never exceed the largest threshold. The event ring holds exactly the
+/// newest events before the next event sequence number, with no gaps.
+pub fn check(state: &State) -> Result<(), RecordError> {
+    let newest = num("newest accepted version", NEWEST_AT, state.newest);
+    let flags = u64::from(state.lkg.is_some()) | (u64::from(state.candidate.is_some()) << 1);
+    let flags = num("flags", FLAGS_AT, flags);
+    let floor = |name: &'static str, offset: usize, version: u64| {
+        if version > state.newest {
+            Err(inconsistent(
+                newest,
+                "is below",
+                num(name, offset, version),
+                FLOOR_RULE,
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    if let Some(l) = state.lkg {
+        if l.version == 0 {
+            return Err(bad("last-known-good version", LKG_AT, 0));
+        }
+        floor("last-known-good version", LKG_AT, l.version)?;
+    }
+    if let Some(c) = state.candidate {
+        if c.version == 0 {
+            return Err(bad("candidate version", CANDIDATE_AT, 0));
+        }
+        floor("candidate version", CANDIDATE_AT, c.version)?;
+        if let Some(l) = state.lkg.filter(|l| c.version <= l.version) {
+            return Err(inconsistent(
+                num("candidate version", CANDIDATE_AT, c.version),
+                "is not above",
+                num("last-known-good version", LKG_AT, l.version),
+                "a candidate is always newer than last-known-good (it was accepted after it)",
+            ));
+        }
+    }
+    let (quarantine, events, next_event) = state.raw_parts();
+    for (i, q) in quarantine.iter().enumerate() {
+        let at = entry_at(QUARANTINE_AT, i, ENTRY_BYTES);
+        if q.version == 0 {
+            return Err(bad("quarantine entry version", at, 0));
+        }
+        floor("quarantine entry version", at, q.version)?;
+        if state.candidate.is_some_and(|c| c.hash == q.hash) {
+            return Err(inconsistent(
+                hash_at(
+                    "candidate pack hash",
+                    CANDIDATE_AT.saturating_add(HASH_IN_ID),
+                ),
+                "equals",
+                hash_at("quarantine entry pack hash", at.saturating_add(HASH_IN_ID)),
+                "quarantined content is never the candidate",
+            ));
+        }
+        let earlier = quarantine.get(..i).unwrap_or(&[]);
+        if let Some(j) = earlier.iter().position(|p| p.hash == q.hash) {
+            return Err(inconsistent(
+                hash_at("quarantine entry pack hash", at.saturating_add(HASH_IN_ID)),
+                "repeats",
+                hash_at(
+                    "quarantine entry pack hash",
+                    entry_at(QUARANTINE_AT, j, ENTRY_BYTES).saturating_add(HASH_IN_ID),
+                ),
+                "each quarantined pack is listed once",
+            ));
+        }
+    }
+    let running = |code: u64, what: &'static str| {
+        inconsistent(
+            num("active", ACTIVE_AT, code),
+            what,
+            flags,
+            "only content the record holds can be running",
+        )
+    };
+    match state.active {
+        Active::Lkg if state.lkg.is_none() => {
+            return Err(running(1, "names last-known-good, which is absent by"));
+        }
+        Active::Candidate if state.candidate.is_none() => {
+            return Err(running(2, "names the candidate, which is absent by"));
+        }
+        Active::Candidate if state.attempts == 0 => {
+            return Err(inconsistent(
+                num("active", ACTIVE_AT, 2),
+                "says the candidate runs, but counts no attempt in",
+                num("candidate attempts", ATTEMPTS_AT, 0),
+                "a running candidate's attempt is counted before it loads",
+            ));
+        }
+        _ => {}
+    }
+    if state.attempts > MAX_THRESHOLD {
+        return Err(bad(
+            "candidate attempts",
+            ATTEMPTS_AT,
+            u64::from(state.attempts),
+        ));
+    }
+    if state.candidate.is_none() && state.attempts != 0 {
+        return Err(inconsistent(
+            num("candidate attempts", ATTEMPTS_AT, u64::from(state.attempts)),
+            "are counted with no candidate present by",
+            flags,
+            "attempts belong to the candidate",
+        ));
+    }
+    if state.lkg_attempts > MAX_THRESHOLD {
+        return Err(bad(
+            "last-known-good unfinished runs",
+            LKG_ATTEMPTS_AT,
+            u64::from(state.lkg_attempts),
+        ));
+    }
+    if state.lkg.is_none() && state.lkg_attempts != 0 {
+        return Err(inconsistent(
+            num(
+                "last-known-good unfinished runs",
+                LKG_ATTEMPTS_AT,
+                u64::from(state.lkg_attempts),
+            ),
+            "are counted with no last-known-good present by",
+            flags,
+            "unfinished runs belong to last-known-good",
+        ));
+    }
+    let first = next_event.saturating_sub(MAX_EVENTS as u64).max(1);
+    for seq in first..next_event {
+        let i = usize::try_from(seq.checked_rem(MAX_EVENTS as u64).unwrap_or(0)).unwrap_or(0);
+        let at = entry_at(EVENTS_AT, i, EVENT_BYTES);
+        let e = events.get(i).copied().unwrap_or(EMPTY_EVENT);
+        if e.seq != seq {
+            return Err(inconsistent(
+                num("event sequence number", at, e.seq),
+                "is not the event this slot holds before",
+                num("next event sequence number", NEXT_EVENT_AT, next_event),
+                "the event ring holds the newest 32 events, each in slot seq mod 32, with no gaps",
+            ));
+        }
+        if e.attempts > MAX_THRESHOLD {
+            return Err(bad(
+                "event attempts",
+                at.saturating_add(18),
+                u64::from(e.attempts),
+            ));
+        }
+        if !matches!(e.kind, EventKind::Refused | EventKind::StoreFailed) {
+            floor(
+                "event content version",
+                at.saturating_add(CONTENT_IN_EVENT),
+                e.content.version,
+            )?;
+        }
+    }
+    Ok(())
 }

@@ -147,7 +147,10 @@ codes! {
         Quarantined = 9 => "quarantined",
         /// A clean shutdown: the running attempt is not counted as a failure.
         CleanShutdown = 10 => "clean-shutdown",
-        /// A record slot failed its checks and the other slot was used (`detail`: 1 slot A, 2 slot B).
+        /// A record slot failed its checks (or was missing although the other slot shows it was
+        /// written) and the other slot was used. `detail`: bits 0..8 the slot (1 A, 2 B), bits
+        /// 8..16 the problem ([`crate::SlotProblem::code`]; 0 in events of older guards), bits
+        /// 16..32 the byte offset the problem was found at (0 when none).
         RecordRecovered = 11 => "record-recovered",
         /// A record or blob could not be written (`detail` is the store's error code).
         StoreFailed = 12 => "store-failed",
@@ -159,6 +162,11 @@ codes! {
         /// Last-known-good content ran the stable period (or was confirmed healthy): its count
         /// of unfinished runs went back to 0.
         LkgHealthy = 15 => "lkg-healthy",
+        /// An administrator re-created lost records ([`crate::Guard::reset`]): the floor is the
+        /// event's content version, and nothing else survived. `detail`: bits 0..8 slot A's
+        /// problem, bits 8..16 slot B's ([`crate::SlotProblem::code`]; 0 0 when the records had
+        /// never been written).
+        RecordsReset = 16 => "records-reset",
     }
 }
 
