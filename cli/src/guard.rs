@@ -12,8 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bulwark_loader_boot_guard::host::DirStore;
 use bulwark_loader_boot_guard::state::{DEFAULT_STABLE_SECS, DEFAULT_THRESHOLD};
 use bulwark_loader_boot_guard::{
-    Config, ContentId, Decision, Event, EventKind, Guard, GuardError, Reason, SlotProblem,
-    TrustedKeys,
+    Config, ContentId, Decision, Event, EventKind, Guard, GuardError, OpenError, Reason,
+    ResetError, ResetRequest, SlotProblem, TrustedKeys, CODE_RECORDS_UNUSABLE,
 };
 use clap::{value_parser, Arg, ArgAction, ArgMatches, Command};
 use serde_json::{json, Value};
@@ -63,7 +63,28 @@ pub fn commands() -> Vec<Command> {
         .subcommand(Command::new("healthy").about("The service confirms a healthy boot: bless the running candidate").arg(state()))
         .subcommand(Command::new("shutdown").about("Clean shutdown: the running attempt is not a failure").arg(state()))
         .subcommand(Command::new("crash").about("Unclean stop (crash or power loss): nothing is written, the next boot counts it").arg(state()))
-        .subcommand(Command::new("status").about("Print the guard's state (JSON): LKG, candidate, attempts, quarantine, recent events").arg(state()))]
+        .subcommand(Command::new("status").about("Print the guard's state (JSON): LKG, candidate, attempts, quarantine, recent events").arg(state()))
+        .subcommand(
+            Command::new("reset")
+                .about("Administrator: re-create lost guard records (both slots damaged, or one damaged and the other missing) with an anti-downgrade floor; refused while the records are usable")
+                .arg(state())
+                .arg(floor()),
+        )
+        .subcommand(
+            Command::new("reset-request")
+                .about("Administrator: write the driver's reset request (send it with bulwark driver stage FILE; accepted only while the driver's guard records are lost)")
+                .arg(Arg::new("channel").long("channel").default_value("1").value_parser(value_parser!(u32)))
+                .arg(floor())
+                .arg(Arg::new("output").short('o').long("output").required(true).value_parser(value_parser!(PathBuf)).help("where to write the request")),
+        )]
+}
+
+fn floor() -> Arg {
+    Arg::new("floor")
+        .long("floor")
+        .required(true)
+        .value_parser(value_parser!(u64))
+        .help("the newest content version this machine had accepted: only newer versions can be staged afterwards")
 }
 
 pub fn run(name: &str, m: &ArgMatches) -> Option<ExitCode> {
@@ -71,7 +92,13 @@ pub fn run(name: &str, m: &ArgMatches) -> Option<ExitCode> {
         return None;
     }
     let (sub, m) = m.subcommand()?;
-    let dir = m.get_one::<PathBuf>("state").cloned().unwrap_or_default();
+    // `reset-request` has no state directory.
+    let dir = m
+        .try_get_one::<PathBuf>("state")
+        .ok()
+        .flatten()
+        .cloned()
+        .unwrap_or_default();
     let result = match sub {
         "init" => init(&dir, m),
         "stage" => stage(
@@ -85,6 +112,8 @@ pub fn run(name: &str, m: &ArgMatches) -> Option<ExitCode> {
         "shutdown" => shutdown(&dir),
         "crash" => crash(&dir),
         "status" => status(&dir),
+        "reset" => reset(&dir, m.get_one::<u64>("floor").copied().unwrap_or(0)),
+        "reset-request" => reset_request(m),
         _ => return None,
     };
     Some(result.unwrap_or_else(|code| code))
@@ -215,25 +244,48 @@ fn read_keys(dir: &Path) -> Result<TrustedKeys, ExitCode> {
     TrustedKeys::new(&keys).map_err(|e| usage(format!("{}: {e}", tdir.display())))
 }
 
-/// Opens the guard on the directory: never writes; a damaged slot falls back to the other, both
-/// damaged is a clear error (exit 2) and nothing is touched.
-fn open(dir: &Path) -> Result<Guard<DirStore>, ExitCode> {
+/// The administrator's way out of lost records, for messages.
+fn reset_hint(dir: &Path) -> String {
+    format!(
+        "to reset them: bulwark guard reset --state {} --floor N (N: the newest content version this machine had accepted)",
+        dir.display()
+    )
+}
+
+/// Opens the guard on the directory (never writes), or says why not.
+fn try_open(dir: &Path) -> Result<Result<Guard<DirStore>, OpenError>, ExitCode> {
     let config = read_config(dir)?;
     let store = DirStore::new(dir).map_err(|e| usage(format!("{}: {e}", dir.display())))?;
-    let guard = Guard::open(store, config).map_err(|e| {
-        usage(format!(
-            "{}: guard records unusable: {e}; nothing was changed",
-            dir.display()
-        ))
-    })?;
+    let guard = match Guard::open(store, config) {
+        Ok(g) => g,
+        Err(e) => return Ok(Err(e)),
+    };
     if let Some((slot, problem)) = &guard.recovery().rejected {
         eprintln!(
-            "bulwark: {}: record slot {} not trusted ({problem}); using the other slot",
+            "bulwark: {}: record slot {} not trusted ({problem}); using slot {} (sequence {})",
             dir.display(),
-            slot.name()
+            slot.name(),
+            guard.recovery().used.map_or("none", |s| s.name()),
+            guard.state().seq
         );
     }
-    Ok(guard)
+    Ok(Ok(guard))
+}
+
+/// Opens the guard on the directory: never writes; a damaged slot falls back to the other, lost
+/// records (both damaged, or one damaged and the other missing) are a clear error (exit 2) and
+/// nothing is touched.
+fn open(dir: &Path) -> Result<Guard<DirStore>, ExitCode> {
+    try_open(dir)?.map_err(|e| {
+        let hint = match e {
+            OpenError::NoValidRecord { .. } => format!("; {}", reset_hint(dir)),
+            _ => String::new(),
+        };
+        usage(format!(
+            "{}: guard records unusable: {e}; nothing was changed{hint}",
+            dir.display()
+        ))
+    })
 }
 
 fn content_json(id: Option<ContentId>) -> Value {
@@ -268,12 +320,29 @@ fn detail_text(e: &Event) -> String {
             "tried at the next boot"
         }
         .into(),
-        EventKind::RecordRecovered => format!(
-            "slot {} was not trusted",
-            if e.detail == 1 { "A" } else { "B" }
+        EventKind::RecordRecovered => {
+            let slot = if e.detail & 0xff == 1 { "A" } else { "B" };
+            let problem = SlotProblem::code_name(((e.detail >> 8) & 0xff) as u8);
+            match e.detail >> 16 {
+                0 => format!("slot {slot} was not trusted: {problem}"),
+                at => format!("slot {slot} was not trusted: {problem} at byte offset {at}"),
+            }
+        }
+        EventKind::RecordsReset => format!(
+            "an administrator re-created lost records with floor {} (slot A was {}, slot B {})",
+            e.content.version,
+            reset_problem((e.detail & 0xff) as u8),
+            reset_problem(((e.detail >> 8) & 0xff) as u8)
         ),
         EventKind::StoreFailed => format!("store error {:#x}", e.detail),
         EventKind::CleanShutdown => String::new(),
+    }
+}
+
+fn reset_problem(code: u8) -> &'static str {
+    match code {
+        0 => "never written",
+        c => SlotProblem::code_name(c),
     }
 }
 
@@ -322,7 +391,17 @@ fn uptime(dir: &Path) -> u32 {
 }
 
 fn stage(dir: &Path, input: &Path, hot: bool) -> Res {
-    let mut guard = open(dir)?;
+    let mut guard = match try_open(dir)? {
+        Ok(g) => g,
+        // Lost records: refused, like every other stage the guard does not accept.
+        Err(e @ OpenError::NoValidRecord { .. }) => {
+            let msg = format!("{e}; {}", reset_hint(dir));
+            eprintln!("{}: refused: {msg}", input.display());
+            print_json(&json!({"refused": msg, "code": CODE_RECORDS_UNUSABLE}));
+            return Ok(ExitCode::from(1));
+        }
+        Err(_) => return open(dir).map(|_| ExitCode::from(EXIT_USAGE)),
+    };
     let keys = read_keys(dir)?;
     // The loader refuses anything larger anyway; do not read a huge file to find that out.
     let max = bulwark_loader_boot_guard::envelope::MAX_ENVELOPE_BYTES;
@@ -497,6 +576,47 @@ fn status(dir: &Path) -> Res {
         "quarantine": s.quarantine().iter().map(|q| content_json(Some(*q))).collect::<Vec<_>>(),
         "uptime_secs": uptime(dir),
         "events": Value::Array(s.events().map(event_json).collect()),
+    }));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn reset(dir: &Path, floor: u64) -> Res {
+    let config = read_config(dir)?;
+    let store = DirStore::new(dir).map_err(|e| usage(format!("{}: {e}", dir.display())))?;
+    match Guard::reset(store, config, floor, now()) {
+        Ok(guard) => {
+            let s = guard.state();
+            print_json(&json!({
+                "reset": dir.display().to_string(),
+                "newest_version": s.newest,
+                "record": {"slot": guard.recovery().used.map(|s| s.name()), "seq": s.seq},
+                "events": Value::Array(s.events().map(event_json).collect()),
+            }));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err((e, _)) => {
+            eprintln!("bulwark: {}: reset refused: {e}", dir.display());
+            print_json(&json!({"refused": e.to_string(), "code": e.code()}));
+            Ok(ExitCode::from(match e {
+                ResetError::Store(_) => EXIT_USAGE,
+                _ => 1,
+            }))
+        }
+    }
+}
+
+fn reset_request(m: &ArgMatches) -> Res {
+    let request = ResetRequest {
+        channel: m.get_one::<u32>("channel").copied().unwrap_or(1),
+        floor: m.get_one::<u64>("floor").copied().unwrap_or(0),
+    };
+    let out = m.get_one::<PathBuf>("output").cloned().unwrap_or_default();
+    crate::content::write(&out, &request.encode())?;
+    print_json(&json!({
+        "reset_request": out.display().to_string(),
+        "channel": request.channel,
+        "floor": request.floor,
+        "send_with": format!("bulwark driver stage {}", out.display()),
     }));
     Ok(ExitCode::SUCCESS)
 }

@@ -487,7 +487,7 @@ fn damaged_state_files_fall_back_or_fail_clearly_and_never_lose_lkg() {
             d.ok("shutdown", &[]);
             let _ = other;
         }
-        // Both slots damaged: a clear error, exit 2, and nothing is written.
+        // Both slots damaged: a clear error, exit 2, and nothing is written; staging is refused.
         if *what != "truncated to 0" {
             std::fs::write(&a, damage(&orig_a)).unwrap();
             std::fs::write(&b, damage(&orig_b)).unwrap();
@@ -497,12 +497,20 @@ fn damaged_state_files_fall_back_or_fail_clearly_and_never_lose_lkg() {
                 assert_eq!(r.code, 2, "{what}: {cmd}");
                 assert!(
                     r.stderr
-                        .contains("guard records unusable: no valid guard record: slot A:"),
+                        .contains("guard records unusable: guard records lost: slot A:"),
                     "{what}: {}",
                     r.stderr
                 );
                 assert!(r.stderr.contains("nothing was changed"), "{}", r.stderr);
+                assert!(r.stderr.contains("bulwark guard reset"), "{}", r.stderr);
             }
+            let r = d.guard("stage", &[s(&good)]);
+            assert_eq!(r.code, 1, "{what}: stage: {}", r.stderr);
+            assert!(
+                r.stderr.contains("refused: guard records lost"),
+                "{}",
+                r.stderr
+            );
             assert_eq!(
                 (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap()),
                 before
@@ -575,4 +583,169 @@ fn damaged_stored_packs_are_never_loaded_and_lkg_is_kept() {
     let b = d.ok("boot", &[]);
     assert_eq!(b["decision"], "last-known-good", "{b}");
     assert_eq!(b["load"]["version"], 1);
+}
+
+fn fix_crc(bytes: &mut [u8]) {
+    let n = bytes.len();
+    let crc = bulwark_loader_boot_guard::crc32(&bytes[..n - 4]);
+    bytes[n - 4..].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The state files rewritten by someone who can write them: a record whose floor (`newest`) is
+/// below the last-known-good version it names is refused even with a valid CRC; one slot damaged
+/// and the other missing is reported as both lost (never "using the other slot") and staging is
+/// refused until `bulwark guard reset`, which re-creates the records with the floor it is given.
+#[test]
+fn tampered_and_lost_records_are_refused_until_an_administrator_resets_them() {
+    let d = Demo::new("tampered", 3);
+    let v1 = d.sign("good", 1);
+    let v2 = d.sign("good", 2);
+    d.ok("stage", &[s(&v2)]);
+    d.ok("boot", &[]);
+    d.ok("healthy", &[]);
+    d.ok("shutdown", &[]);
+    let st = d.ok("status", &[]);
+    assert_eq!(st["last_known_good"]["version"], 2);
+    // Four records: sequence 3 in slot A, 4 (the newest) in slot B.
+    assert_eq!(st["record"]["slot"], "B");
+    let rec_b = d.state.join("record-b");
+    let rec_a = d.state.join("record-a");
+    let orig_b = std::fs::read(&rec_b).unwrap();
+
+    // The floor rewritten to 0 in the newest record: not trusted, named, and the floor of the
+    // other record still refuses version 1.
+    let mut low = orig_b.clone();
+    low[20..28].copy_from_slice(&0u64.to_le_bytes());
+    fix_crc(&mut low);
+    std::fs::write(&rec_b, &low).unwrap();
+    let r = d.guard("stage", &[s(&v1)]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "record slot B not trusted (inconsistent record: newest accepted version 0 (byte offset 20) is below last-known-good version 2 (byte offset 40)"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("using slot A (sequence 3)"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("is not newer than version 2"),
+        "{}",
+        r.stderr
+    );
+
+    // Slot A (sequence 3) damaged and slot B missing: that used to be a silent fresh start
+    // (floor 0, no LKG) "using the other slot". Both are lost, and staging is refused.
+    let orig_a = std::fs::read(&rec_a).unwrap();
+    let mut damaged_a = orig_a.clone();
+    damaged_a[1000] ^= 4;
+    std::fs::write(&rec_a, &damaged_a).unwrap();
+    std::fs::remove_file(&rec_b).unwrap();
+    let r = d.guard("stage", &[s(&v1)]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "refused: guard records lost: slot A: record checksum mismatch: stored CRC-32"
+        ) && r.stderr.contains("slot B: missing (empty or absent)"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("other slot"), "{}", r.stderr);
+    assert!(!rec_b.exists());
+    std::fs::write(&rec_b, &orig_b).unwrap();
+    std::fs::write(&rec_a, &orig_a).unwrap();
+    assert_eq!(d.ok("status", &[])["last_known_good"]["version"], 2);
+
+    // Slot B damaged and slot A missing: both lost, status says so, staging is refused.
+    let mut torn = orig_b.clone();
+    torn[1000] ^= 4;
+    std::fs::write(&rec_b, &torn).unwrap();
+    std::fs::remove_file(&rec_a).unwrap();
+    let r = d.guard("status", &[]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("guard records lost: slot A: missing (empty or absent); slot B: record checksum mismatch"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("other slot"), "{}", r.stderr);
+    for env in [&v1, &v2] {
+        let r = d.guard("stage", &[s(env)]);
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        assert!(
+            r.stderr.contains("refused: guard records lost"),
+            "{}",
+            r.stderr
+        );
+        assert_eq!(r.json["code"], 220);
+    }
+    assert_eq!(std::fs::read(&rec_b).unwrap(), torn, "nothing written");
+    assert!(!rec_a.exists());
+
+    // The administrator re-creates the records with floor 1: version 1 stays refused, version 2
+    // stages again.
+    let r = d.ok("reset", &["--floor", "1"]);
+    assert_eq!(r["newest_version"], 1);
+    assert_eq!(kinds(&r), ["records-reset"]);
+    assert!(
+        r["events"][0]["detail_text"]
+            .as_str()
+            .unwrap()
+            .contains("floor 1 (slot A was missing, slot B bad checksum)"),
+        "{r}"
+    );
+    let r = d.guard("stage", &[s(&v1)]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("is not newer than version 1"),
+        "{}",
+        r.stderr
+    );
+    let st = d.ok("stage", &[s(&v2)]);
+    assert_eq!(st["staged"]["version"], 2);
+    let st = d.guard("status", &[]);
+    assert_eq!(st.code, 0);
+    assert!(!st.stderr.contains("not trusted"), "{}", st.stderr);
+    // Usable records: a reset is refused and changes nothing.
+    let before = (
+        std::fs::read(&rec_b).unwrap(),
+        std::fs::read(&rec_a).unwrap(),
+    );
+    let r = d.guard("reset", &["--floor", "0"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("never lowers the floor"), "{}", r.stderr);
+    assert_eq!(
+        (
+            std::fs::read(&rec_b).unwrap(),
+            std::fs::read(&rec_a).unwrap()
+        ),
+        before
+    );
+
+    // The request an administrator sends to the driver.
+    let req = d.dir.join("reset.bwreset");
+    let r = ok(&[
+        "guard",
+        "reset-request",
+        "--channel",
+        "1",
+        "--floor",
+        "7",
+        "-o",
+        s(&req),
+    ]);
+    assert_eq!(r["floor"], 7);
+    let bytes = std::fs::read(&req).unwrap();
+    assert_eq!(
+        bulwark_loader_boot_guard::ResetRequest::parse(&bytes).unwrap(),
+        bulwark_loader_boot_guard::ResetRequest {
+            channel: 1,
+            floor: 7
+        }
+    );
 }
