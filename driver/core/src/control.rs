@@ -2,12 +2,19 @@
 //! wired to the sensor. It decides what content runs at start-up, admits staged packs, blesses
 //! candidates, records clean shutdowns, and forwards the guard's events to user mode.
 //!
+//! When the guard's records are lost (both slots damaged, or one damaged and the other missing),
+//! no content runs and every stage is refused until an administrator sends a reset request
+//! ([`ResetRequest`], `bulwark guard reset-request`) through the control device in place of an
+//! envelope: it re-creates the records with the floor it names. Only SYSTEM and Administrators
+//! can open the device for writing.
+//!
 //! The Windows layer supplies the [`Store`] (registry records flushed with `ZwFlushKey`, content
 //! files) and the clock; everything else is here and tested with an in-memory store.
 
 use bulwark_loader_boot_guard::state::EventKind;
 use bulwark_loader_boot_guard::{
-    Active, Config, ContentId, Decision, Guard, OpenError, Opened, Store, TrustedKeys,
+    Active, Config, ContentId, Decision, Guard, OpenError, Opened, ResetRequest, SlotProblem,
+    Store, TrustedKeys,
 };
 use bulwark_protocol::{ContentSource, GuardEventRecord, GuardStatus};
 
@@ -15,7 +22,9 @@ use crate::content::Content;
 use crate::sensor::{ControlPlane, OutcomeBuf};
 
 /// Reason code of a refusal because the guard could not open its records at start.
-pub const CODE_GUARD_UNAVAILABLE: u16 = 220;
+pub const CODE_GUARD_UNAVAILABLE: u16 = bulwark_loader_boot_guard::CODE_RECORDS_UNUSABLE;
+/// Reason code of a refused reset request because the guard's records are usable.
+pub const CODE_RECORDS_USABLE: u16 = 230;
 
 /// What happened at start-up.
 #[derive(Debug)]
@@ -31,9 +40,10 @@ pub struct Start {
 /// The control plane.
 pub struct Control<S: Store> {
     guard: Result<Guard<S>, OpenError>,
+    /// The store while the guard's records are unusable, kept for an administrator's reset.
+    unusable_store: Option<S>,
     keys: TrustedKeys,
-    threshold: u8,
-    stable_secs: u32,
+    config: Config,
     /// Guard events up to this sequence number have been forwarded.
     forwarded: u64,
 }
@@ -55,7 +65,10 @@ impl<S: Store> Control<S> {
     /// driver start, before any callback can evaluate. Never fails: the worst outcome is no
     /// content, with the reason in [`Start`].
     pub fn start(store: S, config: Config, keys: TrustedKeys, now: u64) -> (Self, Start) {
-        let mut guard = Guard::open(store, config);
+        let (mut guard, unusable_store) = match Guard::try_open(store, config) {
+            Ok(g) => (Ok(g), None),
+            Err((e, store)) => (Err(e), Some(store)),
+        };
         let start = match &mut guard {
             Ok(g) => {
                 let boot = g.boot(&keys, now);
@@ -78,9 +91,9 @@ impl<S: Store> Control<S> {
         (
             Control {
                 guard,
+                unusable_store,
                 keys,
-                threshold: config.threshold,
-                stable_secs: config.stable_secs,
+                config,
                 forwarded: 0,
             },
             start,
@@ -118,17 +131,78 @@ impl<S: Store> Control<S> {
     }
 }
 
-impl<S: Store> ControlPlane for Control<S> {
-    fn stage(&mut self, envelope: &[u8], now: u64, swap: &mut dyn FnMut(Content)) -> OutcomeBuf {
-        let guard = match self.guard.as_mut() {
-            Ok(g) => g,
-            Err(e) => {
-                return OutcomeBuf::format(
-                    false,
-                    CODE_GUARD_UNAVAILABLE,
-                    format_args!("the guard's records are unusable, nothing can be staged: {e}"),
+impl<S: Store> Control<S> {
+    /// An administrator's reset request (sent with the stage request, told apart by its magic):
+    /// accepted only while the guard's records are lost; re-creates them with the request's floor.
+    /// Nothing runs until content above the floor is staged.
+    fn reset(&mut self, request: &[u8], now: u64) -> OutcomeBuf {
+        if let Ok(g) = &self.guard {
+            let s = g.state();
+            return OutcomeBuf::format(
+                false,
+                CODE_RECORDS_USABLE,
+                format_args!(
+                    "reset refused: the guard records are usable (sequence {}, newest accepted \
+                     version {}); a reset only re-creates lost records",
+                    s.seq, s.newest
+                ),
+            );
+        }
+        let Some(store) = self.unusable_store.take() else {
+            return OutcomeBuf::new(false, CODE_GUARD_UNAVAILABLE, "reset refused: no store");
+        };
+        match Guard::reset_from_request(store, self.config, request, now) {
+            Ok(g) => {
+                let floor = g.state().newest;
+                self.guard = Ok(g);
+                OutcomeBuf::format(
+                    true,
+                    0,
+                    format_args!(
+                        "guard records re-created with floor {floor}: content versions above \
+                         {floor} can be staged; nothing runs until then"
+                    ),
                 )
             }
+            Err((e, store)) => {
+                self.unusable_store = Some(store);
+                OutcomeBuf::format(false, e.code(), format_args!("reset refused: {e}"))
+            }
+        }
+    }
+}
+
+/// Why nothing can be staged, short enough for a reply (the full error is in the start-up log).
+fn unavailable(e: &OpenError) -> OutcomeBuf {
+    match e {
+        OpenError::NoValidRecord { a, b } => OutcomeBuf::format(
+            false,
+            CODE_GUARD_UNAVAILABLE,
+            format_args!(
+                "guard records unusable: both slots lost (slot A: {}, slot B: {}); new content is \
+                 refused until an administrator sends a reset request (bulwark guard \
+                 reset-request --floor N)",
+                SlotProblem::code_name(a.code()),
+                SlotProblem::code_name(b.code())
+            ),
+        ),
+        e => OutcomeBuf::format(
+            false,
+            CODE_GUARD_UNAVAILABLE,
+            format_args!("the guard's records are unusable, nothing can be staged: {e}"),
+        ),
+    }
+}
+
+impl<S: Store> ControlPlane for Control<S> {
+    fn stage(&mut self, envelope: &[u8], now: u64, swap: &mut dyn FnMut(Content)) -> OutcomeBuf {
+        if ResetRequest::is_reset_request(envelope) {
+            return self.reset(envelope, now);
+        }
+        let stable_secs = self.config.stable_secs;
+        let guard = match self.guard.as_mut() {
+            Ok(g) => g,
+            Err(e) => return unavailable(e),
         };
         // A hot update: the candidate runs at once, its attempt counted durably first, so a crash
         // while it runs counts against it at the next boot.
@@ -143,7 +217,7 @@ impl<S: Store> ControlPlane for Control<S> {
                     format_args!(
                         "content version {version} ({rules} rules) is running as the candidate; \
                          it becomes last-known-good after {} s or a confirmed healthy boot",
-                        self.stable_secs
+                        stable_secs
                     ),
                 )
             }
@@ -175,19 +249,19 @@ impl<S: Store> ControlPlane for Control<S> {
     fn guard_status(&self) -> GuardStatus {
         let Ok(g) = self.guard.as_ref() else {
             return GuardStatus {
-                threshold: self.threshold,
-                stable_period_secs: self.stable_secs,
+                threshold: self.config.threshold,
+                stable_period_secs: self.config.stable_secs,
                 ..GuardStatus::default()
             };
         };
         let s = g.state();
         GuardStatus {
             attempts: s.attempts,
-            threshold: self.threshold,
+            threshold: self.config.threshold,
             candidate_staged: s.candidate.is_some(),
             candidate_version: s.candidate.map_or(0, |c| c.version),
             quarantined: u32::try_from(s.quarantine().len()).unwrap_or(u32::MAX),
-            stable_period_secs: self.stable_secs,
+            stable_period_secs: self.config.stable_secs,
             stable_elapsed_secs: if s.active == Active::Candidate {
                 g.running_secs()
             } else {

@@ -16,7 +16,7 @@ use bulwark_driver_core::sensor::{Capacities, ControlPlane, OutcomeBuf, Sensor};
 use bulwark_interpreter::build::{Expr, PackBuilder, Pred, RuleSpec};
 use bulwark_interpreter::{Action, Case, EventType, Level, StrOp};
 use bulwark_loader_boot_guard::{
-    seal, Config, ContentId, Decision, Slot, Store, StoreError, TrustedKeys,
+    seal, Config, ContentId, Decision, ResetRequest, Slot, Store, StoreError, TrustedKeys,
 };
 use bulwark_protocol::{ContentSource, GuardEventRecord, GuardStatus};
 
@@ -343,4 +343,106 @@ fn unusable_records_mean_no_content_and_a_clear_refusal() {
     let o = control.stage(&envelope(1, "x"), 2, &mut |c| sensor.install(c, &mut || {}));
     assert!(!o.accepted);
     assert!(o.message().contains("unusable"), "{}", o.message());
+}
+
+/// The guard's records lost to damage or tampering (slot B, the newest, damaged; slot A erased):
+/// no content runs, every stage is refused at every start, until an administrator's reset request
+/// re-creates the records with a floor; then content above the floor stages and runs, and content
+/// at or below it is a downgrade.
+#[test]
+fn lost_records_refuse_content_until_an_administrator_resets_them() {
+    let mut m = boot(Mem::default(), 1);
+    assert!(m.stage(&envelope(2, "mimikatz")).0);
+    assert!(m.control.confirm_healthy(2).accepted);
+    let mut store = m.into_store();
+    // Sequence 1 (boot) in A, 2 (stage) in B, 3 (blessing) in A.
+    store.records[0][1000] ^= 4;
+    store.records[1].clear();
+    let lost = store.clone();
+
+    let start_lost = |store: Mem, now: u64| {
+        let sensor = Sensor::new(Capacities::default(), now, 1);
+        let (control, start) = Control::start(store, config(), keys(), now);
+        assert!(start.content.is_none(), "no content runs");
+        let e = start.error.expect("the records are lost");
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("guard records lost: slot A: record checksum mismatch")
+                && msg.contains("slot B: missing"),
+            "{msg}"
+        );
+        assert!(!msg.contains("other slot"), "{msg}");
+        Machine {
+            sensor,
+            control,
+            decision: start.decision,
+        }
+    };
+    let stage = |m: &mut Machine, bytes: &[u8], now: u64| {
+        let sensor = &m.sensor;
+        let o = m
+            .control
+            .stage(bytes, now, &mut |c| sensor.install(c, &mut || {}));
+        m.sensor.forward_guard_events(&mut m.control);
+        (o.accepted, o.code, o.message().to_owned())
+    };
+
+    // Refused now and after a restart: nothing is written while the records are lost.
+    for now in [10, 20] {
+        let mut m = start_lost(lost.clone(), now);
+        let (ok, code, msg) = stage(&mut m, &envelope(3, "procdump"), now);
+        assert!(!ok);
+        assert_eq!(code, 220);
+        assert!(
+            msg.contains("both slots lost (slot A: bad checksum, slot B: missing)")
+                && msg.contains("reset request"),
+            "{msg}"
+        );
+        assert!(!m.detects("procdump"));
+        assert!(!m.control.confirm_healthy(now).accepted);
+    }
+
+    let mut m = start_lost(lost, 30);
+    // A malformed request or one for another channel: refused, still lost.
+    let mut bad = ResetRequest {
+        channel: CHANNEL + 1,
+        floor: 2,
+    }
+    .encode();
+    let (ok, code, msg) = stage(&mut m, &bad, 31);
+    assert!(!ok && code == 232, "{code} {msg}");
+    bad[8] = CHANNEL as u8;
+    bad[6] = 1;
+    let (ok, code, msg) = stage(&mut m, &bad, 31);
+    assert!(!ok && code == 232 && msg.contains("flags"), "{code} {msg}");
+    assert!(!stage(&mut m, &envelope(3, "procdump"), 32).0);
+
+    // The administrator's reset: floor 2.
+    let request = ResetRequest {
+        channel: CHANNEL,
+        floor: 2,
+    }
+    .encode();
+    let (ok, code, msg) = stage(&mut m, &request, 33);
+    assert!(ok, "{code} {msg}");
+    assert!(msg.contains("floor 2"), "{msg}");
+    assert!(m.guard_event_names().contains(&"records-reset"));
+    assert!(!m.detects("mimikatz"), "nothing runs after a reset");
+    // At the floor: a downgrade. Above it: staged and running.
+    let (ok, code, msg) = stage(&mut m, &envelope(2, "mimikatz"), 34);
+    assert!(!ok && code == 122, "{code} {msg}");
+    let (ok, _, msg) = stage(&mut m, &envelope(3, "procdump"), 35);
+    assert!(ok, "{msg}");
+    assert!(m.detects("procdump"));
+    // A second reset request: the records are usable now, so it is refused.
+    let (ok, code, msg) = stage(&mut m, &request, 36);
+    assert!(!ok && code == 230, "{code} {msg}");
+    assert!(msg.contains("usable"), "{msg}");
+    // And the next start is a normal one.
+    let m = boot(m.into_store(), 40);
+    assert!(
+        matches!(m.decision, Some(Decision::Candidate { .. })),
+        "{:?}",
+        m.decision
+    );
 }
