@@ -53,5 +53,17 @@ if "$BW" guard stage --state "$W/state" "$W/bad-v2.envelope"; then
   exit 1
 fi
 step "$BW" guard status --state "$W/state"
+
+# The records lost (slot A damaged, slot B erased): the floor, LKG and quarantine list are gone,
+# so nothing stages (exit 1) until an administrator re-creates the records with a floor.
+printf 'garbage' > "$W/state/record-a"
+rm -f "$W/state/record-b"
+step "$BW" sign --key "$W/release.key" --channel 1 --version 3 "$W/good.pack" -o "$W/good-v3.envelope"
+if "$BW" guard stage --state "$W/state" "$W/good-v3.envelope"; then
+  echo "expected a refusal" >&2
+  exit 1
+fi
+step "$BW" guard reset --state "$W/state" --floor 2
+step "$BW" guard stage --state "$W/state" "$W/good-v3.envelope"
 echo
 echo "demo files in $W"

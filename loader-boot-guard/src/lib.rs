@@ -8,15 +8,19 @@
 //!   recent events) and the pure state machine over it: every decision is a function of the
 //!   records and the configuration.
 //! * [`record`]: the crash-safe record: fixed size, sequence number and CRC-32, written to two
-//!   alternating slots so a torn or lost write falls back to the previous record.
+//!   alternating slots so a torn or lost write falls back to the previous record; every record
+//!   read must also be internally consistent ([`record::check`]: the anti-downgrade floor at least
+//!   every version it names, and the rest), since a CRC does not stop anyone who can write it.
 //! * [`guard`]: [`Guard`], the state machine made durable through a [`Store`] (the driver
 //!   implements it over its registry key and files; `host::DirStore` on the host, feature `std`).
 //!
 //! # Using it in the driver
 //!
-//! 1. At start, once the store is reachable: [`Guard::open`]`(store, config)`. On `Err` (both
-//!    record slots damaged, channel mismatch, bad configuration) run without content and report
-//!    the error; nothing was written.
+//! 1. At start, once the store is reachable: [`Guard::open`]`(store, config)`. On `Err` (records
+//!    lost: both slots damaged, or one damaged and the other missing; channel mismatch; bad
+//!    configuration) run without content, refuse every stage and report the error; nothing was
+//!    written. Lost records stay lost until an administrator's [`Guard::reset`] (the driver takes
+//!    a [`ResetRequest`] through its control device) re-creates them with a floor.
 //! 2. Before any callback evaluates: [`Guard::boot`]`(&keys, now)`. The attempt is already durable
 //!    when it returns; install `boot.content` (an [`Opened`] with the verified pack), if any.
 //! 3. A timer, every few seconds: [`Guard::tick`]`(seconds_since_last_tick, now)`; it blesses the

@@ -255,8 +255,9 @@ fn bad(field: &'static str, offset: usize, value: u64) -> RecordError {
 }
 
 /// Decodes a record. Length, magic, version and CRC are checked before any field is read, and
-/// every field is checked after, and the record must be exactly the bytes this guard writes for
-/// the state it decodes to: a record that fails any check is never trusted.
+/// every field is checked after, the record must be exactly the bytes this guard writes for the
+/// state it decodes to, and its fields must agree with each other ([`check`]): a record that
+/// fails any check is never trusted.
 pub fn decode(bytes: &[u8]) -> Result<State, RecordError> {
     if bytes.len() != RECORD_BYTES {
         return Err(RecordError::WrongLength {
