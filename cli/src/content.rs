@@ -128,8 +128,10 @@ fn verify(input: &Path) -> ExitCode {
         Ok(b) => b,
         Err(code) => return code,
     };
+    let started = std::time::Instant::now();
     match bulwark_interpreter::verify(&bytes) {
         Ok(pack) => {
+            let took = started.elapsed();
             println!(
                 "{}: valid: {} rules, {} bytes, sha256 {}",
                 input.display(),
@@ -137,6 +139,34 @@ fn verify(input: &Path) -> ExitCode {
                 bytes.len(),
                 hex(&pack.content_hash())
             );
+            let budget = bulwark_interpreter::cost::BUDGET_PER_EVENT;
+            let bounds: Vec<String> = bulwark_interpreter::EventType::ALL
+                .iter()
+                .map(|t| format!("{} {}", t.name(), pack.cost_bound(*t)))
+                .collect();
+            println!(
+                "cost bound per event (work units): {}; budget {budget} ({:.1}x headroom); verified in {:.1} ms",
+                bounds.join(", "),
+                budget as f64 / pack.max_cost_bound().max(1) as f64,
+                took.as_secs_f64() * 1e3
+            );
+            if std::env::var_os("BULWARK_COSTS").is_some() {
+                for t in bulwark_interpreter::EventType::ALL {
+                    for (field, cost) in pack.prefilter_costs(*t) {
+                        let name = t.field(field).map_or("?", |f| f.name);
+                        println!("  prefilter {} {name}: {cost}", t.name());
+                    }
+                }
+                let mut rules: Vec<(u64, usize)> = (0..pack.rule_count())
+                    .map(|i| (pack.rule_cost(i).unwrap_or(0), i))
+                    .collect();
+                rules.sort_unstable_by(|a, b| b.cmp(a));
+                for (cost, i) in rules.iter().take(20) {
+                    if let Some(r) = pack.rule(*i) {
+                        println!("  rule {i} {cost} {} {}", r.id, r.title);
+                    }
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

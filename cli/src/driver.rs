@@ -113,7 +113,7 @@ fn drive<T: Transport>(
                     "detections_dropped": s.counters.detections_dropped,
                     "blocked": s.counters.blocked,
                     "eval_errors": s.counters.eval_errors,
-                    "fuel_exhausted": s.counters.fuel_exhausted,
+                    "over_budget": s.counters.over_budget,
                     "content_busy": s.counters.content_busy,
                     "detections_pending": s.counters.detections_pending,
                     "guard_events_pending": s.counters.guard_events_pending,

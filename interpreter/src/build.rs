@@ -147,9 +147,17 @@ impl PackBuilder {
         i
     }
 
-    /// Interns a set of constant strings.
+    /// Interns a set of constant strings (an item given twice is kept once: the verifier refuses
+    /// sets that hold a string twice).
     pub fn string_set<S: AsRef<str>>(&mut self, items: &[S]) -> u32 {
-        let refs: Vec<u32> = items.iter().map(|s| self.string(s.as_ref())).collect();
+        let mut refs: Vec<u32> = Vec::with_capacity(items.len());
+        let mut seen = alloc::collections::BTreeSet::new();
+        for s in items {
+            let i = self.string(s.as_ref());
+            if seen.insert(i) {
+                refs.push(i);
+            }
+        }
         if let Some(i) = self.sets.get(&refs) {
             return *i;
         }
@@ -206,8 +214,9 @@ impl PackBuilder {
     /// prefilter anchors.
     pub fn rule(&mut self, spec: RuleSpec) -> Result<u32, BuildError> {
         let index = index_of(self.raw.rules.len(), "rules", limits::MAX_RULES)?;
+        let expr = guard_regexes(&spec.expr);
         let mut code = Vec::new();
-        self.lower(spec.event_type, &spec.expr, &mut code)?;
+        self.lower(spec.event_type, &expr, &mut code)?;
         code.push(RawInsn {
             op: op::RET,
             ..RawInsn::default()
@@ -218,7 +227,7 @@ impl PackBuilder {
                 limit: limits::MAX_INSNS_PER_RULE,
             });
         }
-        let anchors = match anchors_of(&spec.expr) {
+        let anchors = match anchors_of(&expr) {
             Some(list) if !list.is_empty() && list.len() <= limits::MAX_ANCHORS_PER_RULE => list
                 .into_iter()
                 .map(|(f, s)| (f, self.string(&s)))
@@ -244,7 +253,16 @@ impl PackBuilder {
     }
 
     /// Encodes the pack.
-    pub fn finish(self) -> Vec<u8> {
+    /// Encodes the pack, with the key windows of its indexed strings balanced (see
+    /// [`balance_key_windows`]).
+    pub fn finish(mut self) -> Vec<u8> {
+        balance_key_windows(&mut self.raw);
+        self.raw.encode()
+    }
+
+    /// Encodes the pack exactly as built, every key window as set (the assembler's
+    /// `keywindow`).
+    pub fn finish_as_is(self) -> Vec<u8> {
         self.raw.encode()
     }
 
@@ -419,6 +437,80 @@ impl PackBuilder {
             }
         }
         Ok(())
+    }
+}
+
+/// Chooses the key windows of the strings a prefilter or a set index keys (anchors, set items)
+/// with the load of each window counted: each string, in order, takes the least common of its
+/// windows with the literal bytes already keyed by it added to the score (one unit per 8 bytes),
+/// so literals alike spread over windows. A scan confirms every literal keyed by a window
+/// wherever it occurs, and the cost model charges the fullest window at every byte.
+fn balance_key_windows(raw: &mut RawPack) {
+    use crate::gramindex::{key_window_end_balanced, window_at};
+    let n = raw.strings.len();
+    let mut used = alloc::vec![false; n];
+    let mut mark = |i: u32| {
+        if let Some(u) = used.get_mut(usize::try_from(i).unwrap_or(usize::MAX)) {
+            *u = true;
+        }
+    };
+    raw.sets.iter().flatten().for_each(|&i| mark(i));
+    raw.rules
+        .iter()
+        .flat_map(|r| r.anchors.iter())
+        .for_each(|&(_, i)| mark(i));
+    let mut load: BTreeMap<u64, u32> = BTreeMap::new();
+    for (i, &u) in used.iter().enumerate() {
+        let Some(lit) = raw.strings.get(i).filter(|l| u && l.len() > 3) else {
+            continue;
+        };
+        let end = key_window_end_balanced(lit, |w| load.get(&w).map_or(0, |l| l / 8));
+        let bytes = u32::try_from(lit.len()).unwrap_or(u32::MAX);
+        let slot = load.entry(window_at(lit, end)).or_default();
+        *slot = slot.saturating_add(bytes);
+        let start = end.saturating_sub(3);
+        raw.strings
+            .set_key_window(i, u16::try_from(start).unwrap_or(u16::MAX));
+    }
+}
+
+/// `e` with every regex that has required literals guarded by a `set.contains` (or
+/// `str.contains`) of them: the same verdicts (a match contains one of them), a cheap test
+/// before the DFA runs, and code that says what the rule's anchors assume, which the verifier
+/// checks (it cannot read literals out of a DFA).
+fn guard_regexes(e: &Expr) -> Expr {
+    match e {
+        Expr::Pred(Pred::Regex {
+            field,
+            pattern,
+            case_insensitive,
+        }) => match regex_anchors(pattern, *case_insensitive) {
+            Some(mut lits)
+                if !lits.is_empty() && lits.iter().all(|l| good_anchor(l.as_bytes())) =>
+            {
+                let guard = if lits.len() == 1 {
+                    Pred::Str {
+                        field: *field,
+                        op: StrOp::Contains,
+                        case: Case::Insensitive,
+                        value: lits.pop().unwrap_or_default(),
+                    }
+                } else {
+                    Pred::Set {
+                        field: *field,
+                        op: StrOp::Contains,
+                        case: Case::Insensitive,
+                        values: lits,
+                    }
+                };
+                Expr::And(alloc::vec![Expr::Pred(guard), e.clone()])
+            }
+            _ => e.clone(),
+        },
+        Expr::Pred(_) | Expr::Const(_) => e.clone(),
+        Expr::Not(inner) => Expr::Not(Box::new(guard_regexes(inner))),
+        Expr::And(items) => Expr::And(items.iter().map(guard_regexes).collect()),
+        Expr::Or(items) => Expr::Or(items.iter().map(guard_regexes).collect()),
     }
 }
 

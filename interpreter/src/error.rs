@@ -150,6 +150,26 @@ pub enum ErrorKind {
     BadGlob { index: u32 },
     #[error("anchor string {index} is empty")]
     EmptyAnchor { index: u32 },
+    #[error("set {set} holds string {string} more than once")]
+    DuplicateSetItem { set: usize, string: u32 },
+    #[error("this ret can return true when none of the rule's anchors occurs: a rule's anchors must be literals its code requires (a str constant, every item of a set, a wildcard pattern's longest literal run, or text containing one) on the fields they are anchored on")]
+    AnchorsNotImplied,
+    #[error("evaluating one {event_type} event can cost {total} work units with this rule, over the budget of {budget}: the rule's costliest path costs {rule_cost}, this instruction {insn_cost}")]
+    CostOverBudget {
+        event_type: &'static str,
+        total: u64,
+        budget: u64,
+        rule_cost: u64,
+        insn_cost: u64,
+    },
+    #[error("the prefilter of {event_type} field {field} ({name}) brings the cost of one event to {cost} work units, over the budget of {budget}")]
+    PrefilterOverBudget {
+        event_type: &'static str,
+        field: u8,
+        name: &'static str,
+        cost: u64,
+        budget: u64,
+    },
 }
 
 /// A hash shown in hex.

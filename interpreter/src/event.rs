@@ -1,6 +1,6 @@
 //! An event as the virtual machine sees it: an event type and one value per schema field.
 
-use crate::schema::{EventType, FieldType, FieldValue, TypedValues};
+use crate::schema::{cut_to, EventType, FieldType, FieldValue, TypedValues};
 
 /// An event checked against the schema: exactly the event type's field count, every present value
 /// of the field's type. The VM evaluates only these.
@@ -70,12 +70,21 @@ impl<'a, 'b> Event<'a, 'b> {
     }
 
     /// The value of field `index`; `Absent` for an index past the end (which a verified pack never
-    /// asks for).
+    /// asks for). A text longer than its field's [`max_len`](crate::FieldDef::max_len) is seen cut
+    /// to it at a char boundary, as the sensor's event builders cut it, so no evaluation reads more
+    /// than the cost model assumes.
     pub fn get(&self, index: u8) -> FieldValue<'a> {
-        self.values
-            .get(usize::from(index))
-            .copied()
-            .unwrap_or(FieldValue::Absent)
+        match self.values.get(usize::from(index)).copied() {
+            Some(FieldValue::Str(s)) => {
+                let max = self
+                    .event_type
+                    .field(index)
+                    .map_or(0, |f| usize::try_from(f.max_len).unwrap_or(usize::MAX));
+                FieldValue::Str(cut_to(s, max))
+            }
+            Some(v) => v,
+            None => FieldValue::Absent,
+        }
     }
 
     /// All values, in schema order.

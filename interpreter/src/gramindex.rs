@@ -33,9 +33,22 @@ const STRIDED_MIN_LEN: usize = 16;
 /// as few literals as possible. Bytes not listed count as rare.
 const COMMON: &[u8] = b" e\\.stoiarnclmx:wdpu-h\"g/0123ybfv4k=5_698,'%jq";
 
-/// [`COMMON`] as a table: byte → commonness (0 for rare bytes), both ASCII cases alike.
+/// [`COMMON`] as a table: byte → commonness (0 for rare bytes), both ASCII cases alike. The lead
+/// bytes of multi-byte UTF-8 characters count as common as `e`: every emoji starts `F0 9F`, every
+/// dash `E2 80`, so a key window starting at a character's first byte would be shared by all the
+/// literals of a block (hundreds, in rules listing emoji), and its continuation bytes tell them
+/// apart.
 static COMMONNESS: [u8; 256] = {
     let mut table = [0u8; 256];
+    let mut lead = 0xC0;
+    while lead <= 0xFF {
+        // In range: 0xC0..=0xFF.
+        #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+        {
+            table[lead] = (COMMON.len() - 1) as u8;
+            lead += 1;
+        }
+    }
     let mut p = 0;
     while p < COMMON.len() {
         // COMMON is shorter than 256 and ASCII, so these neither overflow nor index out of range.
@@ -153,6 +166,14 @@ fn commonness(b: u8) -> u32 {
 /// (windows of [`COMMON_TEXT`] last, then by the commonness of their bytes). The compiler records
 /// it in the pack for every string (`key_window_start`); loading only checks it.
 fn key_window_end(lit: &[u8]) -> usize {
+    key_window_end_balanced(lit, |_| 0)
+}
+
+/// [`key_window_end`], with `load(window)` (the window's folded bytes, big-endian) added to each
+/// window's score: the compiler passes how many literal bytes other strings already keyed by that
+/// window hold, so that literals alike (emoji, base64 of one word) spread over windows instead of
+/// crowding one, every literal of which a scan would confirm wherever the window occurs.
+pub(crate) fn key_window_end_balanced(lit: &[u8], load: impl Fn(u64) -> u32) -> usize {
     let mut best = (lit.len().min(GRAM), u32::MAX);
     let mut score = 0u32;
     let mut window = 0u64;
@@ -163,40 +184,31 @@ fn key_window_end(lit: &[u8]) -> usize {
             score = score.saturating_sub(commonness(*gone));
         }
         let end = i.saturating_add(1);
-        // The penalty only adds, so it is looked up only for a window that could be best.
+        // The penalties only add, so they are looked up only for a window that could be best.
         if end >= GRAM && score < best.1 {
             let penalty = if common_window(window) {
                 COMMON_WINDOW_PENALTY
             } else {
                 0
             };
-            if score.saturating_add(penalty) < best.1 {
-                best = (end, score.saturating_add(penalty));
+            let total = score.saturating_add(penalty).saturating_add(load(window));
+            if total < best.1 {
+                best = (end, total);
             }
         }
     }
     best.0
 }
 
+/// The key window of `lit` as a number (its folded bytes, big-endian), when it ends at `end`.
+pub(crate) fn window_at(lit: &[u8], end: usize) -> u64 {
+    key_of(lit.get(end.saturating_sub(GRAM)..end).unwrap_or(lit)) & 0xFF_FFFF
+}
+
 /// Where the key window [`key_window_end`] chooses for `lit` starts: what a pack records for
 /// each of its strings.
 pub(crate) fn key_window_start(lit: &[u8]) -> usize {
     key_window_end(lit).saturating_sub(lit.len().min(GRAM))
-}
-
-/// A hash of a literal's folded bytes cheap enough to take of every literal at load: its length
-/// and its first and last eight bytes. Literals it confuses are still told apart when an index is
-/// built (their bytes are compared); it only brings equal literals together.
-fn literal_hash(lit: &[u8]) -> u64 {
-    let word = |b: &[u8]| {
-        b.iter()
-            .fold(0u64, |w, &c| (w << 8) | u64::from(c.to_ascii_lowercase()))
-    };
-    let head = word(lit.get(..8).unwrap_or(lit));
-    let tail = word(lit.get(lit.len().saturating_sub(8)..).unwrap_or(lit));
-    let len = u64::try_from(lit.len()).unwrap_or(u64::MAX);
-    (head.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ tail.rotate_left(29) ^ len)
-        .wrapping_mul(0xD6E8_FEB8_6659_FD93)
 }
 
 /// For a strided index: where the `STRIDE` consecutive windows a literal is keyed by end (the
@@ -259,11 +271,194 @@ pub(crate) fn fold_hash_step(h: u64, b: u8) -> u64 {
     (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(FNV_PRIME)
 }
 
+/// [`fold_hash`] of `bytes` read backwards.
+pub(crate) fn back_fold_hash(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .rev()
+        .fold(FOLD_HASH_EMPTY, |h, &b| fold_hash_step(h, b))
+}
+
 /// [`fold_hash`] of nothing.
 pub(crate) const FOLD_HASH_EMPTY: u64 = FNV_OFFSET;
 
 fn hash(key: u64) -> u64 {
     key.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// The pack's strings as loading keeps them: one text, and where each string ends in it (string
+/// `i` is `text[ends[i - 1]..ends[i]]`, from 0 for the first). Literals of every index are spans
+/// of this text, never copies, so a string in many indexes costs its bytes once.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Arena<'s> {
+    pub(crate) text: &'s [u8],
+    pub(crate) ends: &'s [usize],
+}
+
+impl<'s> Arena<'s> {
+    /// Where string `index` lies in the text.
+    pub(crate) fn span(&self, index: u32) -> Option<core::ops::Range<usize>> {
+        crate::format::span(self.ends, usize::try_from(index).ok()?)
+    }
+
+    /// String `index`.
+    pub(crate) fn get(&self, index: u32) -> Option<&'s [u8]> {
+        self.text.get(self.span(index)?)
+    }
+
+    /// How many strings there are.
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+}
+
+/// What loading learns once per string and every index then reuses, so that building indexes
+/// costs per reference to a string, not per byte of it: where its key window ends (from the
+/// pack, checked), its [`fold_hash`], and its canonical id, the least index of a string equal to
+/// it ASCII case folded (so equal literals are told apart in O(1)).
+#[derive(Debug, Default)]
+pub(crate) struct StringFacts {
+    pub(crate) key_ends: Vec<u32>,
+    pub(crate) fold_hashes: Vec<u64>,
+    pub(crate) canon: Vec<u32>,
+    /// Where a strided index's key span ends in each string, once computed (`u32::MAX`: not yet).
+    spans: Vec<u32>,
+    /// The hash of each string read backwards (a suffix index's), once computed.
+    back_hashes: Vec<Option<u64>>,
+}
+
+impl StringFacts {
+    /// The facts of every string of `arena`, whose key windows end at `key_ends` (each inside
+    /// its string). O(total bytes), plus O(total bytes × log n) for strings whose hashes collide.
+    pub(crate) fn new(arena: Arena<'_>, key_ends: Vec<u32>) -> StringFacts {
+        let count = u32::try_from(arena.len()).unwrap_or(u32::MAX);
+        let fold_hashes: Vec<u64> = (0..count)
+            .map(|i| fold_hash(arena.get(i).unwrap_or(&[])))
+            .collect();
+        let canon = canonical_ids(arena, &fold_hashes);
+        StringFacts {
+            key_ends,
+            fold_hashes,
+            canon,
+            spans: Vec::new(),
+            back_hashes: Vec::new(),
+        }
+    }
+
+    /// [`fold_hash`] of string `string` (`lit`) read backwards, computed once.
+    pub(crate) fn back_hash(&mut self, string: u32, lit: &[u8]) -> u64 {
+        if self.back_hashes.len() != self.canon.len() {
+            self.back_hashes = alloc::vec![None; self.canon.len()];
+        }
+        let slot = self
+            .back_hashes
+            .get_mut(usize::try_from(string).unwrap_or(usize::MAX));
+        match slot {
+            Some(Some(h)) => *h,
+            Some(slot) => *slot.insert(back_fold_hash(lit)),
+            None => back_fold_hash(lit),
+        }
+    }
+
+    /// For tests: the facts of `strings`, keyed by the windows the compiler would choose.
+    #[cfg(test)]
+    pub(crate) fn of(arena: Arena<'_>) -> StringFacts {
+        let ends = (0..u32::try_from(arena.len()).unwrap_or(u32::MAX))
+            .map(|i| pos(key_window_end(arena.get(i).unwrap_or(&[]))))
+            .collect();
+        StringFacts::new(arena, ends)
+    }
+
+    pub(crate) fn canon_of(&self, string: u32) -> u32 {
+        self.canon
+            .get(usize::try_from(string).unwrap_or(usize::MAX))
+            .copied()
+            .unwrap_or(string)
+    }
+
+    fn key_end(&self, string: u32, lit: &[u8]) -> usize {
+        match self
+            .key_ends
+            .get(usize::try_from(string).unwrap_or(usize::MAX))
+        {
+            Some(&end) => usize::try_from(end).unwrap_or(0),
+            None => key_window_end(lit),
+        }
+    }
+
+    /// [`key_span`] of string `string` (`lit`), computed once.
+    fn span_end(&mut self, string: u32, lit: &[u8]) -> usize {
+        let at = usize::try_from(string).unwrap_or(usize::MAX);
+        if self.spans.len() != self.canon.len() {
+            self.spans = alloc::vec![u32::MAX; self.canon.len()];
+        }
+        match self.spans.get(at) {
+            Some(&end) if end != u32::MAX => usize::try_from(end).unwrap_or(0),
+            _ => {
+                let end = key_span(lit);
+                if let Some(slot) = self.spans.get_mut(at) {
+                    *slot = pos(end);
+                }
+                end
+            }
+        }
+    }
+}
+
+/// Compares two byte strings ASCII case folded, lexicographically.
+fn folded_cmp(a: &[u8], b: &[u8]) -> core::cmp::Ordering {
+    a.iter()
+        .map(u8::to_ascii_lowercase)
+        .cmp(b.iter().map(u8::to_ascii_lowercase))
+}
+
+/// Each string's canonical id (see [`StringFacts`]): strings are sorted by (hash, length), and
+/// only a run of equal hashes and lengths whose strings are not all equal is sorted by its bytes.
+fn canonical_ids(arena: Arena<'_>, hashes: &[u64]) -> Vec<u32> {
+    let get = |i: u32| arena.get(i).unwrap_or(&[]);
+    let mut order: Vec<(u64, usize, u32)> = hashes
+        .iter()
+        .enumerate()
+        .map(|(i, &h)| {
+            let i = pos(i);
+            (h, get(i).len(), i)
+        })
+        .collect();
+    order.sort_unstable();
+    let mut canon = alloc::vec![0u32; hashes.len()];
+    let mut rest = order.as_mut_slice();
+    while let Some(&(h, len, first)) = rest.first() {
+        let run_len = rest
+            .iter()
+            .take_while(|&&(h2, l2, _)| h2 == h && l2 == len)
+            .count()
+            .max(1);
+        let (run, tail) = rest.split_at_mut(run_len);
+        let lead = get(first);
+        let all_equal = run
+            .iter()
+            .all(|&(_, _, i)| get(i).eq_ignore_ascii_case(lead));
+        if !all_equal {
+            run.sort_unstable_by(|a, b| folded_cmp(get(a.2), get(b.2)).then(a.2.cmp(&b.2)));
+        }
+        let mut leader: Option<u32> = None;
+        let mut prev: Option<u32> = None;
+        for &(_, _, i) in run.iter() {
+            let same = all_equal || prev.is_some_and(|p| get(p).eq_ignore_ascii_case(get(i)));
+            if !same || leader.is_none() {
+                leader = Some(i);
+            }
+            if let (Some(slot), Some(l)) = (
+                canon.get_mut(usize::try_from(i).unwrap_or(usize::MAX)),
+                leader,
+            ) {
+                *slot = l;
+            }
+            prev = Some(i);
+        }
+        rest = tail;
+    }
+    canon
 }
 
 /// Literals sharing one key.
@@ -275,8 +470,8 @@ struct Entry {
     end: u32,
 }
 
-/// One literal: its folded bytes in the store's `bytes`, where its key window ends inside it, and
-/// its payloads.
+/// One literal: where its bytes lie in the [`Arena`]'s text, where its key window ends inside
+/// it, and its payloads.
 #[derive(Clone, Debug)]
 struct Lit {
     start: u32,
@@ -290,7 +485,7 @@ struct Lit {
 /// The tables of every gram index of a pack, each kind in one allocation whichever index it
 /// belongs to: a pack has hundreds of indexes, most of them small, and loading it should not
 /// cost an allocation per table per index. All positions stored in the tables are positions in
-/// the store.
+/// the store, or (literals' bytes) in the pack's [`Arena`].
 #[derive(Clone, Debug, Default)]
 pub(crate) struct GramStore {
     bitmaps: Vec<u64>,
@@ -298,7 +493,6 @@ pub(crate) struct GramStore {
     slots: Vec<u32>,
     entries: Vec<Entry>,
     lits: Vec<Lit>,
-    bytes: Vec<u8>,
     payloads: Vec<u32>,
     /// Short-window tables, [`SHORT_TABLE_WORDS`] each.
     shorts: Vec<u64>,
@@ -307,6 +501,28 @@ pub(crate) struct GramStore {
 /// A short-window table: one bit per pair of (folded) bytes, set when the pair is a 2-byte key or
 /// its second byte a 1-byte key, so one test per byte covers both lengths.
 const SHORT_TABLE_WORDS: usize = (1 << 16) / 64;
+
+/// How a scan's caller uses the payloads of the literals it finds, which decides what a scan can
+/// cost (see [`GramIndex::scan_bound`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Payloads {
+    /// Every payload is reported and costs one unit (a rule prefilter marking candidates).
+    Each = 0,
+    /// The first payload reported ends the scan (`set.contains`, ASCII case folded).
+    First = 1,
+    /// Each payload is confirmed against its item's exact bytes, at most the literal's length
+    /// plus one unit, and the first confirmed ends the scan (`set.contains.cased`).
+    Confirmed = 2,
+}
+
+/// The most work a scan of one index can do per byte of text, in the cost model's units (one
+/// unit: about one byte touched): for each window length it has, one table test, the longest
+/// probe sequence of its hash table, and the most confirmation work one window can cause (the
+/// literals keyed by one key: their bytes, and their payloads as each [`Payloads`] use costs them).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ScanCost {
+    per_byte: [u64; 3],
+}
 
 /// One index: where its bitmap and hash table lie in its [`GramStore`]. See the module
 /// documentation.
@@ -326,52 +542,75 @@ pub(crate) struct GramIndex {
     /// Where its short-window table starts in the store's `shorts`, for an index scanned on every
     /// event that has 1- or 2-byte keys (they are then tested there, not in the bitmap).
     short_start: Option<usize>,
+    /// Table tests per byte of text (per chunk, strided).
+    tests_per_byte: u64,
+    cost: ScanCost,
 }
 
-/// A literal on its way into an index: its [`sort_key`], its position in the scratch list of
-/// literals, and where its key window ends in it.
+impl GramIndex {
+    /// The most work, in the cost model's units, a scan of `text_len` bytes can do when its
+    /// payloads are used as `payloads` says. [`GramStore::scan`] adds what it does to its meter,
+    /// never more than this.
+    pub(crate) fn scan_bound(&self, text_len: usize, payloads: Payloads) -> u64 {
+        let per_byte = self
+            .cost
+            .per_byte
+            .get(payloads as usize)
+            .copied()
+            .unwrap_or(u64::MAX);
+        u64::try_from(text_len)
+            .unwrap_or(u64::MAX)
+            .saturating_mul(per_byte)
+            .saturating_add(1)
+    }
+}
+
+/// A literal on its way into an index: its [`sort_key`], its string and its payload.
 type Item = (u64, u32, u32);
 
+/// Bits of a [`sort_key`] below the key.
+const SORT_KEY_SHIFT: u32 = 37;
+
 /// What an index's literals are sorted by: their key (26 bits: the window's bytes and length),
-/// then 38 bits of the hash of the folded literal, so that the literals of a key are together and
-/// equal literals are next to each other (unless their hashes collide in those bits; they then
-/// get one `Lit` per run, which costs a confirmation, not a result).
-fn sort_key(key: u64, literal_hash: u64) -> u64 {
+/// then the literal's canonical id (20 bits: string indexes are below `MAX_STRINGS`), then where
+/// the key window ends in it (17 bits: strings are at most 64 KiB), so that the literals of a key
+/// are together and equal literals keyed alike are next to each other.
+fn sort_key(key: u64, canon: u32, window_end: usize) -> u64 {
     let compact = (key & 0xFF_FFFF) | (((key >> 32) & 3) << 24);
-    (compact << 38) | (literal_hash >> 26)
+    (compact << SORT_KEY_SHIFT)
+        | ((u64::from(canon) & 0xF_FFFF) << 17)
+        | (u64::try_from(window_end).unwrap_or(0) & 0x1_FFFF)
 }
 
 /// The key a [`sort_key`] was made from.
 fn key_of_sort_key(sort_key: u64) -> u64 {
-    let compact = sort_key >> 38;
+    let compact = sort_key >> SORT_KEY_SHIFT;
     (compact & 0xFF_FFFF) | (((compact >> 24) & 3) << 32)
 }
 
-/// A literal to index: its text, the payload a scan reports for it, and its position in the
-/// pack's string table ([`NOT_A_STRING`] if it is not one), by which its key window is looked up
-/// rather than chosen again.
-pub(crate) type Literal<'s> = (&'s str, u32, u32);
+/// A literal to index: its string (an index into the [`Arena`]) and the payload a scan reports
+/// for it.
+pub(crate) type Literal = (u32, u32);
 
-/// The string position of a literal that is not in a string table.
-pub(crate) const NOT_A_STRING: u32 = u32::MAX;
-
-/// Buffers reused by every index built from strings that live for `'s`, so building hundreds of
-/// indexes allocates them once, and where each string's key window ends.
-#[derive(Debug, Default)]
+/// What building indexes reads and reuses: the strings, their [`StringFacts`], and a buffer, so
+/// building hundreds of indexes allocates it once.
+#[derive(Debug)]
 pub(crate) struct GramScratch<'s> {
-    literals: Vec<(&'s [u8], u32, u32)>,
+    pub(crate) arena: Arena<'s>,
+    pub(crate) facts: StringFacts,
     items: Vec<Item>,
-    /// By string position: where its key window ends (checked to lie inside the string).
-    key_ends: Vec<u32>,
+    /// Hashes of a set's items, for its affix index.
+    pub(crate) hashes: Vec<u64>,
 }
 
-impl GramScratch<'_> {
-    /// Scratch for literals from a string table whose strings' key windows end at `key_ends`
-    /// (each inside its string, at least [`GRAM`] bytes in or the whole string).
-    pub(crate) fn for_strings(key_ends: Vec<u32>) -> Self {
+impl<'s> GramScratch<'s> {
+    /// Scratch for literals from `arena`, whose facts are `facts`.
+    pub(crate) fn new(arena: Arena<'s>, facts: StringFacts) -> Self {
         GramScratch {
-            key_ends,
-            ..GramScratch::default()
+            arena,
+            facts,
+            items: Vec::new(),
+            hashes: Vec::new(),
         }
     }
 }
@@ -393,14 +632,26 @@ fn range(a: u32, b: u32) -> core::ops::Range<usize> {
     usize::try_from(a).unwrap_or(0)..usize::try_from(b).unwrap_or(0)
 }
 
+/// Most confirmation work of one entry, per [`Payloads`] use, accumulated literal by literal.
+fn add_lit_cost(acc: &mut [u64; 3], len: u64, payloads: u64) {
+    let [each, first, confirmed] = acc;
+    let bytes = len.saturating_add(1);
+    *each = each.saturating_add(bytes).saturating_add(payloads);
+    *first = first.saturating_add(bytes).saturating_add(1);
+    *confirmed = confirmed
+        .saturating_add(bytes)
+        .saturating_add(payloads.saturating_mul(len.saturating_add(2)));
+}
+
 impl GramStore {
-    /// Indexes non-empty `literals`, each with the payload a scan reports for it (empty literals
-    /// are skipped: the caller handles them). Equal literals (after folding) share one entry and
-    /// report each of their payloads.
-    pub(crate) fn add<'s>(
+    /// Indexes the non-empty literals of `literals`, each with the payload a scan reports for it
+    /// (empty literals are skipped: the caller handles them). Equal literals (after folding)
+    /// share one entry and report each of their payloads. O(literals × log) plus, for a strided
+    /// index, each distinct string's length once.
+    pub(crate) fn add(
         &mut self,
-        literals: impl IntoIterator<Item = Literal<'s>>,
-        scratch: &mut GramScratch<'s>,
+        literals: impl IntoIterator<Item = Literal>,
+        scratch: &mut GramScratch<'_>,
     ) -> GramIndex {
         self.add_with(literals, false, scratch)
     }
@@ -408,75 +659,98 @@ impl GramStore {
     /// [`GramStore::add`] for an index scanned on every event (a rule prefilter), where scan
     /// time saved is worth a larger index: strided when every literal is at least
     /// `STRIDED_MIN_LEN` bytes long, and with a short-window table when it has 1- or 2-byte keys.
-    pub(crate) fn add_for_every_event<'s>(
+    pub(crate) fn add_for_every_event(
         &mut self,
-        literals: impl IntoIterator<Item = Literal<'s>>,
-        scratch: &mut GramScratch<'s>,
+        literals: impl IntoIterator<Item = Literal>,
+        scratch: &mut GramScratch<'_>,
     ) -> GramIndex {
         self.add_with(literals, true, scratch)
     }
 
-    fn add_with<'s>(
+    fn add_with(
         &mut self,
-        literals: impl IntoIterator<Item = Literal<'s>>,
+        literals: impl IntoIterator<Item = Literal>,
         every_event: bool,
-        scratch: &mut GramScratch<'s>,
+        scratch: &mut GramScratch<'_>,
     ) -> GramIndex {
         let GramScratch {
-            literals: lits_in,
+            arena,
+            facts,
             items,
-            key_ends,
+            ..
         } = scratch;
-        lits_in.clear();
+        let arena = *arena;
         items.clear();
-        lits_in.extend(
-            literals
-                .into_iter()
-                .filter(|(s, _, _)| !s.is_empty())
-                .map(|(s, payload, string)| (s.as_bytes(), payload, string)),
-        );
         // Literals all long (hashes, long paths): each is keyed by `STRIDE` consecutive windows,
         // so a scan need test only every `STRIDE`-th window of the text. Their spans are chosen
-        // here (few literals: the pack records one window per string, not a span).
-        let strided = every_event
-            && !lits_in.is_empty()
-            && lits_in.iter().all(|(l, _, _)| l.len() >= STRIDED_MIN_LEN);
-        for (at, &(lit, _, string)) in lits_in.iter().enumerate() {
-            let hash = literal_hash(lit);
-            let ends = if strided {
-                let last = key_span(lit);
-                last.saturating_add(1).saturating_sub(STRIDE)..last.saturating_add(1)
-            } else {
-                let end = match key_ends.get(usize::try_from(string).unwrap_or(usize::MAX)) {
-                    Some(&end) => usize::try_from(end).unwrap_or(0),
-                    None => key_window_end(lit),
-                };
-                end..end.saturating_add(1)
-            };
-            for end in ends {
+        // here, once per string (the pack records one window per string, not a span).
+        let mut all_long = true;
+        let mut any = false;
+        for (string, payload) in literals {
+            let lit = arena.get(string).unwrap_or(&[]);
+            if lit.is_empty() {
+                continue;
+            }
+            any = true;
+            all_long &= lit.len() >= STRIDED_MIN_LEN;
+            items.push((0, string, payload));
+        }
+        let strided = every_event && any && all_long;
+        if strided {
+            let mut keyed = Vec::with_capacity(items.len().saturating_mul(STRIDE));
+            for &(_, string, payload) in items.iter() {
+                let lit = arena.get(string).unwrap_or(&[]);
+                let canon = facts.canon_of(string);
+                let last = facts.span_end(string, lit);
+                for end in last.saturating_add(1).saturating_sub(STRIDE)..last.saturating_add(1) {
+                    let key = key_of(lit.get(end.saturating_sub(GRAM)..end).unwrap_or(lit));
+                    keyed.push((sort_key(key, canon, end), string, payload));
+                }
+            }
+            *items = keyed;
+        } else {
+            for item in items.iter_mut() {
+                let lit = arena.get(item.1).unwrap_or(&[]);
+                let end = facts.key_end(item.1, lit);
                 let key = key_of(lit.get(end.saturating_sub(GRAM)..end).unwrap_or(lit));
-                items.push((sort_key(key, hash), pos(at), pos(end)));
+                item.0 = sort_key(key, facts.canon_of(item.1), end);
             }
         }
         items.sort_unstable();
 
         let first_entry = self.entries.len();
         let mut window_lengths = 0u8;
-        let literal = |at: u32| {
-            lits_in
-                .get(usize::try_from(at).unwrap_or(usize::MAX))
-                .map_or((&[][..], 0), |&(lit, payload, _)| (lit, payload))
+        // Most confirmation work of one entry, per window length and payload use.
+        let mut worst = [[0u64; 3]; GRAM.saturating_add(1)];
+        let mut entry_cost = [0u64; 3];
+        let mut lit_len = 0u64;
+        let mut lit_payloads = 0u64;
+        let mut prev: Option<u64> = None;
+        let close_lit = |entry_cost: &mut [u64; 3], len: u64, payloads: u64| {
+            if payloads > 0 {
+                add_lit_cost(entry_cost, len, payloads);
+            }
         };
-        let mut prev: Option<(u64, &[u8], u32)> = None;
-        for &(sort, at, window_end) in items.iter() {
-            let (lit, payload) = literal(at);
-            let same_key = prev.is_some_and(|(p, _, _)| p >> 38 == sort >> 38);
-            let same_lit = same_key
-                && prev.is_some_and(|(p, l, e)| {
-                    p == sort && e == window_end && l.eq_ignore_ascii_case(lit)
-                });
-            prev = Some((sort, lit, window_end));
+        let close_entry = |worst: &mut [[u64; 3]; GRAM + 1], key: u64, cost: &mut [u64; 3]| {
+            let len = usize::try_from((key >> 32) & 0xFF).unwrap_or(0);
+            if let Some(w) = worst.get_mut(len) {
+                for (w, c) in w.iter_mut().zip(cost.iter()) {
+                    *w = (*w).max(*c);
+                }
+            }
+            *cost = [0; 3];
+        };
+        for &(sort, string, payload) in items.iter() {
+            let same_key = prev.is_some_and(|p| p >> SORT_KEY_SHIFT == sort >> SORT_KEY_SHIFT);
+            let same_lit = prev == Some(sort);
+            if !same_lit {
+                close_lit(&mut entry_cost, lit_len, lit_payloads);
+                lit_payloads = 0;
+            }
             if !same_key {
+                if let Some(p) = prev {
+                    close_entry(&mut worst, key_of_sort_key(p), &mut entry_cost);
+                }
                 let key = key_of_sort_key(sort);
                 self.entries.push(Entry {
                     key,
@@ -485,23 +759,30 @@ impl GramStore {
                 });
                 window_lengths |= 1u8 << ((key >> 32) & 7);
             }
+            prev = Some(sort);
             if !same_lit {
+                let span = arena.span(string).unwrap_or(0..0);
+                lit_len = u64::try_from(span.len()).unwrap_or(u64::MAX);
                 self.lits.push(Lit {
-                    start: pos(self.bytes.len()),
-                    len: pos(lit.len()),
-                    window_end,
+                    start: pos(span.start),
+                    len: pos(span.len()),
+                    window_end: pos(usize::try_from(sort & 0x1_FFFF).unwrap_or(0)),
                     first: pos(self.payloads.len()),
                     end: pos(self.payloads.len()),
                 });
-                self.bytes.extend(lit.iter().map(u8::to_ascii_lowercase));
                 if let Some(e) = self.entries.last_mut() {
                     e.end = pos(self.lits.len());
                 }
             }
             self.payloads.push(payload);
+            lit_payloads = lit_payloads.saturating_add(1);
             if let Some(l) = self.lits.last_mut() {
                 l.end = pos(self.payloads.len());
             }
+        }
+        close_lit(&mut entry_cost, lit_len, lit_payloads);
+        if let Some(p) = prev {
+            close_entry(&mut worst, key_of_sort_key(p), &mut entry_cost);
         }
 
         let short_start = (every_event && window_lengths & 0b110 != 0).then(|| {
@@ -549,6 +830,34 @@ impl GramStore {
                 *slot = pos(i.saturating_add(1));
             }
         }
+        // A lookup probes at most the longest run of full slots (wrapping) and one empty slot.
+        let lookup = u64::try_from(longest_full_run(slots))
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        // Lengths a scan tests: the short-window table looks up both 1- and 2-byte keys.
+        let tested = if short_start.is_some() {
+            window_lengths | 0b110
+        } else {
+            window_lengths
+        };
+        let mut per_byte = [0u64; 3];
+        for (n, w) in worst.iter().enumerate() {
+            if tested & (1u8 << n) != 0 {
+                for (p, c) in per_byte.iter_mut().zip(w) {
+                    *p = p
+                        .saturating_add(1)
+                        .saturating_add(lookup)
+                        .saturating_add(*c);
+                }
+            }
+        }
+        let tests_per_byte = if strided {
+            1
+        } else if short_start.is_some() {
+            1u64.saturating_add(u64::from(window_lengths & (1 << GRAM) != 0))
+        } else {
+            u64::from(window_lengths.count_ones())
+        };
         GramIndex {
             bitmap_shift,
             bitmap_start,
@@ -557,17 +866,23 @@ impl GramStore {
             window_lengths,
             strided,
             short_start,
+            tests_per_byte,
+            cost: ScanCost { per_byte },
         }
     }
 
-    /// Calls `on_hit(payload, start)` for every occurrence in `text` of every literal of `ix`
-    /// (ASCII case folded; `start` is where it begins), in order of where the occurrence's key
-    /// window ends, until `on_hit` returns `true`. Returns whether it did.
+    /// Calls `on_hit(payload, start, work)` for every occurrence in `text` of every literal of
+    /// `ix` (ASCII case folded; `start` is where it begins; the literals' bytes are in
+    /// `arena_text`), in order of where the occurrence's key window ends, until `on_hit` returns
+    /// `true`. Returns whether it did. Adds the work it does to `work` (`on_hit` adds its own),
+    /// at most [`GramIndex::scan_bound`].
     pub(crate) fn scan(
         &self,
         ix: &GramIndex,
+        arena_text: &[u8],
         text: &[u8],
-        mut on_hit: impl FnMut(u32, usize) -> bool,
+        work: &mut u64,
+        mut on_hit: impl FnMut(u32, usize, &mut u64) -> bool,
     ) -> bool {
         let bitmap_words = (1usize << 64u32.saturating_sub(ix.bitmap_shift)) / 64;
         let slot_count = 1usize << 64u32.saturating_sub(ix.slot_shift);
@@ -583,19 +898,99 @@ impl GramStore {
                 .get(ix.slot_start..ix.slot_start.saturating_add(slot_count))
                 .unwrap_or(&[]),
             store: self,
+            arena: arena_text,
         };
+        let mut meter = Meter { work: *work };
+        let found = view.scan_any(ix, text, &mut meter, &mut on_hit);
+        // The table tests of the bytes (or chunks) read, counted once rather than per test.
+        let read = match found {
+            Some(i) => i.saturating_add(1),
+            None => text.len(),
+        };
+        let read = if ix.strided { read / STRIDE } else { read };
+        *work = meter.work.saturating_add(
+            u64::try_from(read)
+                .unwrap_or(u64::MAX)
+                .saturating_mul(ix.tests_per_byte),
+        );
+        found.is_some()
+    }
+}
+
+/// The longest run of non-zero slots, wrapping around the end of the table.
+fn longest_full_run(slots: &[u32]) -> usize {
+    let Some(empty) = slots.iter().position(|&s| s == 0) else {
+        return slots.len();
+    };
+    let mut best = 0usize;
+    let mut run = 0usize;
+    // Start just after an empty slot, so a run that wraps is counted whole.
+    for k in 1..=slots.len() {
+        let s = slots
+            .get(
+                empty
+                    .saturating_add(k)
+                    .checked_rem(slots.len())
+                    .unwrap_or(0),
+            )
+            .copied()
+            .unwrap_or(0);
+        if s == 0 {
+            run = 0;
+        } else {
+            run = run.saturating_add(1);
+            best = best.max(run);
+        }
+    }
+    best
+}
+
+/// The work a scan has done so far (see [`GramStore::scan`]).
+struct Meter {
+    work: u64,
+}
+
+impl Meter {
+    fn add(&mut self, units: u64) {
+        self.work = self.work.saturating_add(units);
+    }
+}
+
+/// One index's bitmap and hash table, and the store its positions are in: what a scan reads.
+struct View<'a> {
+    bitmap_shift: u32,
+    bitmap: &'a [u64],
+    slot_shift: u32,
+    slots: &'a [u32],
+    store: &'a GramStore,
+    arena: &'a [u8],
+}
+
+type OnHit<'f> = dyn FnMut(u32, usize, &mut u64) -> bool + 'f;
+
+impl View<'_> {
+    /// Scans `text` the way `ix` is built for; returns where the scan stopped (the position of
+    /// the window that ended it), if `on_hit` stopped it.
+    fn scan_any(
+        &self,
+        ix: &GramIndex,
+        text: &[u8],
+        meter: &mut Meter,
+        on_hit: &mut OnHit<'_>,
+    ) -> Option<usize> {
         if ix.strided {
-            return view.scan_strided(text, &mut on_hit);
+            return self.scan_strided(text, meter, on_hit);
         }
         if let Some(start) = ix.short_start {
             let table = self
+                .store
                 .shorts
                 .get(start..start.saturating_add(SHORT_TABLE_WORDS))
                 .unwrap_or(&[]);
             return if ix.window_lengths & (1 << GRAM) != 0 {
-                view.scan_short::<true>(table, text, &mut on_hit)
+                self.scan_short::<true>(table, text, meter, on_hit)
             } else {
-                view.scan_short::<false>(table, text, &mut on_hit)
+                self.scan_short::<false>(table, text, meter, on_hit)
             };
         }
         // (mask, length tag) of each window length some key has, shortest first.
@@ -612,24 +1007,13 @@ impl GramStore {
         }
         // One loop per number of window lengths, so each is unrolled.
         match (count, probes) {
-            (0, _) => false,
-            (1, [a, ..]) => view.scan_with([a], text, &mut on_hit),
-            (2, [a, b, ..]) => view.scan_with([a, b], text, &mut on_hit),
-            (_, all) => view.scan_with(all, text, &mut on_hit),
+            (0, _) => None,
+            (1, [a, ..]) => self.scan_with([a], text, meter, on_hit),
+            (2, [a, b, ..]) => self.scan_with([a, b], text, meter, on_hit),
+            (_, all) => self.scan_with(all, text, meter, on_hit),
         }
     }
-}
 
-/// One index's bitmap and hash table, and the store its positions are in: what a scan reads.
-struct View<'a> {
-    bitmap_shift: u32,
-    bitmap: &'a [u64],
-    slot_shift: u32,
-    slots: &'a [u32],
-    store: &'a GramStore,
-}
-
-impl View<'_> {
     /// Whether the bitmap has the bit of a key whose hash is `h` (if not, no literal is keyed by
     /// it; if so, perhaps one is).
     fn maybe_has(&self, h: u64) -> bool {
@@ -640,11 +1024,12 @@ impl View<'_> {
     }
 
     /// The entry for `key` (whose hash is `h`), if some literal is keyed by it.
-    fn entry(&self, key: u64, h: u64) -> Option<&Entry> {
+    fn entry(&self, key: u64, h: u64, meter: &mut Meter) -> Option<&Entry> {
         let mask = self.slots.len().saturating_sub(1);
         let mut s = usize::try_from(h >> self.slot_shift).unwrap_or(0);
         // Bounded by the table size; the table always has an empty slot.
         for _ in 0..self.slots.len() {
+            meter.add(1);
             let slot = *self.slots.get(s)?;
             let e = self
                 .store
@@ -664,20 +1049,21 @@ impl View<'_> {
         &self,
         probes: [(u64, u64); N],
         text: &[u8],
-        on_hit: &mut impl FnMut(u32, usize) -> bool,
-    ) -> bool {
+        meter: &mut Meter,
+        on_hit: &mut OnHit<'_>,
+    ) -> Option<usize> {
         let mut g: u64 = 0;
         for (i, &b) in text.iter().enumerate() {
             g = (g << 8) | u64::from(b.to_ascii_lowercase());
             for (mask, tag) in probes {
                 let key = (g & mask) | tag;
                 let h = hash(key);
-                if self.maybe_has(h) && self.found(key, h, text, i, on_hit) {
-                    return true;
+                if self.maybe_has(h) && self.found(key, h, text, i, meter, on_hit) {
+                    return Some(i);
                 }
             }
         }
-        false
+        None
     }
 
     /// [`GramStore::scan`] of an index with a short-window table: one table test per byte for
@@ -686,24 +1072,25 @@ impl View<'_> {
         &self,
         table: &[u64],
         text: &[u8],
-        on_hit: &mut impl FnMut(u32, usize) -> bool,
-    ) -> bool {
+        meter: &mut Meter,
+        on_hit: &mut OnHit<'_>,
+    ) -> Option<usize> {
         let mut g: u64 = 0;
         for (i, &b) in text.iter().enumerate() {
             g = (g << 8) | u64::from(b.to_ascii_lowercase());
             let pair = usize::try_from(g & 0xFFFF).unwrap_or(0);
-            if has_bit(table, pair) && self.found_short(g, text, i, on_hit) {
-                return true;
+            if has_bit(table, pair) && self.found_short(g, text, i, meter, on_hit) {
+                return Some(i);
             }
             if LONG {
                 let key = (g & 0xFF_FFFF) | ((GRAM as u64) << 32);
                 let h = hash(key);
-                if self.maybe_has(h) && self.found(key, h, text, i, on_hit) {
-                    return true;
+                if self.maybe_has(h) && self.found(key, h, text, i, meter, on_hit) {
+                    return Some(i);
                 }
             }
         }
-        false
+        None
     }
 
     /// After a short-window table hit for the window ending at `text[i]` (`g` its last bytes):
@@ -714,11 +1101,12 @@ impl View<'_> {
         g: u64,
         text: &[u8],
         i: usize,
-        on_hit: &mut impl FnMut(u32, usize) -> bool,
+        meter: &mut Meter,
+        on_hit: &mut OnHit<'_>,
     ) -> bool {
         for (mask, n) in [(0xFF, 1u64), (0xFFFF, 2)] {
             let key = (g & mask) | (n << 32);
-            if self.found(key, hash(key), text, i, on_hit) {
+            if self.found(key, hash(key), text, i, meter, on_hit) {
                 return true;
             }
         }
@@ -728,7 +1116,12 @@ impl View<'_> {
     /// [`GramStore::scan`] of a strided index: only the windows ending at multiples of `STRIDE`,
     /// the last 3 bytes of each `STRIDE`-byte chunk. Every occurrence of a literal spans
     /// `STRIDE` consecutive windows, so exactly one of them ends at such a multiple.
-    fn scan_strided(&self, text: &[u8], on_hit: &mut impl FnMut(u32, usize) -> bool) -> bool {
+    fn scan_strided(
+        &self,
+        text: &[u8],
+        meter: &mut Meter,
+        on_hit: &mut OnHit<'_>,
+    ) -> Option<usize> {
         for (c, chunk) in text.chunks_exact(STRIDE).enumerate() {
             let key = chunk
                 .iter()
@@ -737,11 +1130,11 @@ impl View<'_> {
                 | (3 << 32);
             let h = hash(key);
             let i = c.saturating_mul(STRIDE).saturating_add(STRIDE - 1);
-            if self.maybe_has(h) && self.found(key, h, text, i, on_hit) {
-                return true;
+            if self.maybe_has(h) && self.found(key, h, text, i, meter, on_hit) {
+                return Some(i);
             }
         }
-        false
+        None
     }
 
     /// After a bitmap hit for the window `key` (hash `h`) ending at `text[i]`: confirms the
@@ -753,7 +1146,8 @@ impl View<'_> {
         h: u64,
         text: &[u8],
         i: usize,
-        on_hit: &mut impl FnMut(u32, usize) -> bool,
+        meter: &mut Meter,
+        on_hit: &mut OnHit<'_>,
     ) -> bool {
         let end = i.saturating_add(1);
         // A window longer than the text read so far holds zero bytes that are not there.
@@ -761,8 +1155,8 @@ impl View<'_> {
         if len > end {
             return false;
         }
-        match self.entry(key, h) {
-            Some(e) => self.confirm(e, text, end, on_hit),
+        match self.entry(key, h, meter) {
+            Some(e) => self.confirm(e, text, end, meter, on_hit),
             None => false,
         }
     }
@@ -774,10 +1168,12 @@ impl View<'_> {
         e: &Entry,
         text: &[u8],
         window_end: usize,
-        on_hit: &mut impl FnMut(u32, usize) -> bool,
+        meter: &mut Meter,
+        on_hit: &mut OnHit<'_>,
     ) -> bool {
         let store = self.store;
         for lit in store.lits.get(range(e.first, e.end)).unwrap_or(&[]) {
+            meter.add(u64::from(lit.len).saturating_add(1));
             let Some(start) = window_end.checked_sub(usize::try_from(lit.window_end).unwrap_or(0))
             else {
                 continue;
@@ -786,20 +1182,52 @@ impl View<'_> {
             let Some(there) = text.get(start..start.saturating_add(len)) else {
                 continue;
             };
-            let folded = store
-                .bytes
+            let bytes = self
+                .arena
                 .get(range(lit.start, lit.start.saturating_add(lit.len)))
                 .unwrap_or(&[]);
-            if !there.eq_ignore_ascii_case(folded) {
+            if !there.eq_ignore_ascii_case(bytes) {
                 continue;
             }
             for &p in store.payloads.get(range(lit.first, lit.end)).unwrap_or(&[]) {
-                if on_hit(p, start) {
+                meter.add(1);
+                if on_hit(p, start, &mut meter.work) {
                     return true;
                 }
             }
         }
         false
+    }
+}
+
+/// Strings laid out as a pack's verified strings are.
+#[cfg(test)]
+pub(crate) struct Strs {
+    text: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+#[cfg(test)]
+impl Strs {
+    pub(crate) fn new<S: AsRef<str>>(list: &[S]) -> Strs {
+        let mut text = Vec::new();
+        let mut ends = Vec::new();
+        for s in list {
+            text.extend_from_slice(s.as_ref().as_bytes());
+            ends.push(text.len());
+        }
+        Strs { text, ends }
+    }
+
+    pub(crate) fn text(&self) -> &[u8] {
+        &self.text
+    }
+
+    pub(crate) fn arena(&self) -> Arena<'_> {
+        Arena {
+            text: &self.text,
+            ends: &self.ends,
+        }
     }
 }
 
@@ -809,26 +1237,34 @@ mod tests {
     use alloc::string::String;
     use alloc::vec;
 
-    /// One index in a store of its own, as tests build them.
-    fn build<'s>(lits: impl IntoIterator<Item = (&'s str, u32)>) -> (GramStore, GramIndex) {
+    /// One index in a store of its own over the literals (each its own string), as tests build
+    /// them.
+    fn build(lits: &[(&str, u32)], every_event: bool) -> (Strs, GramStore, GramIndex) {
+        let strs = Strs::new(&lits.iter().map(|l| l.0).collect::<Vec<_>>());
         let mut store = GramStore::default();
-        let ix = store.add(unnumbered(lits), &mut GramScratch::default());
-        (store, ix)
+        let mut scratch = GramScratch::new(strs.arena(), StringFacts::of(strs.arena()));
+        let literals = lits.iter().enumerate().map(|(i, l)| (i as u32, l.1));
+        let ix = if every_event {
+            store.add_for_every_event(literals, &mut scratch)
+        } else {
+            store.add(literals, &mut scratch)
+        };
+        (strs, store, ix)
     }
 
-    /// Literals with no string table position.
-    fn unnumbered<'s>(
-        lits: impl IntoIterator<Item = (&'s str, u32)>,
-    ) -> impl Iterator<Item = Literal<'s>> {
-        lits.into_iter().map(|(s, p)| (s, p, NOT_A_STRING))
-    }
-
-    fn hits((store, ix): (&GramStore, &GramIndex), text: &str) -> Vec<(u32, usize)> {
+    /// Every (payload, start) a scan reports, and checks its work against the bound.
+    fn hits((strs, store, ix): &(Strs, GramStore, GramIndex), text: &str) -> Vec<(u32, usize)> {
         let mut out = Vec::new();
-        store.scan(ix, text.as_bytes(), |p, s| {
+        let mut work = 0u64;
+        store.scan(ix, &strs.text, text.as_bytes(), &mut work, |p, s, _| {
             out.push((p, s));
             false
         });
+        assert!(
+            work <= ix.scan_bound(text.len(), Payloads::Each),
+            "work {work} over the bound {} for {text:?}",
+            ix.scan_bound(text.len(), Payloads::Each)
+        );
         out.sort_unstable();
         out
     }
@@ -866,7 +1302,7 @@ mod tests {
             ("cmd", 7),
             ("", 8),
         ];
-        let ix = build(lits);
+        let ix = build(&lits, false);
         for text in [
             "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe -Enc AAAA",
             "cmd.exe /c C:\\Windows\\cmd.exe CMD",
@@ -874,7 +1310,7 @@ mod tests {
             "",
             "p",
         ] {
-            assert_eq!(hits((&ix.0, &ix.1), text), naive(&lits, text), "{text}");
+            assert_eq!(hits(&ix, text), naive(&lits, text), "{text}");
         }
     }
 
@@ -917,14 +1353,15 @@ mod tests {
 
     #[test]
     fn stops_when_asked() {
-        let (store, ix) = build([("abc", 1), ("bcd", 2)]);
+        let (strs, store, ix) = build(&[("abc", 1), ("bcd", 2)], false);
         let mut seen = vec![];
-        assert!(store.scan(&ix, b"xabcd", |p, _| {
+        let mut work = 0;
+        assert!(store.scan(&ix, &strs.text, b"xabcd", &mut work, |p, _, _| {
             seen.push(p);
             true
         }));
         assert_eq!(seen, vec![1]);
-        assert!(!store.scan(&ix, b"xyz", |_, _| true));
+        assert!(!store.scan(&ix, &strs.text, b"xyz", &mut work, |_, _, _| true));
     }
 
     proptest::proptest! {
@@ -935,8 +1372,8 @@ mod tests {
             text in "[abcAB.\\\\x]{0,40}",
         ) {
             let lits: Vec<(&str, u32)> = lits.iter().enumerate().map(|(i, s)| (s.as_str(), i as u32)).collect();
-            let (store, ix) = build(lits.iter().copied());
-            proptest::prop_assert_eq!(hits((&store, &ix), &text), naive(&lits, &text));
+            let ix = build(&lits, false);
+            proptest::prop_assert_eq!(hits(&ix, &text), naive(&lits, &text));
         }
 
         /// Indexes sharing a store, and literals from one string table shared by indexes and
@@ -955,22 +1392,26 @@ mod tests {
                 let shortest = s.len().min(GRAM);
                 (shortest + pick % (s.len() - shortest + 1)) as u32
             });
-            let mut scratch = GramScratch::for_strings(ends.collect());
-            let lits: Vec<Vec<(&str, u32, u32)>> = sets
+            let strs = Strs::new(&pool);
+            let facts = StringFacts::new(strs.arena(), ends.collect());
+            let mut scratch = GramScratch::new(strs.arena(), facts);
+            let lits: Vec<Vec<(u32, u32)>> = sets
                 .iter()
                 .map(|set| {
                     set.iter()
                         .filter(|&&i| i < pool.len())
                         .enumerate()
-                        .map(|(p, &i)| (pool[i].as_str(), p as u32, i as u32))
+                        .map(|(p, &i)| (i as u32, p as u32))
                         .collect()
                 })
                 .collect();
             let indexes: Vec<GramIndex> =
                 lits.iter().map(|l| store.add(l.iter().copied(), &mut scratch)).collect();
-            for (ix, l) in indexes.iter().zip(&lits) {
-                let plain: Vec<(&str, u32)> = l.iter().map(|&(s, p, _)| (s, p)).collect();
-                proptest::prop_assert_eq!(hits((&store, ix), &text), naive(&plain, &text));
+            let strs = (strs, store);
+            for (ix, l) in indexes.into_iter().zip(&lits) {
+                let plain: Vec<(&str, u32)> = l.iter().map(|&(i, p)| (pool[i as usize].as_str(), p)).collect();
+                let (s, st) = (Strs { text: strs.0.text.clone(), ends: strs.0.ends.clone() }, strs.1.clone());
+                proptest::prop_assert_eq!(hits(&(s, st, ix), &text), naive(&plain, &text));
             }
         }
 
@@ -982,11 +1423,10 @@ mod tests {
             text in "[abcAB.\\\\x]{0,40}",
         ) {
             let lits: Vec<(&str, u32)> = lits.iter().enumerate().map(|(i, s)| (s.as_str(), i as u32)).collect();
-            let mut store = GramStore::default();
-            let ix = store.add_for_every_event(unnumbered(lits.iter().copied()), &mut GramScratch::default());
+            let ix = build(&lits, true);
             let short = lits.iter().any(|(l, _)| l.len() < GRAM);
-            proptest::prop_assert_eq!(ix.short_start.is_some(), short);
-            proptest::prop_assert_eq!(hits((&store, &ix), &text), naive(&lits, &text));
+            proptest::prop_assert_eq!(ix.2.short_start.is_some(), short);
+            proptest::prop_assert_eq!(hits(&ix, &text), naive(&lits, &text));
         }
 
         /// Long literals only (a strided index), in texts made of them and noise at every offset.
@@ -1003,10 +1443,9 @@ mod tests {
                 }
                 text.push_str(noise);
             }
-            let mut store = GramStore::default();
-            let ix = store.add_for_every_event(unnumbered(lits.iter().copied()), &mut GramScratch::default());
-            proptest::prop_assert!(ix.strided);
-            proptest::prop_assert_eq!(hits((&store, &ix), &text), naive(&lits, &text));
+            let ix = build(&lits, true);
+            proptest::prop_assert!(ix.2.strided);
+            proptest::prop_assert_eq!(hits(&ix, &text), naive(&lits, &text));
         }
     }
 }

@@ -19,7 +19,9 @@
 
 extern crate alloc;
 
+mod anchors;
 pub mod build;
+pub mod cost;
 mod dfa;
 pub mod error;
 pub mod event;

@@ -1,8 +1,9 @@
 //! Fixed limits on everything a pack may contain. The verifier enforces each one; the VM relies on
 //! them (for example the candidate-rule bitset is sized by [`MAX_RULES`]).
 
-/// The largest pack accepted, in bytes.
-pub const MAX_PACK_BYTES: usize = 16 * 1024 * 1024;
+/// The largest pack accepted, in bytes: the one size limit for packs everywhere (the verifier,
+/// envelopes, and the control protocol's stage request, which carries a pack in its envelope).
+pub const MAX_PACK_BYTES: usize = 8 * 1024 * 1024;
 /// Rules in one pack.
 pub const MAX_RULES: usize = 4096;
 /// Instructions in one rule.
@@ -29,6 +30,5 @@ pub const MAX_REGEX_TOTAL_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_TAGS_PER_RULE: usize = 64;
 /// Prefilter anchors on one rule.
 pub const MAX_ANCHORS_PER_RULE: usize = 4096;
-/// Instructions one event may execute across all rules (fuel); termination is guaranteed by
-/// forward-only control flow anyway, this bounds the work per event.
-pub const FUEL_PER_EVENT: u32 = 1 << 22;
+/// The work one event may cost is bounded by the cost model: see [`crate::cost::BUDGET_PER_EVENT`].
+pub use crate::cost::BUDGET_PER_EVENT;

@@ -36,6 +36,11 @@ pub struct FieldDef {
     pub name: &'static str,
     /// The field's value type.
     pub ty: FieldType,
+    /// The longest value the sensor produces for this field, in bytes of UTF-8 (0 for integers).
+    /// The driver's event builders keep every value within it (tested there), the VM reads at
+    /// most this many bytes of any value (a longer one is seen cut at a char boundary, as the
+    /// builders cut it), and the verifier's cost model bounds a pack's work per event with it.
+    pub max_len: u32,
 }
 
 /// A field's value in one event. An absent field is not the same as an empty string.
@@ -85,7 +90,7 @@ macro_rules! schema {
     ($(
         $(#[$tmeta:meta])*
         $variant:ident = $id:literal, $name:literal, sysmon [$($eid:literal),*],
-        $strukt:ident { $( $member:ident : $fty:ident = $fname:literal ),* $(,)? }
+        $strukt:ident { $( $member:ident : $fty:ident = $fname:literal / $max:expr ),* $(,)? }
     )*) => {
         /// The event types the sensor produces.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -172,7 +177,7 @@ macro_rules! schema {
 
             impl<'a> $strukt<'a> {
                 /// The schema's field table for this event type.
-                pub const FIELDS: &'static [FieldDef] = &schema!(@defs 0u8; []; $( $fname, $fty; )*);
+                pub const FIELDS: &'static [FieldDef] = &schema!(@defs 0u8; []; $( $fname, $fty, $max; )*);
                 /// The number of fields.
                 pub const FIELD_COUNT: usize = Self::FIELDS.len();
                 /// The event type this struct builds.
@@ -192,8 +197,8 @@ macro_rules! schema {
         )*
     };
     (@defs $i:expr; [$($acc:expr,)*]; ) => { [$($acc,)*] };
-    (@defs $i:expr; [$($acc:expr,)*]; $fname:literal, $fty:ident; $($rest:tt)*) => {
-        schema!(@defs $i + 1u8; [$($acc,)* FieldDef { index: $i, name: $fname, ty: FieldType::$fty },]; $($rest)*)
+    (@defs $i:expr; [$($acc:expr,)*]; $fname:literal, $fty:ident, $max:expr; $($rest:tt)*) => {
+        schema!(@defs $i + 1u8; [$($acc,)* FieldDef { index: $i, name: $fname, ty: FieldType::$fty, max_len: $max },]; $($rest)*)
     };
 }
 
@@ -209,57 +214,94 @@ schema! {
     /// A process was created (Sysmon event 1).
     ProcessCreation = 0, "process_creation", sysmon [1],
     ProcessCreation {
-        image: Str = "Image",
-        command_line: Str = "CommandLine",
-        parent_image: Str = "ParentImage",
-        parent_command_line: Str = "ParentCommandLine",
-        original_file_name: Str = "OriginalFileName",
-        description: Str = "Description",
-        product: Str = "Product",
-        company: Str = "Company",
-        file_version: Str = "FileVersion",
-        current_directory: Str = "CurrentDirectory",
-        user: Str = "User",
-        integrity_level: Str = "IntegrityLevel",
-        hashes: Str = "Hashes",
-        logon_id: Str = "LogonId",
-        process_id: Int = "ProcessId",
-        parent_process_id: Int = "ParentProcessId",
-        parent_user: Str = "ParentUser",
-        process_guid: Str = "ProcessGuid",
-        parent_process_guid: Str = "ParentProcessGuid",
-        terminal_session_id: Int = "TerminalSessionId",
+        image: Str = "Image" / max_len::PATH,
+        command_line: Str = "CommandLine" / max_len::COMMAND_LINE,
+        parent_image: Str = "ParentImage" / max_len::PATH,
+        parent_command_line: Str = "ParentCommandLine" / max_len::COMMAND_LINE,
+        original_file_name: Str = "OriginalFileName" / max_len::VERSION_TEXT,
+        description: Str = "Description" / max_len::VERSION_TEXT,
+        product: Str = "Product" / max_len::VERSION_TEXT,
+        company: Str = "Company" / max_len::VERSION_TEXT,
+        file_version: Str = "FileVersion" / max_len::VERSION_TEXT,
+        current_directory: Str = "CurrentDirectory" / max_len::PATH,
+        user: Str = "User" / max_len::USER,
+        integrity_level: Str = "IntegrityLevel" / max_len::SHORT,
+        hashes: Str = "Hashes" / max_len::HASHES,
+        logon_id: Str = "LogonId" / max_len::SHORT,
+        process_id: Int = "ProcessId" / 0,
+        parent_process_id: Int = "ParentProcessId" / 0,
+        parent_user: Str = "ParentUser" / max_len::USER,
+        process_guid: Str = "ProcessGuid" / max_len::SHORT,
+        parent_process_guid: Str = "ParentProcessGuid" / max_len::SHORT,
+        terminal_session_id: Int = "TerminalSessionId" / 0,
     }
     /// An image (executable or DLL) was mapped into a process (Sysmon event 7).
     ImageLoad = 1, "image_load", sysmon [7],
     ImageLoad {
-        image: Str = "Image",
-        image_loaded: Str = "ImageLoaded",
-        original_file_name: Str = "OriginalFileName",
-        description: Str = "Description",
-        product: Str = "Product",
-        company: Str = "Company",
-        file_version: Str = "FileVersion",
-        hashes: Str = "Hashes",
-        signed: Str = "Signed",
-        signature: Str = "Signature",
-        signature_status: Str = "SignatureStatus",
-        user: Str = "User",
-        process_id: Int = "ProcessId",
-        process_guid: Str = "ProcessGuid",
+        image: Str = "Image" / max_len::PATH,
+        image_loaded: Str = "ImageLoaded" / max_len::PATH,
+        original_file_name: Str = "OriginalFileName" / max_len::VERSION_TEXT,
+        description: Str = "Description" / max_len::VERSION_TEXT,
+        product: Str = "Product" / max_len::VERSION_TEXT,
+        company: Str = "Company" / max_len::VERSION_TEXT,
+        file_version: Str = "FileVersion" / max_len::VERSION_TEXT,
+        hashes: Str = "Hashes" / max_len::HASHES,
+        signed: Str = "Signed" / max_len::SHORT,
+        signature: Str = "Signature" / max_len::VERSION_TEXT,
+        signature_status: Str = "SignatureStatus" / max_len::SHORT,
+        user: Str = "User" / max_len::USER,
+        process_id: Int = "ProcessId" / 0,
+        process_guid: Str = "ProcessGuid" / max_len::SHORT,
     }
     /// A registry key or value was created, deleted, set or renamed (Sysmon events 12, 13, 14).
     RegistryEvent = 2, "registry_event", sysmon [12, 13, 14],
     RegistryEvent {
-        event_type: Str = "EventType",
-        target_object: Str = "TargetObject",
-        details: Str = "Details",
-        new_name: Str = "NewName",
-        image: Str = "Image",
-        user: Str = "User",
-        process_id: Int = "ProcessId",
-        process_guid: Str = "ProcessGuid",
+        event_type: Str = "EventType" / max_len::SHORT,
+        target_object: Str = "TargetObject" / max_len::REGISTRY_TARGET,
+        details: Str = "Details" / max_len::REGISTRY_DETAILS,
+        new_name: Str = "NewName" / max_len::REGISTRY_NAME,
+        image: Str = "Image" / max_len::PATH,
+        user: Str = "User" / max_len::USER,
+        process_id: Int = "ProcessId" / 0,
+        process_guid: Str = "ProcessGuid" / max_len::SHORT,
     }
+}
+
+/// The longest value of each kind of field, in bytes of UTF-8: the one table of field sizes,
+/// which the schema's fields name and the driver's event builders cut their values to.
+pub mod max_len {
+    /// File paths (`Image`, `ParentImage`, `ImageLoaded`, `CurrentDirectory`).
+    pub const PATH: u32 = 1024;
+    /// Command lines (Windows allows 32,767 UTF-16 units; the sensor keeps the first 16 KiB).
+    pub const COMMAND_LINE: u32 = 16 * 1024;
+    /// PE version resource texts and signer names (`OriginalFileName`, `Description`, ...).
+    pub const VERSION_TEXT: u32 = 256;
+    /// Account names (`DOMAIN\name`, or a SID's string form).
+    pub const USER: u32 = 512;
+    /// `Hashes` (`SHA1=...,MD5=...,SHA256=...,IMPHASH=...`).
+    pub const HASHES: u32 = 512;
+    /// Short fixed-form texts (GUIDs, logon ids, integrity levels, `EventType`, `Signed`).
+    pub const SHORT: u32 = 64;
+    /// A registry key or value name (`NewName`; each part of `TargetObject`).
+    pub const REGISTRY_NAME: u32 = 4096;
+    /// A registry `TargetObject`: key path, `\`, value name, cut to this.
+    pub const REGISTRY_TARGET: u32 = 8 * 1024;
+    /// Registry value `Details`.
+    pub const REGISTRY_DETAILS: u32 = 4096;
+}
+
+/// `s` cut to at most `max` bytes at a char boundary: how the sensor cuts a value to its field's
+/// [`FieldDef::max_len`].
+pub fn cut_to(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    // A char is at most 4 bytes, so a boundary lies within the last 4 positions.
+    let mut end = max;
+    while end > 0 && !s.is_char_boundary(end) {
+        end = end.saturating_sub(1);
+    }
+    s.get(..end).unwrap_or("")
 }
 
 /// The most fields any event type may have (a fixed limit of the pack format).

@@ -295,7 +295,7 @@ pub fn asm(text: &str) -> Result<Vec<u8>, AsmError> {
     if let Some(d) = a.declared.take() {
         a.b.raw_mut().event_types = d;
     }
-    let mut bytes = a.b.finish();
+    let mut bytes = a.b.finish_as_is();
     if checksum_bad {
         if let Some(last) = bytes.last_mut() {
             *last ^= 0xff;

@@ -11,7 +11,12 @@ use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use crate::gramindex::{GramIndex, GramScratch, GramStore, Literal, GRAM};
+use crate::anchors::{self, Step};
+use crate::cost::{self, BUDGET_PER_EVENT};
+use crate::gramindex::{
+    fold_hash, Arena, GramIndex, GramScratch, GramStore, Payloads, StringFacts, GRAM,
+};
+use crate::matching::{compare_bound, glob_bound};
 use crate::setindex::{AffixStore, SetIndex, SetUse, INDEX_MIN_ITEMS};
 use regex_automata::dfa::sparse;
 
@@ -153,6 +158,8 @@ pub(crate) struct Rule {
     pub(crate) author: u32,
     pub(crate) code_start: usize,
     pub(crate) code_len: usize,
+    /// The most work units running the rule can cost (its costliest path).
+    pub(crate) cost: u64,
 }
 
 /// One field's literal prefilter: the anchors of every rule that anchors on this field, each
@@ -189,9 +196,14 @@ pub struct VerifiedPack {
     pub(crate) affixes: AffixStore,
     pub(crate) globs: Ragged<GlobTok>,
     pub(crate) regexes: Vec<sparse::DFA<Vec<u8>>>,
+    /// Each regex's number of byte classes: the most transitions a search looks at per byte.
+    pub(crate) regex_classes: Vec<usize>,
     pub(crate) rules: Vec<Rule>,
     pub(crate) insns: Vec<Insn>,
     pub(crate) by_type: Vec<TypeIndex>,
+    /// By event type id: the most work units evaluating one event of that type can cost (the
+    /// cost model's bound, at most [`BUDGET_PER_EVENT`]).
+    pub(crate) cost_bounds: Vec<u64>,
 }
 
 /// The pack's constant strings, checked UTF-8, in one allocation (laid out as
@@ -203,6 +215,14 @@ pub(crate) struct Strings {
 }
 
 impl Strings {
+    /// The strings as the indexes read them.
+    pub(crate) fn arena(&self) -> Arena<'_> {
+        Arena {
+            text: self.text.as_bytes(),
+            ends: &self.ends,
+        }
+    }
+
     fn push(&mut self, s: &str) {
         self.text.push_str(s);
         self.ends.push(self.text.len());
@@ -305,13 +325,29 @@ impl Verifier<'_> {
             }
             key_ends.push(u32::try_from(end).unwrap_or(u32::MAX));
         }
+        let mut sorted: Vec<u32> = Vec::new();
         for (i, set) in raw.sets.iter().enumerate() {
             let at = raw.offsets.sets.get(i).copied().unwrap_or(0);
             for s in set {
                 self.string_ref(*s).map_err(|k| VerifyError::at(at, k))?;
             }
+            // An item twice adds nothing a test can see, only work: refused.
+            sorted.clear();
+            sorted.extend_from_slice(set);
+            sorted.sort_unstable();
+            if let Some(w) = sorted.windows(2).find(|w| w.first() == w.get(1)) {
+                return Err(VerifyError::at(
+                    at,
+                    ErrorKind::DuplicateSetItem {
+                        set: i,
+                        string: w.first().copied().unwrap_or(0),
+                    },
+                ));
+            }
         }
+        let facts = StringFacts::new(strings.arena(), key_ends);
         let mut regexes = Vec::with_capacity(raw.regexes.len());
+        let mut regex_classes = Vec::with_capacity(raw.regexes.len());
         for (i, bytes) in raw.regexes.iter().enumerate() {
             let at = raw.offsets.regexes.get(i).copied().unwrap_or(0);
             let bad =
@@ -324,19 +360,20 @@ impl Verifier<'_> {
                 )));
             }
             crate::dfa::check_searchable(&dfa).map_err(bad)?;
+            regex_classes.push(dfa.byte_classes().alphabet_len());
             regexes.push(dfa.to_owned());
         }
 
         let mut rules = Vec::with_capacity(raw.rules.len());
         let mut insns = Vec::new();
-        let mut globs: Ragged<GlobTok> = Ragged::default();
-        let mut glob_ids: BTreeMap<u32, u32> = BTreeMap::new();
-        // (event type, field) -> anchors: (literal, rule, string position)
-        let mut anchors: BTreeMap<(u8, u8), Vec<Literal<'_>>> = BTreeMap::new();
+        let mut globs = Globs::default();
+        // (event type, field) -> anchors: (string, rule)
+        let mut anchors: BTreeMap<(u8, u8), Vec<(u32, u32)>> = BTreeMap::new();
         let mut always: Vec<Vec<u64>> = EventType::ALL
             .iter()
             .map(|_| alloc::vec![0u64; bit_words(raw.rules.len())])
             .collect();
+        let mut implied = Implied::default();
 
         for (index, r) in raw.rules.iter().enumerate() {
             let id_str = strings.get(r.id);
@@ -360,19 +397,25 @@ impl Verifier<'_> {
                 self.string_ref(*s).map_err(rule_at)?;
             }
             let rule_index = u32::try_from(index).unwrap_or(u32::MAX);
+            implied.anchors.clear();
             for (field, s) in rule_anchors {
                 check_field(event_type, *field, Some(FieldType::Str), "an anchor")
                     .map_err(rule_at)?;
                 self.string_ref(*s).map_err(rule_at)?;
-                // In range (just checked), so present in the UTF-8-checked strings.
-                let lit = strings.get(*s).unwrap_or("");
-                if lit.is_empty() {
+                if strings.get(*s).unwrap_or("").is_empty() {
                     return Err(rule_at(ErrorKind::EmptyAnchor { index: *s }));
                 }
+                implied.anchors.push((*field, facts.canon_of(*s), *s));
+            }
+            // One anchor per literal (ASCII case folded) and field: a repeated anchor adds only
+            // prefilter work.
+            implied.anchors.sort_unstable();
+            implied.anchors.dedup_by_key(|a| (a.0, a.1));
+            for &(field, _, s) in &implied.anchors {
                 anchors
-                    .entry((event_type.id(), *field))
+                    .entry((event_type.id(), field))
                     .or_default()
-                    .push((lit, rule_index, *s));
+                    .push((s, rule_index));
             }
             if rule_anchors.is_empty() {
                 if let Some(word) = always
@@ -383,8 +426,21 @@ impl Verifier<'_> {
                 }
             }
             let code_start = insns.len();
-            self.check_code(event_type, r, code, &mut insns, &mut globs, &mut glob_ids)
+            self.check_code(event_type, r, code, &mut insns, &mut globs)
                 .map_err(ctx)?;
+            if !rule_anchors.is_empty() {
+                let rule_code = insns.get(code_start..).unwrap_or(&[]);
+                implied
+                    .check(rule_code, &facts, strings.arena(), &globs.runs, raw)
+                    .map_err(|(pc, kind)| {
+                        ctx(VerifyError::at(
+                            r.code_offset
+                                .saturating_add(pc.saturating_mul(RawInsn::SIZE)),
+                            kind,
+                        )
+                        .in_insn(pc))
+                    })?;
+            }
             rules.push(Rule {
                 event_type,
                 level,
@@ -394,6 +450,7 @@ impl Verifier<'_> {
                 author: r.author,
                 code_start,
                 code_len: code.len(),
+                cost: 0,
             });
         }
 
@@ -405,7 +462,7 @@ impl Verifier<'_> {
             })
             .collect();
         let mut grams = GramStore::default();
-        let mut scratch = GramScratch::for_strings(key_ends);
+        let mut scratch = GramScratch::new(strings.arena(), facts);
         for ((type_id, field), list) in anchors {
             let anchors = grams.add_for_every_event(list, &mut scratch);
             if let Some(ix) = by_type.get_mut(usize::from(type_id)) {
@@ -427,7 +484,6 @@ impl Verifier<'_> {
             }
         }
         let mut affixes = AffixStore::default();
-        let mut texts: Vec<&str> = Vec::new();
         let set_index: Vec<Option<SetIndex>> = raw
             .sets
             .iter()
@@ -438,10 +494,7 @@ impl Verifier<'_> {
                 {
                     return None;
                 }
-                texts.clear();
-                texts.extend(items.iter().map(|&i| strings.get(i).unwrap_or("")));
                 Some(SetIndex::build(
-                    &texts,
                     items,
                     uses,
                     &mut grams,
@@ -450,21 +503,103 @@ impl Verifier<'_> {
                 ))
             })
             .collect();
-        Ok(VerifiedPack {
+        drop(scratch);
+
+        let mut pack = VerifiedPack {
             content_hash,
             format_version: raw.format_version,
-            strings,
+            strings: Strings::default(),
             set_index,
             grams,
             affixes,
             sets: Ragged::default(),
             tags: Ragged::default(),
-            globs,
+            globs: globs.table,
             regexes,
+            regex_classes,
             rules,
             insns,
             by_type,
-        })
+            cost_bounds: Vec::new(),
+        };
+        pack.strings = strings;
+        self.bound_costs(&mut pack)?;
+        Ok(pack)
+    }
+
+    /// The cost model (see [`crate::cost`]): each rule's costliest path, and per event type the
+    /// prefilters plus every rule of the type; a type whose total exceeds [`BUDGET_PER_EVENT`]
+    /// rejects the pack, naming the rule that broke it and its costliest instruction.
+    fn bound_costs(&self, pack: &mut VerifiedPack) -> Result<(), VerifyError> {
+        let raw = self.raw;
+        let mut totals: Vec<u64> = Vec::with_capacity(EventType::ALL.len());
+        for (type_id, ix) in pack.by_type.iter().enumerate() {
+            let t = u8::try_from(type_id).ok().and_then(EventType::from_id);
+            let mut total = cost::EVENT;
+            for filter in &ix.filters {
+                let n = t.map_or(0, |t| max_len(t, filter.field));
+                total = total.saturating_add(filter.anchors.scan_bound(n, Payloads::Each));
+                if total > BUDGET_PER_EVENT {
+                    return Err(VerifyError::at(
+                        0,
+                        ErrorKind::PrefilterOverBudget {
+                            event_type: t.map_or("?", EventType::name),
+                            field: filter.field,
+                            name: t
+                                .and_then(|t| t.field(filter.field))
+                                .map_or("?", |f| f.name),
+                            cost: total,
+                            budget: BUDGET_PER_EVENT,
+                        },
+                    ));
+                }
+            }
+            totals.push(total);
+        }
+        let mut memo = CostMemo::default();
+        let mut dist = Vec::new();
+        for index in 0..pack.rules.len() {
+            let Some(rule) = pack.rules.get(index) else {
+                continue;
+            };
+            let t = rule.event_type;
+            let code = pack
+                .insns
+                .get(rule.code_start..rule.code_start.saturating_add(rule.code_len))
+                .unwrap_or(&[]);
+            let (worst, pc, insn_cost) = cost::worst_path(code, &mut dist, |pc| {
+                code.get(pc)
+                    .map_or(0, |insn| memo.insn_cost(pack, &raw.sets, t, insn))
+            });
+            let rule_cost = worst.saturating_add(cost::RULE);
+            let total = totals.get_mut(usize::from(t.id())).map_or(u64::MAX, |x| {
+                *x = x.saturating_add(rule_cost);
+                *x
+            });
+            if total > BUDGET_PER_EVENT {
+                let r = raw.rules.get(index);
+                return Err(VerifyError::at(
+                    r.map_or(0, |r| {
+                        r.code_offset
+                            .saturating_add(pc.saturating_mul(RawInsn::SIZE))
+                    }),
+                    ErrorKind::CostOverBudget {
+                        event_type: t.name(),
+                        total,
+                        budget: BUDGET_PER_EVENT,
+                        rule_cost,
+                        insn_cost,
+                    },
+                )
+                .in_rule(index, r.and_then(|r| pack.strings.get(r.id)))
+                .in_insn(pc));
+            }
+            if let Some(rule) = pack.rules.get_mut(index) {
+                rule.cost = rule_cost;
+            }
+        }
+        pack.cost_bounds = totals;
+        Ok(())
     }
 
     fn string_ref(&self, index: u32) -> Result<&[u8], ErrorKind> {
@@ -484,8 +619,7 @@ impl Verifier<'_> {
         r: &FlatRule,
         code: &[RawInsn],
         out: &mut Vec<Insn>,
-        globs: &mut Ragged<GlobTok>,
-        glob_ids: &mut BTreeMap<u32, u32>,
+        globs: &mut Globs,
     ) -> Result<(), VerifyError> {
         let raw = self.raw;
         if code.is_empty() {
@@ -559,15 +693,20 @@ impl Verifier<'_> {
                     field(a, Some(FieldType::Str), "a wildcard match")?;
                     let case = case(c)?;
                     let pattern = self.string_ref(x).map_err(err)?;
-                    let glob = match glob_ids.get(&x) {
+                    let glob = match globs.ids.get(&x) {
                         Some(g) => *g,
                         None => {
-                            if !globs.push_list_with(|out| parse_glob_into(pattern, out)) {
+                            if !globs
+                                .table
+                                .push_list_with(|out| parse_glob_into(pattern, out))
+                            {
                                 return Err(err(ErrorKind::BadGlob { index: x }));
                             }
-                            let g =
-                                u32::try_from(globs.len().saturating_sub(1)).unwrap_or(u32::MAX);
-                            glob_ids.insert(x, g);
+                            let g = globs.table.len().saturating_sub(1);
+                            let run = longest_run(globs.table.get(g).unwrap_or(&[]));
+                            globs.runs.push((fold_hash(&run), run));
+                            let g = u32::try_from(g).unwrap_or(u32::MAX);
+                            globs.ids.insert(x, g);
                             g
                         }
                     };
@@ -697,6 +836,294 @@ impl Verifier<'_> {
     }
 }
 
+/// The wildcard patterns of a pack, each parsed once however many instructions use it.
+#[derive(Default)]
+struct Globs {
+    /// The parsed patterns.
+    table: Ragged<GlobTok>,
+    /// Per parsed pattern: its longest literal run, its folded hash and bytes (text every match
+    /// contains).
+    runs: Vec<(u64, Vec<u8>)>,
+    /// Parsed pattern by the string it was parsed from.
+    ids: BTreeMap<u32, u32>,
+}
+
+/// The longest run of literal characters of a parsed wildcard pattern (the first of equals), as
+/// UTF-8: text every match contains, which the compiler anchors a wildcard rule on.
+fn longest_run(toks: &[GlobTok]) -> Vec<u8> {
+    let mut best: Vec<u8> = Vec::new();
+    let mut cur: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 4];
+    for t in toks.iter().chain(core::iter::once(&GlobTok::Any)) {
+        match t {
+            GlobTok::Lit(c) => cur.extend_from_slice(c.encode_utf8(&mut buf).as_bytes()),
+            _ => {
+                if cur.len() > best.len() {
+                    best = core::mem::take(&mut cur);
+                }
+                cur.clear();
+            }
+        }
+    }
+    best
+}
+
+/// The longest value field `field` of `t` has, in bytes (0 for a field it does not have).
+fn max_len(t: EventType, field: u8) -> usize {
+    t.field(field)
+        .map_or(0, |f| usize::try_from(f.max_len).unwrap_or(usize::MAX))
+}
+
+/// The most work the anchor proofs of a whole pack may take (items of sets compared with a
+/// rule's anchors, bytes of wildcard runs compared): far above what real content needs (all of
+/// SigmaHQ takes about 20,000), so verifying stays linear whatever a pack's sets and rules reuse.
+const ANCHOR_CHECK_LIMIT: u64 = 1 << 24;
+
+/// The anchor proof's view of one rule (see [`crate::anchors`]): its anchors, deduplicated by
+/// (field, canonical literal), and buffers reused rule after rule.
+#[derive(Default)]
+struct Implied {
+    /// (field, canonical id, string), sorted.
+    anchors: Vec<(u8, u32, u32)>,
+    /// Sets already proven (or not) for this rule: (set, field, implied).
+    sets: Vec<(u32, u8, bool)>,
+    steps: Vec<Step>,
+    facts: Vec<Option<(bool, bool)>>,
+    /// Work done so far over the pack, against [`ANCHOR_CHECK_LIMIT`].
+    work: u64,
+}
+
+impl Implied {
+    /// Proves that the rule's verified `code` returns true only when one of [`Implied::anchors`]
+    /// occurs; else the instruction that can return true without one, and why.
+    fn check(
+        &mut self,
+        code: &[Insn],
+        facts: &StringFacts,
+        arena: Arena<'_>,
+        glob_runs: &[(u64, Vec<u8>)],
+        raw: &FlatPack,
+    ) -> Result<(), (usize, ErrorKind)> {
+        self.sets.clear();
+        self.steps.clear();
+        let target = |t: u32| usize::try_from(t).unwrap_or(usize::MAX);
+        for (pc, insn) in code.iter().enumerate() {
+            let step = match *insn {
+                Insn::Str { field, s, .. } => {
+                    let lit = arena.get(s).unwrap_or(&[]);
+                    Step::Pred(self.literal_implies(
+                        field,
+                        lit,
+                        Some(facts.canon_of(s)),
+                        arena,
+                        pc,
+                    )?)
+                }
+                Insn::Set { field, set, .. } => {
+                    Step::Pred(self.set_implies(field, set, facts, arena, raw, pc)?)
+                }
+                Insn::Glob { field, glob, .. } => {
+                    let run = glob_runs
+                        .get(target(glob))
+                        .map_or(&[][..], |(_, r)| r.as_slice());
+                    Step::Pred(self.literal_implies(field, run, None, arena, pc)?)
+                }
+                Insn::Exists(_)
+                | Insn::Empty(_)
+                | Insn::Regex { .. }
+                | Insn::FieldEq { .. }
+                | Insn::Int { .. } => Step::Pred(false),
+                Insn::Not => Step::Not,
+                Insn::Const(b) => Step::Const(b),
+                Insn::Jt(t) => Step::Jt(target(t)),
+                Insn::Jf(t) => Step::Jf(target(t)),
+                Insn::Jmp(t) => Step::Jmp(target(t)),
+                Insn::Ret => Step::Ret,
+            };
+            self.steps.push(step);
+        }
+        anchors::check(self.steps.iter().copied(), &mut self.facts)
+            .map_err(|e| (e.ret, ErrorKind::AnchorsNotImplied))
+    }
+
+    /// Whether every text containing `lit` (ASCII case folded) in `field` contains one of the
+    /// rule's anchors on that field: `lit` is an anchor (by its canonical id, when it is a pack
+    /// string), or an anchor occurs in it.
+    fn literal_implies(
+        &mut self,
+        field: u8,
+        lit: &[u8],
+        canon: Option<u32>,
+        arena: Arena<'_>,
+        pc: usize,
+    ) -> Result<bool, (usize, ErrorKind)> {
+        self.charge(1, pc)?;
+        if let Some(c) = canon {
+            if self
+                .anchors
+                .binary_search_by(|&(f, x, _)| (f, x).cmp(&(field, c)))
+                .is_ok()
+            {
+                return Ok(true);
+            }
+        }
+        let Ok(lit) = core::str::from_utf8(lit) else {
+            return Ok(false);
+        };
+        let start = self.anchors.partition_point(|&(f, _, _)| f < field);
+        let mut work = 0u64;
+        let mut found = false;
+        for &(f, _, s) in self.anchors.get(start..).unwrap_or(&[]) {
+            if f != field {
+                break;
+            }
+            let anchor = arena
+                .get(s)
+                .and_then(|a| core::str::from_utf8(a).ok())
+                .unwrap_or("");
+            work = work.saturating_add(u64::try_from(anchor.len()).unwrap_or(u64::MAX));
+            if crate::matching::compare_metered(
+                lit,
+                StrOp::Contains,
+                anchor,
+                Case::Insensitive,
+                &mut work,
+            ) {
+                found = true;
+                break;
+            }
+        }
+        self.charge(usize::try_from(work).unwrap_or(usize::MAX), pc)?;
+        Ok(found)
+    }
+
+    /// Whether every item of `set` implies an anchor on `field` (so the set, tested any way,
+    /// holds only when one occurs), once per rule and set.
+    fn set_implies(
+        &mut self,
+        field: u8,
+        set: u32,
+        facts: &StringFacts,
+        arena: Arena<'_>,
+        raw: &FlatPack,
+        pc: usize,
+    ) -> Result<bool, (usize, ErrorKind)> {
+        if let Some(&(_, _, known)) = self.sets.iter().find(|&&(s, f, _)| s == set && f == field) {
+            return Ok(known);
+        }
+        let items = raw
+            .sets
+            .get(usize::try_from(set).unwrap_or(usize::MAX))
+            .unwrap_or(&[]);
+        let mut implied = !items.is_empty();
+        for &s in items {
+            let lit = arena.get(s).unwrap_or(&[]);
+            if !self.literal_implies(field, lit, Some(facts.canon_of(s)), arena, pc)? {
+                implied = false;
+                break;
+            }
+        }
+        self.sets.push((set, field, implied));
+        Ok(implied)
+    }
+
+    fn charge(&mut self, units: usize, pc: usize) -> Result<(), (usize, ErrorKind)> {
+        self.work = self
+            .work
+            .saturating_add(u64::try_from(units).unwrap_or(u64::MAX));
+        if self.work > ANCHOR_CHECK_LIMIT {
+            return Err((
+                pc,
+                ErrorKind::LimitExceeded {
+                    what: "work proving the pack's anchors",
+                    limit: usize::try_from(ANCHOR_CHECK_LIMIT).unwrap_or(usize::MAX),
+                    found: usize::try_from(self.work).unwrap_or(usize::MAX),
+                },
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Instruction costs already computed, by what they depend on: a set test's or a wildcard
+/// pattern's cost is computed once per (set or pattern, operation, field length), however many
+/// instructions share it, so bounding costs stays linear in the pack's size.
+#[derive(Default)]
+struct CostMemo {
+    sets: BTreeMap<(u32, u8, u8, usize), u64>,
+    globs: BTreeMap<(u32, usize), u64>,
+}
+
+impl CostMemo {
+    /// The most work instruction `insn` of a rule for `t` can cost, with the cost model's units.
+    fn insn_cost(
+        &mut self,
+        pack: &VerifiedPack,
+        sets: &Ragged<u32>,
+        t: EventType,
+        insn: &Insn,
+    ) -> u64 {
+        let len = |s: u32| pack.strings.get(s).map_or(0, str::len);
+        let work = match *insn {
+            Insn::Exists(_)
+            | Insn::Empty(_)
+            | Insn::Int { .. }
+            | Insn::Not
+            | Insn::Const(_)
+            | Insn::Jt(_)
+            | Insn::Jf(_)
+            | Insn::Jmp(_)
+            | Insn::Ret => 0,
+            Insn::Str { field, op, s, .. } => compare_bound(op, max_len(t, field), len(s)),
+            Insn::FieldEq { field, other, .. } => {
+                compare_bound(StrOp::Eq, max_len(t, field), max_len(t, other))
+            }
+            Insn::Regex { field, regex } => cost::regex_bound(
+                pack.regex_classes
+                    .get(usize::try_from(regex).unwrap_or(usize::MAX))
+                    .copied()
+                    .unwrap_or(usize::MAX),
+                max_len(t, field),
+            ),
+            Insn::Glob { field, glob, .. } => {
+                let n = max_len(t, field);
+                *self.globs.entry((glob, n)).or_insert_with(|| {
+                    pack.globs
+                        .get(usize::try_from(glob).unwrap_or(usize::MAX))
+                        .map_or(u64::MAX, |pat| glob_bound(pat, n))
+                })
+            }
+            Insn::Set {
+                field,
+                op,
+                case,
+                set,
+            } => {
+                let n = max_len(t, field);
+                *self
+                    .sets
+                    .entry((set, op as u8, case as u8, n))
+                    .or_insert_with(|| {
+                        let at = usize::try_from(set).unwrap_or(usize::MAX);
+                        let indexed = pack
+                            .set_index
+                            .get(at)
+                            .and_then(Option::as_ref)
+                            .and_then(|ix| ix.bound(n, op, case, &pack.affixes));
+                        indexed.unwrap_or_else(|| {
+                            // Item by item: each compared in turn.
+                            sets.get(at).unwrap_or(&[]).iter().fold(0u64, |sum, &s| {
+                                sum.saturating_add(1)
+                                    .saturating_add(compare_bound(op, n, len(s)))
+                            })
+                        })
+                    })
+            }
+        };
+        work.saturating_add(cost::INSN)
+    }
+}
+
 /// Checks a field reference against the running sensor's schema: the index must be below the
 /// event type's real field count, and the field's type must be the one the instruction needs.
 fn check_field(
@@ -738,6 +1165,44 @@ impl VerifiedPack {
     /// The pack's format version.
     pub fn format_version(&self) -> u16 {
         self.format_version
+    }
+
+    /// The most work units evaluating one event of type `t` can cost under this pack: the cost
+    /// model's bound (see [`crate::cost`]), at most [`BUDGET_PER_EVENT`].
+    pub fn cost_bound(&self, t: EventType) -> u64 {
+        self.cost_bounds
+            .get(usize::from(t.id()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The largest of [`VerifiedPack::cost_bound`] over the event types.
+    pub fn max_cost_bound(&self) -> u64 {
+        self.cost_bounds.iter().copied().max().unwrap_or(0)
+    }
+
+    /// The prefilters of event type `t` and what each can cost per event (work units), by field.
+    pub fn prefilter_costs(&self, t: EventType) -> Vec<(u8, u64)> {
+        self.by_type
+            .get(usize::from(t.id()))
+            .map(|ix| {
+                ix.filters
+                    .iter()
+                    .map(|f| {
+                        (
+                            f.field,
+                            f.anchors.scan_bound(max_len(t, f.field), Payloads::Each),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The most work units running rule `index` can cost (its costliest path), if there is such
+    /// a rule.
+    pub fn rule_cost(&self, index: usize) -> Option<u64> {
+        self.rules.get(index).map(|r| r.cost)
     }
 
     /// Information about rule `index`.

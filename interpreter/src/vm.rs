@@ -3,16 +3,18 @@
 //! Per event: the event type's literal prefilters run over their fields and mark candidate rules in
 //! a fixed-size bitset on the stack; the rules that have no anchors are always candidates; then
 //! each candidate's code runs. No heap allocation, no recursion, a fixed stack footprint, forward
-//! jumps only, and a fuel bound on top. Every table access is still checked at run time (defence in
+//! jumps only, and the work counted in the cost model's units against the bound the verifier
+//! proved for the pack (see [`crate::cost`]). Every table access is still checked at run time (defence in
 //! depth): a failed check makes the rule not match and counts an error, it never faults.
 
 use regex_automata::dfa::Automaton;
 use regex_automata::Input;
 
+use crate::cost;
 use crate::event::Event;
 use crate::insn::StrOp;
-use crate::limits::{FUEL_PER_EVENT, MAX_RULES};
-use crate::matching::{compare, glob_match};
+use crate::limits::MAX_RULES;
+use crate::matching::{compare_metered, glob_match_metered};
 use crate::schema::FieldValue;
 use crate::setindex::Tables;
 use crate::verify::{Insn, Rule, RuleInfo, VerifiedPack};
@@ -26,43 +28,62 @@ pub struct EvalStats {
     pub matches: u32,
     /// Runtime checks that failed (always 0 for a verified pack; counted, never fatal).
     pub errors: u32,
-    /// Whether the fuel ran out before every candidate ran.
-    pub fuel_exhausted: bool,
+    /// The work done, in the cost model's units (see [`crate::cost`]): never more than the
+    /// pack's bound for the event's type.
+    pub work: u64,
+    /// The rule that was running when the work would have passed the pack's proven bound, and
+    /// the evaluation stopped (no match from it or any rule after it; counted as an error). A
+    /// correct cost model makes this unreachable; it is the defence in depth behind it.
+    pub over_budget: Option<u32>,
 }
 
 const WORDS: usize = MAX_RULES / 64;
 
 impl VerifiedPack {
     /// Evaluates every rule for the event's type and calls `on_match` for each rule that matches,
-    /// in rule order.
+    /// in rule order. Counts its work as it goes and stops at the pack's bound for the event's
+    /// type (see [`EvalStats::over_budget`]).
     pub fn evaluate(
         &self,
         event: &Event<'_, '_>,
         on_match: &mut dyn FnMut(RuleInfo<'_>),
     ) -> EvalStats {
         let mut stats = EvalStats::default();
-        let Some(index) = self.by_type.get(usize::from(event.event_type().id())) else {
+        let type_id = usize::from(event.event_type().id());
+        let (Some(index), Some(&limit)) =
+            (self.by_type.get(type_id), self.cost_bounds.get(type_id))
+        else {
             stats.errors = 1;
             return stats;
+        };
+        let mut meter = Meter {
+            work: cost::EVENT,
+            limit,
         };
         let mut candidates = [0u64; WORDS];
         for (slot, word) in candidates.iter_mut().zip(&index.always) {
             *slot = *word;
         }
+        let arena = self.strings.arena().text;
         for filter in &index.filters {
             let FieldValue::Str(text) = event.get(filter.field) else {
                 continue;
             };
-            self.grams.scan(&filter.anchors, text.as_bytes(), |r, _| {
-                let r = usize::try_from(r).unwrap_or(usize::MAX);
-                match candidates.get_mut(r / 64) {
-                    Some(w) => *w |= 1u64 << (r % 64),
-                    None => stats.errors = stats.errors.saturating_add(1),
-                }
-                false
-            });
+            self.grams.scan(
+                &filter.anchors,
+                arena,
+                text.as_bytes(),
+                &mut meter.work,
+                |r, _, _| {
+                    let r = usize::try_from(r).unwrap_or(usize::MAX);
+                    match candidates.get_mut(r / 64) {
+                        Some(w) => *w |= 1u64 << (r % 64),
+                        None => stats.errors = stats.errors.saturating_add(1),
+                    }
+                    false
+                },
+            );
         }
-        let mut fuel = FUEL_PER_EVENT;
         for (w, mut word) in candidates.into_iter().enumerate() {
             while word != 0 {
                 let bit = word.trailing_zeros();
@@ -76,7 +97,8 @@ impl VerifiedPack {
                     continue;
                 }
                 stats.rules_run = stats.rules_run.saturating_add(1);
-                match self.run_rule(rule, event, &mut fuel) {
+                meter.work = meter.work.saturating_add(cost::RULE);
+                match self.run_rule(rule, event, &mut meter) {
                     Ok(true) => {
                         stats.matches = stats.matches.saturating_add(1);
                         if let Some(info) = self.rule(r) {
@@ -84,18 +106,26 @@ impl VerifiedPack {
                         }
                     }
                     Ok(false) => {}
-                    Err(Fault::OutOfFuel) => {
-                        stats.fuel_exhausted = true;
+                    Err(Fault::OverBudget) => {
+                        stats.over_budget = u32::try_from(r).ok();
+                        stats.errors = stats.errors.saturating_add(1);
+                        stats.work = meter.work;
                         return stats;
                     }
                     Err(Fault::Check) => stats.errors = stats.errors.saturating_add(1),
                 }
             }
         }
+        stats.work = meter.work;
         stats
     }
 
-    fn run_rule(&self, rule: &Rule, event: &Event<'_, '_>, fuel: &mut u32) -> Result<bool, Fault> {
+    fn run_rule(
+        &self,
+        rule: &Rule,
+        event: &Event<'_, '_>,
+        meter: &mut Meter,
+    ) -> Result<bool, Fault> {
         let end = rule
             .code_start
             .checked_add(rule.code_len)
@@ -104,8 +134,10 @@ impl VerifiedPack {
         let mut acc = false;
         let mut pc = 0usize;
         loop {
-            *fuel = fuel.checked_sub(1).ok_or(Fault::OutOfFuel)?;
+            meter.check()?;
             let insn = code.get(pc).ok_or(Fault::Check)?;
+            meter.work = meter.work.saturating_add(cost::INSN);
+            let work = &mut meter.work;
             let mut next = pc.checked_add(1).ok_or(Fault::Check)?;
             match *insn {
                 Insn::Exists(f) => acc = !matches!(event.get(f), FieldValue::Absent),
@@ -113,14 +145,14 @@ impl VerifiedPack {
                 Insn::Str { field, op, case, s } => {
                     let needle = self.strings.get(s).ok_or(Fault::Check)?;
                     acc = match event.get(field) {
-                        FieldValue::Str(v) => compare(v, op, needle, case),
+                        FieldValue::Str(v) => compare_metered(v, op, needle, case, work),
                         _ => false,
                     };
                 }
                 Insn::Glob { field, case, glob } => {
                     let pat = self.globs.get(idx(glob)).ok_or(Fault::Check)?;
                     acc = match event.get(field) {
-                        FieldValue::Str(v) => glob_match(v, pat, case),
+                        FieldValue::Str(v) => glob_match_metered(v, pat, case, work),
                         _ => false,
                     };
                 }
@@ -137,10 +169,11 @@ impl VerifiedPack {
                     let tables = Tables {
                         grams: &self.grams,
                         affixes: &self.affixes,
+                        arena: strings.arena().text,
                     };
                     let item = |i: u32| -> Option<&str> { strings.get(*items.get(idx(i))?) };
                     let indexed = match (event.get(field), index) {
-                        (FieldValue::Str(v), Some(ix)) => ix.test(tables, v, op, case, &item),
+                        (FieldValue::Str(v), Some(ix)) => ix.test(tables, v, op, case, &item, work),
                         _ => None,
                     };
                     if let Some(hit) = indexed {
@@ -148,7 +181,8 @@ impl VerifiedPack {
                     } else if let FieldValue::Str(v) = event.get(field) {
                         for s in items {
                             let needle = self.strings.get(*s).ok_or(Fault::Check)?;
-                            if compare(v, op, needle, case) {
+                            *work = work.saturating_add(1);
+                            if compare_metered(v, op, needle, case, work) {
                                 acc = true;
                                 break;
                             }
@@ -158,16 +192,25 @@ impl VerifiedPack {
                 Insn::Regex { field, regex } => {
                     let dfa = self.regexes.get(idx(regex)).ok_or(Fault::Check)?;
                     acc = match event.get(field) {
-                        FieldValue::Str(v) => dfa
-                            .try_search_fwd(&Input::new(v))
-                            .map_err(|_| Fault::Check)?
-                            .is_some(),
+                        FieldValue::Str(v) => {
+                            let classes = self
+                                .regex_classes
+                                .get(idx(regex))
+                                .copied()
+                                .unwrap_or(usize::MAX);
+                            *work = work.saturating_add(cost::regex_bound(classes, v.len()));
+                            dfa.try_search_fwd(&Input::new(v))
+                                .map_err(|_| Fault::Check)?
+                                .is_some()
+                        }
                         _ => false,
                     };
                 }
                 Insn::FieldEq { field, other, case } => {
                     acc = match (event.get(field), event.get(other)) {
-                        (FieldValue::Str(a), FieldValue::Str(b)) => compare(a, StrOp::Eq, b, case),
+                        (FieldValue::Str(a), FieldValue::Str(b)) => {
+                            compare_metered(a, StrOp::Eq, b, case, work)
+                        }
                         (FieldValue::Int(a), FieldValue::Int(b)) => a == b,
                         _ => false,
                     };
@@ -193,15 +236,34 @@ impl VerifiedPack {
                         }
                     }
                 }
-                Insn::Ret => return Ok(acc),
+                Insn::Ret => {
+                    meter.check()?;
+                    return Ok(acc);
+                }
             }
             pc = next;
         }
     }
 }
 
+/// The work an evaluation has done, and the pack's bound for the event's type.
+struct Meter {
+    work: u64,
+    limit: u64,
+}
+
+impl Meter {
+    fn check(&self) -> Result<(), Fault> {
+        if self.work > self.limit {
+            Err(Fault::OverBudget)
+        } else {
+            Ok(())
+        }
+    }
+}
+
 enum Fault {
-    OutOfFuel,
+    OverBudget,
     Check,
 }
 

@@ -210,7 +210,8 @@ fn run(
     let mut hits = Vec::new();
     let stats = pack.evaluate(&ev, &mut |m| hits.push(m.index));
     assert_eq!(stats.errors, 0);
-    assert!(!stats.fuel_exhausted);
+    assert_eq!(stats.over_budget, None);
+    assert!(stats.work <= pack.cost_bound(EventType::ProcessCreation));
     let expected = exprs.iter().map(|e| reference(e, &values)).collect();
     (hits, expected)
 }
@@ -269,7 +270,9 @@ fn absent_is_not_empty() {
 
 #[test]
 fn huge_and_non_ascii_values_complete() {
-    let big = "x".repeat(1 << 20) + "MiMiKaTz" + &"é".repeat(1000);
+    // As long as a command line gets (16 KiB), ending in a 2-byte char.
+    let big = "x".repeat(16 * 1024 - 8 - 2000) + "MiMiKaTz" + &"é".repeat(1000);
+    assert_eq!(big.len(), 16 * 1024);
     let exprs = [
         Expr::Pred(Pred::Str {
             field: 1,
@@ -295,9 +298,29 @@ fn huge_and_non_ascii_values_complete() {
             values: vec!["mimikatz".into(), "zzz".into()],
         }),
     ];
-    let (hits, expected) = run(&exprs, &[None, Some(big)], None, None);
+    let (hits, expected) = run(&exprs, &[None, Some(big.clone())], None, None);
     assert_eq!(expected, vec![true, true, true, false]);
     assert_eq!(hits, vec![0, 1, 2]);
+
+    // Longer, and the value is seen cut at its field's longest (16 KiB) on a char boundary, as
+    // the sensor cuts it: a `é` across the limit is gone whole, and what follows it too.
+    let mut pack = PackBuilder::new();
+    for e in &exprs {
+        pack.rule(spec(e.clone())).unwrap();
+    }
+    let pack = verify(&pack.finish()).unwrap();
+    let longer = "x".repeat(16 * 1024 - 1) + "é" + "MiMiKaTz";
+    let typed = ProcessCreation {
+        command_line: Some(&longer),
+        ..Default::default()
+    };
+    let values = typed.values();
+    let mut hits = Vec::new();
+    let stats = pack.evaluate(&Event::from_typed((&values).into()), &mut |m| {
+        hits.push(m.index)
+    });
+    assert_eq!((hits, stats.errors), (vec![], 0));
+    drop(big);
 }
 
 #[cfg(feature = "build")]

@@ -451,8 +451,8 @@ pub struct Counters {
     pub blocked: u64,
     /// Runtime errors the VM turned into "no match" (defence in depth; should stay 0).
     pub eval_errors: u64,
-    /// Rules stopped by their fuel bound (should stay 0).
-    pub fuel_exhausted: u64,
+    /// Evaluations stopped at the cost model's bound for the pack (a correct model keeps this 0).
+    pub over_budget: u64,
     /// Events not evaluated because content was being swapped at that instant.
     pub content_busy: u64,
     /// Detections waiting in the ring.
@@ -494,7 +494,7 @@ impl StatusReply {
             n.detections_dropped,
             n.blocked,
             n.eval_errors,
-            n.fuel_exhausted,
+            n.over_budget,
             n.content_busy,
         ] {
             w.u64(v)?;
@@ -550,7 +550,7 @@ impl StatusReply {
             detections_dropped: r.u64("detections dropped")?,
             blocked: r.u64("blocked")?,
             eval_errors: r.u64("evaluation errors")?,
-            fuel_exhausted: r.u64("fuel exhausted")?,
+            over_budget: r.u64("over budget")?,
             content_busy: r.u64("content busy")?,
             detections_pending: r.u32("detections pending")?,
             guard_events_pending: r.u32("guard events pending")?,

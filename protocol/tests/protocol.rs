@@ -240,7 +240,7 @@ fn sample_status() -> StatusReply {
             detections_dropped: 5,
             blocked: 6,
             eval_errors: 0,
-            fuel_exhausted: 0,
+            over_budget: 0,
             content_busy: 7,
             detections_pending: 8,
             guard_events_pending: 9,

@@ -177,10 +177,12 @@ mod tests {
         let swap = Arc::new(ContentSwap::new());
         swap.swap(content("needle0", 0), &mut || {});
         let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(core::sync::atomic::AtomicU64::new(0));
         let readers: Vec<_> = (0..4)
             .map(|_| {
                 let swap = Arc::clone(&swap);
                 let stop = Arc::clone(&stop);
+                let seen = Arc::clone(&seen);
                 thread::spawn(move || {
                     let mut evaluated = 0u64;
                     let mut last_version = 0;
@@ -205,6 +207,7 @@ mod tests {
                             assert!(v >= last_version, "content went backwards");
                             last_version = v;
                             evaluated += 1;
+                            seen.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     evaluated
@@ -215,6 +218,10 @@ mod tests {
             swap.swap(content(&std::format!("needle{v}"), v), &mut || {
                 thread::yield_now()
             });
+        }
+        // On a loaded machine the readers may not have run yet: let them read the last version.
+        while seen.load(Ordering::Relaxed) == 0 {
+            thread::yield_now();
         }
         stop.store(true, Ordering::Relaxed);
         let evaluated: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();

@@ -97,6 +97,10 @@ impl DetectionSlot {
     }
 }
 
+/// The guard event kind of an evaluation stopped at the pack's proven cost bound (detail: the
+/// rule's index). The guard's own kinds are below it (`bulwark_loader_boot_guard::state::EventKind`).
+pub const OVER_BUDGET: u16 = 0x100;
+
 /// A guard event as kept in the ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuardEventSlot(pub GuardEventRecord);
@@ -209,7 +213,7 @@ struct Stats {
     detections: AtomicU64,
     blocked: AtomicU64,
     eval_errors: AtomicU64,
-    fuel_exhausted: AtomicU64,
+    over_budget: AtomicU64,
     table_busy: AtomicU64,
 }
 
@@ -253,6 +257,20 @@ impl Sensor {
     /// Records a guard event for user mode.
     pub fn report_guard_event(&self, record: GuardEventRecord) {
         self.guard_events.push(GuardEventSlot(record));
+    }
+
+    /// Reports an evaluation stopped at the pack's proven cost bound: a guard event of kind
+    /// [`OVER_BUDGET`] whose detail is the rule that was running.
+    fn report_over_budget(&self, now: u64, version: u64, hash: [u8; 32], rule: u32) {
+        self.report_guard_event(GuardEventRecord {
+            seq: 0,
+            time: now,
+            kind: OVER_BUDGET,
+            attempts: 0,
+            detail: rule,
+            version,
+            hash,
+        });
     }
 
     fn lookup(
@@ -374,8 +392,11 @@ impl Sensor {
                     .eval_errors
                     .fetch_add(u64::from(stats.errors), Ordering::Relaxed);
             }
-            if stats.fuel_exhausted {
-                self.stats.fuel_exhausted.fetch_add(1, Ordering::Relaxed);
+            if let Some(rule) = stats.over_budget {
+                // The cost model's bound was about to be passed: the evaluation stopped. Counted,
+                // and reported to user mode as a guard event naming the rule.
+                self.stats.over_budget.fetch_add(1, Ordering::Relaxed);
+                self.report_over_budget(now, content.version, content.hash, rule);
             }
             block
         });
@@ -414,7 +435,7 @@ impl Sensor {
             detections_dropped: self.detections.dropped(),
             blocked: l(&self.stats.blocked),
             eval_errors: l(&self.stats.eval_errors),
-            fuel_exhausted: l(&self.stats.fuel_exhausted),
+            over_budget: l(&self.stats.over_budget),
             content_busy: self.content.busy(),
             detections_pending: u32::try_from(self.detections.pending()).unwrap_or(u32::MAX),
             guard_events_pending: u32::try_from(self.guard_events.pending()).unwrap_or(u32::MAX),
