@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p fuzz/corpus/pack_verify fuzz/corpus/pack_run fuzz/corpus/pack_struct fuzz/corpus/pack_differential
+mkdir -p fuzz/corpus/pack_cost
 for f in examples/content/*.bwasm examples/content/invalid/*.bwasm; do
   name=$(basename "$f" .bwasm)
   cargo run -q -p bulwark-cli -- asm "$f" -o "fuzz/corpus/pack_verify/$name.pack" 2>/dev/null || continue
@@ -34,6 +35,10 @@ for i in range(8):
     open(f"fuzz/corpus/pack_struct/base-{i}", "wb").write(bytes([i % 2]) + rng.randbytes(64))
 for i in range(16):
     open(f"fuzz/corpus/pack_differential/seed-{i}", "wb").write(rng.randbytes(48 + 16 * i))
+# pack_cost also reads everything through `arbitrary`: longer byte strings, so packs get many
+# rules and events get values at their fields' maximum sizes.
+for i in range(32):
+    open(f"fuzz/corpus/pack_cost/seed-{i}", "wb").write(rng.randbytes(256 + 128 * i))
 PY
 
 # control_request input: the store to boot from (0 empty, 1 last-known-good, 2 with a candidate,
