@@ -86,3 +86,11 @@ seeds = {
 for name, data in seeds.items():
     open(f"fuzz/corpus/control_request/{name}", "wb").write(data)
 PY
+
+# dfa_mutate input: pattern selector, mutation count (0: the DFA as compiled), then haystacks.
+mkdir -p fuzz/corpus/dfa_mutate
+python3 - <<'PY'
+hay = "xxabc\0NET  USER x\0abbbx\0a12-x\0\u00e9\u00e9\0line\nword\0 -enc abcd1234\0".encode()
+for i in range(10):
+    open(f"fuzz/corpus/dfa_mutate/pattern-{i}", "wb").write(bytes([i, 0]) + hay)
+PY
