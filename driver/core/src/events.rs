@@ -9,22 +9,77 @@
 //! Fields the kernel does not hand over cheaply are absent, never empty: the PE version resource
 //! (`OriginalFileName`, `Description`, `Product`, `Company`, `FileVersion`), `Hashes` and
 //! `CurrentDirectory` of a new process, `ParentUser` when the parent started before the driver.
+//!
+//! Every text a builder owns is at most its field's [`max_len`](bulwark_interpreter::FieldDef)
+//! bytes, from the schema's one table of sizes ([`schema::max_len`]), cut at a char boundary
+//! exactly as [`schema::cut_to`] cuts: the builders decode a little more than the limit, rewrite
+//! (NT path to `C:\...`, `\REGISTRY\MACHINE` to `HKLM`, which can shorten or lengthen the text),
+//! then cut, so a value is the longest prefix of the full value that fits (but for a string
+//! `Details`, whose trailing spaces are dropped after the cut, and a network path whose provider
+//! components are longer than [`REWRITE_SLACK`]), and the VM, which reads every value cut to its
+//! field's `max_len`, sees exactly what the builder made. `driver/core/tests/field_sizes.rs` checks
+//! every field of every event type against the table, from the longest and most hostile inputs.
 
 use alloc::string::String;
 use alloc::sync::Arc;
 use core::fmt::Write;
 
-use bulwark_interpreter::schema;
+use bulwark_interpreter::schema::{self, max_len};
 use bulwark_interpreter::{Event, EventType};
 
 use crate::identity::{integrity_level, logon_id, process_guid, Sid};
 use crate::paths::{to_dos_path, utf16_to_string, VolumeMap};
-use crate::process::{ProcessInfo, MAX_COMMAND_LINE_BYTES, MAX_IMAGE_BYTES};
+use crate::process::ProcessInfo;
 
-/// Longest registry path kept, in bytes of UTF-8.
-pub const MAX_REGISTRY_PATH_BYTES: usize = 4096;
-/// Longest registry value details kept, in bytes of UTF-8.
-pub const MAX_DETAILS_BYTES: usize = 4096;
+/// A `max_len` from the schema's table, in bytes.
+pub const fn bytes(max_len: u32) -> usize {
+    // usize is at least 32 bits on every target the driver builds for.
+    max_len as usize
+}
+
+/// Cuts `s` in place to at most `max_len` bytes, at a char boundary: [`schema::cut_to`], owned.
+pub fn cut(s: &mut String, max_len: u32) {
+    let keep = schema::cut_to(s, bytes(max_len)).len();
+    s.truncate(keep);
+}
+
+/// How much more than a field's `max_len` is decoded before a prefix rewrite, so a rewrite that
+/// shortens the text (`\Device\HarddiskVolume3` to `C:`, `\REGISTRY\MACHINE` to `HKLM`) still
+/// leaves a full field after the cut. Larger than any prefix the rewrites remove (a volume device
+/// name is at most 96 bytes) except a network path's provider components, which have no bound.
+pub const REWRITE_SLACK: usize = 256;
+
+/// A kernel NT path as a path field (`Image`, `ImageLoaded`): decoded, rewritten to the `C:\...`
+/// form, cut to [`max_len::PATH`].
+pub fn path_field(units: &[u16], volumes: &VolumeMap, out: &mut String) {
+    utf16_to_string(
+        units,
+        bytes(max_len::PATH).saturating_add(REWRITE_SLACK),
+        out,
+    );
+    to_dos_path(out, volumes);
+    cut(out, max_len::PATH);
+}
+
+/// A registry `TargetObject`: the key path (rewritten to the `HKLM\...` form) and the value name,
+/// each cut to [`max_len::REGISTRY_NAME`], joined with `\`, cut to [`max_len::REGISTRY_TARGET`].
+/// An empty value name is the default value, which Sysmon writes as `(Default)`.
+pub fn registry_target(key_path: &[u16], value_name: Option<&[u16]>, out: &mut String) {
+    utf16_to_string(
+        key_path,
+        bytes(max_len::REGISTRY_NAME).saturating_add(REWRITE_SLACK),
+        out,
+    );
+    to_registry_path(out);
+    cut(out, max_len::REGISTRY_NAME);
+    if let Some(name) = value_name {
+        let mut v = String::new();
+        utf16_to_string(name, bytes(max_len::REGISTRY_NAME), &mut v);
+        out.push('\\');
+        out.push_str(if v.is_empty() { "(Default)" } else { &v });
+    }
+    cut(out, max_len::REGISTRY_TARGET);
+}
 
 /// What the kernel says about a process being created (`PS_CREATE_NOTIFY_INFO` and the new
 /// process's token).
@@ -77,22 +132,24 @@ impl ProcessCreation {
     ) -> Self {
         let mut image = String::new();
         if let Some(units) = facts.image_file_name {
-            utf16_to_string(units, MAX_IMAGE_BYTES, &mut image);
-            to_dos_path(&mut image, volumes);
+            path_field(units, volumes, &mut image);
         }
         let mut command_line = String::new();
         if let Some(units) = facts.command_line {
-            utf16_to_string(units, MAX_COMMAND_LINE_BYTES, &mut command_line);
+            utf16_to_string(units, bytes(max_len::COMMAND_LINE), &mut command_line);
         }
         let mut user = String::new();
         let has_user = facts.user.and_then(|s| s.user_name(&mut user)).is_some();
+        cut(&mut user, max_len::USER);
         let logon = facts.logon_id.map(|luid| {
             let mut s = String::new();
             logon_id(luid, &mut s);
+            cut(&mut s, max_len::SHORT);
             s
         });
         let mut guid = String::new();
         process_guid(boot_salt, facts.process_id, facts.create_time, &mut guid);
+        cut(&mut guid, max_len::SHORT);
         // A parent entry counts only if it is the same process (ids are reused).
         let parent = parent.filter(|p| {
             p.process_id == facts.parent_process_id
@@ -182,8 +239,7 @@ impl ImageLoad {
     ) -> Self {
         let loaded = facts.full_image_name.map(|units| {
             let mut s = String::new();
-            utf16_to_string(units, MAX_IMAGE_BYTES, &mut s);
-            to_dos_path(&mut s, volumes);
+            path_field(units, volumes, &mut s);
             s
         });
         // SE_SIGNING_LEVEL_UNCHECKED = 0, SE_SIGNING_LEVEL_UNSIGNED = 1.
@@ -301,15 +357,7 @@ impl Registry {
     /// Converts the kernel's facts; `process` is the acting process's table entry.
     pub fn build(facts: &RegistryFacts<'_>, process: Option<Arc<ProcessInfo>>) -> Self {
         let mut target = String::new();
-        utf16_to_string(facts.key_path, MAX_REGISTRY_PATH_BYTES, &mut target);
-        to_registry_path(&mut target);
-        if let Some(name) = facts.value_name {
-            let mut v = String::new();
-            utf16_to_string(name, MAX_REGISTRY_PATH_BYTES, &mut v);
-            target.push('\\');
-            // Sysmon writes the default value as "(Default)".
-            target.push_str(if v.is_empty() { "(Default)" } else { &v });
-        }
+        registry_target(facts.key_path, facts.value_name, &mut target);
         let details = facts.data.map(|(ty, data)| {
             let mut s = String::new();
             registry_details(ty, data, &mut s);
@@ -317,7 +365,7 @@ impl Registry {
         });
         let new_name = facts.new_name.map(|units| {
             let mut s = String::new();
-            utf16_to_string(units, MAX_REGISTRY_PATH_BYTES, &mut s);
+            utf16_to_string(units, bytes(max_len::REGISTRY_NAME), &mut s);
             s
         });
         Registry {
@@ -390,7 +438,9 @@ pub fn to_registry_path(path: &mut String) {
 }
 
 /// Sysmon's `Details` text for a value's data: strings as they are, `DWORD (0x0000002a)`,
-/// `QWORD (0x00000000-0x0000002a)`, `Binary Data` for the rest.
+/// `QWORD (0x00000000-0x0000002a)`, `Binary Data` for the rest; at most
+/// [`max_len::REGISTRY_DETAILS`] bytes (a string is decoded only that far, then its trailing
+/// spaces, the terminating NULs among them, are dropped).
 pub fn registry_details(ty: u32, data: &[u8], out: &mut String) {
     out.clear();
     match ty {
@@ -408,7 +458,7 @@ pub fn registry_details(ty: u32, data: &[u8], out: &mut String) {
                     Ok(c) => c,
                     Err(_) => char::REPLACEMENT_CHARACTER,
                 };
-                if out.len().saturating_add(c.len_utf8()) > MAX_DETAILS_BYTES {
+                if out.len().saturating_add(c.len_utf8()) > bytes(max_len::REGISTRY_DETAILS) {
                     break;
                 }
                 out.push(c);
@@ -433,6 +483,7 @@ pub fn registry_details(ty: u32, data: &[u8], out: &mut String) {
         }
         _ => out.push_str("Binary Data"),
     }
+    cut(out, max_len::REGISTRY_DETAILS);
 }
 
 #[cfg(test)]

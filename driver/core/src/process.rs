@@ -13,10 +13,6 @@ use alloc::string::String;
 
 /// The default number of processes remembered.
 pub const DEFAULT_CAPACITY: usize = 4096;
-/// The longest image path kept, in bytes of UTF-8.
-pub const MAX_IMAGE_BYTES: usize = 1024;
-/// The longest command line kept, in bytes of UTF-8 (Windows allows 32 767 UTF-16 units).
-pub const MAX_COMMAND_LINE_BYTES: usize = 16 * 1024;
 
 /// What is remembered about one process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +21,9 @@ pub struct ProcessInfo {
     pub process_id: u32,
     /// Its creation time (100 ns units since 1601), which makes `process_id` unique.
     pub create_time: u64,
-    /// Its image, `C:\...` form.
+    /// Its image, `C:\...` form. Like every text here, at most its field's `max_len` bytes
+    /// (`bulwark_interpreter::schema::max_len`): the process-creation builder cuts it, and the
+    /// parent fields of later events are these texts as they are.
     pub image: String,
     /// Its command line.
     pub command_line: String,
