@@ -170,10 +170,16 @@ fn drive<T: Transport>(
         "guard-events" => {
             let batch = client.read_guard_events(64)?;
             for e in &batch.records {
+                let name = match e.kind {
+                    bulwark_protocol::GuardEventRecord::KIND_OVER_BUDGET => "over-budget",
+                    k => bulwark_loader_boot_guard::state::EventKind::from_code(k)
+                        .map_or("unknown", |k| k.name()),
+                };
                 let v = json!({
                     "seq": e.seq,
                     "time": e.time,
                     "kind": e.kind,
+                    "name": name,
                     "attempts": e.attempts,
                     "detail": e.detail,
                     "version": e.version,

@@ -8,6 +8,20 @@ use crate::schema::{cut_to, EventType, FieldType, FieldValue, TypedValues};
 pub struct Event<'a, 'b> {
     event_type: EventType,
     values: &'b [FieldValue<'a>],
+    /// Whether every text value is within its field's `max_len` (checked once, when the event is
+    /// made), so [`Event::get`] need not look the limit up.
+    fits: bool,
+}
+
+/// Whether every text value of `values` is within its field's `max_len`.
+fn fits(event_type: EventType, values: &[FieldValue<'_>]) -> bool {
+    values
+        .iter()
+        .zip(event_type.fields())
+        .all(|(v, f)| match v {
+            FieldValue::Str(s) => u32::try_from(s.len()).is_ok_and(|n| n <= f.max_len),
+            _ => true,
+        })
 }
 
 /// Why field values do not make an event of the schema.
@@ -36,6 +50,7 @@ impl<'a, 'b> Event<'a, 'b> {
         Event {
             event_type: values.event_type,
             values: values.values,
+            fits: fits(values.event_type, values.values),
         }
     }
 
@@ -61,7 +76,11 @@ impl<'a, 'b> Event<'a, 'b> {
                 }
             }
         }
-        Ok(Event { event_type, values })
+        Ok(Event {
+            event_type,
+            values,
+            fits: fits(event_type, values),
+        })
     }
 
     /// The event type.
@@ -75,7 +94,7 @@ impl<'a, 'b> Event<'a, 'b> {
     /// than the cost model assumes.
     pub fn get(&self, index: u8) -> FieldValue<'a> {
         match self.values.get(usize::from(index)).copied() {
-            Some(FieldValue::Str(s)) => {
+            Some(FieldValue::Str(s)) if !self.fits => {
                 let max = self
                     .event_type
                     .field(index)

@@ -211,6 +211,21 @@ pub(crate) fn key_window_start(lit: &[u8]) -> usize {
     key_window_end(lit).saturating_sub(lit.len().min(GRAM))
 }
 
+/// A hash of a string's folded bytes cheap enough to take of every string at load: its length
+/// and its first and last eight bytes. Strings it confuses are told apart by their bytes when
+/// canonical ids are given; it only brings equal strings together.
+fn literal_hash(lit: &[u8]) -> u64 {
+    let word = |b: &[u8]| {
+        b.iter()
+            .fold(0u64, |w, &c| (w << 8) | u64::from(c.to_ascii_lowercase()))
+    };
+    let head = word(lit.get(..8).unwrap_or(lit));
+    let tail = word(lit.get(lit.len().saturating_sub(8)..).unwrap_or(lit));
+    let len = u64::try_from(lit.len()).unwrap_or(u64::MAX);
+    (head.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ tail.rotate_left(29) ^ len)
+        .wrapping_mul(0xD6E8_FEB8_6659_FD93)
+}
+
 /// For a strided index: where the `STRIDE` consecutive windows a literal is keyed by end (the
 /// last of them), the span whose windows are least common by the same order as
 /// [`key_window_end`]. `lit` is at least `GRAM + STRIDE - 1` bytes long.
@@ -314,13 +329,15 @@ impl<'s> Arena<'s> {
 
 /// What loading learns once per string and every index then reuses, so that building indexes
 /// costs per reference to a string, not per byte of it: where its key window ends (from the
-/// pack, checked), its [`fold_hash`], and its canonical id, the least index of a string equal to
-/// it ASCII case folded (so equal literals are told apart in O(1)).
+/// pack, checked), its canonical id, the least index of a string equal to it ASCII case folded
+/// (so equal literals are told apart in O(1)), and, once some index needs them, its
+/// [`fold_hash`] forwards and backwards.
 #[derive(Debug, Default)]
 pub(crate) struct StringFacts {
     pub(crate) key_ends: Vec<u32>,
-    pub(crate) fold_hashes: Vec<u64>,
     pub(crate) canon: Vec<u32>,
+    /// The hash of each string (a prefix index's), once computed.
+    fold_hashes: Vec<Option<u64>>,
     /// Where a strided index's key span ends in each string, once computed (`u32::MAX`: not yet).
     spans: Vec<u32>,
     /// The hash of each string read backwards (a suffix index's), once computed.
@@ -329,19 +346,35 @@ pub(crate) struct StringFacts {
 
 impl StringFacts {
     /// The facts of every string of `arena`, whose key windows end at `key_ends` (each inside
-    /// its string). O(total bytes), plus O(total bytes × log n) for strings whose hashes collide.
+    /// its string). O(n log n) in the number of strings, plus O(total bytes × log n) for strings
+    /// whose lengths and first and last bytes agree.
     pub(crate) fn new(arena: Arena<'_>, key_ends: Vec<u32>) -> StringFacts {
         let count = u32::try_from(arena.len()).unwrap_or(u32::MAX);
-        let fold_hashes: Vec<u64> = (0..count)
-            .map(|i| fold_hash(arena.get(i).unwrap_or(&[])))
+        let quick: Vec<u64> = (0..count)
+            .map(|i| literal_hash(arena.get(i).unwrap_or(&[])))
             .collect();
-        let canon = canonical_ids(arena, &fold_hashes);
+        let canon = canonical_ids(arena, &quick);
         StringFacts {
             key_ends,
-            fold_hashes,
             canon,
+            fold_hashes: Vec::new(),
             spans: Vec::new(),
             back_hashes: Vec::new(),
+        }
+    }
+
+    /// [`fold_hash`] of string `string` (`lit`), computed once.
+    pub(crate) fn fold_hash(&mut self, string: u32, lit: &[u8]) -> u64 {
+        if self.fold_hashes.len() != self.canon.len() {
+            self.fold_hashes = alloc::vec![None; self.canon.len()];
+        }
+        match self
+            .fold_hashes
+            .get_mut(usize::try_from(string).unwrap_or(usize::MAX))
+        {
+            Some(Some(h)) => *h,
+            Some(slot) => *slot.insert(fold_hash(lit)),
+            None => fold_hash(lit),
         }
     }
 
@@ -412,8 +445,9 @@ fn folded_cmp(a: &[u8], b: &[u8]) -> core::cmp::Ordering {
         .cmp(b.iter().map(u8::to_ascii_lowercase))
 }
 
-/// Each string's canonical id (see [`StringFacts`]): strings are sorted by (hash, length), and
-/// only a run of equal hashes and lengths whose strings are not all equal is sorted by its bytes.
+/// Each string's canonical id (see [`StringFacts`]): strings are sorted by (`hashes`, length),
+/// and only a run of equal hashes and lengths whose strings are not all equal is sorted by its
+/// bytes.
 fn canonical_ids(arena: Arena<'_>, hashes: &[u64]) -> Vec<u32> {
     let get = |i: u32| arena.get(i).unwrap_or(&[]);
     let mut order: Vec<(u64, usize, u32)> = hashes

@@ -109,13 +109,11 @@ impl SetIndex {
         let GramScratch { facts, hashes, .. } = scratch;
         let forward = uses.forward.then(|| {
             hashes.clear();
-            hashes.extend(items.iter().map(|&s| {
-                facts
-                    .fold_hashes
-                    .get(usize::try_from(s).unwrap_or(usize::MAX))
-                    .copied()
-                    .unwrap_or(0)
-            }));
+            hashes.extend(
+                items
+                    .iter()
+                    .map(|&s| facts.fold_hash(s, arena.get(s).unwrap_or(&[]))),
+            );
             affixes.add(arena, items, hashes)
         });
         let backward = uses.backward.then(|| {

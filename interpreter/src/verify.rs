@@ -13,9 +13,7 @@ use alloc::vec::Vec;
 
 use crate::anchors::{self, Step};
 use crate::cost::{self, BUDGET_PER_EVENT};
-use crate::gramindex::{
-    fold_hash, Arena, GramIndex, GramScratch, GramStore, Payloads, StringFacts, GRAM,
-};
+use crate::gramindex::{Arena, GramIndex, GramScratch, GramStore, Payloads, StringFacts, GRAM};
 use crate::matching::{compare_bound, glob_bound};
 use crate::setindex::{AffixStore, SetIndex, SetUse, INDEX_MIN_ITEMS};
 use regex_automata::dfa::sparse;
@@ -431,7 +429,7 @@ impl Verifier<'_> {
             if !rule_anchors.is_empty() {
                 let rule_code = insns.get(code_start..).unwrap_or(&[]);
                 implied
-                    .check(rule_code, &facts, strings.arena(), &globs.runs, raw)
+                    .check(rule_code, &facts, &strings, &globs.runs, raw)
                     .map_err(|(pc, kind)| {
                         ctx(VerifyError::at(
                             r.code_offset
@@ -704,7 +702,7 @@ impl Verifier<'_> {
                             }
                             let g = globs.table.len().saturating_sub(1);
                             let run = longest_run(globs.table.get(g).unwrap_or(&[]));
-                            globs.runs.push((fold_hash(&run), run));
+                            globs.runs.push(run);
                             let g = u32::try_from(g).unwrap_or(u32::MAX);
                             globs.ids.insert(x, g);
                             g
@@ -841,22 +839,20 @@ impl Verifier<'_> {
 struct Globs {
     /// The parsed patterns.
     table: Ragged<GlobTok>,
-    /// Per parsed pattern: its longest literal run, its folded hash and bytes (text every match
-    /// contains).
-    runs: Vec<(u64, Vec<u8>)>,
+    /// Per parsed pattern: its longest literal run (text every match contains).
+    runs: Vec<String>,
     /// Parsed pattern by the string it was parsed from.
     ids: BTreeMap<u32, u32>,
 }
 
 /// The longest run of literal characters of a parsed wildcard pattern (the first of equals), as
 /// UTF-8: text every match contains, which the compiler anchors a wildcard rule on.
-fn longest_run(toks: &[GlobTok]) -> Vec<u8> {
-    let mut best: Vec<u8> = Vec::new();
-    let mut cur: Vec<u8> = Vec::new();
-    let mut buf = [0u8; 4];
+fn longest_run(toks: &[GlobTok]) -> String {
+    let mut best = String::new();
+    let mut cur = String::new();
     for t in toks.iter().chain(core::iter::once(&GlobTok::Any)) {
         match t {
-            GlobTok::Lit(c) => cur.extend_from_slice(c.encode_utf8(&mut buf).as_bytes()),
+            GlobTok::Lit(c) => cur.push(*c),
             _ => {
                 if cur.len() > best.len() {
                     best = core::mem::take(&mut cur);
@@ -900,8 +896,8 @@ impl Implied {
         &mut self,
         code: &[Insn],
         facts: &StringFacts,
-        arena: Arena<'_>,
-        glob_runs: &[(u64, Vec<u8>)],
+        strings: &Strings,
+        glob_runs: &[String],
         raw: &FlatPack,
     ) -> Result<(), (usize, ErrorKind)> {
         self.sets.clear();
@@ -910,23 +906,21 @@ impl Implied {
         for (pc, insn) in code.iter().enumerate() {
             let step = match *insn {
                 Insn::Str { field, s, .. } => {
-                    let lit = arena.get(s).unwrap_or(&[]);
+                    let lit = strings.get(s).unwrap_or("");
                     Step::Pred(self.literal_implies(
                         field,
                         lit,
                         Some(facts.canon_of(s)),
-                        arena,
+                        strings,
                         pc,
                     )?)
                 }
                 Insn::Set { field, set, .. } => {
-                    Step::Pred(self.set_implies(field, set, facts, arena, raw, pc)?)
+                    Step::Pred(self.set_implies(field, set, facts, strings, raw, pc)?)
                 }
                 Insn::Glob { field, glob, .. } => {
-                    let run = glob_runs
-                        .get(target(glob))
-                        .map_or(&[][..], |(_, r)| r.as_slice());
-                    Step::Pred(self.literal_implies(field, run, None, arena, pc)?)
+                    let run = glob_runs.get(target(glob)).map_or("", String::as_str);
+                    Step::Pred(self.literal_implies(field, run, None, strings, pc)?)
                 }
                 Insn::Exists(_)
                 | Insn::Empty(_)
@@ -952,9 +946,9 @@ impl Implied {
     fn literal_implies(
         &mut self,
         field: u8,
-        lit: &[u8],
+        lit: &str,
         canon: Option<u32>,
-        arena: Arena<'_>,
+        strings: &Strings,
         pc: usize,
     ) -> Result<bool, (usize, ErrorKind)> {
         self.charge(1, pc)?;
@@ -967,20 +961,20 @@ impl Implied {
                 return Ok(true);
             }
         }
-        let Ok(lit) = core::str::from_utf8(lit) else {
-            return Ok(false);
-        };
         let start = self.anchors.partition_point(|&(f, _, _)| f < field);
+        if self.anchors.get(start).is_none_or(|a| a.0 != field) {
+            return Ok(false);
+        }
         let mut work = 0u64;
         let mut found = false;
         for &(f, _, s) in self.anchors.get(start..).unwrap_or(&[]) {
             if f != field {
                 break;
             }
-            let anchor = arena
-                .get(s)
-                .and_then(|a| core::str::from_utf8(a).ok())
-                .unwrap_or("");
+            let anchor = strings.get(s).unwrap_or("");
+            if anchor.len() > lit.len() {
+                continue;
+            }
             work = work.saturating_add(u64::try_from(anchor.len()).unwrap_or(u64::MAX));
             if crate::matching::compare_metered(
                 lit,
@@ -1004,7 +998,7 @@ impl Implied {
         field: u8,
         set: u32,
         facts: &StringFacts,
-        arena: Arena<'_>,
+        strings: &Strings,
         raw: &FlatPack,
         pc: usize,
     ) -> Result<bool, (usize, ErrorKind)> {
@@ -1017,8 +1011,8 @@ impl Implied {
             .unwrap_or(&[]);
         let mut implied = !items.is_empty();
         for &s in items {
-            let lit = arena.get(s).unwrap_or(&[]);
-            if !self.literal_implies(field, lit, Some(facts.canon_of(s)), arena, pc)? {
+            let lit = strings.get(s).unwrap_or("");
+            if !self.literal_implies(field, lit, Some(facts.canon_of(s)), strings, pc)? {
                 implied = false;
                 break;
             }
@@ -1050,8 +1044,37 @@ impl Implied {
 /// instructions share it, so bounding costs stays linear in the pack's size.
 #[derive(Default)]
 struct CostMemo {
-    sets: BTreeMap<(u32, u8, u8, usize), u64>,
-    globs: BTreeMap<(u32, usize), u64>,
+    /// By set: ((operation, case, field length), cost).
+    sets: Vec<Vec<(SetTest, u64)>>,
+    /// By parsed pattern: (field length, cost).
+    globs: Vec<Vec<(usize, u64)>>,
+}
+
+/// How a set is tested: operation, case, and the length of the field's longest value.
+type SetTest = (u8, u8, usize);
+
+/// The value memoized under `key` in `memo[at]`, computed by `compute` the first time.
+fn memoized<K: PartialEq + Copy>(
+    memo: &mut Vec<Vec<(K, u64)>>,
+    at: u32,
+    key: K,
+    compute: impl FnOnce() -> u64,
+) -> u64 {
+    let at = usize::try_from(at).unwrap_or(usize::MAX);
+    if memo.len() <= at {
+        memo.resize_with(at.saturating_add(1), Vec::new);
+    }
+    match memo.get_mut(at) {
+        Some(list) => match list.iter().find(|(k, _)| *k == key) {
+            Some(&(_, v)) => v,
+            None => {
+                let v = compute();
+                list.push((key, v));
+                v
+            }
+        },
+        None => compute(),
+    }
 }
 
 impl CostMemo {
@@ -1087,7 +1110,7 @@ impl CostMemo {
             ),
             Insn::Glob { field, glob, .. } => {
                 let n = max_len(t, field);
-                *self.globs.entry((glob, n)).or_insert_with(|| {
+                memoized(&mut self.globs, glob, n, || {
                     pack.globs
                         .get(usize::try_from(glob).unwrap_or(usize::MAX))
                         .map_or(u64::MAX, |pat| glob_bound(pat, n))
@@ -1100,24 +1123,21 @@ impl CostMemo {
                 set,
             } => {
                 let n = max_len(t, field);
-                *self
-                    .sets
-                    .entry((set, op as u8, case as u8, n))
-                    .or_insert_with(|| {
-                        let at = usize::try_from(set).unwrap_or(usize::MAX);
-                        let indexed = pack
-                            .set_index
-                            .get(at)
-                            .and_then(Option::as_ref)
-                            .and_then(|ix| ix.bound(n, op, case, &pack.affixes));
-                        indexed.unwrap_or_else(|| {
-                            // Item by item: each compared in turn.
-                            sets.get(at).unwrap_or(&[]).iter().fold(0u64, |sum, &s| {
-                                sum.saturating_add(1)
-                                    .saturating_add(compare_bound(op, n, len(s)))
-                            })
+                memoized(&mut self.sets, set, (op as u8, case as u8, n), || {
+                    let at = usize::try_from(set).unwrap_or(usize::MAX);
+                    let indexed = pack
+                        .set_index
+                        .get(at)
+                        .and_then(Option::as_ref)
+                        .and_then(|ix| ix.bound(n, op, case, &pack.affixes));
+                    indexed.unwrap_or_else(|| {
+                        // Item by item: each compared in turn.
+                        sets.get(at).unwrap_or(&[]).iter().fold(0u64, |sum, &s| {
+                            sum.saturating_add(1)
+                                .saturating_add(compare_bound(op, n, len(s)))
                         })
                     })
+                })
             }
         };
         work.saturating_add(cost::INSN)
@@ -1174,6 +1194,15 @@ impl VerifiedPack {
             .get(usize::from(t.id()))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Lowers the bound evaluations of event type `t` stop at to `bound` (never raises it): an
+    /// evaluation that would pass it stops, as one that would pass the proven bound does. For
+    /// tests of that stop, and for a sensor that wants a tighter cap than the pack's proof.
+    pub fn lower_cost_bound(&mut self, t: EventType, bound: u64) {
+        if let Some(b) = self.cost_bounds.get_mut(usize::from(t.id())) {
+            *b = (*b).min(bound);
+        }
     }
 
     /// The largest of [`VerifiedPack::cost_bound`] over the event types.

@@ -443,3 +443,53 @@ fn limits_are_enforced() {
     let err = verify(&bytes).unwrap_err();
     assert!(err.to_string().contains("string length"), "{err}");
 }
+
+/// The runtime budget behind the cost model: an evaluation that would pass the bound stops with
+/// no match from the rule running or any after it, an error, and the rule named.
+#[test]
+fn an_evaluation_over_its_bound_stops_and_names_the_rule() {
+    let contains = |v: &str| {
+        Expr::Pred(Pred::Str {
+            field: 1,
+            op: StrOp::Contains,
+            case: Case::Insensitive,
+            value: v.into(),
+        })
+    };
+    let mut b = PackBuilder::new();
+    b.rule(spec(contains("cheap"))).unwrap();
+    b.rule(spec(contains("needle"))).unwrap();
+    let mut pack = verify(&b.finish()).unwrap();
+    let text = "cheap ".to_string() + &"x".repeat(4000) + " needle";
+    let typed = ProcessCreation {
+        command_line: Some(&text),
+        ..Default::default()
+    };
+    let values = typed.values();
+    let ev = Event::from_typed((&values).into());
+    let mut hits = Vec::new();
+    let full = pack.evaluate(&ev, &mut |m| hits.push(m.index));
+    assert_eq!(
+        (hits.clone(), full.over_budget, full.errors),
+        (vec![0, 1], None, 0)
+    );
+    // Just enough for the first rule: the second is stopped.
+    let t = EventType::ProcessCreation;
+    let mut first = pack.clone();
+    let mut one = PackBuilder::new();
+    one.rule(spec(contains("cheap"))).unwrap();
+    let alone = verify(&one.finish())
+        .unwrap()
+        .evaluate(&ev, &mut |_| {})
+        .work;
+    first.lower_cost_bound(t, alone + 10);
+    hits.clear();
+    let stopped = first.evaluate(&ev, &mut |m| hits.push(m.index));
+    assert_eq!(hits, vec![0]);
+    assert_eq!(stopped.over_budget, Some(1));
+    assert_eq!(stopped.errors, 1);
+    assert!(stopped.work > alone + 10);
+    // Lowering never raises.
+    pack.lower_cost_bound(t, u64::MAX);
+    assert!(pack.cost_bound(t) < u64::MAX);
+}

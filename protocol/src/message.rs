@@ -660,6 +660,11 @@ pub struct GuardEventRecord {
 }
 
 impl GuardEventRecord {
+    /// The kind of the one guard event the sensor itself reports, not the boot-count guard: an
+    /// evaluation stopped at the cost bound the verifier proved for the running pack (`detail`:
+    /// the rule that was running). The guard's own kinds are small numbers below it.
+    pub const KIND_OVER_BUDGET: u16 = 0x100;
+
     /// The encoded size of one record.
     pub const LEN: usize = 8 + 8 + 2 + 1 + 1 + 4 + 8 + 32;
 

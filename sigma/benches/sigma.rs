@@ -2,15 +2,20 @@
 //! Bulwark against rsigma-eval and sigma-rust on the same rules and events in the same run.
 //!
 //! Reports per-event evaluation time (median, p99), events per second, the ratio to Bulwark,
-//! heap allocations per event (Bulwark, counted by a global allocator), the pack's size, and the
-//! time to verify and load it. Needs ../shared/corpus; prints why and exits 0 without it.
+//! heap allocations per event (Bulwark, counted by a global allocator), the pack's size, the
+//! time to verify and load it, and the cost model's bound for the pack against its budget, with
+//! what dominates it and an event built to approach it (every rule's anchor in every field, each
+//! field at its longest): its work, its time, and the nanoseconds a work unit took. Needs
+//! ../shared/corpus; prints why and exits 0 without it.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use bulwark_interpreter::{verify, Event, FieldValue};
+use bulwark_interpreter::cost::BUDGET_PER_EVENT;
+use bulwark_interpreter::format::RawPack;
+use bulwark_interpreter::{verify, Event, EventType, FieldValue, VerifiedPack};
 use bulwark_sigma::events::{flatten, from_json, json_documents, Owned, Record};
 use bulwark_sigma::{compile_sources, Options};
 use serde_json::{json, Value};
@@ -142,6 +147,92 @@ fn summarize(name: &'static str, mut times: Vec<f64>, hits: usize) -> Row {
     }
 }
 
+/// An event of type `t` built to approach the pack's bound: each string field holds, up to its
+/// longest, the anchors the pack's rules have on it (each once, space-separated, so every
+/// anchored rule is a candidate), then the most common anchor repeated to the field's end.
+fn costliest_event(raw: &RawPack, t: EventType) -> Vec<String> {
+    let mut fields: Vec<String> = t.fields().iter().map(|_| String::new()).collect();
+    let mut seen = std::collections::HashSet::new();
+    for r in raw.rules.iter().filter(|r| r.event_type == t.id()) {
+        for &(f, s) in &r.anchors {
+            let lit =
+                String::from_utf8_lossy(raw.strings.get(s as usize).unwrap_or(&[])).into_owned();
+            let max = t.field(f).map_or(0, |d| d.max_len as usize);
+            if let Some(v) = fields.get_mut(f as usize) {
+                if seen.insert((f, lit.clone())) && v.len() + lit.len() < max {
+                    v.push_str(&lit);
+                    v.push(' ');
+                }
+            }
+        }
+    }
+    for (i, v) in fields.iter_mut().enumerate() {
+        let max = t.field(i as u8).map_or(0, |d| d.max_len as usize);
+        let fill = if v.is_empty() {
+            "x".to_string()
+        } else {
+            v.clone()
+        };
+        while v.len() < max {
+            v.push_str(&fill[..fill.len().min(max - v.len())]);
+        }
+    }
+    fields
+}
+
+/// The cost model's report on the pack: its bound, the budget, what dominates, and an event
+/// built to approach the bound, timed.
+fn cost_report(raw: &RawPack, pack: &VerifiedPack) {
+    let t = EventType::ProcessCreation;
+    let bound = pack.cost_bound(t);
+    let prefilters: u64 = pack.prefilter_costs(t).iter().map(|(_, c)| c).sum();
+    let mut rules: Vec<(u64, usize)> = (0..pack.rule_count())
+        .filter_map(|i| Some((pack.rule_cost(i)?, i)))
+        .collect();
+    rules.sort_unstable_by(|a, b| b.cmp(a));
+    let rule_total: u64 = rules.iter().map(|(c, _)| c).sum();
+    let top: u64 = rules.iter().take(20).map(|(c, _)| c).sum();
+    println!(
+        "cost bound per process_creation event: {bound} work units, budget {BUDGET_PER_EVENT} ({:.2}x headroom); prefilters {prefilters} ({:.1}%), rules {rule_total} ({:.1}%; the 20 costliest {:.1}%, the costliest {} units: {})",
+        BUDGET_PER_EVENT as f64 / bound as f64,
+        prefilters as f64 * 100.0 / bound as f64,
+        rule_total as f64 * 100.0 / bound as f64,
+        top as f64 * 100.0 / bound as f64,
+        rules.first().map_or(0, |r| r.0),
+        rules.first().and_then(|r| pack.rule(r.1)).map_or("", |r| r.title),
+    );
+    let fields = costliest_event(raw, t);
+    let values: Vec<FieldValue<'_>> = t
+        .fields()
+        .iter()
+        .zip(&fields)
+        .map(|(d, v)| match d.ty {
+            bulwark_interpreter::FieldType::Str => FieldValue::Str(v),
+            bulwark_interpreter::FieldType::Int => FieldValue::Int(4),
+        })
+        .collect();
+    let ev = Event::new(t, &values).expect("event");
+    let mut best = f64::MAX;
+    let mut stats = Default::default();
+    for _ in 0..5 {
+        let started = Instant::now();
+        stats = pack.evaluate(&ev, &mut |_| {});
+        best = best.min(started.elapsed().as_secs_f64());
+    }
+    let stats: bulwark_interpreter::EvalStats = stats;
+    println!(
+        "costliest event built: {} rules run, {} work units ({:.1}% of the bound), {:.2} ms ({:.2} ns per unit; the bound at that rate: {:.0} ms, the budget {:.0} ms), {} errors",
+        stats.rules_run,
+        stats.work,
+        stats.work as f64 * 100.0 / bound as f64,
+        best * 1e3,
+        best * 1e9 / stats.work as f64,
+        bound as f64 * best * 1e3 / stats.work as f64,
+        BUDGET_PER_EVENT as f64 * best * 1e3 / stats.work as f64,
+        stats.errors
+    );
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -173,6 +264,7 @@ fn main() {
         }
     };
     let pack = verify(&compiled.pack).expect("verify");
+    cost_report(&RawPack::decode(&compiled.pack).expect("decode"), &pack);
     // The same rule texts for the other evaluators: only the rules Bulwark compiled.
     let kept: std::collections::HashSet<&str> =
         compiled.rules.iter().map(|r| r.path.as_str()).collect();

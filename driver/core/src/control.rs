@@ -297,6 +297,9 @@ impl<S: Store> ControlPlane for Control<S> {
 
 /// The name of a guard event kind code, for output.
 pub fn event_kind_name(code: u16) -> &'static str {
+    if code == GuardEventRecord::KIND_OVER_BUDGET {
+        return "over-budget";
+    }
     EventKind::from_code(code).map_or("unknown", EventKind::name)
 }
 

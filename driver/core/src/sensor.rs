@@ -97,10 +97,6 @@ impl DetectionSlot {
     }
 }
 
-/// The guard event kind of an evaluation stopped at the pack's proven cost bound (detail: the
-/// rule's index). The guard's own kinds are below it (`bulwark_loader_boot_guard::state::EventKind`).
-pub const OVER_BUDGET: u16 = 0x100;
-
 /// A guard event as kept in the ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuardEventSlot(pub GuardEventRecord);
@@ -260,12 +256,12 @@ impl Sensor {
     }
 
     /// Reports an evaluation stopped at the pack's proven cost bound: a guard event of kind
-    /// [`OVER_BUDGET`] whose detail is the rule that was running.
+    /// [`GuardEventRecord::KIND_OVER_BUDGET`] whose detail is the rule that was running.
     fn report_over_budget(&self, now: u64, version: u64, hash: [u8; 32], rule: u32) {
         self.report_guard_event(GuardEventRecord {
             seq: 0,
             time: now,
-            kind: OVER_BUDGET,
+            kind: GuardEventRecord::KIND_OVER_BUDGET,
             attempts: 0,
             detail: rule,
             version,
