@@ -60,7 +60,6 @@
 //! lookups per reachable state (each lookup a scan of that state's transitions): linear in the
 //! DFA's size, with a constant of at most about 43 comparisons per serialized byte.
 
-use alloc::collections::BTreeSet;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -100,7 +99,8 @@ pub(crate) fn check_searchable<T: AsRef<[u8]>>(dfa: &sparse::DFA<T>) -> Result<(
         .representatives(0..=u8::MAX)
         .filter_map(|u| u.as_u8())
         .collect();
-    let mut seen: BTreeSet<StateID> = BTreeSet::new();
+    // A sparse DFA's state ids are offsets in its transition table: a bit set of them.
+    let mut seen = Seen(alloc::vec![0u64; dfa.memory_usage() / 64 + 1]);
     let mut todo: Vec<StateID> = Vec::new();
     for s in starts {
         if dfa.is_quit_state(s) {
@@ -108,7 +108,7 @@ pub(crate) fn check_searchable<T: AsRef<[u8]>>(dfa: &sparse::DFA<T>) -> Result<(
                 "an unanchored start state is the quit state; every search would fail",
             ));
         }
-        if seen.insert(s) {
+        if seen.insert(s.as_usize()) {
             todo.push(s);
         }
     }
@@ -123,12 +123,32 @@ pub(crate) fn check_searchable<T: AsRef<[u8]>>(dfa: &sparse::DFA<T>) -> Result<(
                     s.as_usize()
                 ));
             }
-            if seen.insert(t) {
+            if seen.insert(t.as_usize()) {
                 todo.push(t);
             }
         }
     }
     Ok(())
+}
+
+/// State ids seen, as a bit set that grows to the largest id.
+struct Seen(Vec<u64>);
+
+impl Seen {
+    /// Adds `id`; whether it was new.
+    fn insert(&mut self, id: usize) -> bool {
+        let (word, bit) = (id / 64, 1u64 << (id % 64));
+        if word >= self.0.len() {
+            self.0.resize(word.saturating_add(1), 0);
+        }
+        match self.0.get_mut(word) {
+            Some(w) if *w & bit == 0 => {
+                *w |= bit;
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 fn start_state<T: AsRef<[u8]>>(
