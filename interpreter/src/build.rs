@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 use crate::format::{RawPack, RawRule};
 use crate::insn::{op, Case, IntCmp, RawInsn, StrOp};
 use crate::limits;
-use crate::matching::{parse_glob, GlobTok};
+use crate::matching::{longest_run, parse_glob};
 use crate::schema::{EventType, FieldType};
 use crate::verify::{Action, Level};
 
@@ -546,20 +546,7 @@ pub fn anchors_of(e: &Expr) -> Option<Vec<(u8, String)>> {
             Some(values.iter().map(|v| (*field, v.clone())).collect())
         }
         Expr::Pred(Pred::Glob { field, pattern, .. }) => {
-            let toks = parse_glob(pattern.as_bytes())?;
-            let mut best = String::new();
-            let mut cur = String::new();
-            for t in toks.iter().chain(core::iter::once(&GlobTok::Any)) {
-                match t {
-                    GlobTok::Lit(c) => cur.push(*c),
-                    _ => {
-                        if cur.len() > best.len() {
-                            best = core::mem::take(&mut cur);
-                        }
-                        cur.clear();
-                    }
-                }
-            }
+            let best = longest_run(&parse_glob(pattern.as_bytes())?);
             good(&best).then(|| alloc::vec![(*field, best)])
         }
         Expr::Pred(Pred::Regex {

@@ -100,7 +100,7 @@ pub(crate) fn check_searchable<T: AsRef<[u8]>>(dfa: &sparse::DFA<T>) -> Result<(
         .filter_map(|u| u.as_u8())
         .collect();
     // A sparse DFA's state ids are offsets in its transition table: a bit set of them.
-    let mut seen = Seen(alloc::vec![0u64; dfa.memory_usage() / 64 + 1]);
+    let mut seen = Seen(alloc::vec![0u64; dfa.memory_usage().div_ceil(64)]);
     let mut todo: Vec<StateID> = Vec::new();
     for s in starts {
         if dfa.is_quit_state(s) {

@@ -15,6 +15,7 @@
 //! steps including its precomputation). Either way the search costs at most
 //! `3 x text + 12 x needle + 4` units.
 
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::insn::{Case, StrOp};
@@ -651,6 +652,26 @@ pub fn glob_bound(pat: &[GlobTok], value_len: usize) -> u64 {
         }
     }
     rate.saturating_mul(u(value_len)).saturating_add(fixed)
+}
+
+/// The longest run of literal characters of a parsed wildcard pattern (the first of equals), as
+/// text every match contains, which the compiler anchors a wildcard rule on and the verifier
+/// accepts as implied by the pattern.
+pub fn longest_run(toks: &[GlobTok]) -> String {
+    let mut best = String::new();
+    let mut cur = String::new();
+    for t in toks.iter().chain(core::iter::once(&GlobTok::Any)) {
+        match t {
+            GlobTok::Lit(c) => cur.push(*c),
+            _ => {
+                if cur.len() > best.len() {
+                    best = core::mem::take(&mut cur);
+                }
+                cur.clear();
+            }
+        }
+    }
+    best
 }
 
 #[cfg(test)]

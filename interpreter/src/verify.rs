@@ -14,7 +14,7 @@ use alloc::vec::Vec;
 use crate::anchors::{self, Step};
 use crate::cost::{self, BUDGET_PER_EVENT};
 use crate::gramindex::{Arena, GramIndex, GramScratch, GramStore, Payloads, StringFacts, GRAM};
-use crate::matching::{compare_bound, glob_bound};
+use crate::matching::{compare_bound, glob_bound, longest_run};
 use crate::setindex::{AffixStore, SetIndex, SetUse, INDEX_MIN_ITEMS};
 use regex_automata::dfa::sparse;
 
@@ -843,25 +843,6 @@ struct Globs {
     runs: Vec<String>,
     /// Parsed pattern by the string it was parsed from.
     ids: BTreeMap<u32, u32>,
-}
-
-/// The longest run of literal characters of a parsed wildcard pattern (the first of equals), as
-/// UTF-8: text every match contains, which the compiler anchors a wildcard rule on.
-fn longest_run(toks: &[GlobTok]) -> String {
-    let mut best = String::new();
-    let mut cur = String::new();
-    for t in toks.iter().chain(core::iter::once(&GlobTok::Any)) {
-        match t {
-            GlobTok::Lit(c) => cur.push(*c),
-            _ => {
-                if cur.len() > best.len() {
-                    best = core::mem::take(&mut cur);
-                }
-                cur.clear();
-            }
-        }
-    }
-    best
 }
 
 /// The longest value field `field` of `t` has, in bytes (0 for a field it does not have).
