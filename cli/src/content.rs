@@ -22,7 +22,13 @@ pub fn commands() -> Vec<Command> {
         Command::new("disasm").about("Print a pack as assembly text").arg(input().help("pack file")),
         Command::new("verify")
             .about("Verify a pack against the built-in schema: exit 0 if valid, 1 if rejected, 2 on usage or I/O errors")
-            .arg(input().help("pack file")),
+            .arg(input().help("pack file"))
+            .arg(
+                Arg::new("costs")
+                    .long("costs")
+                    .action(clap::ArgAction::SetTrue)
+                    .help("also list each prefilter's cost and the 20 costliest rules (work units per event)"),
+            ),
     ]
 }
 
@@ -37,7 +43,7 @@ pub fn run(name: &str, m: &ArgMatches) -> Option<ExitCode> {
                 .unwrap_or(Path::new("")),
         ),
         "disasm" => disasm(&input()),
-        "verify" => verify(&input()),
+        "verify" => verify(&input(), m.get_flag("costs")),
         _ => return None,
     })
 }
@@ -123,7 +129,7 @@ fn disasm(input: &Path) -> ExitCode {
     }
 }
 
-fn verify(input: &Path) -> ExitCode {
+fn verify(input: &Path, costs: bool) -> ExitCode {
     let bytes = match read(input) {
         Ok(b) => b,
         Err(code) => return code,
@@ -150,7 +156,7 @@ fn verify(input: &Path) -> ExitCode {
                 budget as f64 / pack.max_cost_bound().max(1) as f64,
                 took.as_secs_f64() * 1e3
             );
-            if std::env::var_os("BULWARK_COSTS").is_some() {
+            if costs {
                 for t in bulwark_interpreter::EventType::ALL {
                     for (field, cost) in pack.prefilter_costs(*t) {
                         let name = t.field(field).map_or("?", |f| f.name);

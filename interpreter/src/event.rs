@@ -95,11 +95,7 @@ impl<'a, 'b> Event<'a, 'b> {
     pub fn get(&self, index: u8) -> FieldValue<'a> {
         match self.values.get(usize::from(index)).copied() {
             Some(FieldValue::Str(s)) if !self.fits => {
-                let max = self
-                    .event_type
-                    .field(index)
-                    .map_or(0, |f| usize::try_from(f.max_len).unwrap_or(usize::MAX));
-                FieldValue::Str(cut_to(s, max))
+                FieldValue::Str(cut_to(s, self.event_type.max_len(index)))
             }
             Some(v) => v,
             None => FieldValue::Absent,

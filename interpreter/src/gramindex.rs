@@ -338,8 +338,8 @@ pub(crate) struct StringFacts {
     pub(crate) canon: Vec<u32>,
     /// The hash of each string (a prefix index's), once computed.
     fold_hashes: Vec<Option<u64>>,
-    /// Where a strided index's key span ends in each string, once computed (`u32::MAX`: not yet).
-    spans: Vec<u32>,
+    /// Where a strided index's key span ends in each string, once computed.
+    spans: Vec<Option<usize>>,
     /// The hash of each string read backwards (a suffix index's), once computed.
     back_hashes: Vec<Option<u64>>,
 }
@@ -365,32 +365,16 @@ impl StringFacts {
 
     /// [`fold_hash`] of string `string` (`lit`), computed once.
     pub(crate) fn fold_hash(&mut self, string: u32, lit: &[u8]) -> u64 {
-        if self.fold_hashes.len() != self.canon.len() {
-            self.fold_hashes = alloc::vec![None; self.canon.len()];
-        }
-        match self
-            .fold_hashes
-            .get_mut(usize::try_from(string).unwrap_or(usize::MAX))
-        {
-            Some(Some(h)) => *h,
-            Some(slot) => *slot.insert(fold_hash(lit)),
-            None => fold_hash(lit),
-        }
+        once(&mut self.fold_hashes, self.canon.len(), string, || {
+            fold_hash(lit)
+        })
     }
 
     /// [`fold_hash`] of string `string` (`lit`) read backwards, computed once.
     pub(crate) fn back_hash(&mut self, string: u32, lit: &[u8]) -> u64 {
-        if self.back_hashes.len() != self.canon.len() {
-            self.back_hashes = alloc::vec![None; self.canon.len()];
-        }
-        let slot = self
-            .back_hashes
-            .get_mut(usize::try_from(string).unwrap_or(usize::MAX));
-        match slot {
-            Some(Some(h)) => *h,
-            Some(slot) => *slot.insert(back_fold_hash(lit)),
-            None => back_fold_hash(lit),
-        }
+        once(&mut self.back_hashes, self.canon.len(), string, || {
+            back_fold_hash(lit)
+        })
     }
 
     /// For tests: the facts of `strings`, keyed by the windows the compiler would choose.
@@ -421,20 +405,25 @@ impl StringFacts {
 
     /// [`key_span`] of string `string` (`lit`), computed once.
     fn span_end(&mut self, string: u32, lit: &[u8]) -> usize {
-        let at = usize::try_from(string).unwrap_or(usize::MAX);
-        if self.spans.len() != self.canon.len() {
-            self.spans = alloc::vec![u32::MAX; self.canon.len()];
-        }
-        match self.spans.get(at) {
-            Some(&end) if end != u32::MAX => usize::try_from(end).unwrap_or(0),
-            _ => {
-                let end = key_span(lit);
-                if let Some(slot) = self.spans.get_mut(at) {
-                    *slot = pos(end);
-                }
-                end
-            }
-        }
+        once(&mut self.spans, self.canon.len(), string, || key_span(lit))
+    }
+}
+
+/// `cache[string]` of a per-string cache of `strings` entries, made by `compute` the first time
+/// it is asked for (the cache is allocated on first use: most packs need few of them).
+fn once<T: Copy>(
+    cache: &mut Vec<Option<T>>,
+    strings: usize,
+    string: u32,
+    compute: impl FnOnce() -> T,
+) -> T {
+    if cache.len() != strings {
+        *cache = alloc::vec![None; strings];
+    }
+    match cache.get_mut(usize::try_from(string).unwrap_or(usize::MAX)) {
+        Some(Some(v)) => *v,
+        Some(slot) => *slot.insert(compute()),
+        None => compute(),
     }
 }
 

@@ -161,6 +161,13 @@ macro_rules! schema {
                 self.fields().get(usize::from(index))
             }
 
+            /// The longest value field `index` has, in bytes ([`FieldDef::max_len`]; 0 for a
+            /// field the event type does not have).
+            pub fn max_len(self, index: u8) -> usize {
+                self.field(index)
+                    .map_or(0, |f| usize::try_from(f.max_len).unwrap_or(usize::MAX))
+            }
+
             /// The field with this name (exact, case-sensitive, as Sysmon spells it).
             pub fn field_by_name(self, name: &str) -> Option<&'static FieldDef> {
                 self.fields().iter().find(|f| f.name == name)

@@ -506,7 +506,7 @@ impl Verifier<'_> {
         let mut pack = VerifiedPack {
             content_hash,
             format_version: raw.format_version,
-            strings: Strings::default(),
+            strings,
             set_index,
             grams,
             affixes,
@@ -520,7 +520,6 @@ impl Verifier<'_> {
             by_type,
             cost_bounds: Vec::new(),
         };
-        pack.strings = strings;
         self.bound_costs(&mut pack)?;
         Ok(pack)
     }
@@ -535,7 +534,7 @@ impl Verifier<'_> {
             let t = u8::try_from(type_id).ok().and_then(EventType::from_id);
             let mut total = cost::EVENT;
             for filter in &ix.filters {
-                let n = t.map_or(0, |t| max_len(t, filter.field));
+                let n = t.map_or(0, |t| t.max_len(filter.field));
                 total = total.saturating_add(filter.anchors.scan_bound(n, Payloads::Each));
                 if total > BUDGET_PER_EVENT {
                     return Err(VerifyError::at(
@@ -845,12 +844,6 @@ struct Globs {
     ids: BTreeMap<u32, u32>,
 }
 
-/// The longest value field `field` of `t` has, in bytes (0 for a field it does not have).
-fn max_len(t: EventType, field: u8) -> usize {
-    t.field(field)
-        .map_or(0, |f| usize::try_from(f.max_len).unwrap_or(usize::MAX))
-}
-
 /// The most work the anchor proofs of a whole pack may take (items of sets compared with a
 /// rule's anchors, bytes of wildcard runs compared): far above what real content needs (all of
 /// SigmaHQ takes about 20,000), so verifying stays linear whatever a pack's sets and rules reuse.
@@ -1078,19 +1071,19 @@ impl CostMemo {
             | Insn::Jf(_)
             | Insn::Jmp(_)
             | Insn::Ret => 0,
-            Insn::Str { field, op, s, .. } => compare_bound(op, max_len(t, field), len(s)),
+            Insn::Str { field, op, s, .. } => compare_bound(op, t.max_len(field), len(s)),
             Insn::FieldEq { field, other, .. } => {
-                compare_bound(StrOp::Eq, max_len(t, field), max_len(t, other))
+                compare_bound(StrOp::Eq, t.max_len(field), t.max_len(other))
             }
             Insn::Regex { field, regex } => cost::regex_bound(
                 pack.regex_classes
                     .get(usize::try_from(regex).unwrap_or(usize::MAX))
                     .copied()
                     .unwrap_or(usize::MAX),
-                max_len(t, field),
+                t.max_len(field),
             ),
             Insn::Glob { field, glob, .. } => {
-                let n = max_len(t, field);
+                let n = t.max_len(field);
                 memoized(&mut self.globs, glob, n, || {
                     pack.globs
                         .get(usize::try_from(glob).unwrap_or(usize::MAX))
@@ -1103,7 +1096,7 @@ impl CostMemo {
                 case,
                 set,
             } => {
-                let n = max_len(t, field);
+                let n = t.max_len(field);
                 memoized(&mut self.sets, set, (op as u8, case as u8, n), || {
                     let at = usize::try_from(set).unwrap_or(usize::MAX);
                     let indexed = pack
@@ -1201,7 +1194,7 @@ impl VerifiedPack {
                     .map(|f| {
                         (
                             f.field,
-                            f.anchors.scan_bound(max_len(t, f.field), Payloads::Each),
+                            f.anchors.scan_bound(t.max_len(f.field), Payloads::Each),
                         )
                     })
                     .collect()

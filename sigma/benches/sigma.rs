@@ -157,7 +157,7 @@ fn costliest_event(raw: &RawPack, t: EventType) -> Vec<String> {
         for &(f, s) in &r.anchors {
             let lit =
                 String::from_utf8_lossy(raw.strings.get(s as usize).unwrap_or(&[])).into_owned();
-            let max = t.field(f).map_or(0, |d| d.max_len as usize);
+            let max = t.max_len(f);
             if let Some(v) = fields.get_mut(f as usize) {
                 if seen.insert((f, lit.clone())) && v.len() + lit.len() < max {
                     v.push_str(&lit);
@@ -167,7 +167,7 @@ fn costliest_event(raw: &RawPack, t: EventType) -> Vec<String> {
         }
     }
     for (i, v) in fields.iter_mut().enumerate() {
-        let max = t.field(i as u8).map_or(0, |d| d.max_len as usize);
+        let max = t.max_len(i as u8);
         let fill = if v.is_empty() {
             "x".to_string()
         } else {
