@@ -7,63 +7,19 @@
     clippy::panic
 )]
 
-use std::collections::HashMap;
+mod common;
 
 use bulwark_driver_core::content::Content;
 use bulwark_driver_core::control::{event_kind_name, Control};
-use bulwark_driver_core::events::ProcessCreateFacts;
 use bulwark_driver_core::sensor::{Capacities, ControlPlane, OutcomeBuf, Sensor};
 use bulwark_interpreter::build::{Expr, PackBuilder, Pred, RuleSpec};
 use bulwark_interpreter::{Action, Case, EventType, Level, StrOp};
-use bulwark_loader_boot_guard::{
-    seal, Config, ContentId, Decision, ResetRequest, Slot, Store, StoreError, TrustedKeys,
-};
+use bulwark_loader_boot_guard::{seal, Config, Decision, ResetRequest, TrustedKeys};
 use bulwark_protocol::{ContentSource, GuardEventRecord, GuardStatus};
+use common::Mem;
 
 const SECRET: [u8; 32] = [7; 32];
 const CHANNEL: u32 = 1;
-
-/// Records and blobs in memory, surviving "reboots" (the store is moved from one run to the next).
-#[derive(Default, Clone)]
-struct Mem {
-    records: [Vec<u8>; 2],
-    blobs: HashMap<ContentId, Vec<u8>>,
-}
-
-impl Store for Mem {
-    fn read_record(&mut self, slot: Slot, buf: &mut Vec<u8>, max: usize) -> Result<(), StoreError> {
-        let r = &self.records[slot as usize];
-        if r.len() > max {
-            return Err(StoreError::TooLarge { max });
-        }
-        buf.clear();
-        buf.extend_from_slice(r);
-        Ok(())
-    }
-    fn write_record(&mut self, slot: Slot, bytes: &[u8]) -> Result<(), StoreError> {
-        self.records[slot as usize] = bytes.to_vec();
-        Ok(())
-    }
-    fn put_blob(&mut self, id: &ContentId, bytes: &[u8]) -> Result<(), StoreError> {
-        self.blobs.insert(*id, bytes.to_vec());
-        Ok(())
-    }
-    fn get_blob(
-        &mut self,
-        id: &ContentId,
-        buf: &mut Vec<u8>,
-        _max: usize,
-    ) -> Result<(), StoreError> {
-        let b = self.blobs.get(id).ok_or(StoreError::NotFound)?;
-        buf.clear();
-        buf.extend_from_slice(b);
-        Ok(())
-    }
-    fn remove_blob(&mut self, id: &ContentId) -> Result<(), StoreError> {
-        self.blobs.remove(id);
-        Ok(())
-    }
-}
 
 fn envelope(version: u64, needle: &str) -> Vec<u8> {
     let mut b = PackBuilder::new();
@@ -139,48 +95,13 @@ impl Machine {
 
     /// Whether a process with this command line raises a detection.
     fn detects(&self, cmd: &str) -> bool {
-        let image: Vec<u16> = "\\??\\C:\\x.exe".encode_utf16().collect();
-        let cmd: Vec<u16> = cmd.encode_utf16().collect();
-        let before = self.sensor.counters().detections;
-        self.sensor.on_process_create(
-            &ProcessCreateFacts {
-                process_id: 8,
-                create_time: 1,
-                parent_process_id: 4,
-                parent_create_time: None,
-                image_file_name: Some(&image),
-                command_line: Some(&cmd),
-                user: None,
-                integrity: None,
-                logon_id: None,
-                session_id: None,
-            },
-            9,
-        );
-        self.sensor.counters().detections > before
+        common::create_process(&self.sensor, cmd) > 0
     }
 
     /// Guard events read through the protocol handler, as user mode reads them.
     fn guard_event_names(&self) -> Vec<&'static str> {
-        let req = bulwark_protocol::Request::ReadGuardEvents { max: 64 };
-        let mut input = vec![0u8; req.encoded_len()];
-        req.encode(&mut input).unwrap();
-        let mut output = vec![0u8; req.op().max_reply_len()];
-        let mut view = ReadOnly(&self.control);
-        let n = self
-            .sensor
-            .handle_ioctl(
-                req.op().ioctl(),
-                &input,
-                &mut output,
-                &mut view,
-                0,
-                &mut || {},
-            )
-            .unwrap();
-        bulwark_protocol::parse_guard_events(&output[..n])
-            .unwrap()
-            .records
+        common::guard_events(&self.sensor, &mut ReadOnly(&self.control))
+            .into_iter()
             .map(|e| event_kind_name(e.kind))
             .collect()
     }

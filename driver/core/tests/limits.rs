@@ -9,7 +9,7 @@
     clippy::arithmetic_side_effects
 )]
 
-use std::collections::HashMap;
+mod common;
 
 use bulwark_driver_core::control::Control;
 use bulwark_driver_core::sensor::{Capacities, Sensor};
@@ -17,9 +17,10 @@ use bulwark_interpreter::build::{Expr, PackBuilder, Pred, RuleSpec};
 use bulwark_interpreter::limits::{MAX_PACK_BYTES, MAX_STRING_BYTES};
 use bulwark_interpreter::{Action, Case, EventType, Level, StrOp};
 use bulwark_loader_boot_guard::envelope::{HEADER_BYTES, MAX_ENVELOPE_BYTES};
-use bulwark_loader_boot_guard::{seal, Config, ContentId, Slot, Store, StoreError, TrustedKeys};
+use bulwark_loader_boot_guard::{seal, Config, TrustedKeys};
 use bulwark_protocol::limits::MAX_STAGE_BYTES;
 use bulwark_protocol::{Op, Request};
+use common::Mem;
 
 const SECRET: [u8; 32] = [7; 32];
 
@@ -76,42 +77,6 @@ fn pack_of_size(size: usize) -> Vec<u8> {
     let pack = build(&fill);
     assert_eq!(pack.len(), size);
     pack
-}
-
-#[derive(Default)]
-struct Mem {
-    records: [Vec<u8>; 2],
-    blobs: HashMap<ContentId, Vec<u8>>,
-}
-
-impl Store for Mem {
-    fn read_record(&mut self, slot: Slot, buf: &mut Vec<u8>, max: usize) -> Result<(), StoreError> {
-        let r = &self.records[slot as usize];
-        if r.len() > max {
-            return Err(StoreError::TooLarge { max });
-        }
-        buf.clear();
-        buf.extend_from_slice(r);
-        Ok(())
-    }
-    fn write_record(&mut self, slot: Slot, bytes: &[u8]) -> Result<(), StoreError> {
-        self.records[slot as usize] = bytes.to_vec();
-        Ok(())
-    }
-    fn put_blob(&mut self, id: &ContentId, bytes: &[u8]) -> Result<(), StoreError> {
-        self.blobs.insert(*id, bytes.to_vec());
-        Ok(())
-    }
-    fn get_blob(&mut self, id: &ContentId, buf: &mut Vec<u8>, _: usize) -> Result<(), StoreError> {
-        let b = self.blobs.get(id).ok_or(StoreError::NotFound)?;
-        buf.clear();
-        buf.extend_from_slice(b);
-        Ok(())
-    }
-    fn remove_blob(&mut self, id: &ContentId) -> Result<(), StoreError> {
-        self.blobs.remove(id);
-        Ok(())
-    }
 }
 
 fn stage_request(envelope: &[u8]) -> Vec<u8> {

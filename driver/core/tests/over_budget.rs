@@ -7,9 +7,10 @@
     clippy::arithmetic_side_effects
 )]
 
+mod common;
+
 use bulwark_driver_core::content::Content;
 use bulwark_driver_core::control::event_kind_name;
-use bulwark_driver_core::events::ProcessCreateFacts;
 use bulwark_driver_core::sensor::{Capacities, ControlPlane, OutcomeBuf, Sensor};
 use bulwark_interpreter::build::{Expr, PackBuilder, Pred, RuleSpec};
 use bulwark_interpreter::{verify, Action, Case, EventType, Level, StrOp};
@@ -51,49 +52,6 @@ fn rule(id: &str, needle: &str) -> RuleSpec {
     }
 }
 
-fn detections(sensor: &Sensor, cmd: &str) -> u64 {
-    let image: Vec<u16> = "\\??\\C:\\x.exe".encode_utf16().collect();
-    let cmd: Vec<u16> = cmd.encode_utf16().collect();
-    let before = sensor.counters().detections;
-    sensor.on_process_create(
-        &ProcessCreateFacts {
-            process_id: 8,
-            create_time: 1,
-            parent_process_id: 4,
-            parent_create_time: None,
-            image_file_name: Some(&image),
-            command_line: Some(&cmd),
-            user: None,
-            integrity: None,
-            logon_id: None,
-            session_id: None,
-        },
-        9,
-    );
-    sensor.counters().detections - before
-}
-
-fn guard_events(sensor: &Sensor) -> Vec<GuardEventRecord> {
-    let req = bulwark_protocol::Request::ReadGuardEvents { max: 64 };
-    let mut input = vec![0u8; req.encoded_len()];
-    req.encode(&mut input).unwrap();
-    let mut output = vec![0u8; req.op().max_reply_len()];
-    let n = sensor
-        .handle_ioctl(
-            req.op().ioctl(),
-            &input,
-            &mut output,
-            &mut NoControl,
-            0,
-            &mut || {},
-        )
-        .unwrap();
-    bulwark_protocol::parse_guard_events(&output[..n])
-        .unwrap()
-        .records
-        .collect()
-}
-
 #[test]
 fn an_evaluation_over_the_bound_raises_a_guard_event_naming_the_rule() {
     let mut b = PackBuilder::new();
@@ -120,16 +78,16 @@ fn an_evaluation_over_the_bound_raises_a_guard_event_naming_the_rule() {
     };
     let cmd = "alpha ".to_string() + &"x".repeat(2000) + " beta";
     let full = install(None);
-    assert_eq!(detections(&full, &cmd), 2);
-    assert!(guard_events(&full).is_empty());
+    assert_eq!(common::create_process(&full, &cmd), 2);
+    assert!(common::guard_events(&full, &mut NoControl).is_empty());
     assert_eq!(full.counters().over_budget, 0);
 
     // A bound a little above the prefilter's work: the first rule's code passes it.
     let stopped = install(Some(200));
-    assert_eq!(detections(&stopped, &cmd), 0);
+    assert_eq!(common::create_process(&stopped, &cmd), 0);
     assert_eq!(stopped.counters().over_budget, 1);
     assert!(stopped.counters().eval_errors >= 1);
-    let events = guard_events(&stopped);
+    let events = common::guard_events(&stopped, &mut NoControl);
     assert_eq!(events.len(), 1, "{events:?}");
     let e = &events[0];
     assert_eq!(event_kind_name(e.kind), "over-budget");
