@@ -12,8 +12,9 @@ use clap::{value_parser, Arg, ArgAction, ArgMatches, Command};
 use crate::content::{read, write};
 use crate::EXIT_USAGE;
 
-const SECRET_LABEL: &str = "bulwark-ed25519-secret-key";
-const PUBLIC_LABEL: &str = "bulwark-ed25519-public-key";
+use bulwark_loader_boot_guard::keyfile::{
+    parse_key_file, PUBLIC_KEY_LABEL as PUBLIC_LABEL, SECRET_KEY_LABEL as SECRET_LABEL,
+};
 
 pub fn commands() -> Vec<Command> {
     vec![
@@ -94,43 +95,11 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Parses a key file's text: `LABEL <64 hex digits>`, with a message naming the file and what is
-/// wrong.
-fn parse_key(path: &Path, text: &str, label: &str) -> Result<[u8; 32], String> {
-    let line = text.lines().next().unwrap_or("").trim();
-    let Some(rest) = line.strip_prefix(label) else {
-        return Err(format!(
-            "{}: line 1: expected \"{label} <64 hex digits>\"",
-            path.display()
-        ));
-    };
-    let digits = rest.trim();
-    if digits.len() != 64 {
-        return Err(format!(
-            "{}: line 1: key has {} hex digits, expected 64",
-            path.display(),
-            digits.len()
-        ));
-    }
-    let mut key = [0u8; 32];
-    for (i, byte) in key.iter_mut().enumerate() {
-        let pair = digits.get(2 * i..2 * i + 2).unwrap_or("");
-        *byte = u8::from_str_radix(pair, 16).map_err(|_| {
-            format!(
-                "{}: line 1: \"{pair}\" at key digit {} is not hex",
-                path.display(),
-                2 * i
-            )
-        })?;
-    }
-    Ok(key)
-}
-
-fn read_key(path: &Path, label: &str) -> Result<[u8; 32], ExitCode> {
+fn read_key(path: &Path, label: &'static str) -> Result<[u8; 32], ExitCode> {
     let bytes = read(path)?;
     let text = String::from_utf8_lossy(&bytes);
-    parse_key(path, &text, label).map_err(|e| {
-        eprintln!("bulwark: {e}");
+    parse_key_file(&text, label).map_err(|e| {
+        eprintln!("bulwark: {}: {e}", path.display());
         ExitCode::from(EXIT_USAGE)
     })
 }

@@ -369,7 +369,9 @@ fn key_files_are_checked() {
     ]);
     assert_eq!(r.code, 2);
     assert!(
-        r.stderr.contains("bad.pub: line 1: key has 4 hex digits"),
+        r.stderr.contains(
+            "bad.pub: line 1: expected 64 hex digits (an ed25519 key), found 4 characters"
+        ),
         "{}",
         r.stderr
     );

@@ -11,6 +11,7 @@
 //!   alternating slots so a torn or lost write falls back to the previous record; every record
 //!   read must also be internally consistent ([`record::check`]: the anti-downgrade floor at least
 //!   every version it names, and the rest), since a CRC does not stop anyone who can write it.
+//! * [`keyfile`]: the text format of key files (`KEY.pub`) and of the driver's trusted-key list.
 //! * [`guard`]: [`Guard`], the state machine made durable through a [`Store`] (the driver
 //!   implements it over its registry key and files; `host::DirStore` on the host, feature `std`).
 //!
@@ -55,6 +56,7 @@ pub mod envelope;
 pub mod guard;
 #[cfg(feature = "std")]
 pub mod host;
+pub mod keyfile;
 pub mod record;
 pub mod state;
 

@@ -29,7 +29,6 @@ pub mod content;
 pub mod control;
 pub mod events;
 pub mod identity;
-pub mod keys;
 pub mod paths;
 pub mod process;
 pub mod ring;

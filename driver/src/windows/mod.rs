@@ -32,7 +32,6 @@ use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, Ordering};
 
 use bulwark_driver_core::control::{Control, Lifecycle, Starting};
-use bulwark_driver_core::keys::parse_key_list;
 use bulwark_driver_core::sensor::{Capacities, Sensor};
 use bulwark_loader_boot_guard::{Config, TrustedKeys};
 use wdk_sys::ntddk::{
@@ -63,8 +62,10 @@ const DRIVER_VERSION: u32 = 0x0001_0000;
 const TICK_SECS: u32 = 5;
 /// The registry callback's altitude (the range for activity monitors).
 static ALTITUDE: &[u16] = wide!("385201");
-/// The trusted-key list compiled in (see `driver/trusted-keys.txt`).
-const TRUSTED_KEYS: &str = include_str!("../../trusted-keys.txt");
+// The trusted keys compiled in: `driver/trusted-keys.txt` (or `BULWARK_TRUSTED_KEYS`), checked by
+// build.rs.
+include!(concat!(env!("OUT_DIR"), "/trusted_keys.rs"));
+const _: () = assert!(TRUSTED_KEYS.len() <= bulwark_loader_boot_guard::envelope::MAX_TRUSTED_KEYS);
 /// The content directory when the `Parameters` key does not name one.
 const DEFAULT_CONTENT_DIRECTORY: &str = "\\SystemRoot\\Bulwark\\Content";
 
@@ -312,14 +313,12 @@ pub unsafe extern "system" fn driver_entry(
     };
     let content_directory = read_string(parameters.0, "ContentDirectory")
         .unwrap_or_else(|| String::from(DEFAULT_CONTENT_DIRECTORY));
-    let keys = match parse_key_list(TRUSTED_KEYS).map(|k| TrustedKeys::new(&k)) {
-        Ok(Ok(keys)) => keys,
-        Ok(Err(e)) => {
-            wdk::println!("bulwark: {e}; no content will be admitted");
-            TrustedKeys::default()
-        }
+    let keys = match TrustedKeys::new(TRUSTED_KEYS) {
+        Ok(keys) => keys,
         Err(e) => {
-            wdk::println!("bulwark: {e}; no content will be admitted");
+            // build.rs checked the list's format; a key that is not a valid ed25519 point is
+            // caught here.
+            wdk::println!("bulwark: {e} in the trusted keys; no content will be admitted");
             TrustedKeys::default()
         }
     };
