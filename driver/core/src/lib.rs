@@ -8,7 +8,10 @@
 //! - [`events`]: the event builders, one per event type, taking every field.
 //! - [`ring`]: fixed-capacity detection and guard-event rings with drop counts.
 //! - [`content`]: the running content and its hot swap.
-//! - [`control`]: the loader and boot-count guard wired to the sensor.
+//! - [`nt`]: NT conventions as plain computations (counted-string sizes, content-directory
+//!   creation, open failures).
+//! - [`control`]: the loader and boot-count guard wired to the sensor; [`plane_lock`]: its lock,
+//!   which requests never wait for and a clean shutdown never spins on.
 //! - [`sensor`]: all of it together: callbacks in, verdicts and detections out, and the control
 //!   protocol's handler.
 #![no_std]
@@ -29,7 +32,9 @@ pub mod content;
 pub mod control;
 pub mod events;
 pub mod identity;
+pub mod nt;
 pub mod paths;
+pub mod plane_lock;
 pub mod process;
 pub mod ring;
 pub mod sensor;

@@ -81,9 +81,9 @@ unsafe fn read_sid(sid: *const SID, facts: &mut TokenFacts) {
     let count = usize::from(s.SubAuthorityCount).min(MAX_SUB_AUTHORITIES);
     // SubAuthority is declared [ULONG; 1] but holds SubAuthorityCount entries.
     let first = ptr::addr_of!(s.SubAuthority).cast::<u32>();
-    for i in 0..count {
+    for (i, slot) in facts.sub.iter_mut().enumerate().take(count) {
         // SAFETY: a valid SID holds SubAuthorityCount sub-authorities after its header.
-        facts.sub[i] = unsafe { first.add(i).read_unaligned() };
+        *slot = unsafe { first.add(i).read_unaligned() };
     }
     facts.sub_count = count;
     facts.revision = s.Revision;
@@ -131,7 +131,7 @@ fn token_facts(process: PEPROCESS) -> TokenFacts {
             )
         };
         if label.has_user && label.sub_count > 0 {
-            facts.integrity = label.sub.get(label.sub_count - 1).copied();
+            facts.integrity = label.sub.get(label.sub_count.saturating_sub(1)).copied();
         }
         // SAFETY: as above.
         unsafe { free_pool(info) };

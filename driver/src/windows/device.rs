@@ -10,7 +10,8 @@ use wdk_sys::ntddk::{
 use wdk_sys::{
     DEVICE_OBJECT, DRIVER_OBJECT, FILE_DEVICE_SECURE_OPEN, IO_NO_INCREMENT, IRP, NTSTATUS,
     PDEVICE_OBJECT, STATUS_BUFFER_TOO_SMALL, STATUS_DEVICE_BUSY, STATUS_DEVICE_NOT_READY,
-    STATUS_INVALID_DEVICE_REQUEST, STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_SUCCESS,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_REQUEST, STATUS_INVALID_PARAMETER,
+    STATUS_NOT_SUPPORTED, STATUS_SUCCESS,
 };
 
 use super::ffi::{
@@ -144,7 +145,11 @@ pub unsafe extern "C" fn dispatch_ioctl(_device: *mut DEVICE_OBJECT, irp: *mut I
         alloc::vec::Vec::new()
     } else {
         // SAFETY: SystemBuffer holds at least InputBufferLength bytes of input.
-        unsafe { core::slice::from_raw_parts(system, in_len) }.to_vec()
+        match super::ffi::try_copy(unsafe { core::slice::from_raw_parts(system, in_len) }) {
+            Some(input) => input,
+            // SAFETY: as above.
+            None => return unsafe { complete(irp, STATUS_INSUFFICIENT_RESOURCES, 0) },
+        }
     };
     let output: &mut [u8] = if out_len == 0 {
         &mut []

@@ -1,12 +1,16 @@
 //! Small safe wrappers over the kernel calls and structures the rest of the layer uses, and the
 //! declarations the WDK headers wdk-sys binds do not carry.
 
+use alloc::string::String;
 use alloc::vec::Vec;
+
+use bulwark_driver_core::nt;
 
 use wdk_sys::ntddk::{ExFreePool, KeDelayExecutionThread, RtlInitUnicodeString};
 use wdk_sys::{
     _IO_STACK_LOCATION, _IRP, _MODE::KernelMode, LARGE_INTEGER, NTSTATUS, PCUNICODE_STRING,
-    PDEVICE_OBJECT, PDRIVER_OBJECT, PUNICODE_STRING, PVOID, ULONG, UNICODE_STRING,
+    PDEVICE_OBJECT, PDRIVER_OBJECT, PUNICODE_STRING, PVOID, STATUS_INSUFFICIENT_RESOURCES,
+    STATUS_NAME_TOO_LONG, ULONG, UNICODE_STRING,
 };
 
 unsafe extern "C" {
@@ -51,7 +55,7 @@ pub fn now() -> u64 {
 pub fn sleep_ms(ms: u32) {
     let mut interval = LARGE_INTEGER::default();
     // Negative: relative, in 100 ns units.
-    interval.QuadPart = -(i64::from(ms) * 10_000);
+    interval.QuadPart = i64::from(ms).saturating_mul(-10_000);
     // SAFETY: `interval` is valid for the call; kernel-mode, non-alertable wait at PASSIVE_LEVEL
     // (every caller of this function runs there: IOCTL dispatch, the worker thread, unload).
     let _ = unsafe { KeDelayExecutionThread(KernelMode as i8, 0, &mut interval) };
@@ -81,17 +85,24 @@ pub struct OwnedUnicode {
 }
 
 impl OwnedUnicode {
-    /// Encodes `s` (at most 32 767 units, the UNICODE_STRING limit; longer input is cut).
-    pub fn new(s: &str) -> Self {
-        let mut buf: Vec<u16> = s.encode_utf16().take(32_767).collect();
+    /// Encodes `s`. A name longer than a `UNICODE_STRING` can count
+    /// ([`nt::MAX_COUNTED_UNITS`] units) is refused, never cut (a cut name names another object),
+    /// and so is a name the pool has no room for: neither can bugcheck.
+    pub fn new(s: &str) -> Result<Self, NTSTATUS> {
+        let units = s.encode_utf16().count();
+        let (length, maximum) = nt::counted_string_sizes(units).ok_or(STATUS_NAME_TOO_LONG)?;
+        let mut buf: Vec<u16> = Vec::new();
+        buf.try_reserve_exact(units.saturating_add(1))
+            .map_err(|_| STATUS_INSUFFICIENT_RESOURCES)?;
+        // Within the reserved capacity: no reallocation.
+        buf.extend(s.encode_utf16());
         buf.push(0);
-        let bytes = u16::try_from((buf.len() - 1) * 2).unwrap_or(u16::MAX - 1);
         let us = UNICODE_STRING {
-            Length: bytes,
-            MaximumLength: bytes + 2,
+            Length: length,
+            MaximumLength: maximum,
             Buffer: buf.as_mut_ptr(),
         };
-        OwnedUnicode { buf, us }
+        Ok(OwnedUnicode { buf, us })
     }
 
     /// A pointer for calls that take `PUNICODE_STRING`; valid while `self` lives and is not moved.
@@ -99,6 +110,34 @@ impl OwnedUnicode {
         self.us.Buffer = self.buf.as_mut_ptr();
         &mut self.us
     }
+}
+
+/// A zeroed byte buffer of `len` bytes, or `None` when the pool has no room (never a bugcheck).
+pub fn try_zeroed(len: usize) -> Option<Vec<u8>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).ok()?;
+    v.resize(len, 0);
+    Some(v)
+}
+
+/// A copy of `bytes`, or `None` when the pool has no room.
+pub fn try_copy(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(bytes.len()).ok()?;
+    v.extend_from_slice(bytes);
+    Some(v)
+}
+
+/// A `String` from UTF-16 units (invalid units become U+FFFD), or `None` when the pool has no room.
+pub fn try_string_from_utf16(units: &[u16]) -> Option<String> {
+    let decoded = || char::decode_utf16(units.iter().copied()).map(|c| c.unwrap_or('\u{fffd}'));
+    let len = decoded()
+        .map(char::len_utf8)
+        .fold(0usize, usize::saturating_add);
+    let mut s = String::new();
+    s.try_reserve_exact(len).ok()?;
+    s.extend(decoded());
+    Some(s)
 }
 
 /// A `UNICODE_STRING` over a static, NUL-terminated UTF-16 literal.
@@ -141,7 +180,10 @@ pub unsafe fn free_pool(p: PVOID) {
 macro_rules! wide {
     ($s:literal) => {{
         const S: &str = $s;
+        #[allow(clippy::arithmetic_side_effects)]
         const N: usize = S.len() + 1;
+        // Evaluated by the compiler: an out-of-bounds index is a build error, never a bugcheck.
+        #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
         const W: [u16; N] = {
             let bytes = S.as_bytes();
             let mut out = [0u16; N];

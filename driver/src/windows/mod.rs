@@ -32,6 +32,8 @@ use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, Ordering};
 
 use bulwark_driver_core::control::{Control, Lifecycle, Starting};
+use bulwark_driver_core::nt::{self, OpenFailure};
+use bulwark_driver_core::plane_lock::{PlaneGuard, PlaneLock};
 use bulwark_driver_core::sensor::{Capacities, Sensor};
 use bulwark_loader_boot_guard::{Config, TrustedKeys};
 use wdk_sys::ntddk::{
@@ -49,11 +51,11 @@ use wdk_sys::{
     DRIVER_OBJECT, HANDLE, IRP_MJ_CLOSE, IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL, IRP_MJ_SHUTDOWN,
     KEVENT, KEY_ALL_ACCESS, KEY_VALUE_PARTIAL_INFORMATION, LARGE_INTEGER, NTSTATUS,
     OBJECT_ATTRIBUTES, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, PCUNICODE_STRING, PDEVICE_OBJECT,
-    PVOID, REG_DWORD, REG_OPTION_NON_VOLATILE, REG_SZ, STATUS_SUCCESS, STATUS_TIMEOUT,
-    THREAD_ALL_ACCESS,
+    PVOID, REG_DWORD, REG_OPTION_NON_VOLATILE, REG_SZ, STATUS_INSUFFICIENT_RESOURCES,
+    STATUS_SUCCESS, STATUS_TIMEOUT, THREAD_ALL_ACCESS,
 };
 
-use ffi::{init_unicode, now, sleep_ms, units, wide, OwnedUnicode};
+use ffi::{init_unicode, now, sleep_ms, try_zeroed, units, wide, OwnedUnicode};
 use store::{open_directory, Handle, WindowsStore};
 
 /// The driver's version for the status reply (`major << 16 | minor << 8 | patch`).
@@ -74,7 +76,7 @@ const DEFAULT_CONTENT_DIRECTORY: &str = "\\SystemRoot\\Bulwark\\Content";
 pub struct DriverState {
     /// The sensor (lock-free or bounded-lock; see the core).
     pub sensor: Sensor,
-    control: spin::Mutex<Lifecycle<WindowsStore>>,
+    control: PlaneLock<Lifecycle<WindowsStore>>,
     keys: TrustedKeys,
     config: Config,
     content_directory: String,
@@ -105,7 +107,7 @@ pub fn state() -> Option<&'static DriverState> {
 
 impl DriverState {
     /// The control plane for an IOCTL, if no other request holds it (requests never wait).
-    pub fn try_control(&self) -> Option<spin::MutexGuard<'_, Lifecycle<WindowsStore>>> {
+    pub fn try_control(&self) -> Option<PlaneGuard<'_, Lifecycle<WindowsStore>>> {
         self.control.try_lock()
     }
 
@@ -116,26 +118,45 @@ impl DriverState {
         }
     }
 
-    /// Records a clean shutdown with the guard (IRP_MJ_SHUTDOWN, unload).
+    /// Records a clean shutdown with the guard (IRP_MJ_SHUTDOWN, unload) without spinning: if a
+    /// request holds the control plane, it records the shutdown as it releases it; this waits for
+    /// that at most SHUTDOWN_TRIES sleeps of 10 ms.
     pub fn clean_shutdown(&self) {
-        let mut control = self.control.lock();
-        if let Lifecycle::Running(c) = &mut *control {
-            c.clean_shutdown(now());
+        if !self
+            .control
+            .clean_shutdown(SHUTDOWN_TRIES, &mut || sleep_ms(10))
+        {
+            wdk::println!(
+                "bulwark: a request still holds the control plane; it records the shutdown"
+            );
         }
     }
 
-    /// Opens the content directory and starts the control plane: the guard's boot decision and
-    /// the chosen content. Returns `false` if the directory cannot be opened yet.
-    fn start_control(&self) -> bool {
-        let dir = match open_directory(&self.content_directory) {
+    /// Opens the content directory (creating it, parent by parent, on a fresh install) and starts
+    /// the control plane: the guard's boot decision and the chosen content. `Retry` while the
+    /// volume is not mounted; `Failed` for an error retrying will not fix.
+    fn start_control(&self) -> Started {
+        let dir = match open_content_directory(&self.content_directory) {
             Ok(d) => d,
-            Err(status) => {
-                wdk::println!("bulwark: content directory not available yet ({status:#x})");
-                return false;
+            Err((OpenFailure::NotMounted, status)) => {
+                wdk::println!("bulwark: content directory's volume not mounted yet ({status:#x})");
+                return Started::Retry;
+            }
+            Err((_, status)) => {
+                wdk::println!(
+                    "bulwark: content directory {} cannot be opened or created ({status:#x}); running without content",
+                    self.content_directory
+                );
+                return Started::Failed;
             }
         };
+        // Start-up happens once (DriverEntry or a reinitialization pass); a status request may
+        // hold the Starting plane for an instant.
+        let Some(mut plane) = self.wait_for_plane() else {
+            return Started::Retry;
+        };
         let Some(key) = self.parameters.lock().take() else {
-            return false;
+            return Started::Failed;
         };
         // The volumes are mounted now: drive letters can be mapped.
         self.sensor.set_volumes(volumes::read());
@@ -148,15 +169,73 @@ impl DriverState {
             self.sensor.install(content, &mut || sleep_ms(1));
         }
         self.sensor.forward_guard_events(&mut control);
-        *self.control.lock() = Lifecycle::Running(Box::new(control));
-        true
+        *plane = Lifecycle::Running(Box::new(control));
+        Started::Running
+    }
+
+    /// The control plane, waiting for it with sleeps (PASSIVE_LEVEL) at most one second.
+    fn wait_for_plane(&self) -> Option<PlaneGuard<'_, Lifecycle<WindowsStore>>> {
+        for _ in 0..1000 {
+            if let Some(plane) = self.control.try_lock() {
+                return Some(plane);
+            }
+            sleep_ms(1);
+        }
+        None
     }
 }
 
+/// How the start of the control plane went.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Started {
+    /// Running (with or without content, as the guard decided).
+    Running,
+    /// The content directory's volume is not mounted yet: try again at the next reinitialization.
+    Retry,
+    /// The content directory cannot be used: run without content (reported); do not retry.
+    Failed,
+}
+
+/// How many 10 ms sleeps a clean shutdown waits for a request holding the control plane (2 s).
+const SHUTDOWN_TRIES: u32 = 200;
+
+/// Opens the content directory, creating it and its missing parents below the volume on a fresh
+/// install, and tells "the volume is not mounted yet" apart from every other failure.
+fn open_content_directory(path: &str) -> Result<Handle, (OpenFailure, NTSTATUS)> {
+    let status = match open_directory(path, true) {
+        Ok(h) => return Ok(h),
+        Err(status) => status,
+    };
+    match OpenFailure::classify(status as u32, false) {
+        OpenFailure::ParentMissing => {}
+        failure => return Err((failure, status)),
+    }
+    // A parent is missing: is it the volume (not mounted yet) or a directory on it?
+    let (root, slash) = nt::volume_probe(path).ok_or((OpenFailure::Permanent, status))?;
+    let mut probe = String::new();
+    probe
+        .try_reserve_exact(root.len().saturating_add(1))
+        .map_err(|_| (OpenFailure::Permanent, STATUS_INSUFFICIENT_RESOURCES))?;
+    probe.push_str(root);
+    if slash {
+        probe.push('\\');
+    }
+    if let Err(status) = open_directory(&probe, false) {
+        return Err((OpenFailure::classify(status as u32, true), status));
+    }
+    let parents = nt::directories_to_create(path).ok_or((OpenFailure::Permanent, status))?;
+    for dir in parents {
+        if let Err(status) = open_directory(dir, true) {
+            return Err((OpenFailure::classify(status as u32, false), status));
+        }
+    }
+    open_directory(path, true).map_err(|s| (OpenFailure::classify(s as u32, false), s))
+}
+
 fn read_value(key: HANDLE, name: &str, ty: u32) -> Option<alloc::vec::Vec<u8>> {
-    let mut uname = OwnedUnicode::new(name);
+    let mut uname = OwnedUnicode::new(name).ok()?;
     let header = core::mem::size_of::<KEY_VALUE_PARTIAL_INFORMATION>();
-    let mut info = alloc::vec![0u8; header + 1024];
+    let mut info = try_zeroed(header.saturating_add(1024))?;
     let mut got = 0u32;
     // SAFETY: `info` is writable for its length; `uname` lives across the call.
     let status = unsafe {
@@ -165,7 +244,7 @@ fn read_value(key: HANDLE, name: &str, ty: u32) -> Option<alloc::vec::Vec<u8>> {
             uname.as_ptr(),
             KeyValuePartialInformation,
             info.as_mut_ptr().cast(),
-            info.len() as u32,
+            u32::try_from(info.len()).unwrap_or(u32::MAX),
             &mut got,
         )
     };
@@ -178,7 +257,8 @@ fn read_value(key: HANDLE, name: &str, ty: u32) -> Option<alloc::vec::Vec<u8>> {
         return None;
     }
     let at = core::mem::offset_of!(KEY_VALUE_PARTIAL_INFORMATION, Data);
-    info.get(at..at + p.DataLength as usize).map(<[u8]>::to_vec)
+    let end = at.checked_add(usize::try_from(p.DataLength).ok()?)?;
+    ffi::try_copy(info.get(at..end)?)
 }
 
 fn read_dword(key: HANDLE, name: &str) -> Option<u32> {
@@ -188,21 +268,29 @@ fn read_dword(key: HANDLE, name: &str) -> Option<u32> {
 
 fn read_string(key: HANDLE, name: &str) -> Option<String> {
     let v = read_value(key, name, REG_SZ)?;
-    let units: alloc::vec::Vec<u16> = v
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .take_while(|&u| u != 0)
-        .collect();
-    String::from_utf16(&units).ok()
+    // At most 1024 bytes: 512 units on the stack.
+    let mut units = [0u16; 512];
+    let mut n = 0usize;
+    for (slot, pair) in units.iter_mut().zip(v.chunks_exact(2)) {
+        let unit = u16::from_le_bytes([*pair.first()?, *pair.get(1)?]);
+        if unit == 0 {
+            break;
+        }
+        *slot = unit;
+        n = n.saturating_add(1);
+    }
+    ffi::try_string_from_utf16(units.get(..n)?)
 }
 
 /// Opens (or creates) `<service key>\Parameters`.
 fn open_parameters(registry_path: PCUNICODE_STRING) -> Result<Handle, NTSTATUS> {
     // SAFETY: the I/O manager passes a valid registry path for the duration of DriverEntry.
     let service = unsafe { units(registry_path) }.unwrap_or(&[]);
-    let mut path = String::from_utf16_lossy(service);
+    let mut path = ffi::try_string_from_utf16(service).ok_or(STATUS_INSUFFICIENT_RESOURCES)?;
+    path.try_reserve_exact("\\Parameters".len())
+        .map_err(|_| STATUS_INSUFFICIENT_RESOURCES)?;
     path.push_str("\\Parameters");
-    let mut name = OwnedUnicode::new(&path);
+    let mut name = OwnedUnicode::new(&path)?;
     let mut oa = OBJECT_ATTRIBUTES {
         Length: core::mem::size_of::<OBJECT_ATTRIBUTES>() as u32,
         RootDirectory: ptr::null_mut(),
@@ -237,7 +325,7 @@ unsafe extern "C" fn reinitialize(_driver: *mut DRIVER_OBJECT, _context: PVOID, 
     let Some(state) = state() else {
         return;
     };
-    if !state.start_control() && count < 30 {
+    if state.start_control() == Started::Retry && count < 30 {
         // Still not available: try again at the next reinitialization pass.
         // SAFETY: `_driver` is our driver object, valid while the driver is loaded.
         unsafe {
@@ -255,7 +343,7 @@ unsafe extern "C" fn worker(_context: PVOID) {
         return;
     };
     let mut timeout = LARGE_INTEGER {
-        QuadPart: -(i64::from(TICK_SECS) * 10_000_000),
+        QuadPart: i64::from(TICK_SECS).saturating_mul(-10_000_000),
     };
     loop {
         // SAFETY: the event lives in the state, which outlives this thread (unload waits for it).
@@ -273,7 +361,7 @@ unsafe extern "C" fn worker(_context: PVOID) {
         }
         // A request holding the control plane (a stage being verified) skips this tick rather
         // than making the worker spin; the stable period then counts a few seconds later.
-        if let Some(mut control) = state.control.try_lock() {
+        if let Some(mut control) = state.try_control() {
             if let Lifecycle::Running(c) = &mut *control {
                 c.tick(TICK_SECS, now());
                 state.sensor.forward_guard_events(&mut **c);
@@ -311,8 +399,19 @@ pub unsafe extern "system" fn driver_entry(
             Config::new(config.channel)
         }
     };
-    let content_directory = read_string(parameters.0, "ContentDirectory")
-        .unwrap_or_else(|| String::from(DEFAULT_CONTENT_DIRECTORY));
+    let content_directory = match read_string(parameters.0, "ContentDirectory") {
+        Some(d) => d,
+        None => {
+            let mut d = String::new();
+            if d.try_reserve_exact(DEFAULT_CONTENT_DIRECTORY.len())
+                .is_err()
+            {
+                return STATUS_INSUFFICIENT_RESOURCES;
+            }
+            d.push_str(DEFAULT_CONTENT_DIRECTORY);
+            d
+        }
+    };
     let keys = match TrustedKeys::new(TRUSTED_KEYS) {
         Ok(keys) => keys,
         Err(e) => {
@@ -325,10 +424,13 @@ pub unsafe extern "system" fn driver_entry(
 
     let state = Box::new(DriverState {
         sensor: Sensor::new(Capacities::default(), now(), DRIVER_VERSION),
-        control: spin::Mutex::new(Lifecycle::Starting(Starting {
-            threshold: config.threshold,
-            stable_secs: config.stable_secs,
-        })),
+        control: PlaneLock::new(
+            Lifecycle::Starting(Starting {
+                threshold: config.threshold,
+                stable_secs: config.stable_secs,
+            }),
+            now,
+        ),
         keys,
         config,
         content_directory,
@@ -347,6 +449,8 @@ pub unsafe extern "system" fn driver_entry(
 
     // SAFETY: `driver` is our driver object; we set our dispatch routines and unload routine
     // before any request can arrive (the device does not exist yet).
+    // The IRP_MJ_* constants index the MajorFunction array (IRP_MJ_MAXIMUM_FUNCTION + 1 entries).
+    #[allow(clippy::indexing_slicing)]
     unsafe {
         (*driver).DriverUnload = Some(driver_unload);
         (*driver).MajorFunction[IRP_MJ_CREATE as usize] = Some(device::dispatch_create_close);
@@ -404,7 +508,7 @@ pub unsafe extern "system" fn driver_entry(
         .registry_cookie
         .store(unsafe { cookie.QuadPart }, Ordering::Relaxed);
 
-    if !state.start_control() {
+    if state.start_control() == Started::Retry {
         // A boot-start driver before the boot volume is mounted: finish once it is.
         // SAFETY: our driver object; the routine is valid for the driver's lifetime.
         unsafe {

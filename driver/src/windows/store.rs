@@ -4,8 +4,6 @@
 //! named by version and hash (a torn file fails its signature check and is never trusted).
 //! PASSIVE_LEVEL only.
 
-use alloc::format;
-use alloc::string::String;
 use alloc::vec::Vec;
 use core::ptr;
 
@@ -18,13 +16,14 @@ use wdk_sys::_FILE_INFORMATION_CLASS::FileStandardInformation;
 use wdk_sys::_KEY_VALUE_INFORMATION_CLASS::KeyValuePartialInformation;
 use wdk_sys::{
     FILE_ATTRIBUTE_NORMAL, FILE_DIRECTORY_FILE, FILE_NON_DIRECTORY_FILE, FILE_OPEN, FILE_OPEN_IF,
-    FILE_OVERWRITE_IF, FILE_SHARE_READ, FILE_STANDARD_INFORMATION, FILE_SYNCHRONOUS_IO_NONALERT,
-    FILE_WRITE_THROUGH, GENERIC_READ, GENERIC_WRITE, HANDLE, IO_STATUS_BLOCK,
-    KEY_VALUE_PARTIAL_INFORMATION, NTSTATUS, OBJECT_ATTRIBUTES, OBJ_CASE_INSENSITIVE,
-    OBJ_KERNEL_HANDLE, REG_BINARY, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS, SYNCHRONIZE,
+    FILE_OVERWRITE_IF, FILE_SHARE_READ, FILE_SHARE_WRITE, FILE_STANDARD_INFORMATION,
+    FILE_SYNCHRONOUS_IO_NONALERT, FILE_WRITE_THROUGH, GENERIC_READ, GENERIC_WRITE, HANDLE,
+    IO_STATUS_BLOCK, KEY_VALUE_PARTIAL_INFORMATION, NTSTATUS, OBJECT_ATTRIBUTES,
+    OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, REG_BINARY, STATUS_INSUFFICIENT_RESOURCES,
+    STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS, SYNCHRONIZE,
 };
 
-use super::ffi::OwnedUnicode;
+use super::ffi::{try_copy, try_zeroed, OwnedUnicode};
 
 /// An open kernel handle, closed on drop.
 pub struct Handle(pub HANDLE);
@@ -54,9 +53,10 @@ fn attributes(name: &mut OwnedUnicode, root: HANDLE) -> OBJECT_ATTRIBUTES {
     }
 }
 
-/// Opens (creating if needed) the content directory; fails while its volume is not mounted yet.
-pub fn open_directory(path: &str) -> Result<Handle, NTSTATUS> {
-    let mut name = OwnedUnicode::new(path);
+/// Opens a directory by its full NT path; `create` creates it if it is missing (its parent must
+/// exist: see `open_content_directory`).
+pub fn open_directory(path: &str, create: bool) -> Result<Handle, NTSTATUS> {
+    let mut name = OwnedUnicode::new(path)?;
     let mut oa = attributes(&mut name, ptr::null_mut());
     let mut iosb = IO_STATUS_BLOCK::default();
     let mut h: HANDLE = ptr::null_mut();
@@ -69,8 +69,8 @@ pub fn open_directory(path: &str) -> Result<Handle, NTSTATUS> {
             &mut iosb,
             ptr::null_mut(),
             FILE_ATTRIBUTE_NORMAL,
-            FILE_SHARE_READ,
-            FILE_OPEN_IF,
+            FILE_SHARE_READ | FILE_SHARE_WRITE,
+            if create { FILE_OPEN_IF } else { FILE_OPEN },
             FILE_DIRECTORY_FILE | FILE_SYNCHRONOUS_IO_NONALERT,
             ptr::null_mut(),
             0,
@@ -80,6 +80,20 @@ pub fn open_directory(path: &str) -> Result<Handle, NTSTATUS> {
         Ok(Handle(h))
     } else {
         Err(status)
+    }
+}
+
+/// The length of an envelope's file name.
+const BLOB_NAME_LEN: usize = 20 + 1 + 32 + 6;
+
+/// An envelope's file name (ASCII).
+struct BlobName {
+    bytes: [u8; BLOB_NAME_LEN],
+}
+
+impl BlobName {
+    fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.bytes).unwrap_or("")
     }
 }
 
@@ -97,23 +111,46 @@ impl WindowsStore {
         WindowsStore { key, dir }
     }
 
-    fn value_name(slot: Slot) -> OwnedUnicode {
+    fn value_name(slot: Slot) -> Result<OwnedUnicode, StoreError> {
         OwnedUnicode::new(match slot {
             Slot::A => "GuardRecordA",
             Slot::B => "GuardRecordB",
         })
+        .map_err(io)
     }
 
-    fn blob_name(id: &ContentId) -> String {
-        let mut hex = String::new();
-        for b in id.hash.iter().take(16) {
-            hex.push_str(&format!("{b:02x}"));
+    /// `<version, 20 digits>-<first 16 bytes of the hash, hex>.bwenv`, in a fixed buffer (no
+    /// allocation on the worker and IOCTL paths that write content).
+    fn blob_name(id: &ContentId) -> BlobName {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let digit = |d: u64| {
+            DIGITS
+                .get(usize::try_from(d).unwrap_or(0))
+                .copied()
+                .unwrap_or(b'?')
+        };
+        let mut bytes = [0u8; BLOB_NAME_LEN];
+        let (version, rest) = bytes.split_at_mut(20);
+        let mut v = id.version;
+        for slot in version.iter_mut().rev() {
+            *slot = digit(v % 10);
+            v /= 10;
         }
-        format!("{:020}-{hex}.bwenv", id.version)
+        let (dash, rest) = rest.split_at_mut(1);
+        dash.fill(b'-');
+        let (hex, suffix) = rest.split_at_mut(32);
+        for (pair, b) in hex.chunks_exact_mut(2).zip(id.hash.iter()) {
+            if let [hi, lo] = pair {
+                *hi = digit(u64::from(b >> 4));
+                *lo = digit(u64::from(b & 0xf));
+            }
+        }
+        suffix.copy_from_slice(b".bwenv");
+        BlobName { bytes }
     }
 
     fn open_file(&self, name: &str, write: bool) -> Result<Handle, StoreError> {
-        let mut uname = OwnedUnicode::new(name);
+        let mut uname = OwnedUnicode::new(name).map_err(io)?;
         let mut oa = attributes(&mut uname, self.dir.0);
         let mut iosb = IO_STATUS_BLOCK::default();
         let mut h: HANDLE = ptr::null_mut();
@@ -157,9 +194,10 @@ impl WindowsStore {
 impl Store for WindowsStore {
     fn read_record(&mut self, slot: Slot, buf: &mut Vec<u8>, max: usize) -> Result<(), StoreError> {
         buf.clear();
-        let mut name = Self::value_name(slot);
+        let mut name = Self::value_name(slot)?;
         let header = core::mem::size_of::<KEY_VALUE_PARTIAL_INFORMATION>();
-        let mut info = alloc::vec![0u8; header.saturating_add(max).saturating_add(1)];
+        let mut info = try_zeroed(header.saturating_add(max).saturating_add(1))
+            .ok_or(StoreError::Io(STATUS_INSUFFICIENT_RESOURCES as u32))?;
         let mut got = 0u32;
         // SAFETY: `info` is writable for its length; `name` lives across the call.
         let status = unsafe {
@@ -189,6 +227,8 @@ impl Store for WindowsStore {
         let data_at = core::mem::offset_of!(KEY_VALUE_PARTIAL_INFORMATION, Data);
         match info.get(data_at..data_at.saturating_add(len)) {
             Some(data) => {
+                buf.try_reserve_exact(data.len())
+                    .map_err(|_| StoreError::Io(STATUS_INSUFFICIENT_RESOURCES as u32))?;
                 buf.extend_from_slice(data);
                 Ok(())
             }
@@ -197,8 +237,9 @@ impl Store for WindowsStore {
     }
 
     fn write_record(&mut self, slot: Slot, bytes: &[u8]) -> Result<(), StoreError> {
-        let mut name = Self::value_name(slot);
-        let mut data = bytes.to_vec();
+        let mut name = Self::value_name(slot)?;
+        let mut data =
+            try_copy(bytes).ok_or(StoreError::Io(STATUS_INSUFFICIENT_RESOURCES as u32))?;
         // SAFETY: `data` is valid for its length; `name` lives across the call.
         let status = unsafe {
             ZwSetValueKey(
@@ -222,9 +263,10 @@ impl Store for WindowsStore {
     }
 
     fn put_blob(&mut self, id: &ContentId, bytes: &[u8]) -> Result<(), StoreError> {
-        let file = self.open_file(&Self::blob_name(id), true)?;
+        let file = self.open_file(Self::blob_name(id).as_str(), true)?;
         let mut iosb = IO_STATUS_BLOCK::default();
-        let mut data = bytes.to_vec();
+        let mut data =
+            try_copy(bytes).ok_or(StoreError::Io(STATUS_INSUFFICIENT_RESOURCES as u32))?;
         // SAFETY: `data` is valid for its length; synchronous I/O on our own kernel handle.
         let status = unsafe {
             ZwWriteFile(
@@ -257,7 +299,7 @@ impl Store for WindowsStore {
         max: usize,
     ) -> Result<(), StoreError> {
         buf.clear();
-        let file = self.open_file(&Self::blob_name(id), false)?;
+        let file = self.open_file(Self::blob_name(id).as_str(), false)?;
         let mut iosb = IO_STATUS_BLOCK::default();
         let mut info = FILE_STANDARD_INFORMATION::default();
         // SAFETY: `info` is a writable FILE_STANDARD_INFORMATION.
@@ -279,6 +321,8 @@ impl Store for WindowsStore {
         if size > max {
             return Err(StoreError::TooLarge { max });
         }
+        buf.try_reserve_exact(size)
+            .map_err(|_| StoreError::Io(STATUS_INSUFFICIENT_RESOURCES as u32))?;
         buf.resize(size, 0);
         // SAFETY: `buf` is writable for `size` bytes; synchronous I/O.
         let status = unsafe {
@@ -302,7 +346,7 @@ impl Store for WindowsStore {
     }
 
     fn remove_blob(&mut self, id: &ContentId) -> Result<(), StoreError> {
-        let mut name = OwnedUnicode::new(&Self::blob_name(id));
+        let mut name = OwnedUnicode::new(Self::blob_name(id).as_str()).map_err(io)?;
         let mut oa = attributes(&mut name, self.dir.0);
         // SAFETY: `oa` names a file relative to our open directory handle.
         match unsafe { ZwDeleteFile(&mut oa) } {

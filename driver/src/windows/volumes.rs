@@ -2,7 +2,6 @@
 //! root, read from the object manager's symbolic links into the core's volume map. PASSIVE_LEVEL.
 
 use alloc::string::String;
-use alloc::vec;
 use core::ptr;
 
 use bulwark_driver_core::paths::{to_dos_path, VolumeMap};
@@ -12,12 +11,12 @@ use wdk_sys::{
     SYMBOLIC_LINK_QUERY, UNICODE_STRING,
 };
 
-use super::ffi::OwnedUnicode;
+use super::ffi::{try_string_from_utf16, OwnedUnicode};
 use super::store::Handle;
 
 /// The target of the symbolic link `name`, if it exists.
 fn link_target(name: &str) -> Option<String> {
-    let mut uname = OwnedUnicode::new(name);
+    let mut uname = OwnedUnicode::new(name).ok()?;
     let mut oa = OBJECT_ATTRIBUTES {
         Length: core::mem::size_of::<OBJECT_ATTRIBUTES>() as u32,
         RootDirectory: ptr::null_mut(),
@@ -32,10 +31,10 @@ fn link_target(name: &str) -> Option<String> {
         return None;
     }
     let link = Handle(h);
-    let mut buf = vec![0u16; 512];
+    let mut buf = [0u16; 512];
     let mut target = UNICODE_STRING {
         Length: 0,
-        MaximumLength: (buf.len() * 2) as u16,
+        MaximumLength: u16::try_from(core::mem::size_of_val(&buf)).unwrap_or(u16::MAX),
         Buffer: buf.as_mut_ptr(),
     };
     // SAFETY: `target` describes `buf`, writable for MaximumLength bytes.
@@ -44,17 +43,21 @@ fn link_target(name: &str) -> Option<String> {
         return None;
     }
     let len = usize::from(target.Length / 2).min(buf.len());
-    Some(String::from_utf16_lossy(buf.get(..len)?))
+    try_string_from_utf16(buf.get(..len)?)
 }
 
 /// Reads every drive letter's volume device and the system root.
 pub fn read() -> VolumeMap {
     let mut map = VolumeMap::default();
     for letter in 'A'..='Z' {
-        let mut name = String::from("\\GLOBAL??\\");
-        name.push(letter);
-        name.push(':');
-        if let Some(device) = link_target(&name) {
+        let mut name = *b"\\GLOBAL??\\?:";
+        if let Some(slot) = name.get_mut(10) {
+            *slot = u8::try_from(letter).unwrap_or(b'?');
+        }
+        let Ok(name) = core::str::from_utf8(&name) else {
+            continue;
+        };
+        if let Some(device) = link_target(name) {
             // Only volume devices map to letters; other links (SUBST, network) are left alone.
             let _ = map.insert(letter, &device);
         }
