@@ -266,7 +266,7 @@ impl<S: Store> Guard<S> {
             (Ok(a), Err(p)) => (a, recovery(Slot::A, Slot::B, p)),
             (Err(p), Ok(b)) => (b, recovery(Slot::B, Slot::A, p)),
             (Err(SlotProblem::Empty), Err(SlotProblem::Empty)) => (
-                State::new(config.channel),
+                Box::new(State::new(config.channel)),
                 Recovery {
                     used: None,
                     rejected: None,
@@ -291,7 +291,7 @@ impl<S: Store> Guard<S> {
         let mut guard = Guard {
             store,
             config,
-            state: Box::new(state),
+            state,
             recovery,
             running_secs: 0,
             older,
@@ -666,9 +666,11 @@ fn recovery(used: Slot, other: Slot, problem: SlotProblem) -> Recovery {
 }
 
 /// Reads and decodes both record slots.
-fn read_slots<S: Store>(store: &mut S) -> (Result<State, SlotProblem>, Result<State, SlotProblem>) {
+type SlotRead = Result<Box<State>, SlotProblem>;
+
+fn read_slots<S: Store>(store: &mut S) -> (SlotRead, SlotRead) {
     let mut buf = Vec::new();
-    let mut read = |slot: Slot| -> Result<State, SlotProblem> {
+    let mut read = |slot: Slot| -> SlotRead {
         store
             .read_record(slot, &mut buf, RECORD_BYTES)
             .map_err(SlotProblem::Store)?;

@@ -25,6 +25,7 @@
 //! 3460  u32 CRC-32 of bytes 0..3460
 //! ```
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use crate::crc::crc32;
@@ -258,7 +259,10 @@ fn bad(field: &'static str, offset: usize, value: u64) -> RecordError {
 /// every field is checked after, the record must be exactly the bytes this guard writes for the
 /// state it decodes to, and its fields must agree with each other ([`check`]): a record that
 /// fails any check is never trusted.
-pub fn decode(bytes: &[u8]) -> Result<State, RecordError> {
+///
+/// The state is returned boxed and filled in place: it is kilobytes, and this runs on a kernel
+/// stack.
+pub fn decode(bytes: &[u8]) -> Result<Box<State>, RecordError> {
     if bytes.len() != RECORD_BYTES {
         return Err(RecordError::WrongLength {
             len: bytes.len(),
@@ -296,7 +300,7 @@ pub fn decode(bytes: &[u8]) -> Result<State, RecordError> {
     if seq == 0 {
         return Err(bad("sequence number", 8, 0));
     }
-    let mut state = State::new(r.u32());
+    let mut state = Box::new(State::new(r.u32()));
     state.seq = seq;
     state.newest = r.u64();
     state.boots = r.u64();
@@ -324,11 +328,10 @@ pub fn decode(bytes: &[u8]) -> Result<State, RecordError> {
     if next_event == 0 {
         return Err(bad("next event sequence number", 124, 0));
     }
-    let mut quarantine = [ContentId::NONE; MAX_QUARANTINE];
+    let (quarantine, events) = state.raw_arrays_mut();
     for q in quarantine.iter_mut() {
         *q = r.id();
     }
-    let mut events = [EMPTY_EVENT; MAX_EVENTS];
     for (i, e) in events.iter_mut().enumerate() {
         let at = EVENTS_AT.saturating_add(i.saturating_mul(EVENT_BYTES));
         let mut er = R { buf: bytes, at };
@@ -357,11 +360,7 @@ pub fn decode(bytes: &[u8]) -> Result<State, RecordError> {
             content: er.id(),
         };
     }
-    state.set_raw_parts(
-        quarantine.get(..usize::from(qlen)).unwrap_or(&[]),
-        events,
-        next_event,
-    );
+    state.set_raw_lengths(qlen, next_event);
     // Exactly what this guard writes for that state, byte for byte: unused entries, absent slots
     // and reserved bytes are zero, so no two byte strings decode to the same record.
     let canonical = encode(&state);

@@ -571,17 +571,21 @@ impl State {
         (self.quarantine(), &self.events, self.next_event)
     }
 
-    pub(crate) fn set_raw_parts(
+    /// The quarantine and event arrays, for the record decoder to fill in place (no copy of the
+    /// arrays on the kernel stack); [`State::set_raw_lengths`] then sets their counters.
+    pub(crate) fn raw_arrays_mut(
         &mut self,
-        quarantine: &[ContentId],
-        events: [Event; MAX_EVENTS],
-        next_event: u64,
-    ) {
-        for (slot, q) in self.quarantine.iter_mut().zip(quarantine) {
-            *slot = *q;
+    ) -> (&mut [ContentId; MAX_QUARANTINE], &mut [Event; MAX_EVENTS]) {
+        (&mut self.quarantine, &mut self.events)
+    }
+
+    /// Sets the quarantine length (entries past it are cleared) and the next event's number.
+    pub(crate) fn set_raw_lengths(&mut self, quarantine_len: u8, next_event: u64) {
+        let len = usize::from(quarantine_len).min(MAX_QUARANTINE);
+        for q in self.quarantine.iter_mut().skip(len) {
+            *q = ContentId::NONE;
         }
-        self.quarantine_len = u8::try_from(quarantine.len().min(MAX_QUARANTINE)).unwrap_or(0);
-        self.events = events;
+        self.quarantine_len = u8::try_from(len).unwrap_or(0);
         self.next_event = next_event;
     }
 }

@@ -56,7 +56,7 @@ fn a_record_round_trips_with_everything_in_it() {
     assert_eq!(s.events().count(), 32);
     let bytes = encode(&s);
     assert_eq!(bytes.len(), RECORD_BYTES);
-    assert_eq!(decode(&bytes).unwrap(), s);
+    assert_eq!(*decode(&bytes).unwrap(), s);
     // The quarantine list dropped the oldest entries first.
     assert_eq!(s.quarantine()[0].version, 39 - 31);
     assert!(s.is_quarantined(&[39; 32]));

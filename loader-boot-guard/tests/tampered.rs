@@ -177,7 +177,7 @@ fn every_inconsistency_is_refused_and_named() {
     let s = rich();
     let good = encode(&s);
     assert_eq!(
-        decode(&good).unwrap(),
+        *decode(&good).unwrap(),
         s,
         "the refusal's version 99 is not a floor violation"
     );
