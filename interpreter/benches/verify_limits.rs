@@ -3,7 +3,11 @@
 //! anchors per rule, the most instructions, the most strings (many folding alike), the most regex
 //! bytes, and the pack (sets of one long string copied 65,536 times). Each is timed
 //! against a linear pass over the same bytes measured in the same run (SHA-256, which verifying
-//! does once anyway), so the ratio shows verification staying linear in the pack's size.
+//! does once anyway), so the ratio shows verification staying linear in the pack's size. It also
+//! prints the heap verifying takes at its peak beyond the pack's own bytes, as a multiple of the
+//! pack's size: the driver reserves that much, fallibly, before it verifies a staged pack
+//! (`bulwark_driver_core::control::STAGE_MEMORY_FACTOR`), so a stage under memory pressure is
+//! refused up front instead of failing an allocation inside the verifier.
 //! `cargo bench -p bulwark-interpreter --bench verify_limits --features build`.
 #![allow(
     clippy::unwrap_used,
@@ -15,6 +19,19 @@
 
 use std::hint::black_box;
 use std::time::Instant;
+
+use peak_alloc::PeakAlloc;
+
+#[global_allocator]
+static HEAP: PeakAlloc = PeakAlloc;
+
+/// The heap `f` takes at its peak beyond what was live before it.
+fn peak_of(f: impl FnOnce()) -> usize {
+    let before = HEAP.current_usage();
+    HEAP.reset_peak_usage();
+    f();
+    HEAP.peak_usage().saturating_sub(before)
+}
 
 use bulwark_interpreter::build::{compile_regex, PackBuilder};
 use bulwark_interpreter::format::{RawPack, RawRule};
@@ -251,8 +268,8 @@ fn main() {
         return;
     }
     println!(
-        "{:<14} {:>10} {:>11} {:>11} {:>8}  result",
-        "pack", "bytes", "verify ms", "sha256 ms", "ratio"
+        "{:<14} {:>10} {:>11} {:>11} {:>8} {:>10} {:>7}  result",
+        "pack", "bytes", "verify ms", "sha256 ms", "ratio", "peak heap", "x pack"
     );
     type Shape = (&'static str, fn() -> Vec<u8>);
     let shapes: [Shape; 6] = [
@@ -280,11 +297,16 @@ fn main() {
         let sha_ms = best_of(3, || {
             black_box(Sha256::digest(black_box(&pack)));
         });
+        let peak = peak_of(|| {
+            black_box(verify(black_box(&pack)).is_ok());
+        });
         result.truncate(110);
         println!(
-            "{name:<14} {:>10} {verify_ms:>11.1} {sha_ms:>11.2} {:>7.1}x  {result}",
+            "{name:<14} {:>10} {verify_ms:>11.1} {sha_ms:>11.2} {:>7.1}x {:>10} {:>6.2}x  {result}",
             pack.len(),
-            verify_ms / sha_ms
+            verify_ms / sha_ms,
+            peak,
+            peak as f64 / pack.len() as f64
         );
     }
 }
