@@ -15,7 +15,8 @@ use wdk_sys::{
 };
 
 use super::ffi::{
-    current_stack_location, init_unicode, sleep_ms, wide, IoCreateDeviceSecure, DEVICE_CLASS_GUID,
+    current_stack_location, init_unicode, on_large_stack, sleep_ms, wide, IoCreateDeviceSecure,
+    DEVICE_CLASS_GUID,
 };
 use super::state;
 
@@ -119,6 +120,20 @@ fn status_of(e: &ProtocolError) -> NTSTATUS {
 /// IRP_MJ_DEVICE_CONTROL: METHOD_BUFFERED only, so the driver reads and writes the system buffer
 /// the I/O manager copied, never user memory. Runs at PASSIVE_LEVEL.
 pub unsafe extern "C" fn dispatch_ioctl(_device: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
+    // A stage verifies a signature and a whole pack: all requests run on the large stack.
+    // SAFETY: our caller's IRP, passed on; completed exactly once, by `ioctl` or here.
+    match on_large_stack(|| unsafe { ioctl(irp) }) {
+        Ok(status) => status,
+        // SAFETY: `ioctl` did not run, so the IRP is still ours to complete.
+        Err(status) => unsafe { complete(irp, status, 0) },
+    }
+}
+
+/// The IOCTL's work, on the large stack.
+///
+/// # Safety
+/// `irp` is an IRP_MJ_DEVICE_CONTROL dispatched to us and not yet completed.
+unsafe fn ioctl(irp: *mut IRP) -> NTSTATUS {
     let Some(state) = state() else {
         // SAFETY: an IRP dispatched to us.
         return unsafe { complete(irp, STATUS_DEVICE_NOT_READY, 0) };

@@ -6,11 +6,13 @@ use alloc::vec::Vec;
 
 use bulwark_driver_core::nt;
 
-use wdk_sys::ntddk::{ExFreePool, KeDelayExecutionThread, RtlInitUnicodeString};
+use wdk_sys::ntddk::{
+    ExFreePool, KeDelayExecutionThread, KeExpandKernelStackAndCallout, RtlInitUnicodeString,
+};
 use wdk_sys::{
     _IO_STACK_LOCATION, _IRP, _MODE::KernelMode, LARGE_INTEGER, NTSTATUS, PCUNICODE_STRING,
     PDEVICE_OBJECT, PDRIVER_OBJECT, PUNICODE_STRING, PVOID, STATUS_INSUFFICIENT_RESOURCES,
-    STATUS_NAME_TOO_LONG, ULONG, UNICODE_STRING,
+    STATUS_NAME_TOO_LONG, STATUS_SUCCESS, STATUS_UNSUCCESSFUL, ULONG, UNICODE_STRING,
 };
 
 unsafe extern "C" {
@@ -30,6 +32,51 @@ unsafe extern "C" {
 
     /// The system time in 100 ns units since 1601 (Windows 8 and later).
     pub fn KeQuerySystemTimePrecise(CurrentTime: *mut LARGE_INTEGER);
+}
+
+/// The kernel stack the control plane's work runs on (see [`on_large_stack`]): 48 KiB, under the
+/// x64 limit of `MAXIMUM_EXPANSION_SIZE` (`KERNEL_LARGE_STACK_SIZE` 60 KiB less half a page).
+pub const LARGE_STACK_BYTES: usize = 48 * 1024;
+
+/// Runs `f` on a fresh kernel stack of [`LARGE_STACK_BYTES`] (`KeExpandKernelStackAndCallout`)
+/// and returns its result, or the status when the kernel cannot provide the stack (then `f` has
+/// not run). The control plane's work (opening the guard's records, verifying a staged pack's
+/// signature and program, writing records) needs more stack than the 24 KiB thread stack leaves
+/// a driver that is called with part of it already used; everything else (the callbacks) runs on
+/// the caller's stack and is held to a small budget by `bulwark-stack-budget`.
+/// IRQL <= DISPATCH_LEVEL (every caller is at PASSIVE_LEVEL).
+pub fn on_large_stack<R>(f: impl FnOnce() -> R) -> Result<R, NTSTATUS> {
+    let mut f = Some(f);
+    let mut out: Option<R> = None;
+    let mut call = || {
+        if let Some(f) = f.take() {
+            out = Some(f());
+        }
+    };
+    let mut call: &mut dyn FnMut() = &mut call;
+    let parameter: *mut &mut dyn FnMut() = &mut call;
+    // SAFETY: `large_stack_callout` receives `parameter`, a pointer to a live `&mut dyn FnMut()`
+    // on this frame, and the kernel calls it synchronously on this thread before returning.
+    let status = unsafe {
+        KeExpandKernelStackAndCallout(
+            Some(large_stack_callout),
+            parameter.cast(),
+            LARGE_STACK_BYTES as u64,
+        )
+    };
+    if status != STATUS_SUCCESS {
+        return Err(status);
+    }
+    out.ok_or(STATUS_UNSUCCESSFUL)
+}
+
+/// The callout [`on_large_stack`] hands the kernel; `bulwark-stack-budget` holds what it reaches to
+/// the large stack's budget.
+unsafe extern "C" fn large_stack_callout(parameter: PVOID) {
+    // SAFETY: `parameter` is the `*mut &mut dyn FnMut()` on_large_stack passed, valid for the call.
+    if let Some(f) = unsafe { parameter.cast::<&mut dyn FnMut()>().as_mut() } {
+        f();
+    }
 }
 
 /// The class GUID of the control device, so an administrator can set its security in the registry.

@@ -55,7 +55,7 @@ use wdk_sys::{
     STATUS_SUCCESS, STATUS_TIMEOUT, THREAD_ALL_ACCESS,
 };
 
-use ffi::{init_unicode, now, sleep_ms, try_zeroed, units, wide, OwnedUnicode};
+use ffi::{init_unicode, now, on_large_stack, sleep_ms, try_zeroed, units, wide, OwnedUnicode};
 use store::{open_directory, Handle, WindowsStore};
 
 /// The driver's version for the status reply (`major << 16 | minor << 8 | patch`).
@@ -121,14 +121,22 @@ impl DriverState {
     /// Records a clean shutdown with the guard (IRP_MJ_SHUTDOWN, unload) without spinning: if a
     /// request holds the control plane, it records the shutdown as it releases it; this waits for
     /// that at most SHUTDOWN_TRIES sleeps of 10 ms.
+    ///
+    /// Recording writes the guard's records, on the large stack; without one (no memory for it)
+    /// nothing is recorded, and the next boot counts as an unfinished run of the content.
     pub fn clean_shutdown(&self) {
-        if !self
-            .control
-            .clean_shutdown(SHUTDOWN_TRIES, &mut || sleep_ms(10))
-        {
-            wdk::println!(
+        let recorded = on_large_stack(|| {
+            self.control
+                .clean_shutdown(SHUTDOWN_TRIES, &mut || sleep_ms(10))
+        });
+        match recorded {
+            Ok(true) => {}
+            Ok(false) => wdk::println!(
                 "bulwark: a request still holds the control plane; it records the shutdown"
-            );
+            ),
+            Err(status) => {
+                wdk::println!("bulwark: no stack to record the clean shutdown ({status:#x})")
+            }
         }
     }
 
@@ -325,7 +333,8 @@ unsafe extern "C" fn reinitialize(_driver: *mut DRIVER_OBJECT, _context: PVOID, 
     let Some(state) = state() else {
         return;
     };
-    if state.start_control() == Started::Retry && count < 30 {
+    let started = on_large_stack(|| state.start_control()).unwrap_or(Started::Retry);
+    if started == Started::Retry && count < 30 {
         // Still not available: try again at the next reinitialization pass.
         // SAFETY: `_driver` is our driver object, valid while the driver is loaded.
         unsafe {
@@ -361,12 +370,16 @@ unsafe extern "C" fn worker(_context: PVOID) {
         }
         // A request holding the control plane (a stage being verified) skips this tick rather
         // than making the worker spin; the stable period then counts a few seconds later.
-        if let Some(mut control) = state.try_control() {
-            if let Lifecycle::Running(c) = &mut *control {
-                c.tick(TICK_SECS, now());
-                state.sensor.forward_guard_events(&mut **c);
+        // A tick may write the guard's records: on the large stack (skipped when the kernel
+        // cannot provide one; the stable period then counts at the next tick).
+        let _ = on_large_stack(|| {
+            if let Some(mut control) = state.try_control() {
+                if let Lifecycle::Running(c) = &mut *control {
+                    c.tick(TICK_SECS, now());
+                    state.sensor.forward_guard_events(&mut **c);
+                }
             }
-        }
+        });
     }
     // SAFETY: terminating the current system thread.
     let _ = unsafe { PsTerminateSystemThread(STATUS_SUCCESS) };
@@ -381,6 +394,17 @@ pub unsafe extern "system" fn driver_entry(
     driver: *mut DRIVER_OBJECT,
     registry_path: PCUNICODE_STRING,
 ) -> NTSTATUS {
+    // All of start-up (configuration, the sensor's tables, the guard's records, the first
+    // content's verification) runs on the large stack.
+    // SAFETY: our caller's guarantees, passed on unchanged.
+    on_large_stack(|| unsafe { start(driver, registry_path) }).unwrap_or_else(|status| status)
+}
+
+/// DriverEntry's work, on the large stack.
+///
+/// # Safety
+/// As [`driver_entry`].
+unsafe fn start(driver: *mut DRIVER_OBJECT, registry_path: PCUNICODE_STRING) -> NTSTATUS {
     let parameters = match open_parameters(registry_path) {
         Ok(k) => k,
         Err(status) => return status,
