@@ -46,6 +46,12 @@ pub const MAX_PACK_BYTES: usize = bulwark_interpreter::limits::MAX_PACK_BYTES;
 pub const MAX_ENVELOPE_BYTES: usize = HEADER_BYTES + MAX_PACK_BYTES;
 /// The most trusted keys.
 pub const MAX_TRUSTED_KEYS: usize = 8;
+/// The heap verifying a pack may take, per byte of pack: at most 12.1 times the pack's size on the
+/// hostile 8 MiB packs of `interpreter/benches/verify_limits.rs` (which prints it), with a margin.
+/// [`open`] reserves this much (fallibly) before it verifies, so that under memory pressure a pack
+/// is refused with [`LoadError::OutOfMemory`] instead of failing an allocation inside the verifier,
+/// which the kernel turns into a bugcheck.
+pub const VERIFY_HEAP_FACTOR: usize = 16;
 
 /// The decoded header of an envelope (not yet authenticated).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +102,8 @@ pub enum LoadError {
     SchemaMismatch { envelope: HexHash, sensor: HexHash },
     #[error("pack rejected by the verifier: {0}")]
     Verify(VerifyError),
+    #[error("not enough memory to verify a pack of {pack} bytes (it may take {needed} bytes); nothing was changed, try again later")]
+    OutOfMemory { pack: usize, needed: usize },
 }
 
 impl LoadError {
@@ -116,6 +124,7 @@ impl LoadError {
             LoadError::NotTheStoredContent { .. } => 123,
             LoadError::SchemaMismatch { .. } => 124,
             LoadError::Verify(_) => 130,
+            LoadError::OutOfMemory { .. } => 140,
         }
     }
 }
@@ -292,6 +301,23 @@ fn signed_message(head: &[u8], pack_hash: &[u8; 32]) -> Vec<u8> {
     m
 }
 
+/// Reserves, and releases at once, the heap verifying a pack of `pack_len` bytes may take
+/// ([`VERIFY_HEAP_FACTOR`]), or refuses with [`LoadError::OutOfMemory`]. Not a guarantee (memory
+/// can run out between the reservation and the verifier's allocations), but it turns "memory is
+/// short" into a refusal instead of a failed allocation in all but a narrow race.
+pub fn reserve_verify_heap(pack_len: usize) -> Result<(), LoadError> {
+    let needed = pack_len.saturating_mul(VERIFY_HEAP_FACTOR);
+    let mut probe: Vec<u8> = Vec::new();
+    probe
+        .try_reserve_exact(needed)
+        .map_err(|_| LoadError::OutOfMemory {
+            pack: pack_len,
+            needed,
+        })?;
+    drop(probe);
+    Ok(())
+}
+
 /// Opens an envelope: size limits, header, signature, channel, quarantine, version, schema, and
 /// the interpreter's verifier, in that order. Nothing is changed anywhere: the caller decides what
 /// to do with the result, and a refusal leaves the running content as it is.
@@ -367,6 +393,7 @@ pub fn open(
             sensor: HexHash(sensor),
         });
     }
+    reserve_verify_heap(pack.len())?;
     let pack = bulwark_interpreter::verify(pack).map_err(LoadError::Verify)?;
     Ok(Opened { header, pack, id })
 }
