@@ -206,6 +206,8 @@ pub struct Guard<S: Store> {
     store: S,
     config: Config,
     state: Box<State>,
+    /// A second state box, reused by every change (see `draft`), allocated at open.
+    spare: Option<Box<State>>,
     recovery: Recovery,
     running_secs: u32,
     /// The packs the record in the other slot names (kept until a newer record replaces it).
@@ -292,6 +294,7 @@ impl<S: Store> Guard<S> {
             store,
             config,
             state,
+            spare: Some(Box::new(State::new(config.channel))),
             recovery,
             running_secs: 0,
             older,
@@ -360,6 +363,7 @@ impl<S: Store> Guard<S> {
             store,
             config,
             state: Box::new(state),
+            spare: Some(Box::new(State::new(config.channel))),
             recovery: Recovery {
                 used: None,
                 rejected: None,
@@ -416,22 +420,30 @@ impl<S: Store> Guard<S> {
     }
 
     /// A copy of the state to change (on the heap: the state is a few KiB and kernel stacks are
-    /// small).
-    fn draft(&self) -> Box<State> {
-        Box::new(State::clone(&self.state))
+    /// small), in the spare box when there is one: after [`Guard::open`] a commit hands the
+    /// replaced (or refused) state back as the spare, so changing the state allocates nothing.
+    fn draft(&mut self) -> Box<State> {
+        match self.spare.take() {
+            Some(mut spare) => {
+                spare.clone_from(&self.state);
+                spare
+            }
+            None => Box::new(State::clone(&self.state)),
+        }
     }
 
     /// Writes `next` as the new record; on success it becomes the state. On failure the state
     /// stays and `next` is handed back.
     fn try_commit(&mut self, mut next: Box<State>) -> Result<(), (StoreError, Box<State>)> {
         next.seq = self.state.seq.saturating_add(1);
-        let bytes = record::encode(&next);
+        let mut bytes = [0u8; RECORD_BYTES];
+        record::encode_into(&next, &mut bytes);
         match self.store.write_record(Slot::for_seq(next.seq), &bytes) {
             Ok(()) => {
                 // The record before this one is still on disk in the other slot, and is the one
                 // that counts if this write is lost: a pack is deleted only when neither names it.
                 let older = core::mem::replace(&mut self.older, refs(&self.state));
-                self.state = next;
+                self.spare = Some(core::mem::replace(&mut self.state, next));
                 let keep = [refs(&self.state), self.older];
                 for id in older.into_iter().flatten() {
                     if !keep.iter().flatten().flatten().any(|k| *k == id) {
@@ -446,7 +458,8 @@ impl<S: Store> Guard<S> {
 
     /// Writes `next` as the new record; on failure the state stays (and the failure is an event).
     fn commit(&mut self, next: Box<State>, now: u64) -> Result<(), StoreError> {
-        self.try_commit(next).map_err(|(e, _)| {
+        self.try_commit(next).map_err(|(e, refused)| {
+            self.spare = Some(refused);
             self.state
                 .push_event(now, EventKind::StoreFailed, e.code(), ContentId::NONE);
             e
@@ -459,7 +472,7 @@ impl<S: Store> Guard<S> {
         if let Err((e, mut next)) = self.try_commit(next) {
             next.seq = self.state.seq;
             next.push_event(now, EventKind::StoreFailed, e.code(), ContentId::NONE);
-            self.state = next;
+            self.spare = Some(core::mem::replace(&mut self.state, next));
         }
     }
 

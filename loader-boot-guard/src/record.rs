@@ -166,10 +166,17 @@ impl W<'_> {
 /// Encodes a state as a record (its `seq` included).
 pub fn encode(state: &State) -> Vec<u8> {
     let mut buf = alloc::vec![0u8; RECORD_BYTES];
-    let mut w = W {
-        buf: &mut buf,
-        at: 0,
-    };
+    if let Ok(record) = <&mut [u8; RECORD_BYTES]>::try_from(buf.as_mut_slice()) {
+        encode_into(state, record);
+    }
+    buf
+}
+
+/// Encodes a state as a record into `buf` (no allocation: the guard writes records from a
+/// buffer on the stack, on the driver's large stack).
+pub fn encode_into(state: &State, buf: &mut [u8; RECORD_BYTES]) {
+    buf.fill(0);
+    let mut w = W { buf, at: 0 };
     w.put(&MAGIC);
     w.put(&RECORD_VERSION.to_le_bytes());
     w.put(&(RECORD_BYTES as u16).to_le_bytes());
@@ -209,7 +216,6 @@ pub fn encode(state: &State) -> Vec<u8> {
     if let Some(dst) = buf.get_mut(CRC_AT..RECORD_BYTES) {
         dst.copy_from_slice(&crc.to_le_bytes());
     }
-    buf
 }
 
 struct R<'a> {

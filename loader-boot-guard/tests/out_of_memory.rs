@@ -3,14 +3,21 @@
 //! content stay as they were), never a failed allocation inside the verifier (which in the kernel
 //! is a bugcheck). The allocator here refuses to go over a ceiling the test sets, standing in for a
 //! pool that has run short.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 
 mod common;
 
 use std::alloc::System;
 
 use bulwark_loader_boot_guard::envelope::{open, Admission, LoadError, VERIFY_HEAP_FACTOR};
-use bulwark_loader_boot_guard::{seal, Config, Guard, GuardError};
+use bulwark_loader_boot_guard::record::{Slot, RECORD_BYTES};
+use bulwark_loader_boot_guard::{seal, Config, ContentId, Guard, GuardError, Store, StoreError};
 use cap::Cap;
 use common::{envelope, keys, MemStore, CHANNEL, SECRET};
 
@@ -18,9 +25,12 @@ use common::{envelope, keys, MemStore, CHANNEL, SECRET};
 #[global_allocator]
 static ALLOCATOR: Cap<System> = Cap::new(System, usize::MAX);
 
-/// One test function: the limit is process-wide.
+/// The ceiling is process-wide: one test at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_stage_under_memory_pressure_is_refused_and_changes_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // A pack with a 48 KiB string: the verifier's reserve (16 times the pack) dwarfs every other
     // allocation on the way, so only the reservation meets the ceiling.
     let text = format!(
@@ -103,4 +113,85 @@ fn a_stage_under_memory_pressure_is_refused_and_changes_nothing() {
     // Memory is back: the same envelope stages.
     guard.stage(&keys(), &version_2, true, 4).unwrap();
     assert_eq!(guard.state().candidate.map(|c| c.version), Some(2));
+}
+
+/// A store that allocates nothing to write a record: both slots are fixed buffers, and the one
+/// envelope it holds is kept in a buffer allocated up front.
+struct FixedStore {
+    records: [(usize, [u8; RECORD_BYTES]); 2],
+    blob: Option<(ContentId, Vec<u8>)>,
+}
+
+impl Store for FixedStore {
+    fn read_record(
+        &mut self,
+        slot: Slot,
+        buf: &mut Vec<u8>,
+        _max: usize,
+    ) -> Result<(), StoreError> {
+        buf.clear();
+        let (len, bytes) = &self.records[slot as usize];
+        buf.extend_from_slice(&bytes[..*len]);
+        Ok(())
+    }
+    fn write_record(&mut self, slot: Slot, bytes: &[u8]) -> Result<(), StoreError> {
+        let record = &mut self.records[slot as usize];
+        record.1[..bytes.len()].copy_from_slice(bytes);
+        record.0 = bytes.len();
+        Ok(())
+    }
+    fn put_blob(&mut self, id: &ContentId, bytes: &[u8]) -> Result<(), StoreError> {
+        self.blob = Some((*id, bytes.to_vec()));
+        Ok(())
+    }
+    fn get_blob(
+        &mut self,
+        id: &ContentId,
+        buf: &mut Vec<u8>,
+        _max: usize,
+    ) -> Result<(), StoreError> {
+        match &self.blob {
+            Some((i, b)) if i == id => {
+                buf.clear();
+                buf.extend_from_slice(b);
+                Ok(())
+            }
+            _ => Err(StoreError::NotFound),
+        }
+    }
+    fn remove_blob(&mut self, id: &ContentId) -> Result<(), StoreError> {
+        if self.blob.as_ref().is_some_and(|(i, _)| i == id) {
+            self.blob = None;
+        }
+        Ok(())
+    }
+}
+
+/// After open, changing the guard's state allocates nothing: the draft reuses the spare state box
+/// and the record is encoded on the stack (before, each change allocated a state box and a record
+/// buffer, each a few KB, infallibly: a bugcheck under memory pressure in the driver).
+#[test]
+fn state_changes_after_open_allocate_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let store = FixedStore {
+        records: [(0, [0; RECORD_BYTES]); 2],
+        blob: None,
+    };
+    let mut guard = Guard::open(store, Config::new(CHANNEL)).unwrap();
+    guard.boot(&keys(), 1);
+    guard.stage(&keys(), &envelope(1, 1), true, 2).unwrap();
+    for now in 3..10 {
+        // Not one byte more than is allocated now.
+        ALLOCATOR.set_limit(ALLOCATOR.allocated()).unwrap();
+        // Each of these writes a record.
+        let result = if now == 3 {
+            guard.confirm_healthy(now).map(|_| ())
+        } else {
+            guard.clean_shutdown(now).map_err(GuardError::Store)
+        };
+        ALLOCATOR.set_limit(usize::MAX).unwrap();
+        result.unwrap();
+    }
+    assert_eq!(guard.state().lkg.map(|c| c.version), Some(1));
+    assert_eq!(guard.state().seq, 9);
 }
