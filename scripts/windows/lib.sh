@@ -91,7 +91,8 @@ need_net() {
 inch() {
   unshare -m --propagation private -- /bin/sh -c '
     R=$1; shift
-    mount -t proc proc "$R/proc" && mount -t sysfs sys "$R/sys" && mount --rbind /dev "$R/dev" || exit 125
+    mount -t proc proc "$R/proc" && mount -t sysfs sys "$R/sys" && mount --rbind /dev "$R/dev" || {
+      echo "windows: cannot mount proc, sys and dev under $R (needs CAP_SYS_ADMIN)" >&2; exit 125; }
     exec chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "$@"
   ' sh "$R" "$@"
 }
@@ -124,10 +125,10 @@ ensure_chroot() {
   fi
   cp /etc/resolv.conf "$R/etc/resolv.conf"
   # shellcheck disable=SC2086
-  local missing
-  missing=$(inch dpkg-query -W -f='${Package} ${Status}\n' $PACKAGES 2>/dev/null |
+  local installed
+  installed=$({ inch dpkg-query -W -f='${Package} ${Status}\n' $PACKAGES 2>/dev/null || true; } |
     awk '$NF=="installed"{n++} END{print n+0}')
-  if [ "$missing" -ne "$(echo $PACKAGES | wc -w)" ]; then
+  if [ "$installed" -ne "$(echo $PACKAGES | wc -w)" ]; then
     need_net "$m/dists/$SUITE/Release" "install the chroot's packages"
     step "chroot: apt-get install" inch /bin/sh -c "apt-get update -q >/dev/null &&
       DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(echo $PACKAGES) |
