@@ -13,6 +13,8 @@ use bulwark_protocol::{ContentSource, GuardEventRecord, GuardStatus};
 /// with the real control plane in the driver core's tests).
 struct VerifyOnly {
     staged: u64,
+    /// The staged pack has been confirmed healthy (the guard's last-known-good).
+    blessed: bool,
 }
 
 impl ControlPlane for VerifyOnly {
@@ -20,6 +22,7 @@ impl ControlPlane for VerifyOnly {
         match verify(envelope) {
             Ok(pack) => {
                 self.staged += 1;
+                self.blessed = false;
                 swap(Content {
                     hash: pack.content_hash(),
                     pack,
@@ -33,10 +36,18 @@ impl ControlPlane for VerifyOnly {
         }
     }
     fn confirm_healthy(&mut self, _now: u64) -> OutcomeBuf {
+        if self.staged > 0 && !self.blessed {
+            self.blessed = true;
+            return OutcomeBuf::new(true, 0, "blessed");
+        }
         OutcomeBuf::new(false, 3, "no candidate to bless")
     }
     fn running_source(&self) -> ContentSource {
-        ContentSource::Candidate
+        if self.blessed {
+            ContentSource::LastKnownGood
+        } else {
+            ContentSource::Candidate
+        }
     }
     fn take_events(&mut self, _sink: &mut dyn FnMut(GuardEventRecord)) {}
     fn guard_status(&self) -> GuardStatus {
@@ -115,8 +126,12 @@ fn status_stage_detect_block_and_read() {
             },
             1,
             0x0001_0000,
-        ),
-        control: VerifyOnly { staged: 0 },
+        )
+        .unwrap(),
+        control: VerifyOnly {
+            staged: 0,
+            blessed: false,
+        },
     };
     let mut client = Client::new(&mut dev);
     let s = client.status().unwrap();
@@ -137,6 +152,15 @@ fn status_stage_detect_block_and_read() {
     assert_eq!(s.content.source, ContentSource::Candidate);
     assert_eq!(s.content.rules, 1);
 
+    // New content alerts only, until it is confirmed healthy.
+    assert!(!spawn(&dev.sensor, 96, "cmd.exe /c whoami"));
+    let mut client = Client::new(&mut dev);
+    assert!(client.confirm_healthy().unwrap().accepted);
+    assert_eq!(
+        client.status().unwrap().content.source,
+        ContentSource::LastKnownGood
+    );
+
     assert!(spawn(&dev.sensor, 100, "cmd.exe /c WHOAMI /all"));
     assert!(!spawn(&dev.sensor, 104, "cmd.exe /c dir"));
     for pid in 0..5 {
@@ -146,9 +170,13 @@ fn status_stage_detect_block_and_read() {
     let mut client = Client::new(&mut dev);
     let d = client.read_detections(256).unwrap();
     assert_eq!(d.records.len(), 4, "the ring holds 4");
-    assert_eq!(d.dropped_total, 2);
-    let first = &d.records[0];
-    assert_eq!(first.seq, 1);
+    assert_eq!(d.dropped_total, 3);
+    let unblessed = &d.records[0];
+    assert_eq!((unblessed.seq, unblessed.process_id), (1, 96));
+    assert!(!unblessed.blocked);
+    assert_eq!(unblessed.action, Action::Block as u8);
+    let first = &d.records[1];
+    assert_eq!(first.seq, 2);
     assert!(first.blocked);
     assert_eq!(first.process_id, 100);
     assert_eq!(first.image, "C:\\Windows\\System32\\cmd.exe");
@@ -157,10 +185,11 @@ fn status_stage_detect_block_and_read() {
     assert!(client.read_detections(10).unwrap().records.is_empty());
 
     let s = client.status().unwrap();
-    assert_eq!(s.counters.events[0], 7);
-    assert_eq!(s.counters.detections, 6);
+    assert_eq!(s.counters.events[0], 8);
+    assert_eq!(s.counters.detections, 7);
     assert_eq!(s.counters.blocked, 6);
-    assert_eq!(s.counters.detections_dropped, 2);
+    assert_eq!(s.counters.blocks_spared, 1);
+    assert_eq!(s.counters.detections_dropped, 3);
     assert_eq!(s.counters.eval_errors, 0);
 
     let a = client.confirm_healthy().unwrap();
@@ -171,8 +200,11 @@ fn status_stage_detect_block_and_read() {
 #[test]
 fn guard_events_reach_the_client_in_order() {
     let mut dev = InProcess {
-        sensor: Sensor::new(Capacities::default(), 1, 1),
-        control: VerifyOnly { staged: 0 },
+        sensor: Sensor::new(Capacities::default(), 1, 1).unwrap(),
+        control: VerifyOnly {
+            staged: 0,
+            blessed: false,
+        },
     };
     for kind in 1..=70u16 {
         dev.sensor.report_guard_event(GuardEventRecord {
@@ -203,8 +235,11 @@ fn guard_events_reach_the_client_in_order() {
 #[test]
 fn a_too_small_output_buffer_takes_nothing() {
     let mut dev = InProcess {
-        sensor: Sensor::new(Capacities::default(), 1, 1),
-        control: VerifyOnly { staged: 0 },
+        sensor: Sensor::new(Capacities::default(), 1, 1).unwrap(),
+        control: VerifyOnly {
+            staged: 0,
+            blessed: false,
+        },
     };
     dev.sensor.report_guard_event(GuardEventRecord {
         seq: 0,

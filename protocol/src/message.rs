@@ -455,6 +455,15 @@ pub struct Counters {
     pub over_budget: u64,
     /// Events not evaluated because content was being swapped at that instant.
     pub content_busy: u64,
+    /// Events lost because memory for their text ran out (the driver drops the event rather than
+    /// fail an allocation into a bugcheck).
+    pub events_dropped: u64,
+    /// Process creations a `block` rule matched but that were let run: a process the system needs,
+    /// content not yet confirmed healthy, or a rule demoted for blocking too many.
+    pub blocks_spared: u64,
+    /// Rules demoted from `block` to `alert` for blocking too many processes too fast (until the
+    /// next content update).
+    pub rules_demoted: u64,
     /// Detections waiting in the ring.
     pub detections_pending: u32,
     /// Guard events waiting in their ring.
@@ -463,7 +472,7 @@ pub struct Counters {
 
 impl StatusReply {
     /// The encoded size of the body.
-    pub const LEN: usize = 4 + 32 + (4 + 4 + 8 + 32 + 4) + (4 + 8 + 4 + 4 + 4) + (8 * 9 + 4 + 4);
+    pub const LEN: usize = 4 + 32 + (4 + 4 + 8 + 32 + 4) + (4 + 8 + 4 + 4 + 4) + (8 * 12 + 4 + 4);
 
     /// Writes the body.
     pub fn encode(&self, w: &mut Writer<'_>) -> Result<(), ProtocolError> {
@@ -496,6 +505,9 @@ impl StatusReply {
             n.eval_errors,
             n.over_budget,
             n.content_busy,
+            n.events_dropped,
+            n.blocks_spared,
+            n.rules_demoted,
         ] {
             w.u64(v)?;
         }
@@ -552,6 +564,9 @@ impl StatusReply {
             eval_errors: r.u64("evaluation errors")?,
             over_budget: r.u64("over budget")?,
             content_busy: r.u64("content busy")?,
+            events_dropped: r.u64("events dropped")?,
+            blocks_spared: r.u64("blocks spared")?,
+            rules_demoted: r.u64("rules demoted")?,
             detections_pending: r.u32("detections pending")?,
             guard_events_pending: r.u32("guard events pending")?,
         };
@@ -660,10 +675,15 @@ pub struct GuardEventRecord {
 }
 
 impl GuardEventRecord {
-    /// The kind of the one guard event the sensor itself reports, not the boot-count guard: an
-    /// evaluation stopped at the cost bound the verifier proved for the running pack (`detail`:
-    /// the rule that was running). The guard's own kinds are small numbers below it.
+    /// A kind the sensor itself reports, not the boot-count guard (whose kinds are small numbers
+    /// below these): an evaluation stopped at the cost bound the verifier proved for the running
+    /// pack (`detail`: the rule that was running).
     pub const KIND_OVER_BUDGET: u16 = 0x100;
+
+    /// A kind the sensor itself reports: a `block` rule blocked more processes in its window than
+    /// the storm limit allows and now only alerts, until the next content update (`detail`: the
+    /// rule).
+    pub const KIND_BLOCK_DEMOTED: u16 = 0x101;
 
     /// The encoded size of one record.
     pub const LEN: usize = 8 + 8 + 2 + 1 + 1 + 4 + 8 + 32;

@@ -8,7 +8,6 @@
 //! finished, then flips the index. So a pack is freed only by the updating thread, and never while
 //! a callback still uses it.
 
-use alloc::boxed::Box;
 use bulwark_interpreter::VerifiedPack;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use protocol::ContentSource;
@@ -32,7 +31,8 @@ pub struct Content {
 
 /// The two content slots.
 pub struct ContentSwap {
-    slots: [spin::RwLock<Option<Box<Content>>>; 2],
+    // Held in place, not boxed: a swap moves the content in and allocates nothing.
+    slots: [spin::RwLock<Option<Content>>; 2],
     active: AtomicUsize,
     busy: AtomicU64,
     swaps: AtomicU64,
@@ -65,7 +65,7 @@ impl ContentSwap {
                 break;
             };
             if let Some(guard) = slot.try_read() {
-                return Some(f(guard.as_deref()));
+                return Some(f(guard.as_ref()));
             }
         }
         self.busy.fetch_add(1, Ordering::Relaxed);
@@ -77,7 +77,6 @@ impl ContentSwap {
     /// called while readers drain (the driver sleeps a little; tests yield).
     pub fn swap(&self, content: Content, backoff: &mut dyn FnMut()) {
         let next = (self.active.load(Ordering::Acquire) & 1) ^ 1;
-        let content = Box::new(content);
         if let Some(slot) = self.slots.get(next) {
             let mut guard = loop {
                 if let Some(g) = slot.try_write() {

@@ -297,8 +297,10 @@ impl<S: Store> ControlPlane for Control<S> {
 
 /// The name of a guard event kind code, for output.
 pub fn event_kind_name(code: u16) -> &'static str {
-    if code == GuardEventRecord::KIND_OVER_BUDGET {
-        return "over-budget";
+    match code {
+        GuardEventRecord::KIND_OVER_BUDGET => return "over-budget",
+        GuardEventRecord::KIND_BLOCK_DEMOTED => return "block-demoted",
+        _ => {}
     }
     EventKind::from_code(code).map_or("unknown", EventKind::name)
 }

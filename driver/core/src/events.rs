@@ -22,7 +22,6 @@
 
 use alloc::string::String;
 use alloc::sync::Arc;
-use core::fmt::Write;
 
 use bulwark_interpreter::schema::{self, max_len};
 use bulwark_interpreter::{Event, EventType};
@@ -30,6 +29,7 @@ use bulwark_interpreter::{Event, EventType};
 use crate::identity::{integrity_level, logon_id, process_guid, Sid};
 use crate::paths::{to_dos_path, utf16_to_string, VolumeMap};
 use crate::process::ProcessInfo;
+use crate::text::{self, NoMemory};
 
 /// A `max_len` from the schema's table, in bytes.
 pub const fn bytes(max_len: u32) -> usize {
@@ -51,34 +51,40 @@ pub const REWRITE_SLACK: usize = 256;
 
 /// A kernel NT path as a path field (`Image`, `ImageLoaded`): decoded, rewritten to the `C:\...`
 /// form, cut to [`max_len::PATH`].
-pub fn path_field(units: &[u16], volumes: &VolumeMap, out: &mut String) {
+pub fn path_field(units: &[u16], volumes: &VolumeMap, out: &mut String) -> Result<(), NoMemory> {
     utf16_to_string(
         units,
         bytes(max_len::PATH).saturating_add(REWRITE_SLACK),
         out,
-    );
-    to_dos_path(out, volumes);
+    )?;
+    to_dos_path(out, volumes)?;
     cut(out, max_len::PATH);
+    Ok(())
 }
 
 /// A registry `TargetObject`: the key path (rewritten to the `HKLM\...` form) and the value name,
 /// each cut to [`max_len::REGISTRY_NAME`], joined with `\`, cut to [`max_len::REGISTRY_TARGET`].
 /// An empty value name is the default value, which Sysmon writes as `(Default)`.
-pub fn registry_target(key_path: &[u16], value_name: Option<&[u16]>, out: &mut String) {
+pub fn registry_target(
+    key_path: &[u16],
+    value_name: Option<&[u16]>,
+    out: &mut String,
+) -> Result<(), NoMemory> {
     utf16_to_string(
         key_path,
         bytes(max_len::REGISTRY_NAME).saturating_add(REWRITE_SLACK),
         out,
-    );
-    to_registry_path(out);
+    )?;
+    to_registry_path(out)?;
     cut(out, max_len::REGISTRY_NAME);
     if let Some(name) = value_name {
         let mut v = String::new();
-        utf16_to_string(name, bytes(max_len::REGISTRY_NAME), &mut v);
-        out.push('\\');
-        out.push_str(if v.is_empty() { "(Default)" } else { &v });
+        utf16_to_string(name, bytes(max_len::REGISTRY_NAME), &mut v)?;
+        text::push(out, '\\')?;
+        text::push_str(out, if v.is_empty() { "(Default)" } else { &v })?;
     }
     cut(out, max_len::REGISTRY_TARGET);
+    Ok(())
 }
 
 /// What the kernel says about a process being created (`PS_CREATE_NOTIFY_INFO` and the new
@@ -124,38 +130,45 @@ pub struct ProcessCreation {
 
 impl ProcessCreation {
     /// Converts the kernel's facts. `parent` is the parent's entry in the process table, if any.
+    /// Out of memory for the text, the event is lost: [`NoMemory`].
     pub fn build(
         facts: &ProcessCreateFacts<'_>,
         volumes: &VolumeMap,
         parent: Option<Arc<ProcessInfo>>,
         boot_salt: u64,
-    ) -> Self {
+    ) -> Result<Self, NoMemory> {
         let mut image = String::new();
         if let Some(units) = facts.image_file_name {
-            path_field(units, volumes, &mut image);
+            path_field(units, volumes, &mut image)?;
         }
         let mut command_line = String::new();
         if let Some(units) = facts.command_line {
-            utf16_to_string(units, bytes(max_len::COMMAND_LINE), &mut command_line);
+            utf16_to_string(units, bytes(max_len::COMMAND_LINE), &mut command_line)?;
         }
         let mut user = String::new();
-        let has_user = facts.user.and_then(|s| s.user_name(&mut user)).is_some();
+        let has_user = match facts.user {
+            Some(sid) => sid.user_name(&mut user)?,
+            None => false,
+        };
         cut(&mut user, max_len::USER);
-        let logon = facts.logon_id.map(|luid| {
-            let mut s = String::new();
-            logon_id(luid, &mut s);
-            cut(&mut s, max_len::SHORT);
-            s
-        });
+        let logon = match facts.logon_id {
+            Some(luid) => {
+                let mut s = String::new();
+                logon_id(luid, &mut s)?;
+                cut(&mut s, max_len::SHORT);
+                Some(s)
+            }
+            None => None,
+        };
         let mut guid = String::new();
-        process_guid(boot_salt, facts.process_id, facts.create_time, &mut guid);
+        process_guid(boot_salt, facts.process_id, facts.create_time, &mut guid)?;
         cut(&mut guid, max_len::SHORT);
         // A parent entry counts only if it is the same process (ids are reused).
         let parent = parent.filter(|p| {
             p.process_id == facts.parent_process_id
                 && facts.parent_create_time.is_none_or(|t| t == p.create_time)
         });
-        ProcessCreation {
+        Ok(ProcessCreation {
             info: ProcessInfo {
                 process_id: facts.process_id,
                 create_time: facts.create_time,
@@ -174,7 +187,7 @@ impl ProcessCreation {
             has_image: facts.image_file_name.is_some(),
             has_command_line: facts.command_line.is_some(),
             has_user,
-        }
+        })
     }
 
     /// Lends the schema event to `f`.
@@ -236,25 +249,28 @@ impl ImageLoad {
         facts: &ImageLoadFacts<'_>,
         volumes: &VolumeMap,
         process: Option<Arc<ProcessInfo>>,
-    ) -> Self {
-        let loaded = facts.full_image_name.map(|units| {
-            let mut s = String::new();
-            path_field(units, volumes, &mut s);
-            s
-        });
+    ) -> Result<Self, NoMemory> {
+        let loaded = match facts.full_image_name {
+            Some(units) => {
+                let mut s = String::new();
+                path_field(units, volumes, &mut s)?;
+                Some(s)
+            }
+            None => None,
+        };
         // SE_SIGNING_LEVEL_UNCHECKED = 0, SE_SIGNING_LEVEL_UNSIGNED = 1.
         let (signed, status) = match facts.signature_level {
             0 => (None, None),
             1 => (Some("false"), Some("Unavailable")),
             _ => (Some("true"), Some("Valid")),
         };
-        ImageLoad {
+        Ok(ImageLoad {
             loaded,
             process,
             process_id: facts.process_id,
             signed,
             signature_status: status,
-        }
+        })
     }
 
     /// Lends the schema event to `f`.
@@ -355,27 +371,36 @@ pub struct Registry {
 
 impl Registry {
     /// Converts the kernel's facts; `process` is the acting process's table entry.
-    pub fn build(facts: &RegistryFacts<'_>, process: Option<Arc<ProcessInfo>>) -> Self {
+    pub fn build(
+        facts: &RegistryFacts<'_>,
+        process: Option<Arc<ProcessInfo>>,
+    ) -> Result<Self, NoMemory> {
         let mut target = String::new();
-        registry_target(facts.key_path, facts.value_name, &mut target);
-        let details = facts.data.map(|(ty, data)| {
-            let mut s = String::new();
-            registry_details(ty, data, &mut s);
-            s
-        });
-        let new_name = facts.new_name.map(|units| {
-            let mut s = String::new();
-            utf16_to_string(units, bytes(max_len::REGISTRY_NAME), &mut s);
-            s
-        });
-        Registry {
+        registry_target(facts.key_path, facts.value_name, &mut target)?;
+        let details = match facts.data {
+            Some((ty, data)) => {
+                let mut s = String::new();
+                registry_details(ty, data, &mut s)?;
+                Some(s)
+            }
+            None => None,
+        };
+        let new_name = match facts.new_name {
+            Some(units) => {
+                let mut s = String::new();
+                utf16_to_string(units, bytes(max_len::REGISTRY_NAME), &mut s)?;
+                Some(s)
+            }
+            None => None,
+        };
+        Ok(Registry {
             op: facts.op,
             target,
             details,
             new_name,
             process,
             process_id: facts.process_id,
-        }
+        })
     }
 
     /// Lends the schema event to `f`.
@@ -405,7 +430,7 @@ pub const EVENT_TYPES: [EventType; 3] = [
 
 /// Rewrites a kernel registry path (`\REGISTRY\MACHINE\...`) into the form Sysmon reports
 /// (`HKLM\...`, `HKU\...`, with `ControlSet00N` as `CurrentControlSet`).
-pub fn to_registry_path(path: &mut String) {
+pub fn to_registry_path(path: &mut String) -> Result<(), NoMemory> {
     for (prefix, short) in [("\\REGISTRY\\MACHINE", "HKLM"), ("\\REGISTRY\\USER", "HKU")] {
         let matches = path
             .get(..prefix.len())
@@ -414,7 +439,7 @@ pub fn to_registry_path(path: &mut String) {
                 .get(prefix.len()..)
                 .is_some_and(|r| r.is_empty() || r.starts_with('\\'));
         if matches {
-            path.replace_range(..prefix.len(), short);
+            text::replace_front(path, prefix.len(), short)?;
             break;
         }
     }
@@ -433,15 +458,16 @@ pub fn to_registry_path(path: &mut String) {
             .is_none_or(|&b| b == b'\\')
     {
         let end = cs.len().saturating_add(1);
-        path.replace_range(..end, "HKLM\\System\\CurrentControlSet");
+        text::replace_front(path, end, "HKLM\\System\\CurrentControlSet")?;
     }
+    Ok(())
 }
 
 /// Sysmon's `Details` text for a value's data: strings as they are, `DWORD (0x0000002a)`,
 /// `QWORD (0x00000000-0x0000002a)`, `Binary Data` for the rest; at most
 /// [`max_len::REGISTRY_DETAILS`] bytes (a string is decoded only that far, then its trailing
 /// spaces, the terminating NULs among them, are dropped).
-pub fn registry_details(ty: u32, data: &[u8], out: &mut String) {
+pub fn registry_details(ty: u32, data: &[u8], out: &mut String) -> Result<(), NoMemory> {
     out.clear();
     match ty {
         reg_type::SZ | reg_type::EXPAND_SZ | reg_type::MULTI_SZ => {
@@ -461,7 +487,7 @@ pub fn registry_details(ty: u32, data: &[u8], out: &mut String) {
                 if out.len().saturating_add(c.len_utf8()) > bytes(max_len::REGISTRY_DETAILS) {
                     break;
                 }
-                out.push(c);
+                text::push(out, c)?;
             }
             let kept = out.trim_end_matches(' ').len();
             out.truncate(kept);
@@ -473,17 +499,21 @@ pub fn registry_details(ty: u32, data: &[u8], out: &mut String) {
                 data.get(2).copied().unwrap_or(0),
                 data.get(3).copied().unwrap_or(0),
             ]);
-            let _ = write!(out, "DWORD (0x{v:08x})");
+            text::write(out, format_args!("DWORD (0x{v:08x})"))?;
         }
         reg_type::QWORD if data.len() == 8 => {
             let mut b = [0u8; 8];
             b.copy_from_slice(data.get(..8).unwrap_or(&[0; 8]));
             let v = u64::from_le_bytes(b);
-            let _ = write!(out, "QWORD (0x{:08x}-0x{:08x})", v >> 32, v & 0xFFFF_FFFF);
+            text::write(
+                out,
+                format_args!("QWORD (0x{:08x}-0x{:08x})", v >> 32, v & 0xFFFF_FFFF),
+            )?;
         }
-        _ => out.push_str("Binary Data"),
+        _ => text::push_str(out, "Binary Data")?,
     }
     cut(out, max_len::REGISTRY_DETAILS);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -540,7 +570,7 @@ mod tests {
             logon_id: Some(0x3e7),
             session_id: Some(0),
         };
-        let pc = ProcessCreation::build(&facts, &volumes(), Some(parent.clone()), 1);
+        let pc = ProcessCreation::build(&facts, &volumes(), Some(parent.clone()), 1).unwrap();
         pc.with_event(|ev| {
             assert_eq!(ev.event_type(), EventType::ProcessCreation);
             assert_eq!(field(ev, "Image"), "C:\\Windows\\System32\\cmd.exe");
@@ -565,7 +595,7 @@ mod tests {
             parent_create_time: Some(6),
             ..facts
         };
-        let pc = ProcessCreation::build(&stale, &volumes(), Some(parent), 1);
+        let pc = ProcessCreation::build(&stale, &volumes(), Some(parent), 1).unwrap();
         pc.with_event(|ev| {
             assert_eq!(field(ev, "ParentImage"), "<absent>");
             assert_eq!(field(ev, "ParentProcessId"), "1000");
@@ -587,12 +617,14 @@ mod tests {
             logon_id: None,
             session_id: None,
         };
-        ProcessCreation::build(&facts, &volumes(), None, 0).with_event(|ev| {
-            assert_eq!(field(ev, "Image"), "<absent>");
-            assert_eq!(field(ev, "CommandLine"), "");
-            assert_eq!(field(ev, "User"), "<absent>");
-            assert_eq!(field(ev, "IntegrityLevel"), "<absent>");
-        });
+        ProcessCreation::build(&facts, &volumes(), None, 0)
+            .unwrap()
+            .with_event(|ev| {
+                assert_eq!(field(ev, "Image"), "<absent>");
+                assert_eq!(field(ev, "CommandLine"), "");
+                assert_eq!(field(ev, "User"), "<absent>");
+                assert_eq!(field(ev, "IntegrityLevel"), "<absent>");
+            });
     }
 
     #[test]
@@ -614,7 +646,8 @@ mod tests {
             },
             &volumes(),
             Some(proc_info),
-        );
+        )
+        .unwrap();
         il.with_event(|ev| {
             assert_eq!(ev.event_type(), EventType::ImageLoad);
             assert_eq!(field(ev, "ImageLoaded"), "C:\\Users\\bob\\evil.dll");
@@ -647,31 +680,31 @@ mod tests {
         ];
         for (input, want) in cases {
             let mut s = String::from(input);
-            to_registry_path(&mut s);
+            to_registry_path(&mut s).unwrap();
             assert_eq!(s, want);
         }
         let mut s = String::new();
-        registry_details(reg_type::DWORD, &42u32.to_le_bytes(), &mut s);
+        registry_details(reg_type::DWORD, &42u32.to_le_bytes(), &mut s).unwrap();
         assert_eq!(s, "DWORD (0x0000002a)");
-        registry_details(reg_type::QWORD, &((1u64 << 32) | 42).to_le_bytes(), &mut s);
+        registry_details(reg_type::QWORD, &((1u64 << 32) | 42).to_le_bytes(), &mut s).unwrap();
         assert_eq!(s, "QWORD (0x00000001-0x0000002a)");
         let sz: Vec<u8> = "C:\\evil.exe\0"
             .encode_utf16()
             .flat_map(u16::to_le_bytes)
             .collect();
-        registry_details(reg_type::SZ, &sz, &mut s);
+        registry_details(reg_type::SZ, &sz, &mut s).unwrap();
         assert_eq!(s, "C:\\evil.exe");
         let multi: Vec<u8> = "a\0b\0\0"
             .encode_utf16()
             .flat_map(u16::to_le_bytes)
             .collect();
-        registry_details(reg_type::MULTI_SZ, &multi, &mut s);
+        registry_details(reg_type::MULTI_SZ, &multi, &mut s).unwrap();
         assert_eq!(s, "a b");
-        registry_details(reg_type::BINARY, &[1, 2, 3], &mut s);
+        registry_details(reg_type::BINARY, &[1, 2, 3], &mut s).unwrap();
         assert_eq!(s, "Binary Data");
-        registry_details(reg_type::DWORD, &[1, 2], &mut s);
+        registry_details(reg_type::DWORD, &[1, 2], &mut s).unwrap();
         assert_eq!(s, "Binary Data", "a DWORD of the wrong size is not misread");
-        registry_details(reg_type::SZ, &[0x41], &mut s);
+        registry_details(reg_type::SZ, &[0x41], &mut s).unwrap();
         assert_eq!(s, "", "an odd byte is ignored");
     }
 
@@ -693,7 +726,8 @@ mod tests {
                 new_name: None,
             },
             None,
-        );
+        )
+        .unwrap();
         r.with_event(|ev| {
             assert_eq!(field(ev, "EventType"), "SetValue");
             assert_eq!(
@@ -714,7 +748,8 @@ mod tests {
                 new_name: None,
             },
             None,
-        );
+        )
+        .unwrap();
         r.with_event(|ev| assert!(field(ev, "TargetObject").ends_with("\\Run\\(Default)")));
     }
 }

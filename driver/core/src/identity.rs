@@ -1,7 +1,8 @@
 //! Token facts to the text Sysmon reports: integrity levels, users, logon ids, process GUIDs.
 
 use alloc::string::String;
-use core::fmt::Write;
+
+use crate::text::{self, NoMemory};
 
 /// `SECURITY_MANDATORY_LOW_RID`.
 pub const LOW_RID: u32 = 0x1000;
@@ -48,32 +49,35 @@ pub const MAX_SUB_AUTHORITIES: usize = 15;
 
 impl Sid<'_> {
     /// Writes the `S-1-5-21-...` form into `out`. A SID with more than 15 sub-authorities is
-    /// malformed and gives `None`.
-    pub fn write_string(&self, out: &mut String) -> Option<()> {
+    /// malformed: `Ok(false)`, `out` empty.
+    pub fn write_string(&self, out: &mut String) -> Result<bool, NoMemory> {
+        out.clear();
         if self.sub_authorities.len() > MAX_SUB_AUTHORITIES {
-            return None;
+            return Ok(false);
         }
         let authority = self
             .authority
             .iter()
             .fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
-        out.clear();
-        write!(out, "S-{}-", self.revision).ok()?;
+        // "S-255-" + a 14-byte authority + 15 times "-4294967295": 185 bytes at most.
+        text::reserve(out, 192)?;
+        text::write(out, format_args!("S-{}-", self.revision))?;
         if authority >= 1 << 32 {
-            write!(out, "0x{authority:012X}").ok()?;
+            text::write(out, format_args!("0x{authority:012X}"))?;
         } else {
-            write!(out, "{authority}").ok()?;
+            text::write(out, format_args!("{authority}"))?;
         }
         for s in self.sub_authorities {
-            write!(out, "-{s}").ok()?;
+            text::write(out, format_args!("-{s}"))?;
         }
-        Some(())
+        Ok(true)
     }
 
     /// The `User` text: the well-known service accounts by name, as Sysmon writes them (rules match
     /// `NT AUTHORITY\SYSTEM` and its localised forms with `AUTHORI`/`AUTORI`), any other SID in
     /// string form (the Windows layer replaces it with `DOMAIN\name` when it can look it up).
-    pub fn user_name(&self, out: &mut String) -> Option<()> {
+    /// `Ok(false)` for a malformed SID.
+    pub fn user_name(&self, out: &mut String) -> Result<bool, NoMemory> {
         let nt_authority = self.authority == [0, 0, 0, 0, 0, 5];
         let well_known = match (nt_authority, self.sub_authorities) {
             (true, [18]) => Some("NT AUTHORITY\\SYSTEM"),
@@ -84,8 +88,8 @@ impl Sid<'_> {
         match well_known {
             Some(name) => {
                 out.clear();
-                out.push_str(name);
-                Some(())
+                text::push_str(out, name)?;
+                Ok(true)
             }
             None => self.write_string(out),
         }
@@ -93,14 +97,19 @@ impl Sid<'_> {
 }
 
 /// The `LogonId` text: the logon session LUID in lower-case hex, as Sysmon writes it (`0x3e7`).
-pub fn logon_id(luid: u64, out: &mut String) {
+pub fn logon_id(luid: u64, out: &mut String) -> Result<(), NoMemory> {
     out.clear();
-    let _ = write!(out, "0x{luid:x}");
+    text::write(out, format_args!("0x{luid:x}"))
 }
 
 /// A Sysmon-style process GUID, `{XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX}`: stable for one process
 /// (process id and creation time), distinct across boots through `boot_salt`.
-pub fn process_guid(boot_salt: u64, process_id: u32, create_time: u64, out: &mut String) {
+pub fn process_guid(
+    boot_salt: u64,
+    process_id: u32,
+    create_time: u64,
+    out: &mut String,
+) -> Result<(), NoMemory> {
     // Two rounds of SplitMix64 over the inputs: not cryptographic, only well spread.
     let mix = |mut z: u64| {
         z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -111,15 +120,17 @@ pub fn process_guid(boot_salt: u64, process_id: u32, create_time: u64, out: &mut
     let a = mix(boot_salt ^ mix(u64::from(process_id)));
     let b = mix(a ^ create_time);
     out.clear();
-    let _ = write!(
+    text::write(
         out,
-        "{{{:08X}-{:04X}-{:04X}-{:04X}-{:012X}}}",
-        (a >> 32) as u32,
-        (a >> 16) as u16,
-        a as u16,
-        (b >> 48) as u16,
-        b & 0xFFFF_FFFF_FFFF
-    );
+        format_args!(
+            "{{{:08X}-{:04X}-{:04X}-{:04X}-{:012X}}}",
+            (a >> 32) as u32,
+            (a >> 16) as u16,
+            a as u16,
+            (b >> 48) as u16,
+            b & 0xFFFF_FFFF_FFFF
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -146,23 +157,23 @@ mod tests {
             authority: [0, 0, 0, 0, 0, 5],
             sub_authorities: &[18],
         };
-        system.write_string(&mut s).unwrap();
+        assert!(system.write_string(&mut s).unwrap());
         assert_eq!(s, "S-1-5-18");
-        system.user_name(&mut s).unwrap();
+        assert!(system.user_name(&mut s).unwrap());
         assert_eq!(s, "NT AUTHORITY\\SYSTEM");
         let user = Sid {
             revision: 1,
             authority: [0, 0, 0, 0, 0, 5],
             sub_authorities: &[21, 3_623_811_015, 3_361_044_348, 30_300_820, 1013],
         };
-        user.user_name(&mut s).unwrap();
+        assert!(user.user_name(&mut s).unwrap());
         assert_eq!(s, "S-1-5-21-3623811015-3361044348-30300820-1013");
         let big = Sid {
             revision: 1,
             authority: [1, 0, 0, 0, 0, 0],
             sub_authorities: &[],
         };
-        big.write_string(&mut s).unwrap();
+        assert!(big.write_string(&mut s).unwrap());
         assert_eq!(s, "S-1-0x010000000000");
         let too_many = [1u32; 16];
         let bad = Sid {
@@ -170,23 +181,24 @@ mod tests {
             authority: [0, 0, 0, 0, 0, 5],
             sub_authorities: &too_many,
         };
-        assert_eq!(bad.write_string(&mut s), None);
+        assert_eq!(bad.write_string(&mut s), Ok(false));
+        assert_eq!(s, "");
     }
 
     #[test]
     fn logon_ids_and_guids() {
         let mut s = String::new();
-        logon_id(0x3e7, &mut s);
+        logon_id(0x3e7, &mut s).unwrap();
         assert_eq!(s, "0x3e7");
-        process_guid(7, 4242, 133_000_000_000_000_000, &mut s);
+        process_guid(7, 4242, 133_000_000_000_000_000, &mut s).unwrap();
         assert_eq!(s.len(), 38);
         assert!(s.starts_with('{') && s.ends_with('}'));
         let mut t = String::new();
-        process_guid(7, 4242, 133_000_000_000_000_000, &mut t);
+        process_guid(7, 4242, 133_000_000_000_000_000, &mut t).unwrap();
         assert_eq!(s, t);
-        process_guid(8, 4242, 133_000_000_000_000_000, &mut t);
+        process_guid(8, 4242, 133_000_000_000_000_000, &mut t).unwrap();
         assert_ne!(s, t);
-        process_guid(7, 4242, 133_000_000_000_000_001, &mut t);
+        process_guid(7, 4242, 133_000_000_000_000_001, &mut t).unwrap();
         assert_ne!(s, t);
     }
 }

@@ -12,6 +12,8 @@
 //!   creation, open failures).
 //! - [`control`]: the loader and boot-count guard wired to the sensor; [`plane_lock`]: its lock,
 //!   which requests never wait for and a clean shutdown never spins on.
+//! - [`blocking`]: the block safety net (protected processes, unblessed content, storms).
+//! - [`text`]: fallible text building, so an event that finds no memory is dropped, not a bugcheck.
 //! - [`sensor`]: all of it together: callbacks in, verdicts and detections out, and the control
 //!   protocol's handler.
 #![no_std]
@@ -28,6 +30,7 @@
 
 extern crate alloc;
 
+pub mod blocking;
 pub mod content;
 pub mod control;
 pub mod events;
@@ -38,3 +41,4 @@ pub mod plane_lock;
 pub mod process;
 pub mod ring;
 pub mod sensor;
+pub mod text;

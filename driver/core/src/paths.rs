@@ -6,6 +6,7 @@
 //! device names behind the drive letters once at start (and when volumes arrive) into a
 //! [`VolumeMap`]; [`to_dos_path`] does the rest, in plain Rust.
 
+use crate::text::{self, NoMemory};
 use alloc::string::String;
 
 /// The most drive letters, and so volume mappings, there can be.
@@ -92,7 +93,8 @@ impl VolumeMap {
         Ok(())
     }
 
-    fn system_root(&self) -> &str {
+    /// The directory `\SystemRoot` stands for (`C:\Windows` unless set).
+    pub fn system_root(&self) -> &str {
         self.system_root
             .get(..usize::from(self.system_root_len))
             .and_then(|b| core::str::from_utf8(b).ok())
@@ -127,20 +129,23 @@ fn strip_prefix_ignore_case<'s>(s: &'s str, prefix: &str) -> Option<&'s str> {
 
 /// Decodes UTF-16 from the kernel (`UNICODE_STRING` contents) into `out`, replacing unpaired
 /// surrogates with U+FFFD. At most `max_bytes` of UTF-8 are written, cut on a char boundary.
-pub fn utf16_to_string(units: &[u16], max_bytes: usize, out: &mut String) {
+/// Room is reserved once, for the most the decoded text can take (3 bytes a unit).
+pub fn utf16_to_string(units: &[u16], max_bytes: usize, out: &mut String) -> Result<(), NoMemory> {
     out.clear();
+    text::reserve(out, units.len().saturating_mul(3).min(max_bytes))?;
     for c in char::decode_utf16(units.iter().copied()) {
         let c = c.unwrap_or(char::REPLACEMENT_CHARACTER);
         if out.len().saturating_add(c.len_utf8()) > max_bytes {
             break;
         }
-        out.push(c);
+        text::push(out, c)?;
     }
+    Ok(())
 }
 
 /// Rewrites the NT path in `path` in place into the `C:\...` form. Paths it cannot map (an
 /// unknown device) are left as they are, which is what Sysmon does too.
-pub fn to_dos_path(path: &mut String, volumes: &VolumeMap) {
+pub fn to_dos_path(path: &mut String, volumes: &VolumeMap) -> Result<(), NoMemory> {
     let p = path.as_str();
     // Win32 and NT forms of a drive path: \??\C:\x, \DosDevices\C:\x, \GLOBAL??\C:\x, \\?\C:\x.
     for prefix in [
@@ -153,14 +158,13 @@ pub fn to_dos_path(path: &mut String, volumes: &VolumeMap) {
         if let Some(rest) = strip_prefix_ignore_case(p, prefix) {
             if let Some(unc) = strip_prefix_ignore_case(rest, "UNC\\") {
                 let unc = unc.len();
-                replace_prefix(path, unc, "\\\\");
-                return;
+                return replace_prefix(path, unc, "\\\\");
             }
             if is_drive_path(rest) {
                 let keep = rest.len();
-                replace_prefix(path, keep, "");
+                replace_prefix(path, keep, "")?;
                 uppercase_drive(path);
-                return;
+                return Ok(());
             }
         }
     }
@@ -176,8 +180,7 @@ pub fn to_dos_path(path: &mut String, volumes: &VolumeMap) {
                 dst.copy_from_slice(src);
             }
             let root = core::str::from_utf8(buf.get(..root_len).unwrap_or(&[])).unwrap_or("");
-            replace_prefix(path, keep, root);
-            return;
+            return replace_prefix(path, keep, root);
         }
     }
     for prefix in ["\\Device\\Mup\\", "\\Device\\LanmanRedirector\\"] {
@@ -189,8 +192,7 @@ pub fn to_dos_path(path: &mut String, volumes: &VolumeMap) {
                 rest = r.split_once('\\').map_or("", |(_, tail)| tail);
             }
             let keep = rest.len();
-            replace_prefix(path, keep, "\\\\");
-            return;
+            return replace_prefix(path, keep, "\\\\");
         }
     }
     if let Some((letter, prefix_len)) = volumes.lookup(p) {
@@ -199,11 +201,12 @@ pub fn to_dos_path(path: &mut String, volumes: &VolumeMap) {
         drive[0] = letter as u8;
         drive[1] = b':';
         let drive = core::str::from_utf8(&drive).unwrap_or("");
-        replace_prefix(path, keep, drive);
+        replace_prefix(path, keep, drive)?;
         if path.len() == 2 {
-            path.push('\\');
+            text::push(path, '\\')?;
         }
     }
+    Ok(())
 }
 
 fn is_drive_path(s: &str) -> bool {
@@ -213,21 +216,16 @@ fn is_drive_path(s: &str) -> bool {
         && (b.len() == 2 || b.get(2) == Some(&b'\\'))
 }
 
-fn uppercase_drive(path: &mut String) {
-    if let Some(first) = path.get(..1) {
-        if first.as_bytes().first().is_some_and(u8::is_ascii_lowercase) {
-            let upper = first.to_ascii_uppercase();
-            path.replace_range(..1, &upper);
-        }
+fn uppercase_drive(path: &mut str) {
+    if let Some(first) = path.get_mut(..1) {
+        first.make_ascii_uppercase();
     }
 }
 
 /// Replaces everything before the last `keep` bytes of `path` with `new_prefix`.
-fn replace_prefix(path: &mut String, keep: usize, new_prefix: &str) {
+fn replace_prefix(path: &mut String, keep: usize, new_prefix: &str) -> Result<(), NoMemory> {
     let cut = path.len().saturating_sub(keep);
-    if path.is_char_boundary(cut) {
-        path.replace_range(..cut, new_prefix);
-    }
+    text::replace_front(path, cut, new_prefix)
 }
 
 #[cfg(test)]
@@ -245,7 +243,7 @@ mod tests {
 
     fn dos(p: &str) -> String {
         let mut s = p.to_string();
-        to_dos_path(&mut s, &volumes());
+        to_dos_path(&mut s, &volumes()).unwrap();
         s
     }
 
@@ -302,7 +300,7 @@ mod tests {
         let mut v = volumes();
         v.set_system_root("D:\\WINNT\\").unwrap();
         let mut s = "\\SystemRoot\\system32\\a.dll".to_string();
-        to_dos_path(&mut s, &v);
+        to_dos_path(&mut s, &v).unwrap();
         assert_eq!(s, "D:\\WINNT\\system32\\a.dll");
         assert_eq!(
             v.set_system_root("WINNT"),
@@ -333,13 +331,13 @@ mod tests {
     fn utf16_is_decoded_lossily_and_bounded() {
         let units: alloc::vec::Vec<u16> = "C:\\Ünï\\😀.exe".encode_utf16().collect();
         let mut s = String::new();
-        utf16_to_string(&units, 1000, &mut s);
+        utf16_to_string(&units, 1000, &mut s).unwrap();
         assert_eq!(s, "C:\\Ünï\\😀.exe");
-        utf16_to_string(&[0x43, 0xD800, 0x44], 1000, &mut s);
+        utf16_to_string(&[0x43, 0xD800, 0x44], 1000, &mut s).unwrap();
         assert_eq!(s, "C\u{FFFD}D");
-        utf16_to_string(&units, 9, &mut s);
+        utf16_to_string(&units, 9, &mut s).unwrap();
         assert_eq!(s, "C:\\Ünï\\");
-        utf16_to_string(&units, 10, &mut s);
+        utf16_to_string(&units, 10, &mut s).unwrap();
         assert_eq!(s, "C:\\Ünï\\");
     }
 }

@@ -11,11 +11,13 @@ use alloc::vec::Vec;
 
 use alloc::string::String;
 
+use crate::text::NoMemory;
+
 /// The default number of processes remembered.
 pub const DEFAULT_CAPACITY: usize = 4096;
 
 /// What is remembered about one process.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProcessInfo {
     /// The process id.
     pub process_id: u32,
@@ -40,27 +42,59 @@ struct Slot {
     seq: u64,
 }
 
+/// Spare entries beyond the capacity: an entry evicted or removed while an event still borrows it
+/// (a callback on another CPU holding its parent's `Arc`) cannot be reused until it is returned,
+/// so a few more than the capacity are allocated. One per CPU that can be inside a callback at
+/// once is enough; this is far more.
+pub const SPARE_ENTRIES: usize = 64;
+
 /// The table. Not synchronised itself: the sensor keeps it behind a lock and holds the lock only to
 /// insert, remove or clone an `Arc` out.
+///
+/// Every entry it will ever hand out is allocated when it is made: inserting moves a process's
+/// text into a spare entry nobody borrows, so the event path never allocates here (an allocation
+/// failure in the kernel is a bugcheck), and when every spare is still borrowed the process is
+/// not remembered and counted.
 #[derive(Debug)]
 pub struct ProcessTable {
     slots: Vec<Option<Slot>>,
+    /// Entries not in a slot: a capacity of `slots.len() + SPARE_ENTRIES`, never exceeded, since
+    /// the entries only move between here and the slots.
+    spares: Vec<Arc<ProcessInfo>>,
     len: usize,
     next_seq: u64,
     evicted: u64,
+    unremembered: u64,
 }
 
 impl ProcessTable {
-    /// An empty table for `capacity` processes (allocated once, here).
-    pub fn with_capacity(capacity: usize) -> Self {
-        let mut slots = Vec::with_capacity(capacity);
+    /// An empty table for `capacity` processes, with every entry allocated here, once. Fails
+    /// (allocating nothing that stays) when the memory is not there.
+    pub fn with_capacity(capacity: usize) -> Result<Self, NoMemory> {
+        let entries = capacity.saturating_add(SPARE_ENTRIES);
+        let mut slots = Vec::new();
+        slots.try_reserve_exact(capacity).map_err(|_| NoMemory)?;
         slots.resize_with(capacity, || None);
-        ProcessTable {
+        let mut spares = Vec::new();
+        spares.try_reserve_exact(entries).map_err(|_| NoMemory)?;
+        // `Arc::new` cannot report failure on stable Rust: the entries' memory is claimed once,
+        // fallibly, just before, so that a shortage is refused here instead of aborting below.
+        let mut probe: Vec<u8> = Vec::new();
+        probe
+            .try_reserve_exact(entries.saturating_mul(ENTRY_BYTES))
+            .map_err(|_| NoMemory)?;
+        drop(probe);
+        for _ in 0..entries {
+            spares.push(Arc::new(ProcessInfo::default()));
+        }
+        Ok(ProcessTable {
             slots,
+            spares,
             len: 0,
             next_seq: 0,
             evicted: 0,
-        }
+            unremembered: 0,
+        })
     }
 
     /// The number of live entries.
@@ -78,19 +112,40 @@ impl ProcessTable {
         self.evicted
     }
 
+    /// Processes not remembered because every spare entry was still borrowed.
+    pub fn unremembered(&self) -> u64 {
+        self.unremembered
+    }
+
+    /// A spare entry no event borrows, with `info` moved in. `None` if every spare is borrowed.
+    fn take_spare(&mut self, info: ProcessInfo) -> Option<Arc<ProcessInfo>> {
+        let i = self
+            .spares
+            .iter_mut()
+            .position(|a| Arc::get_mut(a).is_some())?;
+        let mut entry = self.spares.swap_remove(i);
+        let slot = Arc::get_mut(&mut entry)?;
+        // The previous process's text is freed here (freeing cannot fail).
+        *slot = info;
+        Some(entry)
+    }
+
+    /// Puts an entry back among the spares (its text stays until the entry is reused).
+    fn retire(&mut self, entry: Arc<ProcessInfo>) {
+        // Entries only move between the slots and the spares, so this is within the capacity
+        // reserved at the start and does not allocate.
+        if self.spares.len() < self.spares.capacity() {
+            self.spares.push(entry);
+        }
+    }
+
     /// Remembers a process. A previous entry with the same id (a reused id whose exit was missed)
     /// is replaced; when the table is full the oldest entry is evicted.
     pub fn insert(&mut self, info: ProcessInfo) {
         if self.slots.is_empty() {
             return;
         }
-        let seq = self.next_seq;
-        self.next_seq = self.next_seq.wrapping_add(1);
-        let slot = Slot {
-            info: Arc::new(info),
-            seq,
-        };
-        let pid = slot.info.process_id;
+        let pid = info.process_id;
         // One pass: the entry with this id (a reused id whose exit was missed), else the first
         // free slot, else the oldest entry.
         let (mut same, mut free, mut oldest) = (None, None, None::<(usize, u64)>);
@@ -110,6 +165,12 @@ impl ProcessTable {
                 }
             }
         }
+        let Some(entry) = self.take_spare(info) else {
+            self.unremembered = self.unremembered.saturating_add(1);
+            return;
+        };
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
         let target = match (same, free) {
             (Some(i), _) => i,
             (None, Some(i)) => {
@@ -121,8 +182,12 @@ impl ProcessTable {
                 oldest.map_or(0, |(i, _)| i)
             }
         };
-        if let Some(s) = self.slots.get_mut(target) {
-            *s = Some(slot);
+        let old = match self.slots.get_mut(target) {
+            Some(s) => s.replace(Slot { info: entry, seq }),
+            None => None,
+        };
+        if let Some(old) = old {
+            self.retire(old.info);
         }
     }
 
@@ -149,18 +214,21 @@ impl ProcessTable {
 
     /// Forgets a process that exited. Returns whether it was known.
     pub fn remove(&mut self, process_id: u32) -> bool {
-        match self.find_index(|s| s.info.process_id == process_id) {
-            Some(i) => {
-                if let Some(s) = self.slots.get_mut(i) {
-                    *s = None;
-                }
-                self.len = self.len.saturating_sub(1);
-                true
-            }
-            None => false,
+        let Some(i) = self.find_index(|s| s.info.process_id == process_id) else {
+            return false;
+        };
+        let old = self.slots.get_mut(i).and_then(Option::take);
+        self.len = self.len.saturating_sub(1);
+        if let Some(old) = old {
+            self.retire(old.info);
         }
+        true
     }
 }
+
+/// What one entry takes on the heap: the `Arc`'s counts and the `ProcessInfo` (its text comes
+/// later, from the event that fills it).
+const ENTRY_BYTES: usize = 2 * core::mem::size_of::<usize>() + core::mem::size_of::<ProcessInfo>();
 
 #[cfg(test)]
 mod tests {
@@ -180,7 +248,7 @@ mod tests {
 
     #[test]
     fn lookups_need_the_creation_time() {
-        let mut t = ProcessTable::with_capacity(8);
+        let mut t = ProcessTable::with_capacity(8).unwrap();
         t.insert(info(100, 1));
         assert_eq!(t.get(100, 1).unwrap().image, "C:\\p100.exe");
         assert!(t.get(100, 2).is_none(), "a reused pid must not match");
@@ -193,7 +261,7 @@ mod tests {
 
     #[test]
     fn a_reused_id_replaces_the_stale_entry() {
-        let mut t = ProcessTable::with_capacity(8);
+        let mut t = ProcessTable::with_capacity(8).unwrap();
         t.insert(info(100, 1));
         t.insert(info(100, 5));
         assert_eq!(t.len(), 1);
@@ -203,7 +271,7 @@ mod tests {
 
     #[test]
     fn full_table_evicts_the_oldest_and_counts() {
-        let mut t = ProcessTable::with_capacity(4);
+        let mut t = ProcessTable::with_capacity(4).unwrap();
         for pid in 1..=4 {
             t.insert(info(pid * 4, u64::from(pid)));
         }
@@ -220,7 +288,7 @@ mod tests {
 
     #[test]
     fn entries_outlive_removal_while_borrowed() {
-        let mut t = ProcessTable::with_capacity(2);
+        let mut t = ProcessTable::with_capacity(2).unwrap();
         t.insert(info(8, 1));
         let parent = t.get(8, 1).unwrap();
         t.remove(8);
@@ -229,8 +297,36 @@ mod tests {
 
     #[test]
     fn zero_capacity_is_harmless() {
-        let mut t = ProcessTable::with_capacity(0);
+        let mut t = ProcessTable::with_capacity(0).unwrap();
         t.insert(info(8, 1));
         assert!(t.get_live(8).is_none());
+    }
+
+    #[test]
+    fn entries_are_reused_and_borrowed_ones_are_not_overwritten() {
+        let mut t = ProcessTable::with_capacity(2).unwrap();
+        // Hold every spare entry through a borrowed parent: fill, borrow, remove, repeat.
+        let mut held = Vec::new();
+        for pid in 0..(2 + SPARE_ENTRIES as u32) {
+            t.insert(info(pid, 1));
+            held.push(t.get(pid, 1).unwrap());
+            assert!(t.remove(pid));
+        }
+        assert_eq!(t.unremembered(), 0);
+        t.insert(info(9999, 1));
+        assert_eq!(
+            t.unremembered(),
+            1,
+            "every entry is borrowed: not remembered"
+        );
+        assert!(t.get_live(9999).is_none());
+        // The borrowed entries still hold their own processes.
+        for (pid, p) in held.iter().enumerate() {
+            assert_eq!(p.process_id, pid as u32);
+            assert_eq!(p.image, format!("C:\\p{pid}.exe"));
+        }
+        held.clear();
+        t.insert(info(9999, 1));
+        assert_eq!(t.get_live(9999).unwrap().command_line, "p9999 --run");
     }
 }

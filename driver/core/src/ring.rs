@@ -9,6 +9,8 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use crate::text::NoMemory;
+
 /// How many times a push tries the lock before it drops its record.
 pub const PUSH_LOCK_TRIES: u32 = 1024;
 
@@ -32,11 +34,13 @@ pub struct Ring<T: Record> {
 }
 
 impl<T: Record> Ring<T> {
-    /// A ring holding up to `capacity` records, allocated here, once.
-    pub fn new(capacity: usize) -> Self {
-        let mut buf = Vec::with_capacity(capacity);
+    /// A ring holding up to `capacity` records, allocated here, once (fallibly).
+    pub fn new(capacity: usize) -> Result<Self, NoMemory> {
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(capacity).map_err(|_| NoMemory)?;
+        // Within the capacity just reserved: neither this nor `into_boxed_slice` allocates.
         buf.resize_with(capacity, || None);
-        Ring {
+        Ok(Ring {
             state: spin::Mutex::new(State {
                 buf: buf.into_boxed_slice(),
                 head: 0,
@@ -44,7 +48,7 @@ impl<T: Record> Ring<T> {
             }),
             next_seq: AtomicU64::new(1),
             dropped: AtomicU64::new(0),
-        }
+        })
     }
 
     fn try_lock(&self) -> Option<spin::MutexGuard<'_, State<T>>> {
@@ -138,7 +142,7 @@ mod tests {
 
     #[test]
     fn overflow_drops_newest_and_counts() {
-        let ring = Ring::new(3);
+        let ring = Ring::new(3).unwrap();
         for v in 0..5 {
             ring.push(R { seq: 0, v });
         }
@@ -159,7 +163,7 @@ mod tests {
 
     #[test]
     fn drain_respects_max_and_wraps() {
-        let ring = Ring::new(4);
+        let ring = Ring::new(4).unwrap();
         for round in 0..10u32 {
             for v in 0..3 {
                 assert!(ring.push(R {
@@ -177,7 +181,7 @@ mod tests {
 
     #[test]
     fn zero_capacity_drops_everything() {
-        let ring: Ring<R> = Ring::new(0);
+        let ring: Ring<R> = Ring::new(0).unwrap();
         assert!(!ring.push(R { seq: 0, v: 1 }));
         assert_eq!(ring.drain(5, |_| {}), 0);
         assert_eq!(ring.dropped(), 1);
@@ -185,7 +189,7 @@ mod tests {
 
     #[test]
     fn concurrent_producers_lose_nothing_uncounted() {
-        let ring = Arc::new(Ring::new(1000));
+        let ring = Arc::new(Ring::new(1000).unwrap());
         let producers: Vec<_> = (0..4)
             .map(|t| {
                 let ring = Arc::clone(&ring);

@@ -6,7 +6,13 @@
 //! Callbacks never wait on a lock unboundedly: locks are tried a fixed number of times and a busy
 //! lock costs a table update or a detection (counted), never a stalled kernel thread. Evaluation
 //! itself allocates nothing (the interpreter's guarantee); building the event copies the kernel's
-//! UTF-16 text into owned UTF-8 before evaluation starts.
+//! UTF-16 text into owned UTF-8 before evaluation starts, with fallible allocations only
+//! ([`crate::text`]): an event that finds no memory is dropped and counted (`events_dropped`),
+//! and the process it was about is let run. The tables and rings are allocated once, in
+//! [`Sensor::new`], which fails rather than aborts when the memory is not there.
+//!
+//! A matching `block` rule denies a process creation only through the safety net in
+//! [`crate::blocking`].
 
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +25,7 @@ use bulwark_protocol::{
     Writer, LIST_HEADER_LEN, REPLY_HEADER_LEN,
 };
 
+use crate::blocking::{self, BlockPolicy, Spared, StormDecision, StormLimiter};
 use crate::content::{Content, ContentSwap};
 use crate::events::{
     ImageLoad, ImageLoadFacts, ProcessCreateFacts, ProcessCreation, Registry, RegistryFacts,
@@ -26,6 +33,7 @@ use crate::events::{
 use crate::paths::VolumeMap;
 use crate::process::{ProcessInfo, ProcessTable};
 use crate::ring::{Record, Ring};
+use crate::text::NoMemory;
 
 /// Fixed sizes of the sensor's tables.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +44,8 @@ pub struct Capacities {
     pub detections: usize,
     /// Guard events buffered until user mode reads them.
     pub guard_events: usize,
+    /// The block safety net's storm limit.
+    pub block_policy: BlockPolicy,
 }
 
 impl Default for Capacities {
@@ -44,6 +54,7 @@ impl Default for Capacities {
             processes: crate::process::DEFAULT_CAPACITY,
             detections: 4096,
             guard_events: 256,
+            block_policy: BlockPolicy::default(),
         }
     }
 }
@@ -211,6 +222,31 @@ struct Stats {
     eval_errors: AtomicU64,
     over_budget: AtomicU64,
     table_busy: AtomicU64,
+    events_dropped: AtomicU64,
+    blocks_spared: AtomicU64,
+    rules_demoted: AtomicU64,
+}
+
+/// The version of the content the guard holds as last-known-good while it runs (blessed), if any.
+#[derive(Default)]
+struct Blessed {
+    known: core::sync::atomic::AtomicBool,
+    version: AtomicU64,
+}
+
+impl Blessed {
+    fn set(&self, version: Option<u64>) {
+        // Cleared first and set last, so a reader never pairs the flag with another version.
+        self.known.store(false, Ordering::Release);
+        if let Some(v) = version {
+            self.version.store(v, Ordering::Release);
+            self.known.store(true, Ordering::Release);
+        }
+    }
+
+    fn is(&self, version: u64) -> bool {
+        self.known.load(Ordering::Acquire) && self.version.load(Ordering::Acquire) == version
+    }
 }
 
 /// The sensor.
@@ -221,23 +257,38 @@ pub struct Sensor {
     detections: Ring<DetectionSlot>,
     guard_events: Ring<GuardEventSlot>,
     stats: Stats,
+    blessed: Blessed,
+    storms: spin::Mutex<StormLimiter>,
+    block_policy: BlockPolicy,
     boot_salt: u64,
     driver_version: u32,
 }
 
 impl Sensor {
-    /// A sensor with no content. Allocates its tables here, once.
-    pub fn new(capacities: Capacities, boot_salt: u64, driver_version: u32) -> Self {
-        Sensor {
+    /// A sensor with no content. Allocates its tables here, once; fails (and the driver does not
+    /// start) when the memory is not there.
+    pub fn new(
+        capacities: Capacities,
+        boot_salt: u64,
+        driver_version: u32,
+    ) -> Result<Self, NoMemory> {
+        // Every fallible claim before the process table's entries, which cannot report failure.
+        let detections = Ring::new(capacities.detections)?;
+        let guard_events = Ring::new(capacities.guard_events)?;
+        let processes = ProcessTable::with_capacity(capacities.processes)?;
+        Ok(Sensor {
             volumes: spin::RwLock::new(VolumeMap::default()),
-            processes: spin::Mutex::new(ProcessTable::with_capacity(capacities.processes)),
+            processes: spin::Mutex::new(processes),
             content: ContentSwap::new(),
-            detections: Ring::new(capacities.detections),
-            guard_events: Ring::new(capacities.guard_events),
+            detections,
+            guard_events,
             stats: Stats::default(),
+            blessed: Blessed::default(),
+            storms: spin::Mutex::new(StormLimiter::default()),
+            block_policy: capacities.block_policy,
             boot_salt,
             driver_version,
-        }
+        })
     }
 
     /// Replaces the volume map (at start, and when volumes arrive).
@@ -294,13 +345,26 @@ impl Sensor {
         self.stats.table_busy.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// An event lost for lack of memory.
+    fn dropped(&self, _: NoMemory) {
+        self.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A process is being created. Returns whether to deny it.
     pub fn on_process_create(&self, facts: &ProcessCreateFacts<'_>, now: u64) -> Verdict {
         let parent = self.lookup(|t| match facts.parent_create_time {
             Some(ct) => t.get(facts.parent_process_id, ct),
             None => t.get_live(facts.parent_process_id),
         });
-        let pc = ProcessCreation::build(facts, &self.volumes.read(), parent, self.boot_salt);
+        let built = ProcessCreation::build(facts, &self.volumes.read(), parent, self.boot_salt);
+        let pc = match built {
+            Ok(pc) => pc,
+            Err(e) => {
+                // Not seen, so not blocked either.
+                self.dropped(e);
+                return Verdict { block: false };
+            }
+        };
         let block = pc.with_event(|ev| {
             self.evaluate(
                 ev,
@@ -327,7 +391,11 @@ impl Sensor {
     /// An image was mapped.
     pub fn on_image_load(&self, facts: &ImageLoadFacts<'_>, now: u64) {
         let process = self.lookup(|t| t.get_live(facts.process_id));
-        let il = ImageLoad::build(facts, &self.volumes.read(), process.clone());
+        let built = ImageLoad::build(facts, &self.volumes.read(), process.clone());
+        let il = match built {
+            Ok(il) => il,
+            Err(e) => return self.dropped(e),
+        };
         let image = process.as_deref().map_or("", |p| p.image.as_str());
         il.with_event(|ev| self.evaluate(ev, now, facts.process_id, 0, image));
     }
@@ -335,7 +403,10 @@ impl Sensor {
     /// A registry write happened.
     pub fn on_registry(&self, facts: &RegistryFacts<'_>, now: u64) {
         let process = self.lookup(|t| t.get_live(facts.process_id));
-        let r = Registry::build(facts, process.clone());
+        let r = match Registry::build(facts, process.clone()) {
+            Ok(r) => r,
+            Err(e) => return self.dropped(e),
+        };
         let image = process.as_deref().map_or("", |p| p.image.as_str());
         r.with_event(|ev| self.evaluate(ev, now, facts.process_id, 0, image));
     }
@@ -358,9 +429,24 @@ impl Sensor {
             let Some(content) = content else {
                 return false;
             };
+            // The safety net's per-event checks, made once, only if a block rule matches.
+            let mut spared = None::<Option<Spared>>;
             let mut block = false;
             let stats = content.pack.evaluate(ev, &mut |rule| {
-                let blocks = can_block && rule.action == Action::Block;
+                let mut blocks = false;
+                if can_block && rule.action == Action::Block {
+                    let standing = *spared.get_or_insert_with(|| self.standing(image, content));
+                    let why = match standing {
+                        Some(why) => Some(why),
+                        None => self.storm(content, rule.index, now),
+                    };
+                    match why {
+                        None => blocks = true,
+                        Some(_) => {
+                            self.stats.blocks_spared.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
                 block |= blocks;
                 self.stats.detections.fetch_add(1, Ordering::Relaxed);
                 // The image is copied into the record only when a rule matches.
@@ -403,6 +489,49 @@ impl Sensor {
         block
     }
 
+    /// Why a `block` rule of `content` may not deny the creation of `image` whatever the rule
+    /// (a process the system needs; content not blessed), or `None` when it may.
+    fn standing(&self, image: &str, content: &Content) -> Option<Spared> {
+        let protected = blocking::is_protected(image, self.volumes.read().system_root());
+        if protected {
+            Some(Spared::Protected)
+        } else if !self.blessed.is(content.version) {
+            Some(Spared::Unblessed)
+        } else {
+            None
+        }
+    }
+
+    /// The storm limiter's word on rule `rule` blocking now; a demotion is reported as a guard
+    /// event.
+    fn storm(&self, content: &Content, rule: u32, now: u64) -> Option<Spared> {
+        let mut decision = StormDecision::Spared(Spared::Busy);
+        for _ in 0..LOCK_TRIES {
+            if let Some(mut storms) = self.storms.try_lock() {
+                decision = storms.decide(content.version, rule, now, &self.block_policy);
+                break;
+            }
+            core::hint::spin_loop();
+        }
+        match decision {
+            StormDecision::Block => None,
+            StormDecision::DemotedNow => {
+                self.stats.rules_demoted.fetch_add(1, Ordering::Relaxed);
+                self.report_guard_event(GuardEventRecord {
+                    seq: 0,
+                    time: now,
+                    kind: GuardEventRecord::KIND_BLOCK_DEMOTED,
+                    attempts: 0,
+                    detail: rule,
+                    version: content.version,
+                    hash: content.hash,
+                });
+                Some(Spared::Demoted)
+            }
+            StormDecision::Spared(why) => Some(why),
+        }
+    }
+
     /// The status reply's content part.
     pub fn content_status(&self) -> ContentStatus {
         self.content
@@ -433,6 +562,9 @@ impl Sensor {
             eval_errors: l(&self.stats.eval_errors),
             over_budget: l(&self.stats.over_budget),
             content_busy: self.content.busy(),
+            events_dropped: l(&self.stats.events_dropped),
+            blocks_spared: l(&self.stats.blocks_spared),
+            rules_demoted: l(&self.stats.rules_demoted),
             detections_pending: u32::try_from(self.detections.pending()).unwrap_or(u32::MAX),
             guard_events_pending: u32::try_from(self.guard_events.pending()).unwrap_or(u32::MAX),
         }
@@ -456,9 +588,16 @@ impl Sensor {
         result
     }
 
-    /// Moves the control plane's new guard events into the ring user mode reads.
+    /// Moves the control plane's new guard events into the ring user mode reads, and takes the
+    /// guard's word on whether the running content is blessed (last-known-good). Called after
+    /// start-up, every request and every tick of the guard.
     pub fn forward_guard_events(&self, control: &mut dyn ControlPlane) {
         control.take_events(&mut |e| self.report_guard_event(e));
+        let running = self.content_status();
+        let blessed = (running.source != ContentSource::None
+            && control.running_source() == ContentSource::LastKnownGood)
+            .then_some(running.version);
+        self.blessed.set(blessed);
     }
 
     fn handle_request(
@@ -510,9 +649,13 @@ impl Sensor {
         }
     }
 
-    /// Installs content (start-up, or a revert) without going through a request.
+    /// Installs content (start-up, or a revert) without going through a request. Last-known-good
+    /// content is blessed; a candidate is not until the guard says so.
     pub fn install(&self, content: Content, backoff: &mut dyn FnMut()) {
+        let blessed = (content.source == ContentSource::LastKnownGood).then_some(content.version);
+        self.blessed.set(None);
         self.content.swap(content, backoff);
+        self.blessed.set(blessed);
     }
 
     /// Rule metadata of the running content, for tests and the status of one rule.

@@ -69,7 +69,7 @@ struct Machine {
 }
 
 fn boot(store: Mem, now: u64) -> Machine {
-    let sensor = Sensor::new(Capacities::default(), now, 1);
+    let sensor = Sensor::new(Capacities::default(), now, 1).unwrap();
     let (mut control, start) = Control::start(store, config(), keys(), now);
     assert!(start.error.is_none(), "{:?}", start.error);
     if let Some(c) = start.content {
@@ -256,7 +256,7 @@ fn unusable_records_mean_no_content_and_a_clear_refusal() {
         records: [vec![0xFF; 64], vec![0xAB; 64]],
         ..Mem::default()
     };
-    let sensor = Sensor::new(Capacities::default(), 1, 1);
+    let sensor = Sensor::new(Capacities::default(), 1, 1).unwrap();
     let (mut control, start) = Control::start(store, config(), keys(), 1);
     assert!(start.content.is_none());
     let e = start.error.expect("both slots are garbage");
@@ -282,7 +282,7 @@ fn lost_records_refuse_content_until_an_administrator_resets_them() {
     let lost = store.clone();
 
     let start_lost = |store: Mem, now: u64| {
-        let sensor = Sensor::new(Capacities::default(), now, 1);
+        let sensor = Sensor::new(Capacities::default(), now, 1).unwrap();
         let (control, start) = Control::start(store, config(), keys(), now);
         assert!(start.content.is_none(), "no content runs");
         let e = start.error.expect("the records are lost");

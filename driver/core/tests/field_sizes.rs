@@ -194,7 +194,7 @@ fn path_prefixes() -> Vec<String> {
 /// The full `C:\...` form of an NT path, without any limit.
 fn full_path(units: &[u16], volumes: &VolumeMap) -> String {
     let mut s = String::from_utf16_lossy(units);
-    to_dos_path(&mut s, volumes);
+    to_dos_path(&mut s, volumes).unwrap();
     s
 }
 
@@ -278,7 +278,7 @@ fn process_creations(seen: &mut Seen, vols: &VolumeMap) -> Vec<Arc<ProcessInfo>>
                 facts.parent_process_id = p.process_id;
                 facts.parent_create_time = Some(p.create_time);
             }
-            let pc = ProcessCreation::build(&facts, vols, parent.clone(), u64::MAX);
+            let pc = ProcessCreation::build(&facts, vols, parent.clone(), u64::MAX).unwrap();
             check_info(&pc.info);
             pc.with_event(|ev| {
                 seen.check(ev);
@@ -308,7 +308,8 @@ fn process_creations(seen: &mut Seen, vols: &VolumeMap) -> Vec<Arc<ProcessInfo>>
             authority: *auth,
             sub_authorities: sub,
         };
-        let pc = ProcessCreation::build(&process_facts(None, None, Some(sid)), vols, None, 0);
+        let pc =
+            ProcessCreation::build(&process_facts(None, None, Some(sid)), vols, None, 0).unwrap();
         check_info(&pc.info);
         pc.with_event(|ev| seen.check(ev));
     }
@@ -329,10 +330,12 @@ fn image_loads(seen: &mut Seen, vols: &VolumeMap, processes: &[Arc<ProcessInfo>]
                     full_image_name: Some(&name),
                     signature_level,
                 };
-                ImageLoad::build(&facts, vols, process).with_event(|ev| {
-                    seen.check(ev);
-                    expect(ev, "ImageLoaded", &full_path(&name, vols));
-                });
+                ImageLoad::build(&facts, vols, process)
+                    .unwrap()
+                    .with_event(|ev| {
+                        seen.check(ev);
+                        expect(ev, "ImageLoaded", &full_path(&name, vols));
+                    });
             }
         }
     }
@@ -355,7 +358,7 @@ fn key_prefixes() -> Vec<&'static str> {
 /// `REGISTRY_NAME`, joined, cut to `REGISTRY_TARGET`.
 fn full_target(key: &[u16], value: Option<&[u16]>) -> String {
     let mut k = lossy(key);
-    to_registry_path(&mut k);
+    to_registry_path(&mut k).unwrap();
     let mut t = cut_to(&k, max(max_len::REGISTRY_NAME)).to_owned();
     if let Some(v) = value {
         let v = lossy(v);
@@ -445,7 +448,7 @@ fn registry_events(seen: &mut Seen, processes: &[Arc<ProcessInfo>]) {
                     data: None,
                     new_name: None,
                 };
-                Registry::build(&facts, process).with_event(|ev| {
+                Registry::build(&facts, process).unwrap().with_event(|ev| {
                     seen.check(ev);
                     expect(ev, "TargetObject", &full_target(&key, value));
                 });
@@ -459,7 +462,7 @@ fn registry_events(seen: &mut Seen, processes: &[Arc<ProcessInfo>]) {
                 data: None,
                 new_name: Some(&body),
             };
-            Registry::build(&facts, None).with_event(|ev| {
+            Registry::build(&facts, None).unwrap().with_event(|ev| {
                 seen.check(ev);
                 expect(ev, "NewName", &lossy(&body));
             });
@@ -480,7 +483,9 @@ fn registry_events(seen: &mut Seen, processes: &[Arc<ProcessInfo>]) {
             data: Some((ty, &data)),
             new_name: None,
         };
-        Registry::build(&facts, processes.first().cloned()).with_event(|ev| seen.check(ev));
+        Registry::build(&facts, processes.first().cloned())
+            .unwrap()
+            .with_event(|ev| seen.check(ev));
     }
 }
 
@@ -541,7 +546,8 @@ fn random_events(seen: &mut Seen, vols: &VolumeMap) {
             vols,
             None,
             7,
-        );
+        )
+        .unwrap();
         check_info(&pc.info);
         pc.with_event(|ev| {
             seen.check(ev);
@@ -558,6 +564,7 @@ fn random_events(seen: &mut Seen, vols: &VolumeMap) {
             vols,
             process.clone(),
         )
+        .unwrap()
         .with_event(|ev| seen.check(ev));
         let key = {
             let p = keys[rng.below(keys.len())];
@@ -576,7 +583,7 @@ fn random_events(seen: &mut Seen, vols: &VolumeMap) {
             data: Some(([reg_type::SZ, reg_type::MULTI_SZ][rng.below(2)], &data)),
             new_name: Some(&value),
         };
-        Registry::build(&facts, process).with_event(|ev| {
+        Registry::build(&facts, process).unwrap().with_event(|ev| {
             seen.check(ev);
             expect(ev, "TargetObject", &full_target(&key, Some(&value)));
             expect(ev, "NewName", &lossy(&value));
@@ -662,7 +669,7 @@ fn control_set_rewriting_at_the_limit() {
                     new_name: None,
                 };
                 let mut seen = Seen::default();
-                Registry::build(&facts, None).with_event(|ev| {
+                Registry::build(&facts, None).unwrap().with_event(|ev| {
                     seen.check(ev);
                     let target = text(ev, "TargetObject").unwrap();
                     assert!(target.starts_with("HKLM\\System\\CurrentControlSet\\"));

@@ -108,7 +108,7 @@ fn the_largest_valid_pack_is_decoded_verified_and_staged() {
     };
     let (mut control, start) = Control::start(Mem::default(), config, keys, 1);
     assert!(start.error.is_none());
-    let sensor = Sensor::new(Capacities::default(), 1, 1);
+    let sensor = Sensor::new(Capacities::default(), 1, 1).unwrap();
     let mut output = vec![0u8; Op::StagePack.max_reply_len()];
     let n = sensor
         .handle_ioctl(

@@ -63,7 +63,7 @@ fn an_evaluation_over_the_bound_raises_a_guard_event_naming_the_rule() {
         if let Some(bound) = bound {
             pack.lower_cost_bound(EventType::ProcessCreation, bound);
         }
-        let sensor = Sensor::new(Capacities::default(), 1, 1);
+        let sensor = Sensor::new(Capacities::default(), 1, 1).unwrap();
         sensor.install(
             Content {
                 pack,

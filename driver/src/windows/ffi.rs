@@ -1,6 +1,7 @@
 //! Small safe wrappers over the kernel calls and structures the rest of the layer uses, and the
 //! declarations the WDK headers wdk-sys binds do not carry.
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -173,6 +174,19 @@ pub fn try_copy(bytes: &[u8]) -> Option<Vec<u8>> {
     v.try_reserve_exact(bytes.len()).ok()?;
     v.extend_from_slice(bytes);
     Some(v)
+}
+
+/// `Box::new` that gives `None` when the pool has no room, instead of aborting (which wdk-panic
+/// turns into a bugcheck).
+pub fn try_box<T>(value: T) -> Option<Box<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(1).ok()?;
+    v.push(value);
+    // Length and capacity are both 1: no reallocation.
+    let array: Box<[T; 1]> = v.into_boxed_slice().try_into().ok()?;
+    // SAFETY: `[T; 1]` and `T` have the same size, alignment and layout, so the allocation made
+    // for the array is the allocation `Box<T>` would make, and ownership moves whole.
+    Some(unsafe { Box::from_raw(Box::into_raw(array).cast::<T>()) })
 }
 
 /// A `String` from UTF-16 units (invalid units become U+FFFD), or `None` when the pool has no room.

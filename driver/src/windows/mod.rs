@@ -177,7 +177,13 @@ impl DriverState {
             self.sensor.install(content, &mut || sleep_ms(1));
         }
         self.sensor.forward_guard_events(&mut control);
-        *plane = Lifecycle::Running(Box::new(control));
+        let Some(control) = ffi::try_box(control) else {
+            // The content the guard chose runs; only requests are refused (as while starting)
+            // until the next boot. Never a failed allocation turned into a bugcheck.
+            wdk::println!("bulwark: not enough memory for the control plane; requests refused");
+            return Started::Failed;
+        };
+        *plane = Lifecycle::Running(control);
         Started::Running
     }
 
@@ -446,8 +452,12 @@ unsafe fn start(driver: *mut DRIVER_OBJECT, registry_path: PCUNICODE_STRING) -> 
         }
     };
 
-    let state = Box::new(DriverState {
-        sensor: Sensor::new(Capacities::default(), now(), DRIVER_VERSION),
+    let Ok(sensor) = Sensor::new(Capacities::default(), now(), DRIVER_VERSION) else {
+        wdk::println!("bulwark: not enough memory for the sensor's tables");
+        return STATUS_INSUFFICIENT_RESOURCES;
+    };
+    let state = ffi::try_box(DriverState {
+        sensor,
         control: PlaneLock::new(
             Lifecycle::Starting(Starting {
                 threshold: config.threshold,
@@ -466,6 +476,9 @@ unsafe fn start(driver: *mut DRIVER_OBJECT, registry_path: PCUNICODE_STRING) -> 
         worker: AtomicPtr::new(ptr::null_mut()),
         stopping: AtomicBool::new(false),
     });
+    let Some(state) = state else {
+        return STATUS_INSUFFICIENT_RESOURCES;
+    };
     let state: &'static DriverState = Box::leak(state);
     // SAFETY: the event is in the leaked (non-paged) state; initialised once, here.
     unsafe { KeInitializeEvent(state.stop.get(), NotificationEvent, 0) };

@@ -64,8 +64,10 @@ pub fn read() -> VolumeMap {
     }
     // \SystemRoot -> \Device\HarddiskVolume3\Windows -> C:\Windows
     if let Some(mut root) = link_target("\\SystemRoot") {
-        to_dos_path(&mut root, &map);
-        let _ = map.set_system_root(&root);
+        // Out of memory, the default (C:\Windows) stays.
+        if to_dos_path(&mut root, &map).is_ok() {
+            let _ = map.set_system_root(&root);
+        }
     }
     map
 }
