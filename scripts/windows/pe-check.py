@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """Checks a built driver image (scripts/windows-build).
 
-usage: pe-check.py IMAGE.sys OBJDUMP_P.txt PDB_PUBLICS.txt
+usage: pe-check.py IMAGE.sys OBJDUMP_P.txt PDB_PUBLICS.txt [DISASSEMBLY.txt]
 
 - Subsystem 1 (native);
 - AddressOfEntryPoint is DriverEntry: the RVA of the export named DriverEntry and of the PDB's
   public symbol DriverEntry (section:offset turned into an RVA with the image's section table);
 - the only imported DLLs are ntoskrnl.exe and HAL.dll (and ntoskrnl.exe is one);
-- CheckSum is non-zero and equals the PE checksum recomputed from the file.
+- CheckSum is non-zero and equals the PE checksum recomputed from the file;
+- no instruction touches a ymm or zmm register (objdump -d's listing): x64 kernel code may use
+  SSE freely, but AVX state is saved only around KeSaveExtendedProcessorState, which the driver
+  does not call; a crate that picks AVX code by run-time CPU detection (sha2 did) would corrupt
+  the state of the thread it interrupted.
 
 The image is parsed here, and objdump -p's figures (Subsystem, AddressOfEntryPoint, CheckSum, DLL
 Name lines) must agree with the parse. Exit 0 if every check passes, 1 otherwise.
@@ -117,6 +121,7 @@ def pdb_driver_entry(text: str, sections):
 
 def main():
     image, objdump_path, publics_path = sys.argv[1:4]
+    disassembly = sys.argv[4] if len(sys.argv) > 4 else None
     data = open(image, "rb").read()
     pe = parse(data)
     od = objdump_fields(open(objdump_path, encoding="utf-8", errors="replace").read())
@@ -146,6 +151,19 @@ def main():
     check(pe["checksum"] != 0 and pe["checksum"] == computed and od["checksum"] == pe["checksum"],
           f"CheckSum {pe['checksum']:#x} (objdump {od['checksum'] or 0:#x}) non-zero and = "
           f"recomputed {computed:#x}")
+    if disassembly is not None:
+        avx = []
+        function = "?"
+        with open(disassembly, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                m = re.match(r"^[0-9a-f]+ <(.*)>:$", line)
+                if m:
+                    function = m.group(1)
+                elif re.search(r"%[yz]mm[0-9]", line):
+                    avx.append(f"{function}: {line.strip()}")
+        check(not avx, f"no ymm/zmm register in the code ({len(avx)} instructions use one)")
+        for line in avx[:10]:
+            print(f"       {line}")
     others = sorted(set(pe["exports"]) - {"DriverEntry"})
     if others:
         print(f"  note: other exports: {', '.join(others)}")
