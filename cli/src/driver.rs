@@ -42,7 +42,7 @@ pub fn run(name: &str, m: &ArgMatches) -> Option<ExitCode> {
     #[cfg(windows)]
     let transport = bulwark_client::DeviceTransport::open();
     #[cfg(not(windows))]
-    let transport: Result<NoDevice, ClientError> = Err(ClientError::Io(std::io::Error::new(
+    let transport: Result<NoDevice, ClientError> = Err(ClientError::Open(std::io::Error::new(
         std::io::ErrorKind::Unsupported,
         "the control device exists only on Windows with the driver loaded",
     )));

@@ -39,7 +39,7 @@ impl DeviceTransport {
             )
         };
         if handle == INVALID_HANDLE_VALUE {
-            return Err(ClientError::Io(io::Error::last_os_error()));
+            return Err(ClientError::Open(io::Error::last_os_error()));
         }
         Ok(DeviceTransport { handle })
     }

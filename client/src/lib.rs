@@ -25,8 +25,12 @@ pub trait Transport {
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The device could not be reached (not installed, not running, or access denied).
+    /// The device could not be opened (not installed, not running, or access denied).
     #[error("cannot reach the Bulwark control device: {0}")]
+    Open(std::io::Error),
+    /// The device was opened but the request failed (the driver refused it with an NT status, or
+    /// the I/O manager did).
+    #[error("the control request failed: {0}")]
     Io(#[from] std::io::Error),
     /// The driver refused the request (its status code is given).
     #[error("the driver refused the request: {0}")]

@@ -12,6 +12,10 @@ use crate::{
 
 /// Size of the request and reply headers.
 pub const REQUEST_HEADER_LEN: usize = 12;
+
+/// The longest request any operation accepts (a stage of the largest envelope): the driver refuses
+/// a longer input before it copies it.
+pub const MAX_REQUEST_LEN: usize = REQUEST_HEADER_LEN + MAX_STAGE_BYTES;
 /// Size of the reply header.
 pub const REPLY_HEADER_LEN: usize = 16;
 

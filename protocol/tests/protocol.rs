@@ -211,7 +211,14 @@ fn stage_size_is_bounded() {
         "{e}"
     );
     let max = vec![0u8; MAX_STAGE_BYTES];
-    assert!(Request::parse(code, &encode(&Request::StagePack { envelope: &max })).is_ok());
+    let longest = encode(&Request::StagePack { envelope: &max });
+    assert!(Request::parse(code, &longest).is_ok());
+    // The driver refuses inputs longer than MAX_REQUEST_LEN before copying them: no request that
+    // parses is longer.
+    assert_eq!(longest.len(), bulwark_protocol::MAX_REQUEST_LEN);
+    let mut over = longest;
+    over.push(0);
+    assert!(Request::parse(code, &over).is_err());
 }
 
 fn sample_status() -> StatusReply {

@@ -111,9 +111,10 @@ refused("stage-max-size", 106)
 check(f"in_size {max_stage + header_len} " in section("stage-max-size"),
       f"the max-size stage ({max_stage} bytes) reached the driver's dispatch_ioctl whole")
 over = text("stage-over-size", "err")
-check(rc("stage-over-size") == 2 and "os error 87" in over,
-      f"over-size stage ({max_stage + 1} bytes): the driver fails the IOCTL "
-      "(STATUS_INVALID_PARAMETER, ERROR_INVALID_PARAMETER 87; exit 2)",
+check(rc("stage-over-size") == 2 and "os error 87" in over and "control request failed" in over,
+      f"over-size stage ({max_stage + 1} bytes): the driver fails the IOCTL before copying it "
+      "(STATUS_INVALID_PARAMETER, ERROR_INVALID_PARAMETER 87; exit 2), and the tool says the "
+      "request failed, not that the device cannot be reached",
       f"rc {rc('stage-over-size')}: {over.strip()[:300]}")
 check(f"in_size {max_stage + 1 + header_len} " in section("stage-over-size"),
       "the over-size request reached the driver's dispatch_ioctl (refused there, not by Wine)")

@@ -155,6 +155,11 @@ unsafe fn ioctl(irp: *mut IRP) -> NTSTATUS {
         // SAFETY: as above.
         return unsafe { complete(irp, STATUS_INVALID_PARAMETER, 0) };
     }
+    if in_len > bulwark_protocol::MAX_REQUEST_LEN {
+        // Longer than any request: refused before a byte of it is copied.
+        // SAFETY: as above.
+        return unsafe { complete(irp, STATUS_INVALID_PARAMETER, 0) };
+    }
     // The request is copied out first, because the reply is written into the same buffer.
     let input = if in_len == 0 {
         alloc::vec::Vec::new()
