@@ -447,7 +447,7 @@ fn canonical_ids(arena: Arena<'_>, hashes: &[u64]) -> Vec<u32> {
             (h, get(i).len(), i)
         })
         .collect();
-    order.sort_unstable();
+    crate::heapsort::sort(&mut order);
     let mut canon = alloc::vec![0u32; hashes.len()];
     let mut rest = order.as_mut_slice();
     while let Some(&(h, len, first)) = rest.first() {
@@ -462,7 +462,9 @@ fn canonical_ids(arena: Arena<'_>, hashes: &[u64]) -> Vec<u32> {
             .iter()
             .all(|&(_, _, i)| get(i).eq_ignore_ascii_case(lead));
         if !all_equal {
-            run.sort_unstable_by(|a, b| folded_cmp(get(a.2), get(b.2)).then(a.2.cmp(&b.2)));
+            crate::heapsort::sort_by(run, |a, b| {
+                folded_cmp(get(a.2), get(b.2)).then(a.2.cmp(&b.2))
+            });
         }
         let mut leader: Option<u32> = None;
         let mut prev: Option<u32> = None;
@@ -739,7 +741,7 @@ impl GramStore {
                 item.0 = sort_key(key, facts.canon_of(item.1), end);
             }
         }
-        items.sort_unstable();
+        crate::heapsort::sort(items);
 
         let first_entry = self.entries.len();
         let mut window_lengths = 0u8;

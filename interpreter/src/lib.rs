@@ -27,6 +27,7 @@ pub mod error;
 pub mod event;
 pub mod format;
 mod gramindex;
+mod heapsort;
 pub mod insn;
 pub mod limits;
 pub mod matching;

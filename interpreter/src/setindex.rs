@@ -257,7 +257,7 @@ impl AffixStore {
                 (x, u32::try_from(i).unwrap_or(u32::MAX))
             }));
         let hashes = self.hashes.get_mut(h..).unwrap_or(&mut []);
-        hashes.sort_unstable();
+        crate::heapsort::sort(hashes);
         let mut widest_group = 0u64;
         let mut run = 0u64;
         let mut prev: Option<u64> = None;
@@ -274,7 +274,7 @@ impl AffixStore {
         self.lengths
             .extend(items.iter().map(|&s| arena.get(s).map_or(0, <[u8]>::len)));
         let lengths = self.lengths.get_mut(l..).unwrap_or(&mut []);
-        lengths.sort_unstable();
+        crate::heapsort::sort(lengths);
         // Dedup in place: each length kept once, at the front of the set's range.
         let mut kept = 0usize;
         for i in 0..lengths.len() {

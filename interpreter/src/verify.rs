@@ -332,7 +332,7 @@ impl Verifier<'_> {
             // An item twice adds nothing a test can see, only work: refused.
             sorted.clear();
             sorted.extend_from_slice(set);
-            sorted.sort_unstable();
+            crate::heapsort::sort(&mut sorted);
             if let Some(w) = sorted.windows(2).find(|w| w.first() == w.get(1)) {
                 return Err(VerifyError::at(
                     at,
@@ -407,7 +407,7 @@ impl Verifier<'_> {
             }
             // One anchor per literal (ASCII case folded) and field: a repeated anchor adds only
             // prefilter work.
-            implied.anchors.sort_unstable();
+            crate::heapsort::sort(&mut implied.anchors);
             implied.anchors.dedup_by_key(|a| (a.0, a.1));
             for &(field, _, s) in &implied.anchors {
                 anchors
