@@ -35,9 +35,10 @@ unsafe extern "C" {
     pub fn KeQuerySystemTimePrecise(CurrentTime: *mut LARGE_INTEGER);
 }
 
-/// The kernel stack the control plane's work runs on (see [`on_large_stack`]): 48 KiB, under the
-/// x64 limit of `MAXIMUM_EXPANSION_SIZE` (`KERNEL_LARGE_STACK_SIZE` 60 KiB less half a page).
-pub const LARGE_STACK_BYTES: usize = 48 * 1024;
+/// The kernel stack the control plane's work runs on (see [`on_large_stack`]): 64 KiB, under the
+/// x64 limit of `MAXIMUM_EXPANSION_SIZE` (`KERNEL_LARGE_STACK_SIZE`, 0x12000 = 72 KiB on AMD64,
+/// less half a page). `bulwark-stack-budget` holds what runs on it to 56 KiB.
+pub const LARGE_STACK_BYTES: usize = 64 * 1024;
 
 /// Runs `f` on a fresh kernel stack of [`LARGE_STACK_BYTES`] (`KeExpandKernelStackAndCallout`)
 /// and returns its result, or the status when the kernel cannot provide the stack (then `f` has

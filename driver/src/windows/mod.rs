@@ -406,6 +406,43 @@ pub unsafe extern "system" fn driver_entry(
     on_large_stack(|| unsafe { start(driver, registry_path) }).unwrap_or_else(|status| status)
 }
 
+/// The driver's state, built and leaked (freed in unload). Not inlined: the state is assembled on
+/// this function's frame (the sensor alone is several kilobytes), which then is gone before
+/// `start` goes on to start the control plane.
+#[inline(never)]
+fn new_state(
+    config: Config,
+    keys: TrustedKeys,
+    content_directory: String,
+    parameters: Handle,
+) -> Option<&'static DriverState> {
+    let Ok(sensor) = Sensor::new(Capacities::default(), now(), DRIVER_VERSION) else {
+        wdk::println!("bulwark: not enough memory for the sensor's tables");
+        return None;
+    };
+    let state = ffi::try_box(DriverState {
+        sensor,
+        control: PlaneLock::new(
+            Lifecycle::Starting(Starting {
+                threshold: config.threshold,
+                stable_secs: config.stable_secs,
+            }),
+            now,
+        ),
+        keys,
+        config,
+        content_directory,
+        parameters: spin::Mutex::new(Some(parameters)),
+        registry_cookie: AtomicI64::new(0),
+        device: AtomicPtr::new(ptr::null_mut()),
+        // SAFETY: KEVENT is plain data; it is initialised by KeInitializeEvent below before use.
+        stop: UnsafeCell::new(unsafe { core::mem::zeroed() }),
+        worker: AtomicPtr::new(ptr::null_mut()),
+        stopping: AtomicBool::new(false),
+    });
+    Some(Box::leak(state?))
+}
+
 /// DriverEntry's work, on the large stack.
 ///
 /// # Safety
@@ -452,34 +489,9 @@ unsafe fn start(driver: *mut DRIVER_OBJECT, registry_path: PCUNICODE_STRING) -> 
         }
     };
 
-    let Ok(sensor) = Sensor::new(Capacities::default(), now(), DRIVER_VERSION) else {
-        wdk::println!("bulwark: not enough memory for the sensor's tables");
+    let Some(state) = new_state(config, keys, content_directory, parameters) else {
         return STATUS_INSUFFICIENT_RESOURCES;
     };
-    let state = ffi::try_box(DriverState {
-        sensor,
-        control: PlaneLock::new(
-            Lifecycle::Starting(Starting {
-                threshold: config.threshold,
-                stable_secs: config.stable_secs,
-            }),
-            now,
-        ),
-        keys,
-        config,
-        content_directory,
-        parameters: spin::Mutex::new(Some(parameters)),
-        registry_cookie: AtomicI64::new(0),
-        device: AtomicPtr::new(ptr::null_mut()),
-        // SAFETY: KEVENT is plain data; it is initialised by KeInitializeEvent below before use.
-        stop: UnsafeCell::new(unsafe { core::mem::zeroed() }),
-        worker: AtomicPtr::new(ptr::null_mut()),
-        stopping: AtomicBool::new(false),
-    });
-    let Some(state) = state else {
-        return STATUS_INSUFFICIENT_RESOURCES;
-    };
-    let state: &'static DriverState = Box::leak(state);
     // SAFETY: the event is in the leaked (non-paged) state; initialised once, here.
     unsafe { KeInitializeEvent(state.stop.get(), NotificationEvent, 0) };
     STATE.store(ptr::from_ref(state).cast_mut(), Ordering::Release);
