@@ -12,12 +12,17 @@
 
 pub mod census;
 pub mod channel;
+pub mod controller;
+pub mod decision;
 pub mod endpoint;
+pub mod health;
 pub mod hex;
+pub mod observations;
 pub mod plan;
 pub mod policy;
 pub mod position;
 pub mod release;
+pub mod state;
 pub mod stats;
 pub mod thresholds;
 pub mod time;
