@@ -250,6 +250,9 @@ pub struct Policy {
     /// address-taking rule allows): the formatting machinery, which calls only through
     /// `&mut dyn fmt::Write` and the formatting functions of its arguments.
     pub indirect_filter: HashMap<usize, BTreeSet<usize>>,
+    /// Functions counted as taking the address of these (so the pointer calls below them may
+    /// reach them): the large-stack callout, for the closures `on_large_stack` hands the kernel.
+    pub taken_by: HashMap<usize, BTreeSet<usize>>,
 }
 
 /// The deepest path from one entry point.
@@ -376,6 +379,14 @@ pub fn deepest(
             // Function pointers (any slot) and vtable methods (their slot).
             let mut taken: BTreeSet<(usize, Option<u32>)> =
                 b.address_taken.iter().map(|&g| (g, None)).collect();
+            taken.extend(
+                policy
+                    .taken_by
+                    .get(&f)
+                    .into_iter()
+                    .flatten()
+                    .map(|&g| (g, None)),
+            );
             for &d in &b.data_refs {
                 taken.extend(
                     table_functions(code, &starts, d)

@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use object::pe;
 use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, ImageThunkData, PeFile64};
 use pdb::FallibleIterator;
-use stack_budget::{decode, deepest, unwind_bytes, Code, Function, Policy};
+use stack_budget::{decode, deepest, table_functions, unwind_bytes, Code, Function, Policy};
 
 const SMALL_BUDGET: u64 = 8 * 1024;
 const LARGE_BUDGET: u64 = 56 * 1024;
@@ -231,14 +231,15 @@ fn read_pdb(path: &str) -> Result<BTreeMap<u32, (String, u32)>, String> {
     Ok(out)
 }
 
-/// The function whose name's last path component is `name` (generic arguments ignored).
+/// The function of the Windows layer (`bulwark_driver::windows`, where every routine the kernel
+/// calls is) whose name's last path component is `name` (generic arguments ignored).
 fn find(functions: &[Function], name: &str) -> Vec<usize> {
     functions
         .iter()
         .enumerate()
         .filter(|(_, f)| {
             let base = f.name.split('<').next().unwrap_or(&f.name);
-            base.rsplit("::").next() == Some(name)
+            base.starts_with("bulwark_driver::windows::") && base.rsplit("::").next() == Some(name)
         })
         .map(|(i, _)| i)
         .collect()
@@ -301,19 +302,40 @@ fn run() -> Result<bool, String> {
 
     // Only the kernel calls the entry points; the closures `on_large_stack` hands the kernel are
     // called only by the callout, on the large stack.
-    let closures: BTreeSet<usize> = functions
+    // What the callout calls: the closures `on_large_stack` hands the kernel, found as the methods
+    // of the vtables (and the functions whose address) `on_large_stack` takes.
+    let starts: HashMap<u32, usize> = functions
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.rva, i))
+        .collect();
+    let mut closures: BTreeSet<usize> = functions
         .iter()
         .enumerate()
         .filter(|(_, f)| f.name.contains("on_large_stack::closure"))
         .map(|(i, _)| i)
         .collect();
+    for (i, f) in functions.iter().enumerate() {
+        let base = f.name.split('<').next().unwrap_or(&f.name);
+        if base == "bulwark_driver::windows::ffi::on_large_stack" {
+            if let Some(b) = bodies.get(i) {
+                closures.extend(b.address_taken.iter().copied());
+                for &d in &b.data_refs {
+                    closures.extend(table_functions(&code, &starts, d).into_iter().map(|t| t.0));
+                }
+            }
+        }
+    }
+    closures.remove(&large);
+    if closures.is_empty() {
+        return Err("found nothing on_large_stack hands the large-stack callout".into());
+    }
     let mut policy = Policy {
         kernel_call_allowance: a.allowance,
         ..Policy::default()
     };
     policy.not_indirect_targets = entries.iter().map(|e| e.1).collect();
-    policy.not_indirect_targets.extend(closures.iter().copied());
-    policy.indirect_targets_of.insert(large, closures.clone());
+
     // core's unstable sort (ipnsort) recurses into one side and loops on the other, at most
     // `2 * ilog2(len)` levels before it switches to heapsort: 64 levels for any length.
     // Its pivot choice recurses on an eighth of the slice each level (`median3_rec`, above 64
@@ -353,6 +375,12 @@ fn run() -> Result<bool, String> {
         }
     }
 
+    // On the large stack the closures are what the callout (and any shim below it) calls; on a
+    // lent stack nothing calls them.
+    let mut large_policy = policy.clone();
+    large_policy.taken_by.insert(large, closures.clone());
+    policy.not_indirect_targets.extend(closures.iter().copied());
+
     println!(
         "stack budget: {} ({} functions, {} with unwind information, {} imports)",
         a.image,
@@ -383,7 +411,8 @@ fn run() -> Result<bool, String> {
     let mut ok = true;
     for (name, i, is_large) in &entries {
         let budget = if *is_large { a.large } else { a.small };
-        let d = deepest(&functions, &bodies, &code, *i, &policy).map_err(|r| {
+        let this_policy = if *is_large { &large_policy } else { &policy };
+        let d = deepest(&functions, &bodies, &code, *i, this_policy).map_err(|r| {
             let names: Vec<&str> = r
                 .cycle
                 .iter()
