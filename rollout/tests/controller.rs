@@ -418,9 +418,68 @@ fn a_good_release_against_a_noisy_baseline_does_not_halt() {
     }
     // Designed: at most alpha_halt = 1e-4 per evaluation (0.1 expected in 1000), and at most
     // alpha_hold = 1e-2 holds (10 expected).
-    assert!(fails <= 5, "{fails} false halts in {runs}");
+    assert!(fails <= 3, "{fails} false halts in {runs}");
     assert!(holds <= 40, "{holds} holds in {runs}");
     eprintln!("{fails} false halts and {holds} holds in {runs} evaluations");
+}
+
+#[test]
+fn the_tests_p_values_are_valid_under_the_null() {
+    // Halts are too rare to measure the halt level itself in a test's time; what can be measured
+    // is that each safety test's p-value is valid (P(p < a) <= a) at levels where 2,000 draws
+    // have power, with counts large enough (tens in the wave, hundreds in the baseline) that the
+    // discrete tests are not trivially conservative. A test biased towards small p-values here
+    // would be biased at 1e-6 too.
+    let plan = Plan::default_plan();
+    let config = HealthConfig::default();
+    let mut rng = Rng(7_777);
+    let draws = 2000u32;
+    let levels = [0.01, 0.05, 0.1, 0.5];
+    let mut below: std::collections::BTreeMap<String, [u32; 4]> = Default::default();
+    for _ in 0..draws {
+        let mut draw = |c: &mut CohortObservations| {
+            let eh = c.exposure_hours();
+            c.crashes = rng.poisson(3e-3 * eh);
+            c.reverts = rng.poisson(1e-3 * eh);
+            c.quarantines = rng.poisson(5e-4 * eh);
+            c.silent = rng.binomial(c.endpoints, 0.05);
+        };
+        let mut baseline = cohort(10_000, 6);
+        draw(&mut baseline);
+        let mut wave = cohort(1_000, 6);
+        draw(&mut wave);
+        let obs = HealthObservations {
+            release_version: 7,
+            baseline,
+            waves: vec![wave],
+        };
+        for v in analyze(&obs, &plan, 1, &config).verdicts {
+            let Some(p) = v.p_value else { continue };
+            let b = below.entry(v.test.clone()).or_default();
+            for (i, a) in levels.iter().enumerate() {
+                b[i] += u32::from(p < *a);
+            }
+        }
+    }
+    assert_eq!(below.len(), 4, "{below:?}");
+    for (test, b) in &below {
+        let n = f64::from(draws);
+        for (i, a) in levels.iter().enumerate() {
+            // The observed rate may exceed a by sampling noise only: 4 standard errors.
+            let bound = a + 4.0 * (a * (1.0 - a) / n).sqrt();
+            let rate = f64::from(b[i]) / n;
+            assert!(
+                rate <= bound,
+                "{test}: P(p < {a}) = {rate} over {n} (bound {bound})"
+            );
+        }
+        // Not vacuous: the tests do produce small p-values at about their rate.
+        assert!(
+            b[2] as f64 / n > 0.03,
+            "{test}: only {} p-values below 0.1",
+            b[2]
+        );
+    }
 }
 
 #[test]
