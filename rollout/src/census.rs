@@ -36,7 +36,7 @@ impl Census {
     }
 
     /// The census of `channel` over `endpoints` (positions computed with
-    /// [`position`](crate::position::position); one sort per stratum).
+    /// [`position`]; one sort per stratum).
     pub fn from_endpoints<'a>(
         channel: &str,
         endpoints: impl IntoIterator<Item = &'a EndpointFacts>,
