@@ -181,10 +181,12 @@ impl Machine {
                 processes: 4,
                 detections: CAPACITY,
                 guard_events: CAPACITY,
+                ..Capacities::default()
             },
             now,
             1,
-        );
+        )
+        .expect("a small sensor's tables");
         let (mut control, start) = Control::start(store, config(), s.keys.clone(), now);
         match start.content {
             Some(c) => sensor.install(c, &mut || {}),

@@ -991,8 +991,6 @@ struct View<'a> {
     arena: &'a [u8],
 }
 
-type OnHit<'f> = dyn FnMut(u32, usize, &mut u64) -> bool + 'f;
-
 impl View<'_> {
     /// Scans `text` the way `ix` is built for; returns where the scan stopped (the position of
     /// the window that ended it), if `on_hit` stopped it.
@@ -1001,7 +999,7 @@ impl View<'_> {
         ix: &GramIndex,
         text: &[u8],
         meter: &mut Meter,
-        on_hit: &mut OnHit<'_>,
+        on_hit: &mut impl FnMut(u32, usize, &mut u64) -> bool,
     ) -> Option<usize> {
         if ix.strided {
             return self.scan_strided(text, meter, on_hit);
@@ -1075,7 +1073,7 @@ impl View<'_> {
         probes: [(u64, u64); N],
         text: &[u8],
         meter: &mut Meter,
-        on_hit: &mut OnHit<'_>,
+        on_hit: &mut impl FnMut(u32, usize, &mut u64) -> bool,
     ) -> Option<usize> {
         let mut g: u64 = 0;
         for (i, &b) in text.iter().enumerate() {
@@ -1098,7 +1096,7 @@ impl View<'_> {
         table: &[u64],
         text: &[u8],
         meter: &mut Meter,
-        on_hit: &mut OnHit<'_>,
+        on_hit: &mut impl FnMut(u32, usize, &mut u64) -> bool,
     ) -> Option<usize> {
         let mut g: u64 = 0;
         for (i, &b) in text.iter().enumerate() {
@@ -1127,7 +1125,7 @@ impl View<'_> {
         text: &[u8],
         i: usize,
         meter: &mut Meter,
-        on_hit: &mut OnHit<'_>,
+        on_hit: &mut impl FnMut(u32, usize, &mut u64) -> bool,
     ) -> bool {
         for (mask, n) in [(0xFF, 1u64), (0xFFFF, 2)] {
             let key = (g & mask) | (n << 32);
@@ -1145,7 +1143,7 @@ impl View<'_> {
         &self,
         text: &[u8],
         meter: &mut Meter,
-        on_hit: &mut OnHit<'_>,
+        on_hit: &mut impl FnMut(u32, usize, &mut u64) -> bool,
     ) -> Option<usize> {
         for (c, chunk) in text.chunks_exact(STRIDE).enumerate() {
             let key = chunk
@@ -1172,7 +1170,7 @@ impl View<'_> {
         text: &[u8],
         i: usize,
         meter: &mut Meter,
-        on_hit: &mut OnHit<'_>,
+        on_hit: &mut impl FnMut(u32, usize, &mut u64) -> bool,
     ) -> bool {
         let end = i.saturating_add(1);
         // A window longer than the text read so far holds zero bytes that are not there.
@@ -1194,7 +1192,7 @@ impl View<'_> {
         text: &[u8],
         window_end: usize,
         meter: &mut Meter,
-        on_hit: &mut OnHit<'_>,
+        on_hit: &mut impl FnMut(u32, usize, &mut u64) -> bool,
     ) -> bool {
         let store = self.store;
         for lit in store.lits.get(range(e.first, e.end)).unwrap_or(&[]) {

@@ -5,18 +5,26 @@
 //! (`UNEXPECTED_KERNEL_MODE_TRAP` with a double fault), and Wine, whose threads have 1 MiB stacks,
 //! never shows it. This crate computes, from the .sys and its PDB:
 //!
-//! - each function's **frame**, from its x64 unwind information (`.pdata`/`.xdata`: every push,
-//!   every stack allocation, chained unwind information followed), plus the return address; a
-//!   function without unwind information is a leaf that moves no stack pointer: 8 bytes;
-//! - its **calls**, by decoding every instruction (iced-x86): direct calls, tail jumps to other
-//!   functions, calls into the import address table (kernel calls: a fixed allowance each, for
-//!   the kernel's own frames below ours), and indirect calls;
-//! - the **deepest path** from each entry point, with indirect calls resolved conservatively
-//!   (see [`deepest`]): a call through a pointer may reach any function whose address the code
-//!   reachable from that entry takes (an `lea` of the function, or a vtable it references), except
-//!   the entry points themselves, which only the kernel calls.
+//! - each function's **frame**, plus the return address: from its x64 unwind information
+//!   (`.pdata`/`.xdata`: every push, every stack allocation, chained unwind information
+//!   followed; see [`unwind_bytes`]), cross-checked against its decoded prologue (pushes,
+//!   `sub rsp`, the stack probe `mov eax, N; call __chkstk; sub rsp, rax`; see [`prologue`]) and
+//!   the PDB's `S_FRAMEPROC`; the largest of them counts. A function without unwind information
+//!   is a leaf that moves no stack pointer: 8 bytes;
+//! - its **calls**, by decoding every instruction (iced-x86, see [`decode`]): direct calls, tail
+//!   jumps to other functions (after an epilogue the callee's frame replaces the caller's; any
+//!   other jump to a function is counted as a call), calls into the import address table
+//!   (kernel calls: a fixed allowance each, for the kernel's own frames below ours; the stack
+//!   probe is not one), and indirect calls with the vtable slot they read where it shows;
+//! - the **deepest path** from each entry point (see [`deepest`]), with indirect calls resolved
+//!   conservatively: by default a call through a pointer may reach any function whose address
+//!   the image takes (an `lea` of its start, or a relocated pointer to it in data: vtables,
+//!   tables of function pointers) in a slot the call may read, except the entry points, which
+//!   only the kernel calls (see [`Targets`]).
 //!
-//! Recursion makes a path unbounded: a cycle of direct calls fails the check.
+//! Recursion makes a path unbounded: a cycle of direct calls fails the check. A cycle that
+//! passes through a pointer call (an artifact of the conservative reading) or through the panic
+//! path (which ends in a bugcheck) is cut and reported.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -52,20 +60,31 @@ pub struct Code {
 /// What decoding one function found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Body {
-    /// Functions called directly (indices).
+    /// Functions called directly (indices); a jump to another function's start that does not
+    /// follow an epilogue is counted here too, as a call (see [`Body::unverified_tail_jumps`]).
     pub calls: BTreeSet<usize>,
-    /// Functions jumped to as a tail call (their frame replaces this one's).
+    /// Functions jumped to as a tail call, right after an epilogue (or from a function without a
+    /// frame): the x64 ABI has the frame popped by then, so the callee's frame replaces this one's.
     pub tail_calls: BTreeSet<usize>,
+    /// Jumps to another function's start that follow no epilogue: counted as calls, frame kept.
+    pub unverified_tail_jumps: u32,
     /// Kernel functions called through the import address table.
     pub imports: BTreeSet<String>,
+    /// Calls to the stack probe (`__chkstk`): part of the prologue, not a kernel call; it runs on
+    /// the frame it is about to allocate.
+    pub stack_probes: u32,
+    /// The size argument (`r8`) of each `KeExpandKernelStackAndCallout` call, when a `mov` of a
+    /// constant to `r8` precedes the call in its block; `None` when it could not be read.
+    pub stack_expansions: Vec<Option<u64>>,
     /// Calls through a register or a pointer that is not an import.
     pub indirect_calls: u32,
     /// Tail jumps through a pointer in memory (`jmp [rax+0x20]`: a virtual call made last).
     pub indirect_tail_calls: u32,
     /// Jumps through a register (`jmp rax`): jump tables within the function.
     pub register_jumps: u32,
-    /// The vtable slots the indirect calls and tail calls read (`call [rax+0x18]`: slot 3), or
-    /// `None` for a call through a register or any other operand, which may reach any slot.
+    /// The vtable slots the indirect calls and tail calls read (`call [rax+0x18]`, or `mov rax,
+    /// [rcx+0x18]; call rax` in one block: slot 3), or `None` for a call whose pointer's origin
+    /// is not known, which may reach any slot.
     pub indirect_slots: BTreeSet<Option<u32>>,
     /// Functions whose address this one takes (an `lea` or `mov` of the function's start).
     pub address_taken: BTreeSet<usize>,
@@ -75,8 +94,38 @@ pub struct Body {
     pub unknown_calls: BTreeSet<u32>,
 }
 
+/// Imported functions that are part of a prologue rather than calls into the kernel: the stack
+/// probe, called before the frame is allocated, touching each page of it (its own few bytes lie
+/// inside the frame being allocated).
+pub const STACK_PROBES: [&str; 3] = ["__chkstk", "_chkstk", "__chkstk_ms"];
+
+/// The kernel routine that runs a callout on a fresh stack.
+pub const EXPAND_STACK: &str = "KeExpandKernelStackAndCallout";
+
+/// The registers a call preserves (the x64 calling convention's non-volatile registers).
+const NON_VOLATILE: [iced_x86::Register; 8] = [
+    iced_x86::Register::RBX,
+    iced_x86::Register::RBP,
+    iced_x86::Register::RSI,
+    iced_x86::Register::RDI,
+    iced_x86::Register::R12,
+    iced_x86::Register::R13,
+    iced_x86::Register::R14,
+    iced_x86::Register::R15,
+];
+
+/// What a register holds, as far as the decoder follows it within one basic block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// Loaded from `[base+disp]`: a vtable slot if it is a multiple of 8 below 64 slots.
+    Slot(Option<u32>),
+    /// A constant.
+    Constant(u64),
+}
+
 /// Decodes every function's instructions.
 pub fn decode(functions: &[Function], code: &Code) -> Vec<Body> {
+    use iced_x86::{InstructionInfoFactory, Mnemonic, OpAccess, Register};
     let starts: HashMap<u32, usize> = functions
         .iter()
         .enumerate()
@@ -85,6 +134,7 @@ pub fn decode(functions: &[Function], code: &Code) -> Vec<Body> {
     let text_end = code
         .text_rva
         .saturating_add(u32::try_from(code.text.len()).unwrap_or(u32::MAX));
+    let mut factory = InstructionInfoFactory::new();
     functions
         .iter()
         .map(|f| {
@@ -95,13 +145,60 @@ pub fn decode(functions: &[Function], code: &Code) -> Vec<Body> {
                 return body;
             };
             let end = f.rva.saturating_add(f.len);
+            // Branch targets inside the function start blocks: what a register holds is
+            // forgotten there. A function with a jump table (`jmp reg`) may enter a block
+            // anywhere, so nothing is followed in it.
+            let mut labels = BTreeSet::new();
+            let mut jump_table = false;
+            // Whether `rbp` is a frame pointer (`mov rbp, rsp` or `lea rbp, [rsp+N]`).
+            let mut frame_pointer = false;
             let mut decoder = Decoder::with_ip(64, bytes, u64::from(f.rva), DecoderOptions::NONE);
             let mut ins = Instruction::default();
             while decoder.can_decode() {
                 decoder.decode_out(&mut ins);
+                match ins.flow_control() {
+                    FlowControl::ConditionalBranch | FlowControl::UnconditionalBranch
+                        if ins.op0_kind() == OpKind::NearBranch64 =>
+                    {
+                        labels.insert(ins.near_branch64() as u32);
+                    }
+                    FlowControl::IndirectBranch if ins.op0_kind() == OpKind::Register => {
+                        jump_table = true;
+                    }
+                    _ => {}
+                }
+                if ins.op0_kind() == OpKind::Register
+                    && ins.op0_register() == Register::RBP
+                    && ((ins.mnemonic() == Mnemonic::Mov
+                        && ins.op1_kind() == OpKind::Register
+                        && ins.op1_register() == Register::RSP)
+                        || (ins.mnemonic() == Mnemonic::Lea && ins.memory_base() == Register::RSP))
+                {
+                    frame_pointer = true;
+                }
+            }
+            let mut held: HashMap<Register, Held> = HashMap::new();
+            // Whether the previous instruction ends an epilogue (`pop`, `add rsp`, `lea rsp`).
+            let mut after_epilogue = false;
+            let mut decoder = Decoder::with_ip(64, bytes, u64::from(f.rva), DecoderOptions::NONE);
+            while decoder.can_decode() {
+                decoder.decode_out(&mut ins);
                 if ins.is_invalid() {
+                    held.clear();
+                    after_epilogue = false;
                     continue;
                 }
+                if jump_table || labels.contains(&(ins.ip() as u32)) {
+                    held.clear();
+                }
+                let epilogue = match ins.mnemonic() {
+                    Mnemonic::Pop => true,
+                    Mnemonic::Add | Mnemonic::Lea => {
+                        ins.op0_kind() == OpKind::Register && ins.op0_register() == Register::RSP
+                    }
+                    _ => false,
+                };
+                let was_after_epilogue = std::mem::replace(&mut after_epilogue, epilogue);
                 let memory = ins
                     .is_ip_rel_memory_operand()
                     .then(|| ins.ip_rel_memory_address() as u32);
@@ -113,15 +210,13 @@ pub fn decode(functions: &[Function], code: &Code) -> Vec<Body> {
                                 (Some(&i), _) => {
                                     body.calls.insert(i);
                                 }
-                                (None, Some(name)) => {
-                                    body.imports.insert(name);
-                                }
+                                (None, Some(name)) => body.import_call(name, &held),
                                 (None, None) => {
                                     body.unknown_calls.insert(target);
                                 }
                             }
                         } else if let Some(name) = memory.and_then(|m| code.imports.get(&m)) {
-                            body.imports.insert(name.clone());
+                            body.import_call(name.clone(), &held);
                         } else if let Some(&i) = memory
                             .and_then(|m| code.pointers.get(&m))
                             .and_then(|t| starts.get(t))
@@ -130,8 +225,11 @@ pub fn decode(functions: &[Function], code: &Code) -> Vec<Body> {
                             body.calls.insert(i);
                         } else {
                             body.indirect_calls = body.indirect_calls.saturating_add(1);
-                            body.indirect_slots.insert(vtable_slot(&ins));
+                            body.indirect_slots
+                                .insert(pointer_slot(&ins, &held, frame_pointer));
                         }
+                        // A call keeps the non-volatile registers (x64 calling convention).
+                        held.retain(|r, _| NON_VOLATILE.contains(r));
                         continue;
                     }
                     FlowControl::UnconditionalBranch => {
@@ -139,26 +237,41 @@ pub fn decode(functions: &[Function], code: &Code) -> Vec<Body> {
                             let target = ins.near_branch64() as u32;
                             if target < f.rva || target >= end {
                                 if let Some(&i) = starts.get(&target) {
-                                    body.tail_calls.insert(i);
+                                    if was_after_epilogue || f.frame <= 8 {
+                                        body.tail_calls.insert(i);
+                                    } else {
+                                        body.calls.insert(i);
+                                        body.unverified_tail_jumps =
+                                            body.unverified_tail_jumps.saturating_add(1);
+                                    }
                                 } else if let Some(name) = import_thunk(code, target) {
-                                    body.imports.insert(name);
+                                    body.import_call(name, &held);
                                 }
                             }
                         }
+                        held.clear();
                         continue;
                     }
                     FlowControl::IndirectBranch => {
                         if let Some(name) = memory.and_then(|m| code.imports.get(&m)) {
-                            body.imports.insert(name.clone());
+                            body.import_call(name.clone(), &held);
                         } else if ins.op0_kind() == OpKind::Memory {
                             body.indirect_tail_calls = body.indirect_tail_calls.saturating_add(1);
-                            body.indirect_slots.insert(vtable_slot(&ins));
+                            body.indirect_slots
+                                .insert(pointer_slot(&ins, &held, frame_pointer));
                         } else {
                             body.register_jumps = body.register_jumps.saturating_add(1);
                         }
+                        held.clear();
                         continue;
                     }
-                    _ => {}
+                    // The fall-through block is entered from here only (the branch's target
+                    // is a label, where what is held is forgotten).
+                    FlowControl::Next | FlowControl::ConditionalBranch => {}
+                    _ => {
+                        held.clear();
+                        continue;
+                    }
                 }
                 if let Some(m) = memory {
                     if let Some(&i) = starts.get(&m) {
@@ -168,10 +281,203 @@ pub fn decode(functions: &[Function], code: &Code) -> Vec<Body> {
                         body.data_refs.insert(m);
                     }
                 }
+                // What the registers hold after this instruction.
+                let loaded = if ins.op_count() == 2 && ins.op0_kind() == OpKind::Register {
+                    let to = ins.op0_register().full_register();
+                    match (ins.mnemonic(), ins.op1_kind()) {
+                        (Mnemonic::Mov, OpKind::Memory)
+                            if ins.memory_base() != Register::RIP
+                                && ins.memory_base() != Register::None
+                                && !in_frame(ins.memory_base(), frame_pointer)
+                                && ins.memory_index() == Register::None =>
+                        {
+                            Some((
+                                to,
+                                Held::Slot(displacement_slot(ins.memory_displacement64())),
+                            ))
+                        }
+                        (
+                            Mnemonic::Mov,
+                            OpKind::Immediate8
+                            | OpKind::Immediate16
+                            | OpKind::Immediate32
+                            | OpKind::Immediate64
+                            | OpKind::Immediate32to64
+                            | OpKind::Immediate8to64,
+                        ) => Some((to, Held::Constant(ins.immediate(1)))),
+                        _ => None,
+                    }
+                } else {
+                    None
+                };
+                for used in factory.info(&ins).used_registers() {
+                    if !matches!(
+                        used.access(),
+                        OpAccess::Read | OpAccess::CondRead | OpAccess::None
+                    ) {
+                        held.remove(&used.register().full_register());
+                    }
+                }
+                if let Some((to, value)) = loaded {
+                    held.insert(to, value);
+                }
             }
             body
         })
         .collect()
+}
+
+impl Body {
+    fn import_call(&mut self, name: String, held: &HashMap<iced_x86::Register, Held>) {
+        if STACK_PROBES.contains(&name.as_str()) {
+            self.stack_probes = self.stack_probes.saturating_add(1);
+            return;
+        }
+        if name == EXPAND_STACK {
+            let size = match held.get(&iced_x86::Register::R8) {
+                Some(Held::Constant(c)) => Some(*c),
+                _ => None,
+            };
+            self.stack_expansions.push(size);
+        }
+        self.imports.insert(name);
+    }
+}
+
+/// `disp / 8` when `disp` is a multiple of 8 below 64 slots.
+fn displacement_slot(disp: u64) -> Option<u32> {
+    (disp % 8 == 0 && disp < 64 * 8).then_some((disp / 8) as u32)
+}
+
+/// The slot an indirect call reads: `call [reg+disp]` reads `disp / 8`; `call reg` reads what the
+/// register was loaded with in the same block (`mov reg, [base+disp]`), if that is known.
+///
+/// A pointer read from the stack frame (`call [rsp+0x40]`: a spilled argument or local) reads no
+/// vtable slot the decoder knows.
+fn pointer_slot(
+    ins: &Instruction,
+    held: &HashMap<iced_x86::Register, Held>,
+    frame_pointer: bool,
+) -> Option<u32> {
+    if ins.op0_kind() == OpKind::Register {
+        return match held.get(&ins.op0_register().full_register()) {
+            Some(Held::Slot(slot)) => *slot,
+            _ => None,
+        };
+    }
+    if in_frame(ins.memory_base(), frame_pointer) {
+        return None;
+    }
+    vtable_slot(ins)
+}
+
+/// Whether a memory operand based on `base` is in the stack frame: `rsp`, or `rbp` in a function
+/// that sets it from `rsp`.
+fn in_frame(base: iced_x86::Register, frame_pointer: bool) -> bool {
+    base == iced_x86::Register::RSP || (frame_pointer && base == iced_x86::Register::RBP)
+}
+
+/// What a function's first instructions allocate on the stack, read by decoding them: the
+/// cross-check of the unwind information.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Prologue {
+    /// Bytes pushed (8 per `push`).
+    pub pushes: u32,
+    /// Bytes allocated: `sub rsp, imm`, `lea rsp, [rsp-imm]`, or the stack-probe sequence
+    /// `mov eax, N; call __chkstk; sub rsp, rax` (N).
+    pub allocation: u32,
+    /// Whether the allocation went through the stack probe.
+    pub probed: bool,
+    /// The most an `and rsp, -A` realignment can add: `A - 8`.
+    pub realignment: u32,
+}
+
+impl Prologue {
+    /// The frame the prologue makes, with the return address.
+    pub fn frame(&self) -> u32 {
+        8u32.saturating_add(self.pushes)
+            .saturating_add(self.allocation)
+            .saturating_add(self.realignment)
+    }
+}
+
+/// Decodes the prologue of the function at `rva` (at most `len` bytes, 64 instructions): every
+/// push and stack allocation before its first branch, call (other than the stack probe), return
+/// or epilogue instruction.
+pub fn prologue(code: &Code, rva: u32, len: u32) -> Prologue {
+    use iced_x86::{Mnemonic, Register};
+    let mut out = Prologue::default();
+    let from = rva.saturating_sub(code.text_rva) as usize;
+    let to = from.saturating_add(len as usize).min(code.text.len());
+    let Some(bytes) = code.text.get(from..to) else {
+        return out;
+    };
+    let mut decoder = Decoder::with_ip(64, bytes, u64::from(rva), DecoderOptions::NONE);
+    let mut ins = Instruction::default();
+    // `mov eax, N` seen, and then the probe's call: `sub rsp, rax` allocates N.
+    let mut probe_size: Option<u32> = None;
+    for _ in 0..64 {
+        if !decoder.can_decode() {
+            break;
+        }
+        decoder.decode_out(&mut ins);
+        let to_rsp = ins.op0_kind() == OpKind::Register && ins.op0_register() == Register::RSP;
+        let small = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        match ins.mnemonic() {
+            Mnemonic::Push | Mnemonic::Pushfq => {
+                out.pushes = out.pushes.saturating_add(8);
+                continue;
+            }
+            Mnemonic::Mov
+                if ins.op0_kind() == OpKind::Register
+                    && ins.op0_register().full_register() == Register::RAX =>
+            {
+                probe_size = matches!(
+                    ins.op1_kind(),
+                    OpKind::Immediate32 | OpKind::Immediate64 | OpKind::Immediate32to64
+                )
+                .then(|| small(ins.immediate(1)));
+                continue;
+            }
+            Mnemonic::Call if probe_size.is_some() => continue,
+            Mnemonic::Sub if to_rsp => {
+                if ins.op1_kind() == OpKind::Register
+                    && ins.op1_register() == Register::RAX
+                    && probe_size.is_some()
+                {
+                    out.allocation = out.allocation.saturating_add(probe_size.unwrap_or(0));
+                    out.probed = true;
+                } else if ins.op1_kind() != OpKind::Register {
+                    out.allocation = out.allocation.saturating_add(small(ins.immediate(1)));
+                }
+                continue;
+            }
+            Mnemonic::Lea
+                if to_rsp
+                    && ins.memory_base() == Register::RSP
+                    && ins.memory_index() == Register::None
+                    && (ins.memory_displacement64() as i64) < 0 =>
+            {
+                let down = (ins.memory_displacement64() as i64).unsigned_abs();
+                out.allocation = out.allocation.saturating_add(small(down));
+                continue;
+            }
+            Mnemonic::And if to_rsp && ins.op1_kind() != OpKind::Register => {
+                let align = (ins.immediate(1) as i64).unsigned_abs();
+                out.realignment = out
+                    .realignment
+                    .saturating_add(small(align.saturating_sub(8)));
+                continue;
+            }
+            Mnemonic::Pop | Mnemonic::Ret => break,
+            Mnemonic::Add if to_rsp => break,
+            _ => {}
+        }
+        if ins.flow_control() != FlowControl::Next {
+            break;
+        }
+    }
+    out
 }
 
 /// The vtable slot a `call [reg+disp]` reads: `disp / 8`, when the operand is a base register
@@ -185,8 +491,7 @@ fn vtable_slot(ins: &Instruction) -> Option<u32> {
     {
         return None;
     }
-    let disp = ins.memory_displacement64();
-    (disp % 8 == 0 && disp < 64 * 8).then_some((disp / 8) as u32)
+    displacement_slot(ins.memory_displacement64())
 }
 
 /// The import a linker thunk at `rva` jumps to (`jmp [rip+__imp_X]`), if it is one.
@@ -227,9 +532,75 @@ pub fn table_functions(code: &Code, starts: &HashMap<u32, usize>, addr: u32) -> 
     out
 }
 
+/// Which functions an indirect call may reach.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Targets {
+    /// Any function whose address is taken anywhere in the image: by an instruction (`lea` of its
+    /// start), or by a relocated pointer in data (a vtable slot, a table of function pointers),
+    /// with the slot rule of [`Body::indirect_slots`]. Sound for pointers kept in global state.
+    #[default]
+    Image,
+    /// Only functions whose address the code reachable from the entry takes, above the call
+    /// site (see [`deepest`]). Narrower; misses a pointer stored in global state by one entry and
+    /// called from another.
+    Entry,
+}
+
+/// Every function whose address the image takes, with the vtable slot it sits in when that is
+/// known: relocated pointers outside the code section that point at a function's start (each in
+/// every slot that puts a referenced address 0 to 63 slots before it: a table's start), and
+/// `lea`/`mov` of a function's start (any slot).
+pub fn image_taken(
+    functions: &[Function],
+    bodies: &[Body],
+    code: &Code,
+) -> BTreeSet<(usize, Option<u32>)> {
+    let starts: HashMap<u32, usize> = functions
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.rva, i))
+        .collect();
+    let text_end = code
+        .text_rva
+        .saturating_add(u32::try_from(code.text.len()).unwrap_or(u32::MAX));
+    let in_text = |a: u32| a >= code.text_rva && a < text_end;
+    // Where a table may start: an address the code or the data refers to.
+    let mut bases: BTreeSet<u32> = bodies
+        .iter()
+        .flat_map(|b| b.data_refs.iter().copied())
+        .collect();
+    bases.extend(code.pointers.values().copied().filter(|&t| !in_text(t)));
+    let mut out: BTreeSet<(usize, Option<u32>)> = bodies
+        .iter()
+        .flat_map(|b| b.address_taken.iter().map(|&g| (g, None)))
+        .collect();
+    for (&at, target) in &code.pointers {
+        let Some(&g) = starts.get(target) else {
+            continue;
+        };
+        if in_text(at) {
+            out.insert((g, None));
+            continue;
+        }
+        let slots: Vec<u32> = (0u32..64)
+            .filter(|k| {
+                at.checked_sub(k.saturating_mul(8))
+                    .is_some_and(|base| bases.contains(&base))
+            })
+            .collect();
+        if slots.is_empty() {
+            out.insert((g, None));
+        }
+        out.extend(slots.into_iter().map(|k| (g, Some(k))));
+    }
+    out
+}
+
 /// How calls the decoder cannot follow are counted.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
+    /// Which functions an indirect call may reach.
+    pub targets: Targets,
     /// Bytes allowed for a kernel function called through the import table (its own frames).
     pub kernel_call_allowance: u32,
     /// Functions an indirect call never reaches (the entry points: only the kernel calls them;
@@ -253,6 +624,48 @@ pub struct Policy {
     /// Functions counted as taking the address of these (so the pointer calls below them may
     /// reach them): the large-stack callout, for the closures `on_large_stack` hands the kernel.
     pub taken_by: HashMap<usize, BTreeSet<usize>>,
+    /// Functions only these call sites may reach through a pointer: the closures
+    /// `on_large_stack` hands the kernel, which only the callout (or a shim it calls directly)
+    /// calls, never a pointer call inside another closure.
+    pub only_from: HashMap<usize, BTreeSet<usize>>,
+    /// Functions whose address, taken as a plain function pointer (not a vtable slot), only
+    /// these call sites call through: a formatting function's pointer in an `fmt::Argument`,
+    /// which only `core::fmt` reads.
+    pub pointer_callers: HashMap<usize, BTreeSet<usize>>,
+}
+
+/// The functions of `taken` the indirect calls of `site` (function `g`) may reach: those in a
+/// slot the site reads (any slot if one of its calls reads an unknown one and
+/// `unknown_slot_reads_any`); a plain function pointer fits any call (but see
+/// [`Policy::pointer_callers`]); within [`Policy::indirect_filter`] and [`Policy::only_from`].
+fn site_targets(
+    g: usize,
+    site: &Body,
+    policy: &Policy,
+    taken: &BTreeSet<(usize, Option<u32>)>,
+    unknown_slot_reads_any: bool,
+) -> BTreeSet<usize> {
+    let any_slot = unknown_slot_reads_any && site.indirect_slots.contains(&None);
+    let filter = policy.indirect_filter.get(&g);
+    taken
+        .iter()
+        .filter(|(t, slot)| {
+            let slot_fits = match slot {
+                None => policy
+                    .pointer_callers
+                    .get(t)
+                    .is_none_or(|sites| sites.contains(&g)),
+                Some(s) => any_slot || site.indirect_slots.contains(&Some(*s)),
+            };
+            slot_fits
+                && filter.is_none_or(|allowed| allowed.contains(t))
+                && policy
+                    .only_from
+                    .get(t)
+                    .is_none_or(|sites| sites.contains(&g))
+        })
+        .map(|&(t, _)| t)
+        .collect()
 }
 
 /// The deepest path from one entry point.
@@ -271,8 +684,15 @@ pub struct Deepest {
     pub indirect_sites: u32,
     /// How many functions an indirect call from this entry may reach.
     pub indirect_targets: usize,
-    /// Cycles through indirect edges, broken (a direct cycle is an error instead).
+    /// Groups of functions that call each other in a cycle through a pointer call or the panic
+    /// path (a cycle of direct calls is an error instead): the walk does not follow a call back
+    /// into a function it is in.
     pub broken_cycles: Vec<Vec<usize>>,
+    /// The cyclic groups on the deepest path: the index in `path` of the first function of the
+    /// group on it, and the group's functions.
+    pub cycles_on_path: Vec<(usize, Vec<usize>)>,
+    /// Each reachable function with indirect calls, and how many functions they may reach.
+    pub site_targets: BTreeMap<usize, usize>,
 }
 
 /// Why no bound exists.
@@ -283,7 +703,6 @@ pub struct Recursion {
 }
 
 struct Graph<'a> {
-    functions: &'a [Function],
     bodies: &'a [Body],
     /// What each function's indirect calls may reach.
     indirect: HashMap<usize, BTreeSet<usize>>,
@@ -316,20 +735,26 @@ impl Graph<'_> {
     }
 }
 
-/// A function's deepest stack: bytes, the next function on the path (and whether by a pointer
-/// call), and the kernel function the path ends in.
-type Best = (u64, Option<(usize, bool)>, Option<String>);
-
 /// The deepest stack from `entry`.
 ///
-/// Indirect calls: a function's address is taken where the code materialises it (an `lea` of its
-/// start, or a vtable slot, the vtable referenced by an `lea`). A trait object or function pointer
-/// made in function F is passed down to F's callees, or returned to F's caller and passed down from
-/// there; so an indirect call in G may reach what F takes if G is below F or below one of F's
-/// callers. This is computed to a fixed point (new edges make more code reachable), minus
-/// [`Policy::not_indirect_targets`]; a function listed in [`Policy::indirect_targets_of`] reaches
-/// exactly its list. (A pointer stored in a global and called from elsewhere would escape this
-/// reading; the driver's globals hold no trait objects or function pointers it calls.)
+/// Indirect calls ([`Policy::targets`]): with [`Targets::Image`] (the default) a pointer call may
+/// reach every function whose address the image takes ([`image_taken`]), in a slot it may read;
+/// a trait object kept in global state by one entry and called from another is covered. With
+/// [`Targets::Entry`] a function's address counts as taken where the code reachable from the
+/// entry materialises it (an `lea` of its start, or a vtable slot, the vtable referenced by an
+/// `lea`): a trait object or function pointer made in function F is passed down to F's callees,
+/// or returned to F's caller and passed down from there; so an indirect call in G may reach what
+/// F takes if G is below F or below one of F's callers (that misses pointers kept in globals).
+/// Both are computed to a fixed point (new edges make more code reachable), minus
+/// [`Policy::not_indirect_targets`], within [`Policy::indirect_filter`] and
+/// [`Policy::only_from`]; a function listed in [`Policy::indirect_targets_of`] reaches exactly
+/// its list.
+///
+/// Cycles: the strongly connected groups of the call graph are found first; a cycle of direct
+/// calls through no function of [`Policy::cut_cycles_through`] is [`Recursion`] (a call of a
+/// [`Policy::bounded_recursion`] function to itself excepted). The longest path is then walked
+/// depth first, a call back into a function on the walk not followed: each such cycle is
+/// reported in [`Deepest::broken_cycles`].
 pub fn deepest(
     functions: &[Function],
     bodies: &[Body],
@@ -342,9 +767,14 @@ pub fn deepest(
         .enumerate()
         .map(|(i, f)| (f.rva, i))
         .collect();
+    let mut everywhere = BTreeSet::new();
+    if policy.targets == Targets::Image {
+        everywhere = image_taken(functions, bodies, code);
+        everywhere.extend(policy.taken_by.values().flatten().map(|&g| (g, None)));
+        everywhere.retain(|(g, _)| !policy.not_indirect_targets.contains(g));
+    }
     // Reachable functions and address-taken functions, to a fixed point.
     let mut graph = Graph {
-        functions,
         bodies,
         indirect: HashMap::new(),
         policy,
@@ -374,6 +804,14 @@ pub fn deepest(
             }
         }
         let mut indirect: HashMap<usize, BTreeSet<usize>> = HashMap::new();
+        if policy.targets == Targets::Image {
+            for &g in &reachable {
+                let Some(site) = bodies.get(g) else { continue };
+                if site.indirect_calls > 0 || site.indirect_tail_calls > 0 {
+                    indirect.insert(g, site_targets(g, site, policy, &everywhere, false));
+                }
+            }
+        }
         for &f in &reachable {
             let Some(b) = bodies.get(f) else { continue };
             // Function pointers (any slot) and vtable methods (their slot).
@@ -405,20 +843,8 @@ pub fn deepest(
                 if site.indirect_calls == 0 && site.indirect_tail_calls == 0 {
                     continue;
                 }
-                let filter = policy.indirect_filter.get(&g);
-                let any_slot = site.indirect_slots.contains(&None);
-                indirect.entry(g).or_default().extend(
-                    taken
-                        .iter()
-                        .filter(|(t, slot)| {
-                            let slot_fits = match slot {
-                                None => true,
-                                Some(s) => any_slot || site.indirect_slots.contains(&Some(*s)),
-                            };
-                            slot_fits && filter.is_none_or(|allowed| allowed.contains(t))
-                        })
-                        .map(|&(t, _)| t),
-                );
+                let targets = site_targets(g, site, policy, &taken, true);
+                indirect.entry(g).or_default().extend(targets);
             }
         }
         if indirect == graph.indirect {
@@ -432,60 +858,97 @@ pub fn deepest(
         .map(|b| b.indirect_calls.saturating_add(b.indirect_tail_calls))
         .fold(0u32, u32::saturating_add);
 
-    // Longest path, depth first, with memo; cycles through indirect edges are broken (noted),
-    // direct cycles are an error.
-    #[derive(Clone, Copy, PartialEq, Eq)]
-    enum Mark {
-        Open,
-        Done,
+    let nodes: Vec<usize> = reachable.iter().copied().collect();
+    let edges: HashMap<usize, Vec<(usize, bool, bool)>> =
+        nodes.iter().map(|&f| (f, graph.edges(f))).collect();
+    let levels = |f: usize| policy.bounded_recursion.get(&f).copied();
+
+    // A cycle of direct calls, none of whose functions is on the panic path, is recursion: no
+    // bound (a bounded recursion's call to itself excepted).
+    let direct: HashMap<usize, Vec<usize>> = nodes
+        .iter()
+        .filter(|f| !policy.cut_cycles_through.contains(f))
+        .map(|&f| {
+            let next = edges
+                .get(&f)
+                .into_iter()
+                .flatten()
+                .filter(|&&(g, by_pointer, _)| {
+                    let bounded_self_call = g == f && levels(f).is_some();
+                    !(by_pointer || policy.cut_cycles_through.contains(&g) || bounded_self_call)
+                })
+                .map(|&(g, _, _)| g)
+                .collect();
+            (f, next)
+        })
+        .collect();
+    for group in components(&direct) {
+        if let Some(cycle) = a_cycle(&group, &direct) {
+            return Err(Recursion { cycle });
+        }
     }
-    struct Walk<'g, 'a> {
-        graph: &'g Graph<'a>,
-        marks: HashMap<usize, Mark>,
-        // depth and the next step of the deepest path: (bytes, next function and whether by an
-        // indirect edge, kernel call at the end)
-        best: HashMap<usize, Best>,
-        // The functions being visited, and whether each was entered through a pointer call.
-        open: Vec<(usize, bool)>,
-        broken: Vec<Vec<usize>>,
+
+    // The other cycles pass through a pointer call (they exist only in the conservative reading
+    // of pointer calls) or through the panic path (which ends in a bugcheck): they are cut where
+    // the walk below meets them (a call back into a function the walk is in is not followed),
+    // and reported.
+    let all: HashMap<usize, Vec<usize>> = nodes
+        .iter()
+        .map(|&f| {
+            let next = edges
+                .get(&f)
+                .into_iter()
+                .flatten()
+                .filter(|&&(g, _, _)| !(g == f && levels(f).is_some()))
+                .map(|&(g, _, _)| g)
+                .collect();
+            (f, next)
+        })
+        .collect();
+    let groups: Vec<Vec<usize>> = components(&all)
+        .into_iter()
+        .filter(|g| g.len() > 1 || g.iter().any(|f| all.get(f).is_some_and(|n| n.contains(f))))
+        .collect();
+
+    // Longest path, depth first, with memo.
+    /// A function's deepest stack: bytes, the next function on the path (and whether by a
+    /// pointer call), and the kernel function the path ends in.
+    type Step = (u64, Option<(usize, bool)>, Option<String>);
+    struct Walk<'e> {
+        edges: &'e HashMap<usize, Vec<(usize, bool, bool)>>,
+        functions: &'e [Function],
+        bodies: &'e [Body],
+        policy: &'e Policy,
+        open: BTreeSet<usize>,
+        // Bytes, the next step of the deepest path (function, through a pointer), and the kernel
+        // call it ends in.
+        best: HashMap<usize, Step>,
     }
-    impl Walk<'_, '_> {
-        fn visit(&mut self, f: usize, entered_by_pointer: bool) -> Result<u64, Recursion> {
+    impl Walk<'_> {
+        fn visit(&mut self, f: usize) -> u64 {
             if let Some(b) = self.best.get(&f) {
-                return Ok(b.0);
+                return b.0;
             }
-            self.marks.insert(f, Mark::Open);
-            self.open.push((f, entered_by_pointer));
-            let frame = u64::from(self.graph.functions.get(f).map_or(8, |x| x.frame));
-            let body = self.graph.bodies.get(f);
+            self.open.insert(f);
+            let frame = u64::from(self.functions.get(f).map_or(8, |x| x.frame));
             let mut best = (frame, None, None);
-            if let Some(kernel) = body.and_then(|b| b.imports.iter().next()) {
-                let allowance = u64::from(self.graph.policy.kernel_call_allowance);
+            if let Some(kernel) = self.bodies.get(f).and_then(|b| b.imports.iter().next()) {
+                let allowance = u64::from(self.policy.kernel_call_allowance);
                 best = (frame.saturating_add(allowance), None, Some(kernel.clone()));
             }
-            let levels = self.graph.policy.bounded_recursion.get(&f).copied();
-            for (g, by_pointer, tail) in self.graph.edges(f) {
-                if g == f && levels.is_some() {
+            let levels = self.policy.bounded_recursion.get(&f).copied();
+            let edges = self.edges;
+            for &(g, by_pointer, tail) in edges.get(&f).into_iter().flatten() {
+                if self.open.contains(&g) {
                     continue;
                 }
-                if self.marks.get(&g) == Some(&Mark::Open) {
-                    let at = self.open.iter().position(|&(x, _)| x == g).unwrap_or(0);
-                    let members = self.open.get(at..).unwrap_or(&[]);
-                    let cycle: Vec<usize> = members.iter().map(|&(x, _)| x).collect();
-                    // A cycle with a pointer call in it exists only in the conservative reading
-                    // of pointer calls: cut, and reported.
-                    let through_pointer = by_pointer || members.iter().skip(1).any(|&(_, p)| p);
-                    let panicking = cycle
-                        .iter()
-                        .any(|x| self.graph.policy.cut_cycles_through.contains(x));
-                    if through_pointer || panicking {
-                        self.broken.push(cycle);
-                        continue;
-                    }
-                    return Err(Recursion { cycle });
-                }
-                let d = self.visit(g, by_pointer)?;
-                let total = if tail { d } else { frame.saturating_add(d) };
+                let d = self.visit(g);
+                // After a tail jump the callee's frame replaces the caller's.
+                let total = if tail {
+                    d.max(frame)
+                } else {
+                    frame.saturating_add(d)
+                };
                 if total > best.0 {
                     best = (total, Some((g, by_pointer)), None);
                 }
@@ -495,21 +958,21 @@ pub fn deepest(
                 let above = frame.saturating_mul(u64::from(levels.saturating_sub(1)));
                 best.0 = best.0.saturating_add(above);
             }
-            self.open.pop();
-            self.marks.insert(f, Mark::Done);
+            self.open.remove(&f);
             let bytes = best.0;
             self.best.insert(f, best);
-            Ok(bytes)
+            bytes
         }
     }
     let mut walk = Walk {
-        graph: &graph,
-        marks: HashMap::new(),
+        edges: &edges,
+        functions,
+        bodies,
+        policy,
+        open: BTreeSet::new(),
         best: HashMap::new(),
-        open: Vec::new(),
-        broken: Vec::new(),
     };
-    let bytes = walk.visit(entry, false)?;
+    let bytes = walk.visit(entry);
     let mut path = vec![(entry, false)];
     let mut kernel = None;
     let mut at = entry;
@@ -525,6 +988,20 @@ pub fn deepest(
             }
         }
     }
+    let cycles_on_path = groups
+        .iter()
+        .filter_map(|g| {
+            let at = path.iter().position(|(f, _)| g.contains(f))?;
+            Some((at, g.clone()))
+        })
+        .collect();
+    let broken_cycles = groups;
+    let site_targets = graph
+        .indirect
+        .iter()
+        .filter(|(f, _)| reachable.contains(f))
+        .map(|(&f, t)| (f, t.len()))
+        .collect();
     Ok(Deepest {
         bytes,
         path,
@@ -537,8 +1014,117 @@ pub fn deepest(
             .flatten()
             .collect::<BTreeSet<_>>()
             .len(),
-        broken_cycles: walk.broken,
+        broken_cycles,
+        cycles_on_path,
+        site_targets,
     })
+}
+
+/// The strongly connected components of `graph` (Tarjan), each listed after every component it
+/// reaches.
+fn components(graph: &HashMap<usize, Vec<usize>>) -> Vec<Vec<usize>> {
+    struct Tarjan<'g> {
+        graph: &'g HashMap<usize, Vec<usize>>,
+        index: HashMap<usize, usize>,
+        low: HashMap<usize, usize>,
+        on_stack: BTreeSet<usize>,
+        stack: Vec<usize>,
+        out: Vec<Vec<usize>>,
+    }
+    impl Tarjan<'_> {
+        fn visit(&mut self, v: usize) {
+            let n = self.index.len();
+            self.index.insert(v, n);
+            self.low.insert(v, n);
+            self.stack.push(v);
+            self.on_stack.insert(v);
+            let graph = self.graph;
+            for &w in graph.get(&v).into_iter().flatten() {
+                if !graph.contains_key(&w) {
+                    continue;
+                }
+                if !self.index.contains_key(&w) {
+                    self.visit(w);
+                    let lw = self.low.get(&w).copied().unwrap_or(n);
+                    let lv = self.low.entry(v).or_insert(n);
+                    *lv = (*lv).min(lw);
+                } else if self.on_stack.contains(&w) {
+                    let iw = self.index.get(&w).copied().unwrap_or(n);
+                    let lv = self.low.entry(v).or_insert(n);
+                    *lv = (*lv).min(iw);
+                }
+            }
+            if self.low.get(&v) == self.index.get(&v) {
+                let mut group = Vec::new();
+                while let Some(w) = self.stack.pop() {
+                    self.on_stack.remove(&w);
+                    group.push(w);
+                    if w == v {
+                        break;
+                    }
+                }
+                group.sort_unstable();
+                self.out.push(group);
+            }
+        }
+    }
+    let mut t = Tarjan {
+        graph,
+        index: HashMap::new(),
+        low: HashMap::new(),
+        on_stack: BTreeSet::new(),
+        stack: Vec::new(),
+        out: Vec::new(),
+    };
+    let mut roots: Vec<usize> = graph.keys().copied().collect();
+    roots.sort_unstable();
+    for v in roots {
+        if !t.index.contains_key(&v) {
+            t.visit(v);
+        }
+    }
+    t.out
+}
+
+/// A cycle within `group` (a strongly connected component of `graph`), in call order, if it has
+/// one: a group of more than one function, or one that calls itself.
+fn a_cycle(group: &[usize], graph: &HashMap<usize, Vec<usize>>) -> Option<Vec<usize>> {
+    let &start = group.first()?;
+    let inside: BTreeSet<usize> = group.iter().copied().collect();
+    let next = |f: usize| -> Vec<usize> {
+        graph
+            .get(&f)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|g| inside.contains(g))
+            .collect()
+    };
+    if group.len() == 1 {
+        return next(start).contains(&start).then(|| vec![start]);
+    }
+    // Breadth first from `start` back to `start`: the shortest cycle through it.
+    let mut from: HashMap<usize, usize> = HashMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(f) = queue.pop_front() {
+        for g in next(f) {
+            if g == start {
+                let mut cycle = vec![f];
+                let mut at = f;
+                while let Some(&p) = from.get(&at) {
+                    cycle.push(p);
+                    at = p;
+                }
+                cycle.reverse();
+                return Some(cycle);
+            }
+            if let std::collections::hash_map::Entry::Vacant(e) = from.entry(g) {
+                e.insert(f);
+                queue.push_back(g);
+            }
+        }
+    }
+    None
 }
 
 /// The stack bytes an x64 unwind-information block (`UNWIND_INFO` at `info`, read through
