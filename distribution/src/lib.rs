@@ -1,0 +1,2 @@
+//! Bulwark's signed distribution metadata (work in progress).
+#![forbid(unsafe_code)]
