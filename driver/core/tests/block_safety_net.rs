@@ -121,21 +121,13 @@ fn spawn(sensor: &Sensor, pid: u32, image: &str, now: u64) -> bool {
 }
 
 fn detections(sensor: &Sensor, control: &mut dyn ControlPlane) -> Vec<(u32, u8, bool)> {
-    let req = bulwark_protocol::Request::ReadDetections { max: 256 };
-    let mut input = vec![0u8; req.encoded_len()];
-    req.encode(&mut input).unwrap();
-    let mut output = vec![0u8; req.op().max_reply_len()];
-    let n = sensor
-        .handle_ioctl(
-            req.op().ioctl(),
-            &input,
-            &mut output,
-            control,
-            0,
-            &mut || {},
-        )
-        .unwrap();
-    bulwark_protocol::parse_detections(&output[..n])
+    let reply = common::request(
+        sensor,
+        control,
+        bulwark_protocol::Request::ReadDetections { max: 256 },
+        0,
+    );
+    bulwark_protocol::parse_detections(&reply)
         .unwrap()
         .records
         .map(|d| (d.rule_index, d.action, d.blocked))
@@ -167,19 +159,12 @@ fn new_content_only_alerts_until_it_is_blessed() {
     );
 
     // The service confirms a healthy boot; the guard makes the candidate last-known-good.
-    let req = bulwark_protocol::Request::ConfirmHealthy;
-    let mut input = vec![0u8; req.encoded_len()];
-    req.encode(&mut input).unwrap();
-    let mut output = vec![0u8; req.op().max_reply_len()];
-    s.handle_ioctl(
-        req.op().ioctl(),
-        &input,
-        &mut output,
+    common::request(
+        &s,
         &mut guard,
+        bulwark_protocol::Request::ConfirmHealthy,
         2 * SEC,
-        &mut || {},
-    )
-    .unwrap();
+    );
     assert!(spawn(&s, 200, "C:\\Users\\bob\\app.exe", 3 * SEC));
     // A masquerade outside System32 is not protected.
     assert!(spawn(&s, 204, "C:\\Users\\Public\\lsass.exe", 3 * SEC));

@@ -74,9 +74,13 @@ pub fn create_process(sensor: &Sensor, cmd: &str) -> u64 {
     sensor.counters().detections.saturating_sub(before)
 }
 
-/// Guard events read through the protocol handler, as user mode reads them.
-pub fn guard_events(sensor: &Sensor, control: &mut dyn ControlPlane) -> Vec<GuardEventRecord> {
-    let req = bulwark_protocol::Request::ReadGuardEvents { max: 64 };
+/// One request through the protocol handler, as user mode sends it; the reply's bytes.
+pub fn request(
+    sensor: &Sensor,
+    control: &mut dyn ControlPlane,
+    req: bulwark_protocol::Request<'_>,
+    now: u64,
+) -> Vec<u8> {
     let mut input = vec![0u8; req.encoded_len()];
     req.encode(&mut input).unwrap();
     let mut output = vec![0u8; req.op().max_reply_len()];
@@ -86,11 +90,23 @@ pub fn guard_events(sensor: &Sensor, control: &mut dyn ControlPlane) -> Vec<Guar
             &input,
             &mut output,
             control,
-            0,
+            now,
             &mut || {},
         )
         .unwrap();
-    bulwark_protocol::parse_guard_events(&output[..n])
+    output.truncate(n);
+    output
+}
+
+/// Guard events read through the protocol handler, as user mode reads them.
+pub fn guard_events(sensor: &Sensor, control: &mut dyn ControlPlane) -> Vec<GuardEventRecord> {
+    let reply = request(
+        sensor,
+        control,
+        bulwark_protocol::Request::ReadGuardEvents { max: 64 },
+        0,
+    );
+    bulwark_protocol::parse_guard_events(&reply)
         .unwrap()
         .records
         .collect()
