@@ -1,0 +1,357 @@
+//! The endpoint's trust state: the trusted root and the newest verified releases and rollout
+//! metadata, updated only forward, persisted as the signed files themselves.
+
+use bulwark_rollout::{RolloutState, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, PackHash};
+use crate::metadata::{Metadata, Releases, Role, Rollout, Root};
+use crate::signed::{check_signatures, parse};
+
+/// Verified metadata and the file it came from.
+#[derive(Debug, Clone)]
+struct Trusted<M> {
+    body: M,
+    signed_sha256: [u8; 32],
+    file: String,
+}
+
+/// What an accepted update did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Update {
+    /// A newer version is now trusted.
+    Updated,
+    /// The same version with the same content as the trusted one: nothing changed.
+    Unchanged,
+}
+
+/// The newest version trusted for each role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Versions {
+    /// The root's.
+    pub root: u64,
+    /// The releases metadata's, if any.
+    pub releases: Option<u64>,
+    /// The rollout metadata's, if any.
+    pub rollout: Option<u64>,
+}
+
+/// The persisted form of a [`TrustState`]: the signed files as they were verified. Loading it
+/// verifies every signature again (not expiry: the files may have expired while the endpoint was
+/// off, and the next update is checked against their versions all the same).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersistedTrust {
+    /// The trusted root's file.
+    pub root: String,
+    /// The newest verified releases file.
+    pub releases: Option<String>,
+    /// The newest verified rollout file.
+    pub rollout: Option<String>,
+}
+
+/// What the endpoint trusts: a root and the newest releases and rollout metadata it verified.
+///
+/// Serializes as [`PersistedTrust`]; deserializing verifies the files again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(into = "PersistedTrust", try_from = "PersistedTrust")]
+pub struct TrustState {
+    root: Trusted<Root>,
+    releases: Option<Trusted<Releases>>,
+    rollout: Option<Trusted<Rollout>>,
+}
+
+/// Parses `file` and checks its signatures against `root`'s keys for `M`'s role.
+fn verify<M: Metadata>(file: &str, root: &Root) -> Result<Trusted<M>, Error> {
+    let (signed, body, signed_sha256) = parse::<M>(file)?;
+    check_signatures(M::ROLE, &signed, root)?;
+    Ok(Trusted {
+        body,
+        signed_sha256,
+        file: file.to_owned(),
+    })
+}
+
+/// Refuses `new` if older than `trusted`, or of the same version with other content; `Unchanged`
+/// if the same.
+fn check_version<M: Metadata>(
+    trusted: Option<&Trusted<M>>,
+    new: &Trusted<M>,
+) -> Result<Update, Error> {
+    let Some(trusted) = trusted else {
+        return Ok(Update::Updated);
+    };
+    let (old, found) = (trusted.body.version(), new.body.version());
+    if found < old {
+        return Err(Error::Rollback {
+            role: M::ROLE,
+            trusted: old,
+            found,
+        });
+    }
+    if found == old {
+        if trusted.signed_sha256 != new.signed_sha256 {
+            return Err(Error::VersionReused {
+                role: M::ROLE,
+                version: found,
+            });
+        }
+        return Ok(Update::Unchanged);
+    }
+    Ok(Update::Updated)
+}
+
+/// Refuses metadata whose expiry is not after `now`.
+fn check_expiry<M: Metadata>(body: &M, now: Timestamp) -> Result<(), Error> {
+    if body.expires() <= now {
+        return Err(Error::Expired {
+            role: M::ROLE,
+            version: body.version(),
+            expires: body.expires(),
+            now,
+        });
+    }
+    Ok(())
+}
+
+/// Checks that `rollout` references only releases the releases metadata lists, with their
+/// hashes, and at most the releases version verified; and that every channel's state is
+/// consistent.
+pub fn check_references(rollout: &Rollout, releases: &Releases) -> Result<(), Error> {
+    if rollout.releases_version > releases.version {
+        return Err(Error::ReleasesNotSeen {
+            referenced: rollout.releases_version,
+            trusted: releases.version,
+        });
+    }
+    check_state(&rollout.state, releases)
+}
+
+/// Checks that every release `state` references is in `releases` with the same hashes.
+fn check_state(state: &RolloutState, releases: &Releases) -> Result<(), Error> {
+    for (key, channel) in &state.channels {
+        if *key != channel.channel.name {
+            return Err(Error::ChannelName {
+                key: key.clone(),
+                name: channel.channel.name.clone(),
+            });
+        }
+        channel.validate().map_err(|source| Error::InvalidState {
+            channel: key.clone(),
+            source,
+        })?;
+        let release = &channel.release;
+        let Some(signed) = releases.get(&release.channel, release.version) else {
+            return Err(Error::UnreleasedPack {
+                channel: release.channel.clone(),
+                version: release.version,
+                releases_version: releases.version,
+            });
+        };
+        let mismatch = |which| Error::PackHashMismatch {
+            channel: release.channel.clone(),
+            version: release.version,
+            which,
+            releases_version: releases.version,
+        };
+        if signed.pack_sha256 != release.pack_hash {
+            return Err(mismatch(PackHash::Pack));
+        }
+        if signed.envelope_sha256 != release.envelope_sha256 {
+            return Err(mismatch(PackHash::Envelope));
+        }
+    }
+    Ok(())
+}
+
+impl TrustState {
+    /// Trusts `root_file`, the root shipped with the software (out of band): it must be valid and
+    /// signed by a threshold of its own root keys. Its expiry is not checked here (an old
+    /// installer's root is updated by [`TrustState::update_root`]); every releases and rollout
+    /// update requires the trusted root unexpired.
+    pub fn bootstrap(root_file: &str) -> Result<TrustState, Error> {
+        let (signed, body, signed_sha256) = parse::<Root>(root_file)?;
+        body.validate()?;
+        check_signatures(Role::Root, &signed, &body)?;
+        Ok(TrustState {
+            root: Trusted {
+                body,
+                signed_sha256,
+                file: root_file.to_owned(),
+            },
+            releases: None,
+            rollout: None,
+        })
+    }
+
+    /// Updates the root to the next version, `trusted + 1`, signed by a threshold of the trusted
+    /// root's root keys **and** of its own. Call it with each next version until none is found.
+    /// Intermediate roots may have expired (an endpoint that was off for a year walks the chain);
+    /// the newest must not, or no releases or rollout update is accepted. If the new root changes
+    /// the releases or rollout role's keys or threshold, that role's trusted metadata is dropped:
+    /// the new keys start afresh, and metadata signed by the old keys is refused.
+    pub fn update_root(&mut self, file: &str) -> Result<Update, Error> {
+        let (signed, body, signed_sha256) = parse::<Root>(file)?;
+        let trusted = self.root.body.version;
+        if body.version < trusted {
+            return Err(Error::Rollback {
+                role: Role::Root,
+                trusted,
+                found: body.version,
+            });
+        }
+        if body.version == trusted {
+            if signed_sha256 == self.root.signed_sha256 {
+                return Ok(Update::Unchanged);
+            }
+            return Err(Error::VersionReused {
+                role: Role::Root,
+                version: trusted,
+            });
+        }
+        if body.version != trusted.saturating_add(1) {
+            return Err(Error::RootVersionSkip {
+                trusted,
+                found: body.version,
+            });
+        }
+        check_signatures(Role::Root, &signed, &self.root.body)?;
+        body.validate()?;
+        check_signatures(Role::Root, &signed, &body)?;
+        if body.role(Role::Releases) != self.root.body.role(Role::Releases) {
+            self.releases = None;
+        }
+        if body.role(Role::Rollout) != self.root.body.role(Role::Rollout) {
+            self.rollout = None;
+        }
+        self.root = Trusted {
+            body,
+            signed_sha256,
+            file: file.to_owned(),
+        };
+        Ok(Update::Updated)
+    }
+
+    /// Refuses if the trusted root has expired at `now`.
+    fn check_root(&self, now: Timestamp) -> Result<(), Error> {
+        check_expiry(&self.root.body, now)
+    }
+
+    /// Updates the releases metadata: signed by a threshold of the release keys, not older than
+    /// the trusted one (the same version only with the same content), not expired, under an
+    /// unexpired root.
+    pub fn update_releases(&mut self, file: &str, now: Timestamp) -> Result<Update, Error> {
+        self.check_root(now)?;
+        let new = verify::<Releases>(file, &self.root.body)?;
+        let update = check_version(self.releases.as_ref(), &new)?;
+        check_expiry(&new.body, now)?;
+        self.releases = Some(new);
+        Ok(update)
+    }
+
+    /// Updates the rollout metadata: signed by a threshold of the rollout keys, not older than
+    /// the trusted one, not expired, under an unexpired root and unexpired releases metadata of at
+    /// least the version it references, and referencing only releases that metadata lists with
+    /// the same pack and envelope hashes. Pausing, halting, reverting are the online key's to
+    /// decide and are accepted.
+    pub fn update_rollout(&mut self, file: &str, now: Timestamp) -> Result<Update, Error> {
+        self.check_root(now)?;
+        let new = verify::<Rollout>(file, &self.root.body)?;
+        let update = check_version(self.rollout.as_ref(), &new)?;
+        check_expiry(&new.body, now)?;
+        let Some(releases) = &self.releases else {
+            return Err(Error::NoReleases {
+                referenced: new.body.releases_version,
+            });
+        };
+        check_expiry(&releases.body, now)?;
+        check_references(&new.body, &releases.body)?;
+        self.rollout = Some(new);
+        Ok(update)
+    }
+
+    /// The rollout state to act on at `now`: the trusted rollout, if it, the releases metadata and
+    /// the root are all unexpired and it references only listed releases. An endpoint whose
+    /// server froze stops acting on stale state here.
+    pub fn current_rollout(&self, now: Timestamp) -> Result<Option<&RolloutState>, Error> {
+        self.check_root(now)?;
+        let (Some(rollout), Some(releases)) = (&self.rollout, &self.releases) else {
+            return Ok(None);
+        };
+        check_expiry(&releases.body, now)?;
+        check_expiry(&rollout.body, now)?;
+        check_references(&rollout.body, &releases.body)?;
+        Ok(Some(&rollout.body.state))
+    }
+
+    /// The trusted root.
+    #[must_use]
+    pub fn root(&self) -> &Root {
+        &self.root.body
+    }
+
+    /// The newest verified releases metadata.
+    #[must_use]
+    pub fn releases(&self) -> Option<&Releases> {
+        self.releases.as_ref().map(|t| &t.body)
+    }
+
+    /// The newest verified rollout metadata (check expiry with [`TrustState::current_rollout`]).
+    #[must_use]
+    pub fn rollout(&self) -> Option<&Rollout> {
+        self.rollout.as_ref().map(|t| &t.body)
+    }
+
+    /// The newest trusted version of each role.
+    #[must_use]
+    pub fn versions(&self) -> Versions {
+        Versions {
+            root: self.root.body.version,
+            releases: self.releases.as_ref().map(|t| t.body.version),
+            rollout: self.rollout.as_ref().map(|t| t.body.version),
+        }
+    }
+
+    /// The files to persist.
+    #[must_use]
+    pub fn persisted(&self) -> PersistedTrust {
+        PersistedTrust {
+            root: self.root.file.clone(),
+            releases: self.releases.as_ref().map(|t| t.file.clone()),
+            rollout: self.rollout.as_ref().map(|t| t.file.clone()),
+        }
+    }
+
+    /// Loads persisted files: the root as by [`TrustState::bootstrap`], the releases and rollout
+    /// metadata verified against it (signatures, references), without expiry checks.
+    pub fn restore(persisted: &PersistedTrust) -> Result<TrustState, Error> {
+        let mut state = TrustState::bootstrap(&persisted.root)?;
+        if let Some(file) = &persisted.releases {
+            state.releases = Some(verify::<Releases>(file, &state.root.body)?);
+        }
+        if let Some(file) = &persisted.rollout {
+            let rollout = verify::<Rollout>(file, &state.root.body)?;
+            let Some(releases) = &state.releases else {
+                return Err(Error::NoReleases {
+                    referenced: rollout.body.releases_version,
+                });
+            };
+            check_references(&rollout.body, &releases.body)?;
+            state.rollout = Some(rollout);
+        }
+        Ok(state)
+    }
+}
+
+impl From<TrustState> for PersistedTrust {
+    fn from(state: TrustState) -> PersistedTrust {
+        state.persisted()
+    }
+}
+
+impl TryFrom<PersistedTrust> for TrustState {
+    type Error = Error;
+    fn try_from(persisted: PersistedTrust) -> Result<TrustState, Error> {
+        TrustState::restore(&persisted)
+    }
+}

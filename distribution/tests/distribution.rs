@@ -1,0 +1,548 @@
+//! The verifier's guarantees, each against the refusal it must produce.
+
+use bulwark_distribution::{
+    sign, Error, KeyId, PackHash, PersistedTrust, Releases, Role, Rollout, Root, RootError,
+    Timestamp, TrustState, Update,
+};
+use bulwark_rollout::{halt, revert, start, Channel, Plan, Release, RolloutState};
+use ed25519_dalek::SigningKey;
+
+const DAY: u64 = 86_400;
+const T0: Timestamp = Timestamp(1_700_000_000);
+
+fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+fn public(keys: &[SigningKey]) -> Vec<[u8; 32]> {
+    keys.iter().map(|k| k.verifying_key().to_bytes()).collect()
+}
+
+fn id(key: &SigningKey) -> KeyId {
+    KeyId::of(key.verifying_key().as_bytes())
+}
+
+struct Keys {
+    root: Vec<SigningKey>,
+    releases: Vec<SigningKey>,
+    rollout: SigningKey,
+}
+
+fn keys() -> Keys {
+    Keys {
+        root: vec![key(1), key(2), key(3)],
+        releases: vec![key(11), key(12), key(13)],
+        rollout: key(21),
+    }
+}
+
+/// Root v1: root 2-of-3, releases 2-of-3, rollout 1-of-1; expires in a year.
+fn root_v1(k: &Keys) -> Root {
+    Root::new(1, T0.plus_secs(365 * DAY))
+        .with_role(Role::Root, &public(&k.root), 2)
+        .with_role(Role::Releases, &public(&k.releases), 2)
+        .with_role(Role::Rollout, &public(std::slice::from_ref(&k.rollout)), 1)
+}
+
+fn root_file(root: &Root, signers: &[&SigningKey]) -> String {
+    sign(root, signers).unwrap()
+}
+
+fn release(version: u64, seed: u8) -> Release {
+    Release {
+        channel: "detections".to_owned(),
+        version,
+        pack_hash: [seed; 32],
+        envelope_sha256: [seed.wrapping_add(100); 32],
+        notes: String::new(),
+    }
+}
+
+fn releases(version: u64, expires: Timestamp, listed: &[Release]) -> Releases {
+    listed
+        .iter()
+        .fold(Releases::new(version, expires), |r, release| {
+            r.with(release)
+        })
+}
+
+fn releases_file(k: &Keys, version: u64, expires: Timestamp, listed: &[Release]) -> String {
+    sign(
+        &releases(version, expires, listed),
+        &[&k.releases[0], &k.releases[1]],
+    )
+    .unwrap()
+}
+
+fn state(release: Release) -> RolloutState {
+    let channel = Channel::new("detections", false);
+    let (rollout, _) = start(channel, release, Plan::default_plan(), None, T0).unwrap();
+    let mut state = RolloutState::default();
+    state.channels.insert("detections".to_owned(), rollout);
+    state
+}
+
+fn rollout_file(
+    k: &Keys,
+    version: u64,
+    expires: Timestamp,
+    releases_version: u64,
+    state: RolloutState,
+) -> String {
+    sign(
+        &Rollout::new(version, expires, releases_version, state),
+        &[&k.rollout],
+    )
+    .unwrap()
+}
+
+/// A trust state with root v1 and releases v1 listing release 1 (seed 5).
+fn trusted(k: &Keys) -> TrustState {
+    let mut trust =
+        TrustState::bootstrap(&root_file(&root_v1(k), &[&k.root[0], &k.root[1]])).unwrap();
+    let file = releases_file(k, 1, T0.plus_secs(30 * DAY), &[release(1, 5)]);
+    assert_eq!(trust.update_releases(&file, T0), Ok(Update::Updated));
+    trust
+}
+
+#[test]
+fn happy_path_and_newer_rollout() {
+    let k = keys();
+    let mut trust = trusted(&k);
+    let v1 = rollout_file(&k, 1, T0.plus_secs(DAY), 1, state(release(1, 5)));
+    assert_eq!(trust.update_rollout(&v1, T0), Ok(Update::Updated));
+    assert_eq!(trust.update_rollout(&v1, T0), Ok(Update::Unchanged));
+    let current = trust.current_rollout(T0).unwrap().unwrap();
+    assert_eq!(current.channels["detections"].release, release(1, 5));
+
+    // The online key may halt and revert on its own: a newer state doing so is accepted.
+    let halted = halt(&current.channels["detections"], "crashes", T0.plus_secs(60))
+        .unwrap()
+        .0;
+    let reverted = revert(&halted, T0.plus_secs(61)).unwrap().0;
+    let mut newer = RolloutState::default();
+    newer.channels.insert("detections".to_owned(), reverted);
+    let v2 = rollout_file(&k, 2, T0.plus_secs(DAY), 1, newer.clone());
+    assert_eq!(
+        trust.update_rollout(&v2, T0.plus_secs(62)),
+        Ok(Update::Updated)
+    );
+    assert_eq!(trust.current_rollout(T0.plus_secs(62)), Ok(Some(&newer)));
+    assert_eq!(trust.versions().rollout, Some(2));
+    assert_eq!(trust.versions().releases, Some(1));
+    assert_eq!(trust.versions().root, 1);
+}
+
+#[test]
+fn signature_by_an_unlisted_key_is_refused() {
+    let k = keys();
+    let mut trust = trusted(&k);
+    let forger = key(99);
+    let file = sign(
+        &Rollout::new(1, T0.plus_secs(DAY), 1, state(release(1, 5))),
+        &[&forger],
+    )
+    .unwrap();
+    assert_eq!(
+        trust.update_rollout(&file, T0),
+        Err(Error::InsufficientSignatures {
+            role: Role::Rollout,
+            root_version: 1,
+            threshold: 1,
+            valid: 0,
+            unknown_keys: vec![id(&forger)],
+            invalid: vec![],
+        })
+    );
+    assert_eq!(trust.versions().rollout, None);
+}
+
+#[test]
+fn tampered_body_is_refused() {
+    let k = keys();
+    let mut trust = trusted(&k);
+    let file = releases_file(&k, 2, T0.plus_secs(DAY), &[release(1, 5), release(2, 6)]);
+    let genuine = bulwark_rollout::hex::encode(&[6; 32]);
+    let forged = bulwark_rollout::hex::encode(&[7; 32]);
+    assert!(file.contains(&genuine));
+    let tampered = file.replace(&genuine, &forged);
+    assert_eq!(
+        trust.update_releases(&tampered, T0),
+        Err(Error::InsufficientSignatures {
+            role: Role::Releases,
+            root_version: 1,
+            threshold: 2,
+            valid: 0,
+            unknown_keys: vec![],
+            invalid: vec![id(&k.releases[0]), id(&k.releases[1])],
+        })
+    );
+    assert_eq!(trust.update_releases(&file, T0), Ok(Update::Updated));
+}
+
+#[test]
+fn below_threshold_is_refused() {
+    let k = keys();
+    let mut trust = trusted(&k);
+    let body = releases(2, T0.plus_secs(DAY), &[release(2, 6)]);
+    let one = sign(&body, &[&k.releases[2]]).unwrap();
+    let expected = Err(Error::InsufficientSignatures {
+        role: Role::Releases,
+        root_version: 1,
+        threshold: 2,
+        valid: 1,
+        unknown_keys: vec![],
+        invalid: vec![],
+    });
+    assert_eq!(trust.update_releases(&one, T0), expected);
+    // The same key twice is still one key.
+    let twice = sign(&body, &[&k.releases[2], &k.releases[2]]).unwrap();
+    assert_eq!(trust.update_releases(&twice, T0), expected);
+    let two = sign(&body, &[&k.releases[2], &k.releases[0]]).unwrap();
+    assert_eq!(trust.update_releases(&two, T0), Ok(Update::Updated));
+}
+
+#[test]
+fn expired_metadata_is_refused_for_each_role() {
+    let k = keys();
+    // Releases: accepted one second before expiry, refused at it.
+    let expires = T0.plus_secs(100);
+    let file = releases_file(&k, 2, expires, &[release(1, 5)]);
+    let mut trust = trusted(&k);
+    assert_eq!(
+        trust.update_releases(&file, expires),
+        Err(Error::Expired {
+            role: Role::Releases,
+            version: 2,
+            expires,
+            now: expires,
+        })
+    );
+    assert_eq!(
+        trust.update_releases(&file, Timestamp(expires.0 - 1)),
+        Ok(Update::Updated)
+    );
+    // A rollout cannot be accepted on expired releases metadata, nor acted on.
+    let rollout = rollout_file(&k, 1, T0.plus_secs(DAY), 1, state(release(1, 5)));
+    assert!(matches!(
+        trust.update_rollout(&rollout, expires),
+        Err(Error::Expired {
+            role: Role::Releases,
+            ..
+        })
+    ));
+
+    // Rollout.
+    let mut trust = trusted(&k);
+    let file = rollout_file(&k, 1, expires, 1, state(release(1, 5)));
+    assert_eq!(
+        trust.update_rollout(&file, expires),
+        Err(Error::Expired {
+            role: Role::Rollout,
+            version: 1,
+            expires,
+            now: expires,
+        })
+    );
+    assert_eq!(
+        trust.update_rollout(&file, Timestamp(expires.0 - 1)),
+        Ok(Update::Updated)
+    );
+    assert!(trust.current_rollout(Timestamp(expires.0 - 1)).is_ok());
+    // A frozen server: the endpoint stops acting on the state it holds.
+    assert!(matches!(
+        trust.current_rollout(expires),
+        Err(Error::Expired {
+            role: Role::Rollout,
+            ..
+        })
+    ));
+
+    // Root: nothing is accepted under an expired root.
+    let root = Root {
+        expires,
+        ..root_v1(&k)
+    };
+    let mut trust = TrustState::bootstrap(&root_file(&root, &[&k.root[0], &k.root[1]])).unwrap();
+    let file = releases_file(&k, 1, T0.plus_secs(DAY), &[release(1, 5)]);
+    assert_eq!(
+        trust.update_releases(&file, expires),
+        Err(Error::Expired {
+            role: Role::Root,
+            version: 1,
+            expires,
+            now: expires,
+        })
+    );
+    assert_eq!(
+        trust.update_releases(&file, Timestamp(expires.0 - 1)),
+        Ok(Update::Updated)
+    );
+    let rollout = rollout_file(&k, 1, T0.plus_secs(DAY), 1, state(release(1, 5)));
+    assert!(matches!(
+        trust.update_rollout(&rollout, expires),
+        Err(Error::Expired {
+            role: Role::Root,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn rollback_is_refused_also_after_reloading() {
+    let k = keys();
+    let mut trust = trusted(&k);
+    let expires = T0.plus_secs(DAY);
+    let v1 = rollout_file(&k, 1, expires, 1, state(release(1, 5)));
+    let v2 = rollout_file(&k, 2, expires, 1, state(release(1, 5)));
+    assert_eq!(trust.update_rollout(&v2, T0), Ok(Update::Updated));
+    let rollback = Err(Error::Rollback {
+        role: Role::Rollout,
+        trusted: 2,
+        found: 1,
+    });
+    assert_eq!(trust.update_rollout(&v1, T0), rollback);
+    // The same version with other content.
+    let other = rollout_file(&k, 2, expires.plus_secs(1), 1, state(release(1, 5)));
+    assert_eq!(
+        trust.update_rollout(&other, T0),
+        Err(Error::VersionReused {
+            role: Role::Rollout,
+            version: 2,
+        })
+    );
+    // Releases too.
+    let releases_v2 = releases_file(&k, 2, expires, &[release(1, 5)]);
+    assert_eq!(trust.update_releases(&releases_v2, T0), Ok(Update::Updated));
+    let releases_v1 = releases_file(&k, 1, T0.plus_secs(30 * DAY), &[release(1, 5)]);
+    assert_eq!(
+        trust.update_releases(&releases_v1, T0),
+        Err(Error::Rollback {
+            role: Role::Releases,
+            trusted: 2,
+            found: 1,
+        })
+    );
+
+    // Persist, reload: the newest versions are still the reference.
+    let saved = serde_json::to_string(&trust).unwrap();
+    let mut reloaded: TrustState = serde_json::from_str(&saved).unwrap();
+    assert_eq!(reloaded.versions(), trust.versions());
+    assert_eq!(reloaded.update_rollout(&v1, T0), rollback);
+    assert!(matches!(
+        reloaded.update_releases(&releases_v1, T0),
+        Err(Error::Rollback { .. })
+    ));
+    assert_eq!(reloaded.update_rollout(&v2, T0), Ok(Update::Unchanged));
+
+    // A persisted file that was tampered with is refused on loading.
+    let mut persisted: PersistedTrust = serde_json::from_str(&saved).unwrap();
+    let genuine = bulwark_rollout::hex::encode(&[5; 32]);
+    persisted.releases = persisted
+        .releases
+        .map(|f| f.replace(&genuine, &bulwark_rollout::hex::encode(&[9; 32])));
+    assert!(matches!(
+        TrustState::restore(&persisted),
+        Err(Error::InsufficientSignatures {
+            role: Role::Releases,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn online_key_cannot_reference_unsigned_content() {
+    let k = keys();
+    let mut trust = trusted(&k);
+    let expires = T0.plus_secs(DAY);
+    // A release nobody listed.
+    let file = rollout_file(&k, 1, expires, 1, state(release(2, 6)));
+    assert_eq!(
+        trust.update_rollout(&file, T0),
+        Err(Error::UnreleasedPack {
+            channel: "detections".to_owned(),
+            version: 2,
+            releases_version: 1,
+        })
+    );
+    // The listed version with another pack.
+    let mut other_pack = release(1, 5);
+    other_pack.pack_hash = [6; 32];
+    let file = rollout_file(&k, 1, expires, 1, state(other_pack));
+    assert_eq!(
+        trust.update_rollout(&file, T0),
+        Err(Error::PackHashMismatch {
+            channel: "detections".to_owned(),
+            version: 1,
+            which: PackHash::Pack,
+            releases_version: 1,
+        })
+    );
+    // Or another envelope.
+    let mut other_envelope = release(1, 5);
+    other_envelope.envelope_sha256 = [6; 32];
+    let file = rollout_file(&k, 1, expires, 1, state(other_envelope));
+    assert!(matches!(
+        trust.update_rollout(&file, T0),
+        Err(Error::PackHashMismatch {
+            which: PackHash::Envelope,
+            ..
+        })
+    ));
+    // A releases version the endpoint has not verified yet.
+    let file = rollout_file(&k, 1, expires, 2, state(release(1, 5)));
+    assert_eq!(
+        trust.update_rollout(&file, T0),
+        Err(Error::ReleasesNotSeen {
+            referenced: 2,
+            trusted: 1,
+        })
+    );
+    assert_eq!(trust.versions().rollout, None);
+    // Once release 2 is signed and verified, the same reference is accepted.
+    let releases_v2 = releases_file(&k, 2, expires, &[release(1, 5), release(2, 6)]);
+    assert_eq!(trust.update_releases(&releases_v2, T0), Ok(Update::Updated));
+    let file = rollout_file(&k, 1, expires, 2, state(release(2, 6)));
+    assert_eq!(trust.update_rollout(&file, T0), Ok(Update::Updated));
+}
+
+#[test]
+fn rollout_key_cannot_sign_releases() {
+    let k = keys();
+    let mut trust = trusted(&k);
+    let file = sign(
+        &releases(2, T0.plus_secs(DAY), &[release(2, 6)]),
+        &[&k.rollout],
+    )
+    .unwrap();
+    assert_eq!(
+        trust.update_releases(&file, T0),
+        Err(Error::InsufficientSignatures {
+            role: Role::Releases,
+            root_version: 1,
+            threshold: 2,
+            valid: 0,
+            unknown_keys: vec![id(&k.rollout)],
+            invalid: vec![],
+        })
+    );
+    // A rollout file offered as releases metadata is refused by its type.
+    let rollout = rollout_file(&k, 5, T0.plus_secs(DAY), 1, state(release(1, 5)));
+    assert_eq!(
+        trust.update_releases(&rollout, T0),
+        Err(Error::WrongType {
+            expected: Role::Releases,
+            found: "rollout".to_owned(),
+        })
+    );
+    // A root cannot give the rollout key a release role too.
+    let shared = Root::new(1, T0.plus_secs(DAY))
+        .with_role(Role::Root, &public(&k.root), 2)
+        .with_role(Role::Releases, &public(&[key(21), key(12)]), 1)
+        .with_role(Role::Rollout, &public(std::slice::from_ref(&k.rollout)), 1);
+    assert_eq!(
+        TrustState::bootstrap(&root_file(&shared, &[&k.root[0], &k.root[1]])).err(),
+        Some(Error::Root(RootError::SharedKey {
+            version: 1,
+            keyid: id(&k.rollout),
+            first: Role::Releases,
+            second: Role::Rollout,
+        }))
+    );
+}
+
+#[test]
+fn root_rotation() {
+    let k = keys();
+    let mut trust = trusted(&k);
+    let rollout = rollout_file(&k, 1, T0.plus_secs(DAY), 1, state(release(1, 5)));
+    assert_eq!(trust.update_rollout(&rollout, T0), Ok(Update::Updated));
+
+    // Root v2: new root keys, new release keys, the same rollout key.
+    let new = Keys {
+        root: vec![key(4), key(5), key(6)],
+        releases: vec![key(14), key(15), key(16)],
+        rollout: key(21),
+    };
+    let v2 = Root {
+        version: 2,
+        ..root_v1(&new)
+    };
+    let only_new = root_file(&v2, &[&new.root[0], &new.root[1]]);
+    assert_eq!(
+        trust.update_root(&only_new),
+        Err(Error::InsufficientSignatures {
+            role: Role::Root,
+            root_version: 1,
+            threshold: 2,
+            valid: 0,
+            unknown_keys: vec![id(&new.root[0]), id(&new.root[1])],
+            invalid: vec![],
+        })
+    );
+    let only_old = root_file(&v2, &[&k.root[0], &k.root[1]]);
+    assert!(matches!(
+        trust.update_root(&only_old),
+        Err(Error::InsufficientSignatures {
+            role: Role::Root,
+            root_version: 2,
+            valid: 0,
+            ..
+        })
+    ));
+    // A skipped version is refused: v3 would not be checked against v2's keys.
+    let v3 = root_file(
+        &Root {
+            version: 3,
+            ..root_v1(&new)
+        },
+        &[&k.root[0], &k.root[1], &new.root[0], &new.root[1]],
+    );
+    assert_eq!(
+        trust.update_root(&v3),
+        Err(Error::RootVersionSkip {
+            trusted: 1,
+            found: 3,
+        })
+    );
+    assert_eq!(trust.versions().root, 1);
+
+    let both = root_file(&v2, &[&k.root[0], &k.root[2], &new.root[1], &new.root[2]]);
+    assert_eq!(trust.update_root(&both), Ok(Update::Updated));
+    assert_eq!(trust.versions().root, 2);
+    // The release keys changed: their metadata is dropped; the rollout key did not.
+    assert_eq!(trust.versions().releases, None);
+    assert_eq!(trust.versions().rollout, Some(1));
+
+    // The old release keys are no longer trusted.
+    let old_releases = releases_file(&k, 2, T0.plus_secs(DAY), &[release(1, 5)]);
+    assert!(matches!(
+        trust.update_releases(&old_releases, T0),
+        Err(Error::InsufficientSignatures {
+            role: Role::Releases,
+            root_version: 2,
+            valid: 0,
+            ..
+        })
+    ));
+    let new_releases = releases_file(&new, 1, T0.plus_secs(DAY), &[release(1, 5)]);
+    assert_eq!(
+        trust.update_releases(&new_releases, T0),
+        Ok(Update::Updated)
+    );
+    // Root v1 again is a rollback; v2 again is unchanged.
+    let v1 = root_file(&root_v1(&k), &[&k.root[0], &k.root[1]]);
+    assert_eq!(
+        trust.update_root(&v1),
+        Err(Error::Rollback {
+            role: Role::Root,
+            trusted: 2,
+            found: 1,
+        })
+    );
+    assert_eq!(trust.update_root(&both), Ok(Update::Unchanged));
+    // And it all survives a restart.
+    let reloaded: TrustState =
+        serde_json::from_str(&serde_json::to_string(&trust).unwrap()).unwrap();
+    assert_eq!(reloaded.versions(), trust.versions());
+}
