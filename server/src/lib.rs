@@ -1,0 +1,2 @@
+//! Bulwark's release server (work in progress).
+#![forbid(unsafe_code)]

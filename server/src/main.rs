@@ -1,0 +1,2 @@
+//! The `bulwark-server` binary.
+fn main() {}
