@@ -96,10 +96,26 @@
 //!
 //! # Tests
 //!
-//! `tests/distribution.rs`: the happy path and a newer rollout; forged signatures (unlisted key,
-//! tampered body, 1 of 2-of-3); expiry of each role (refused at `expires`, accepted one second
-//! before); rollback, also after persisting and reloading; the rollout key cannot reference an
-//! unlisted pack nor one with another hash, nor sign releases metadata; root rotation.
+//! Every check below was seen to fail its test when broken (threshold, invalid signatures
+//! counted, keys of other roles counted, type, expiry boundary, rollback, same-version content,
+//! each reference check, both root thresholds, root version skip, dropping rotated roles' files,
+//! root and releases expiry under a rollout, re-verification on reload, shared keys, size, weak
+//! and mismatched keys, version 0, unknown fields).
+//!
+//! * `tests/distribution.rs`: root v1, releases v1, rollout v1 verified, a newer (halted,
+//!   reverting) rollout accepted; a signature by an unlisted key, a tampered body, 1 of a 2-of-3
+//!   threshold (and one key signing twice) refused with the role, threshold and counts; each
+//!   role's expiry (refused at `expires`, accepted one second before; nothing accepted under an
+//!   expired root or releases; the held state not acted on once expired); rollback and
+//!   same-version-other-content, also after persisting and reloading, and a tampered persisted
+//!   file; the online key referencing an unlisted version, another pack hash, another envelope
+//!   hash, an unverified releases version; the rollout key signing releases metadata, a rollout
+//!   file offered as releases, a root sharing the rollout key with the releases role; root
+//!   rotation (old and new thresholds accepted, only new or only old refused, a skipped version
+//!   refused, the old release keys refused afterwards, the unchanged rollout key's file kept).
+//! * `tests/format.rs`: the wire format (key id = SHA-256 of the key, deterministic signing),
+//!   signatures over the received bytes, a root signed by one holder after another, each
+//!   invalid root, malformed, oversized, version 0 and wrong-type files.
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
