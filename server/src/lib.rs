@@ -1,2 +1,146 @@
-//! Bulwark's release server (work in progress).
+//! Bulwark's release server: endpoints enroll, report heartbeats and telemetry; release engineers
+//! publish signed envelopes and drive rollouts; a controller loop steps every rollout from the
+//! telemetry; and the fetch path (`rollout.json`, envelopes by hash) is static so that any CDN
+//! can serve it (`bulwark-server export DIR`).
+//!
+//! # Modules
+//!
+//! * [`store`]: the [`Store`] trait (every method one transaction) and its rows;
+//!   [`sqlite`]: [`SqliteStore`], one SQLite file in WAL mode, migrated on open (`PRAGMA
+//!   user_version`). PostgreSQL can come later behind the same trait.
+//! * [`api`]: the axum router and handlers; [`tls`]: rustls (ring) over tokio, PEM files or a
+//!   self-signed certificate generated with `rcgen` (`--self-signed`, development and tests).
+//! * [`controller`]: telemetry into `bulwark_rollout::HealthObservations`, then
+//!   `bulwark_rollout::controller::step`; the loop runs every `--controller-interval` seconds.
+//! * [`export`]: writes the static fetch path to a directory.
+//!
+//! # API (JSON, under `/v1`)
+//!
+//! Every error is a 4xx or 5xx with `{"error": code, "message": text}` (and `details` for
+//! envelope refusals), and a refused request stores nothing. Unknown paths are 404
+//! `not_found`. Bodies have explicit limits (16 KiB for small JSON requests, 1 MiB for
+//! telemetry, the loader's `MAX_ENVELOPE_BYTES` for uploads): over them, 413 `body_too_large`.
+//! Malformed JSON or unknown fields: 400 `malformed_json`.
+//!
+//! ## Endpoints (sensors)
+//!
+//! * `POST /v1/enroll` `{"secret", "os_build", "hw_class", "host_group"}` →
+//!   `{"endpoint_id", "token"}`. The secret is compared in constant time (SHA-256 of both, then
+//!   `subtle`); wrong: 401 `bad_enrollment_secret`. The token (`bwe_` + 64 hex) is shown once;
+//!   only its SHA-256 is stored.
+//! * `POST /v1/heartbeat` (`Authorization: Bearer <endpoint token>`)
+//!   `{"seq", "channel", "content_version", "confirmed_healthy"?, "shutdown"?}`.
+//! * `POST /v1/telemetry` (same token) `{"seq", "channel", "guard_events": [{"release_version",
+//!   "kind": "crash"|"revert"|"quarantine"}], "detections": [{"release_version", "rule",
+//!   "count"}]}`, at most 1000 of each (else 413 `batch_too_large`), stored in one transaction.
+//!
+//! `seq` is strictly increasing per endpoint across heartbeats and telemetry: a replayed or
+//! reordered message is 409 `replayed`. Missing token: 401 `missing_token`; unknown: 401
+//! `bad_token`; unknown channel: 404 `not_found`.
+//!
+//! ## Release engineers
+//!
+//! Bearer tokens (`bwr_` + 64 hex) made with `bulwark-server token create --role ROLE --name
+//! NAME`, which prints the token once. Roles are distinct: `publisher` uploads, `operator`
+//! drives rollouts, and any role (`viewer` included) reads. Wrong role: 403 `wrong_role`.
+//!
+//! * `POST /v1/releases?channel=NAME&notes=TEXT` (publisher), body: the envelope's bytes. It is
+//!   opened with the loader's own `bulwark_loader_boot_guard::open` against the configured
+//!   trusted keys, the channel's number and the newest version already published on it
+//!   (anti-downgrade), so signature, channel, version, schema and the interpreter's verifier are
+//!   all checked; a refusal is 422 `envelope_rejected` with the loader's message and
+//!   `details.loader_code`. The envelope is stored content-addressed by SHA-256 and the release
+//!   (channel, version, pack and envelope SHA-256, rule ids, notes) in the same transaction.
+//! * `GET /v1/releases[?channel=NAME]` (any role): newest first.
+//! * `POST /v1/rollouts/{channel}/start|pause|resume|halt|revert` (operator): `start` takes
+//!   `{"version", "plan"?}` (the default plan otherwise), `pause` and `halt` `{"reason"}`. Each
+//!   calls the matching `bulwark_rollout::controller` command; its refusal is 409
+//!   `command_refused` with the command's message. The new state, the wave thresholds computed
+//!   from the current census, and the command's events (the audit log, with the token's name)
+//!   are written in one transaction, guarded against a concurrent change. Returns
+//!   `{"state", "thresholds", "events"}`.
+//! * `GET /v1/rollouts/{channel}` (any role): the same, with the whole audit log.
+//!
+//! ## The static fetch path (no authentication)
+//!
+//! * `GET /v1/metadata/rollout.json`: `{"state": RolloutState, "thresholds": {channel:
+//!   WaveThresholds}}` (`Cache-Control: no-cache`). **Unsigned for now**: this path will hold
+//!   the signed rollout metadata of `bulwark-distribution` once that is wired in.
+//! * `GET /v1/envelopes/{sha256}`: the envelope, immutable (`Cache-Control: public,
+//!   max-age=31536000, immutable`, `ETag`).
+//!
+//! `bulwark-server export DIR` writes exactly `DIR/v1/metadata/rollout.json` and
+//! `DIR/v1/envelopes/<sha256>`.
+//!
+//! # The controller
+//!
+//! [`controller::tick`] reads each progressing or paused rollout, builds its observations from
+//! the heartbeat, guard-event and detection tables (see [`controller::observe`] for who counts
+//! in which cohort), calls `step`, and persists any changed state with its events (halts
+//! included) as the actor `controller`.
+//!
+//! # Tests
+//!
+//! `tests/api.rs` runs the server on 127.0.0.1:0 over real TLS (a self-signed certificate the
+//! reqwest/rustls client trusts): enrollment, heartbeat, telemetry, publishing a real signed
+//! envelope, starting a rollout, fetching `rollout.json` and the envelope by hash, a controller
+//! tick that halts on crashes, and every refusal with its status, message and an unchanged
+//! database.
 #![forbid(unsafe_code)]
+
+pub mod api;
+pub mod controller;
+pub mod export;
+pub mod sqlite;
+pub mod store;
+pub mod tls;
+pub mod util;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use api::{AppState, ChannelConfig, Config};
+pub use sqlite::SqliteStore;
+pub use store::{Role, Store};
+
+/// A server started by [`start`]: its address and its tasks (aborted on drop).
+pub struct Running {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Binds `listen`, then serves the API over TLS with `pem` and, if `controller_interval` is
+/// given, runs the controller loop.
+pub async fn start(
+    listen: SocketAddr,
+    pem: &tls::PemPair,
+    store: Arc<dyn Store>,
+    config: Config,
+    controller_interval: Option<Duration>,
+) -> Result<Running, String> {
+    let state = AppState::new(store.clone(), config)?;
+    let tls_config = pem.server_config()?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("{listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let mut tasks = vec![tokio::spawn(tls::serve(
+        listener,
+        tls_config,
+        api::router(state),
+    ))];
+    if let Some(interval) = controller_interval {
+        tasks.push(tokio::spawn(controller::run(store, interval)));
+    }
+    Ok(Running { addr, tasks })
+}

@@ -1,0 +1,854 @@
+//! The HTTP API (see the crate doc for the reference).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bulwark_loader_boot_guard::envelope::MAX_ENVELOPE_BYTES;
+use bulwark_loader_boot_guard::{open, Admission, TrustedKeys};
+use bulwark_rollout::{
+    controller, Census, Channel, ChannelRollout, EndpointFacts, EndpointId, Plan, Release,
+    RolloutState, Timestamp, WaveThresholds,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use crate::store::{
+    ApiToken, DetectionRow, EndpointRow, GuardEventKind, GuardEventRow, HeartbeatRow, NewEndpoint,
+    ReleaseRow, Role, RolloutRow, Store, StoreError,
+};
+use crate::util::{hex, now, random_token, sha256_hex, unhex};
+
+/// Body limit of the small JSON requests (enrollment, heartbeat, rollout commands).
+pub const SMALL_BODY_LIMIT: usize = 16 * 1024;
+/// Body limit of a telemetry batch.
+pub const TELEMETRY_BODY_LIMIT: usize = 1024 * 1024;
+/// Most guard events, and most detection counts, in one telemetry batch.
+pub const MAX_BATCH_ITEMS: usize = 1000;
+/// Longest text field (facts, channel and rule names, reasons).
+pub const MAX_TEXT: usize = 256;
+/// Body limit of a release upload: the largest envelope the loader accepts.
+pub const RELEASE_BODY_LIMIT: usize = MAX_ENVELOPE_BYTES;
+
+/// A configured release channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelConfig {
+    /// The channel number in envelope headers.
+    pub number: u32,
+    /// Critical channels cannot be paused by endpoint policies.
+    pub critical: bool,
+}
+
+/// The server's configuration (the binary fills it from its flags).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The secret an endpoint presents to enroll.
+    pub enrollment_secret: String,
+    /// The ed25519 public keys release envelopes must be signed with.
+    pub trusted_keys: Vec<[u8; 32]>,
+    /// The channels, by name.
+    pub channels: BTreeMap<String, ChannelConfig>,
+}
+
+/// State shared by the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The configuration.
+    pub config: Arc<Config>,
+    keys: TrustedKeys,
+}
+
+impl AppState {
+    /// Checks the configuration (trusted keys) and builds the state.
+    pub fn new(store: Arc<dyn Store>, config: Config) -> Result<Self, String> {
+        let keys = TrustedKeys::new(&config.trusted_keys).map_err(|e| e.to_string())?;
+        if keys.is_empty() {
+            return Err("no trusted release key configured".to_owned());
+        }
+        Ok(Self {
+            store,
+            config: Arc::new(config),
+            keys,
+        })
+    }
+}
+
+/// An API error: a status and a JSON body `{"error": code, "message": text}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    extra: Option<serde_json::Value>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            extra: None,
+        }
+    }
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            e @ StoreError::Replayed { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "replayed", e.to_string())
+            }
+            StoreError::NotFound(m) => ApiError::not_found(m),
+            StoreError::Backend(m) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = serde_json::json!({ "error": self.code, "message": self.message });
+        if let (Some(extra), Some(obj)) = (self.extra, body.as_object_mut()) {
+            obj.insert("details".to_owned(), extra);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Runs a blocking store call off the async workers.
+async fn blocking<T, F>(f: F) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> ApiResult<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("worker failed: {e}"),
+        )
+    })?
+}
+
+/// The body, or the reason it could not be read (413 for an oversized one).
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
+    body.map_err(|r| {
+        let status = r.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            "bad_body"
+        };
+        ApiError::new(status, code, r.body_text())
+    })
+}
+
+/// Parses a JSON body (an empty body is `{}`).
+fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
+    let bytes = body_bytes(body)?;
+    let text: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
+    serde_json::from_slice(text).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("malformed JSON body: {e}"),
+        )
+    })
+}
+
+fn check_text(field: &str, value: &str) -> ApiResult<()> {
+    if value.is_empty() || value.len() > MAX_TEXT || value.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "{field} must be 1 to {MAX_TEXT} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn bearer(headers: &HeaderMap) -> ApiResult<String> {
+    let missing = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_token",
+            "missing bearer token (Authorization: Bearer <token>)",
+        )
+    };
+    let value = headers.get(header::AUTHORIZATION).ok_or_else(missing)?;
+    let value = value.to_str().map_err(|_| missing())?;
+    let token = value.strip_prefix("Bearer ").ok_or_else(missing)?.trim();
+    if token.is_empty() {
+        return Err(missing());
+    }
+    Ok(token.to_owned())
+}
+
+/// The enrolled endpoint presenting the request's token.
+async fn endpoint_auth(state: &AppState, headers: &HeaderMap) -> ApiResult<EndpointRow> {
+    let token = bearer(headers)?;
+    let store = state.store.clone();
+    let row = blocking(move || Ok(store.endpoint_by_token(&sha256_hex(token.as_bytes()))?)).await?;
+    row.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_token",
+            "unknown endpoint token",
+        )
+    })
+}
+
+/// The release engineer presenting the request's token, if their role is one of `allowed`.
+async fn engineer_auth(
+    state: &AppState,
+    headers: &HeaderMap,
+    allowed: &[Role],
+) -> ApiResult<ApiToken> {
+    let token = bearer(headers)?;
+    let store = state.store.clone();
+    let holder = blocking(move || Ok(store.api_token(&sha256_hex(token.as_bytes()))?)).await?;
+    let holder = holder
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "bad_token", "unknown API token"))?;
+    if !allowed.contains(&holder.role) {
+        let names: Vec<&str> = allowed.iter().map(|r| r.name()).collect();
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "wrong_role",
+            format!(
+                "token {:?} has role {}; this needs {}",
+                holder.name,
+                holder.role.name(),
+                names.join(" or ")
+            ),
+        ));
+    }
+    Ok(holder)
+}
+
+const ANY_ROLE: &[Role] = &[Role::Publisher, Role::Operator, Role::Viewer];
+
+fn channel_config<'a>(state: &'a AppState, channel: &str) -> ApiResult<&'a ChannelConfig> {
+    state
+        .config
+        .channels
+        .get(channel)
+        .ok_or_else(|| ApiError::not_found(format!("unknown channel {channel:?}")))
+}
+
+/// The router of every `/v1` route.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/v1/enroll",
+            post(enroll).layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT)),
+        )
+        .route(
+            "/v1/heartbeat",
+            post(heartbeat).layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT)),
+        )
+        .route(
+            "/v1/telemetry",
+            post(telemetry).layer(DefaultBodyLimit::max(TELEMETRY_BODY_LIMIT)),
+        )
+        .route(
+            "/v1/releases",
+            post(publish)
+                .layer(DefaultBodyLimit::max(RELEASE_BODY_LIMIT))
+                .get(list_releases),
+        )
+        .route(
+            "/v1/rollouts/{channel}/{command}",
+            post(rollout_command).layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT)),
+        )
+        .route("/v1/rollouts/{channel}", get(get_rollout))
+        .route("/v1/metadata/rollout.json", get(rollout_json))
+        .route("/v1/envelopes/{sha256}", get(get_envelope))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .with_state(state)
+}
+
+// ---- enrollment, heartbeat, telemetry ----
+
+/// `POST /v1/enroll`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// The enrollment secret.
+    pub secret: String,
+    /// Windows build.
+    pub os_build: String,
+    /// Hardware class.
+    pub hw_class: String,
+    /// Host group.
+    pub host_group: String,
+}
+
+/// The answer to an enrollment.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    /// The new endpoint's id.
+    pub endpoint_id: String,
+    /// Its bearer token (shown once; the server keeps only its SHA-256).
+    pub token: String,
+}
+
+async fn enroll(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<EnrollResponse>> {
+    let req: EnrollRequest = json_body(body)?;
+    // Compare hashes so that neither the length nor the content of the secret leaks.
+    let offered = sha2_digest(req.secret.as_bytes());
+    let expected = sha2_digest(state.config.enrollment_secret.as_bytes());
+    if !bool::from(offered.ct_eq(&expected)) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_enrollment_secret",
+            "wrong enrollment secret",
+        ));
+    }
+    check_text("os_build", &req.os_build)?;
+    check_text("hw_class", &req.hw_class)?;
+    check_text("host_group", &req.host_group)?;
+    let id = hex(&crate::util::random_bytes::<16>().map_err(internal)?);
+    let token = random_token("bwe_").map_err(internal)?;
+    let endpoint = NewEndpoint {
+        row: EndpointRow {
+            id: id.clone(),
+            host_group: req.host_group,
+            os_build: req.os_build,
+            hw_class: req.hw_class,
+            enrolled_at: now(),
+            last_seen: None,
+        },
+        token_sha256: sha256_hex(token.as_bytes()),
+    };
+    let store = state.store.clone();
+    blocking(move || Ok(store.insert_endpoint(&endpoint)?)).await?;
+    Ok(Json(EnrollResponse {
+        endpoint_id: id,
+        token,
+    }))
+}
+
+fn sha2_digest(b: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).into()
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+}
+
+/// `POST /v1/heartbeat`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    /// Strictly increasing per endpoint over heartbeats and telemetry (replays are refused).
+    pub seq: u64,
+    /// The channel.
+    pub channel: String,
+    /// The content version the endpoint runs on it.
+    pub content_version: u64,
+    /// Whether it confirmed a healthy boot or hot update on that version.
+    #[serde(default)]
+    pub confirmed_healthy: bool,
+    /// Whether it is shutting down cleanly.
+    #[serde(default)]
+    pub shutdown: bool,
+}
+
+async fn heartbeat(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let endpoint = endpoint_auth(&state, &headers).await?;
+    let req: HeartbeatRequest = json_body(body)?;
+    channel_config(&state, &req.channel)?;
+    let row = HeartbeatRow {
+        endpoint_id: endpoint.id,
+        at: now(),
+        channel: req.channel,
+        content_version: req.content_version,
+        confirmed_healthy: req.confirmed_healthy,
+        shutdown: req.shutdown,
+    };
+    let seq = req.seq;
+    let store = state.store.clone();
+    blocking(move || Ok(store.record_heartbeat(seq, &row)?)).await?;
+    Ok(Json(serde_json::json!({ "accepted": true })))
+}
+
+/// One guard event in a telemetry batch.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardEventIn {
+    /// The release it happened on.
+    pub release_version: u64,
+    /// `crash`, `revert` or `quarantine`.
+    pub kind: GuardEventKind,
+}
+
+/// One detection count in a telemetry batch.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectionIn {
+    /// The release.
+    pub release_version: u64,
+    /// The rule id.
+    pub rule: String,
+    /// How many since the last batch.
+    pub count: u64,
+}
+
+/// `POST /v1/telemetry`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryRequest {
+    /// As for heartbeats.
+    pub seq: u64,
+    /// The channel.
+    pub channel: String,
+    /// Guard events (at most [`MAX_BATCH_ITEMS`]).
+    #[serde(default)]
+    pub guard_events: Vec<GuardEventIn>,
+    /// Detection counts (at most [`MAX_BATCH_ITEMS`]).
+    #[serde(default)]
+    pub detections: Vec<DetectionIn>,
+}
+
+async fn telemetry(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let endpoint = endpoint_auth(&state, &headers).await?;
+    let req: TelemetryRequest = json_body(body)?;
+    channel_config(&state, &req.channel)?;
+    if req.guard_events.len() > MAX_BATCH_ITEMS || req.detections.len() > MAX_BATCH_ITEMS {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!(
+                "a batch holds at most {MAX_BATCH_ITEMS} guard events and {MAX_BATCH_ITEMS} detection counts ({} and {} sent)",
+                req.guard_events.len(),
+                req.detections.len()
+            ),
+        ));
+    }
+    for d in &req.detections {
+        check_text("rule", &d.rule)?;
+    }
+    let at = now();
+    let events: Vec<GuardEventRow> = req
+        .guard_events
+        .iter()
+        .map(|e| GuardEventRow {
+            endpoint_id: endpoint.id.clone(),
+            channel: req.channel.clone(),
+            release_version: e.release_version,
+            kind: e.kind,
+            at,
+        })
+        .collect();
+    let detections: Vec<DetectionRow> = req
+        .detections
+        .into_iter()
+        .map(|d| DetectionRow {
+            endpoint_id: endpoint.id.clone(),
+            channel: req.channel.clone(),
+            release_version: d.release_version,
+            rule: d.rule,
+            count: d.count,
+        })
+        .collect();
+    let (n_events, n_detections) = (events.len(), detections.len());
+    let seq = req.seq;
+    let store = state.store.clone();
+    blocking(move || Ok(store.record_telemetry(&endpoint.id, seq, at, &events, &detections)?))
+        .await?;
+    Ok(Json(serde_json::json!({
+        "accepted": true, "guard_events": n_events, "detections": n_detections
+    })))
+}
+
+// ---- releases ----
+
+/// Query of `POST /v1/releases`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishQuery {
+    /// The channel's name (its number must match the envelope's).
+    pub channel: String,
+    /// Free text.
+    #[serde(default)]
+    pub notes: String,
+}
+
+async fn publish(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<PublishQuery>, axum::extract::rejection::QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<ReleaseRow>> {
+    let who = engineer_auth(&state, &headers, &[Role::Publisher]).await?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let envelope = body_bytes(body)?;
+    let channel = channel_config(&state, &q.channel)?.clone();
+    if q.notes.len() > 4096 {
+        return Err(ApiError::bad_request("notes are at most 4096 bytes"));
+    }
+    let store = state.store.clone();
+    let keys = state.keys.clone();
+    let row = blocking(move || {
+        let newest = store.latest_version(&q.channel)?.unwrap_or(0);
+        let admission = Admission::Update {
+            channel: channel.number,
+            newest,
+            quarantine: &[],
+        };
+        let opened = open(&envelope, &keys, admission).map_err(|e| ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "envelope_rejected",
+            message: e.to_string(),
+            extra: Some(serde_json::json!({ "loader_code": e.code() })),
+        })?;
+        let rules = (0..opened.pack.rule_count())
+            .filter_map(|i| opened.pack.rule(i).map(|r| r.id.to_owned()))
+            .collect();
+        let row = ReleaseRow {
+            channel: q.channel,
+            version: opened.header.version,
+            pack_sha256: hex(&opened.id.hash),
+            envelope_sha256: sha256_hex(&envelope),
+            rules,
+            notes: q.notes,
+            published_at: now(),
+            published_by: who.name,
+        };
+        store.publish_release(&row, &envelope)?;
+        Ok(row)
+    })
+    .await?;
+    Ok(Json(row))
+}
+
+/// Query of `GET /v1/releases`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only this channel.
+    pub channel: Option<String>,
+}
+
+async fn list_releases(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Vec<ReleaseRow>>> {
+    engineer_auth(&state, &headers, ANY_ROLE).await?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let store = state.store.clone();
+    Ok(Json(
+        blocking(move || Ok(store.releases(q.channel.as_deref())?)).await?,
+    ))
+}
+
+// ---- rollouts ----
+
+/// Body of the rollout commands. `start` takes `version` and optionally `plan` (the default
+/// plan otherwise); `pause` and `halt` take `reason`; `resume` and `revert` take nothing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandRequest {
+    /// The release to roll out (`start`).
+    pub version: Option<u64>,
+    /// The plan (`start`).
+    pub plan: Option<Plan>,
+    /// Why (`pause`, `halt`).
+    pub reason: Option<String>,
+}
+
+/// A channel's rollout as the API returns it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RolloutView {
+    /// The state.
+    pub state: ChannelRollout,
+    /// The wave thresholds endpoints use.
+    pub thresholds: WaveThresholds,
+    /// What the last command or step did (`GET` returns the whole audit log instead).
+    pub events: Vec<serde_json::Value>,
+}
+
+/// The endpoints' facts, for the census.
+pub(crate) fn facts(endpoints: &[EndpointRow]) -> Vec<EndpointFacts> {
+    endpoints
+        .iter()
+        .filter_map(|e| {
+            let id: [u8; 16] = unhex(&e.id)?.try_into().ok()?;
+            Some(EndpointFacts {
+                id: EndpointId(id),
+                os_build: e.os_build.clone(),
+                hw_class: e.hw_class.clone(),
+                host_group: e.host_group.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Computes the thresholds of `state` over the current census and writes both, with the events,
+/// if nobody changed the rollout since `previous` was read.
+pub(crate) fn persist(
+    store: &dyn Store,
+    state: &ChannelRollout,
+    previous: Option<&str>,
+    actor: &str,
+    events: &[bulwark_rollout::ControllerEvent],
+    at: u64,
+) -> Result<RolloutRow, ApiError> {
+    let data = store.channel_data(&state.channel.name)?;
+    let census = Census::from_endpoints(&state.channel.name, facts(&data.endpoints).iter());
+    let thresholds =
+        WaveThresholds::compute(&state.plan, &census, &state.channel.name).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "thresholds",
+                e.to_string(),
+            )
+        })?;
+    let row = RolloutRow {
+        channel: state.channel.name.clone(),
+        state: serde_json::to_string(state).map_err(internal)?,
+        thresholds: serde_json::to_string(&thresholds).map_err(internal)?,
+        updated_at: at,
+    };
+    let events: Vec<String> = events
+        .iter()
+        .map(serde_json::to_string)
+        .collect::<Result<_, _>>()
+        .map_err(internal)?;
+    store.put_rollout(&row, previous, actor, &events)?;
+    Ok(row)
+}
+
+fn view(row: &RolloutRow, events: Vec<serde_json::Value>) -> ApiResult<RolloutView> {
+    Ok(RolloutView {
+        state: serde_json::from_str(&row.state).map_err(internal)?,
+        thresholds: serde_json::from_str(&row.thresholds).map_err(internal)?,
+        events,
+    })
+}
+
+async fn rollout_command(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((channel, command)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<RolloutView>> {
+    if !matches!(
+        command.as_str(),
+        "start" | "pause" | "resume" | "halt" | "revert"
+    ) {
+        return Err(ApiError::not_found(format!(
+            "unknown rollout command {command:?} (start, pause, resume, halt, revert)"
+        )));
+    }
+    let who = engineer_auth(&state, &headers, &[Role::Operator]).await?;
+    let req: CommandRequest = json_body(body)?;
+    let config = channel_config(&state, &channel)?.clone();
+    let store = state.store.clone();
+    let view = blocking(move || {
+        let at = now();
+        let ts = Timestamp(at);
+        let previous = store.rollout(&channel)?;
+        let current: Option<ChannelRollout> = previous
+            .as_ref()
+            .map(|r| serde_json::from_str(&r.state))
+            .transpose()
+            .map_err(internal)?;
+        let refused = |e: controller::CommandError| {
+            ApiError::new(StatusCode::CONFLICT, "command_refused", e.to_string())
+        };
+        let no_rollout = || ApiError::not_found(format!("channel {channel:?} has no rollout"));
+        let reason = || {
+            req.reason
+                .clone()
+                .ok_or_else(|| ApiError::bad_request(format!("{command} needs a \"reason\"")))
+        };
+        let (next, events) = match command.as_str() {
+            "start" => {
+                let version = req
+                    .version
+                    .ok_or_else(|| ApiError::bad_request("start needs a \"version\""))?;
+                let release = store.release(&channel, version)?.ok_or_else(|| {
+                    ApiError::not_found(format!("no release {version} on channel {channel:?}"))
+                })?;
+                let release = Release {
+                    channel: channel.clone(),
+                    version,
+                    pack_hash: to_hash(&release.pack_sha256)?,
+                    envelope_sha256: to_hash(&release.envelope_sha256)?,
+                    notes: release.notes,
+                };
+                let plan = req.plan.clone().unwrap_or_else(Plan::default_plan);
+                controller::start(
+                    Channel::new(&channel, config.critical),
+                    release,
+                    plan,
+                    current.as_ref(),
+                    ts,
+                )
+                .map_err(refused)?
+            }
+            "pause" => controller::pause(current.as_ref().ok_or_else(no_rollout)?, &reason()?, ts)
+                .map_err(refused)?,
+            "resume" => {
+                controller::resume(current.as_ref().ok_or_else(no_rollout)?, ts).map_err(refused)?
+            }
+            "halt" => controller::halt(current.as_ref().ok_or_else(no_rollout)?, &reason()?, ts)
+                .map_err(refused)?,
+            _ => {
+                controller::revert(current.as_ref().ok_or_else(no_rollout)?, ts).map_err(refused)?
+            }
+        };
+        let actor = format!("{} ({})", who.name, who.role.name());
+        let row = persist(
+            store.as_ref(),
+            &next,
+            previous.as_ref().map(|r| r.state.as_str()),
+            &actor,
+            &events,
+            at,
+        )?;
+        let events = events
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<Result<_, _>>()
+            .map_err(internal)?;
+        view(&row, events)
+    })
+    .await?;
+    Ok(Json(view))
+}
+
+fn to_hash(h: &str) -> ApiResult<[u8; 32]> {
+    unhex(h)
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| internal(format!("stored hash {h:?} is not 32 bytes of hex")))
+}
+
+async fn get_rollout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(channel): Path<String>,
+) -> ApiResult<Json<RolloutView>> {
+    engineer_auth(&state, &headers, ANY_ROLE).await?;
+    channel_config(&state, &channel)?;
+    let store = state.store.clone();
+    let view = blocking(move || {
+        let row = store
+            .rollout(&channel)?
+            .ok_or_else(|| ApiError::not_found(format!("channel {channel:?} has no rollout")))?;
+        let events = store
+            .rollout_events(&channel)?
+            .into_iter()
+            .map(|(at, actor, event)| {
+                let event: serde_json::Value = serde_json::from_str(&event).map_err(internal)?;
+                Ok(serde_json::json!({ "at": at, "actor": actor, "event": event }))
+            })
+            .collect::<ApiResult<_>>()?;
+        view(&row, events)
+    })
+    .await?;
+    Ok(Json(view))
+}
+
+// ---- the static fetch path ----
+
+/// The document served at `/v1/metadata/rollout.json` (and written by `export`): every channel's
+/// rollout and thresholds. It will be wrapped in the signed metadata of `bulwark-distribution`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RolloutDocument {
+    /// Every channel's rollout.
+    pub state: RolloutState,
+    /// Every channel's wave thresholds.
+    pub thresholds: BTreeMap<String, WaveThresholds>,
+}
+
+/// Builds the rollout document from the store.
+pub fn rollout_document(store: &dyn Store) -> Result<RolloutDocument, ApiError> {
+    let mut doc = RolloutDocument::default();
+    for row in store.rollouts()? {
+        let state: ChannelRollout = serde_json::from_str(&row.state).map_err(internal)?;
+        let thresholds: WaveThresholds = serde_json::from_str(&row.thresholds).map_err(internal)?;
+        doc.state.channels.insert(row.channel.clone(), state);
+        doc.thresholds.insert(row.channel, thresholds);
+    }
+    Ok(doc)
+}
+
+async fn rollout_json(State(state): State<AppState>) -> ApiResult<Response> {
+    let store = state.store.clone();
+    let doc = blocking(move || rollout_document(store.as_ref())).await?;
+    let mut response = Json(doc).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+/// Whether `s` is a lowercase hex SHA-256.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+async fn get_envelope(
+    State(state): State<AppState>,
+    Path(sha256): Path<String>,
+) -> ApiResult<Response> {
+    if !is_sha256_hex(&sha256) {
+        return Err(ApiError::bad_request(
+            "an envelope is named by its SHA-256: 64 lowercase hex digits",
+        ));
+    }
+    let store = state.store.clone();
+    let key = sha256.clone();
+    let bytes = blocking(move || Ok(store.envelope(&key)?))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no envelope {sha256}")))?;
+    let etag = HeaderValue::from_str(&format!("\"{sha256}\"")).map_err(internal)?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=31536000, immutable"),
+            ),
+            (header::ETAG, etag),
+        ],
+        bytes,
+    )
+        .into_response())
+}

@@ -1,0 +1,605 @@
+//! The embedded [`Store`]: one SQLite file in WAL mode, migrated on open.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::store::{
+    ApiToken, ChannelData, DetectionRow, EndpointRow, GuardEventKind, GuardEventRow, HeartbeatRow,
+    NewEndpoint, ReleaseRow, Role, RolloutRow, Store, StoreError,
+};
+
+/// The migrations, in order; `PRAGMA user_version` is the number applied.
+const MIGRATIONS: &[&str] = &[r"
+CREATE TABLE endpoints (
+    id TEXT PRIMARY KEY,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    host_group TEXT NOT NULL,
+    os_build TEXT NOT NULL,
+    hw_class TEXT NOT NULL,
+    enrolled_at INTEGER NOT NULL,
+    last_seen INTEGER,
+    last_seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE envelopes (
+    sha256 TEXT PRIMARY KEY,
+    bytes BLOB NOT NULL,
+    stored_at INTEGER NOT NULL
+);
+CREATE TABLE releases (
+    channel TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    pack_sha256 TEXT NOT NULL,
+    envelope_sha256 TEXT NOT NULL REFERENCES envelopes(sha256),
+    rules TEXT NOT NULL,
+    notes TEXT NOT NULL,
+    published_at INTEGER NOT NULL,
+    published_by TEXT NOT NULL,
+    PRIMARY KEY (channel, version)
+);
+CREATE TABLE heartbeats (
+    id INTEGER PRIMARY KEY,
+    endpoint_id TEXT NOT NULL REFERENCES endpoints(id),
+    at INTEGER NOT NULL,
+    channel TEXT NOT NULL,
+    content_version INTEGER NOT NULL,
+    confirmed_healthy INTEGER NOT NULL,
+    shutdown INTEGER NOT NULL
+);
+CREATE INDEX heartbeats_by_channel ON heartbeats (channel, at);
+CREATE TABLE guard_events (
+    id INTEGER PRIMARY KEY,
+    endpoint_id TEXT NOT NULL REFERENCES endpoints(id),
+    channel TEXT NOT NULL,
+    release_version INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE INDEX guard_events_by_channel ON guard_events (channel, release_version);
+CREATE TABLE detections (
+    endpoint_id TEXT NOT NULL REFERENCES endpoints(id),
+    channel TEXT NOT NULL,
+    release_version INTEGER NOT NULL,
+    rule TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (endpoint_id, channel, release_version, rule)
+);
+CREATE TABLE rollouts (
+    channel TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    thresholds TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE rollout_events (
+    id INTEGER PRIMARY KEY,
+    channel TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    event TEXT NOT NULL
+);
+CREATE TABLE api_tokens (
+    token_sha256 TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+"];
+
+/// The tables, for [`Store::table_counts`].
+const TABLES: &[&str] = &[
+    "endpoints",
+    "envelopes",
+    "releases",
+    "heartbeats",
+    "guard_events",
+    "detections",
+    "rollouts",
+    "rollout_events",
+    "api_tokens",
+];
+
+/// SQLite storage: one connection behind a mutex (SQLite serialises writers anyway).
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+fn to_i64(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Backend(format!("{v} does not fit in an INTEGER")))
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, turns on WAL and foreign keys, and
+    /// applies any migration not yet applied.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory database (tests).
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let applied: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let applied = usize::try_from(applied).unwrap_or(0);
+        if applied > MIGRATIONS.len() {
+            return Err(StoreError::Backend(format!(
+                "the database is at schema version {applied}, newer than this server's {}",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i.saturating_add(1))?;
+            tx.commit()?;
+        }
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Checks and advances an endpoint's sequence number inside `tx`.
+fn advance_seq(
+    tx: &rusqlite::Transaction<'_>,
+    endpoint_id: &str,
+    seq: u64,
+    at: u64,
+) -> Result<(), StoreError> {
+    let last: Option<i64> = tx
+        .query_row(
+            "SELECT last_seq FROM endpoints WHERE id = ?1",
+            [endpoint_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(last) = last else {
+        return Err(StoreError::NotFound(format!("endpoint {endpoint_id}")));
+    };
+    let last = to_u64(last);
+    if seq <= last {
+        return Err(StoreError::Replayed { seq, last });
+    }
+    tx.execute(
+        "UPDATE endpoints SET last_seq = ?1, last_seen = ?2 WHERE id = ?3",
+        params![to_i64(seq)?, to_i64(at)?, endpoint_id],
+    )?;
+    Ok(())
+}
+
+fn release_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReleaseRow> {
+    let rules: String = r.get(4)?;
+    Ok(ReleaseRow {
+        channel: r.get(0)?,
+        version: to_u64(r.get(1)?),
+        pack_sha256: r.get(2)?,
+        envelope_sha256: r.get(3)?,
+        rules: serde_json::from_str(&rules).unwrap_or_default(),
+        notes: r.get(5)?,
+        published_at: to_u64(r.get(6)?),
+        published_by: r.get(7)?,
+    })
+}
+
+const RELEASE_COLUMNS: &str =
+    "channel, version, pack_sha256, envelope_sha256, rules, notes, published_at, published_by";
+
+fn rollout_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RolloutRow> {
+    Ok(RolloutRow {
+        channel: r.get(0)?,
+        state: r.get(1)?,
+        thresholds: r.get(2)?,
+        updated_at: to_u64(r.get(3)?),
+    })
+}
+
+impl Store for SqliteStore {
+    fn insert_endpoint(&self, e: &NewEndpoint) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let n = conn.execute(
+            "INSERT INTO endpoints (id, token_sha256, host_group, os_build, hw_class, enrolled_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+            params![
+                e.row.id,
+                e.token_sha256,
+                e.row.host_group,
+                e.row.os_build,
+                e.row.hw_class,
+                to_i64(e.row.enrolled_at)?
+            ],
+        )?;
+        if n == 0 {
+            return Err(StoreError::Conflict(format!(
+                "endpoint {} already exists",
+                e.row.id
+            )));
+        }
+        Ok(())
+    }
+
+    fn endpoint_by_token(&self, token_sha256: &str) -> Result<Option<EndpointRow>, StoreError> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                "SELECT id, host_group, os_build, hw_class, enrolled_at, last_seen
+                 FROM endpoints WHERE token_sha256 = ?1",
+                [token_sha256],
+                |r| {
+                    Ok(EndpointRow {
+                        id: r.get(0)?,
+                        host_group: r.get(1)?,
+                        os_build: r.get(2)?,
+                        hw_class: r.get(3)?,
+                        enrolled_at: to_u64(r.get(4)?),
+                        last_seen: r.get::<_, Option<i64>>(5)?.map(to_u64),
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn record_heartbeat(&self, seq: u64, h: &HeartbeatRow) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        advance_seq(&tx, &h.endpoint_id, seq, h.at)?;
+        tx.execute(
+            "INSERT INTO heartbeats (endpoint_id, at, channel, content_version, confirmed_healthy, shutdown)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                h.endpoint_id,
+                to_i64(h.at)?,
+                h.channel,
+                to_i64(h.content_version)?,
+                h.confirmed_healthy,
+                h.shutdown
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn record_telemetry(
+        &self,
+        endpoint_id: &str,
+        seq: u64,
+        at: u64,
+        events: &[GuardEventRow],
+        detections: &[DetectionRow],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        advance_seq(&tx, endpoint_id, seq, at)?;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO guard_events (endpoint_id, channel, release_version, kind, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for e in events {
+                ins.execute(params![
+                    e.endpoint_id,
+                    e.channel,
+                    to_i64(e.release_version)?,
+                    e.kind.name(),
+                    to_i64(e.at)?
+                ])?;
+            }
+            let mut up = tx.prepare_cached(
+                "INSERT INTO detections (endpoint_id, channel, release_version, rule, count)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (endpoint_id, channel, release_version, rule)
+                 DO UPDATE SET count = count + excluded.count",
+            )?;
+            for d in detections {
+                up.execute(params![
+                    d.endpoint_id,
+                    d.channel,
+                    to_i64(d.release_version)?,
+                    d.rule,
+                    to_i64(d.count)?
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn publish_release(&self, r: &ReleaseRow, envelope: &[u8]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let newest: Option<i64> = tx.query_row(
+            "SELECT MAX(version) FROM releases WHERE channel = ?1",
+            [&r.channel],
+            |row| row.get(0),
+        )?;
+        if let Some(newest) = newest.map(to_u64).filter(|n| *n >= r.version) {
+            return Err(StoreError::Conflict(format!(
+                "channel {} already has release {newest}; a new release must be newer",
+                r.channel
+            )));
+        }
+        tx.execute(
+            "INSERT INTO envelopes (sha256, bytes, stored_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (sha256) DO NOTHING",
+            params![r.envelope_sha256, envelope, to_i64(r.published_at)?],
+        )?;
+        let rules =
+            serde_json::to_string(&r.rules).map_err(|e| StoreError::Backend(e.to_string()))?;
+        tx.execute(
+            &format!(
+                "INSERT INTO releases ({RELEASE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ),
+            params![
+                r.channel,
+                to_i64(r.version)?,
+                r.pack_sha256,
+                r.envelope_sha256,
+                rules,
+                r.notes,
+                to_i64(r.published_at)?,
+                r.published_by
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn releases(&self, channel: Option<&str>) -> Result<Vec<ReleaseRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {RELEASE_COLUMNS} FROM releases WHERE ?1 IS NULL OR channel = ?1
+             ORDER BY published_at DESC, channel, version DESC"
+        ))?;
+        let rows = stmt.query_map([channel], release_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn release(&self, channel: &str, version: u64) -> Result<Option<ReleaseRow>, StoreError> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                &format!(
+                    "SELECT {RELEASE_COLUMNS} FROM releases WHERE channel = ?1 AND version = ?2"
+                ),
+                params![channel, to_i64(version)?],
+                release_from_row,
+            )
+            .optional()?)
+    }
+
+    fn latest_version(&self, channel: &str) -> Result<Option<u64>, StoreError> {
+        let conn = self.conn();
+        let v: Option<i64> = conn.query_row(
+            "SELECT MAX(version) FROM releases WHERE channel = ?1",
+            [channel],
+            |r| r.get(0),
+        )?;
+        Ok(v.map(to_u64))
+    }
+
+    fn envelope(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                "SELECT bytes FROM envelopes WHERE sha256 = ?1",
+                [sha256],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn envelope_hashes(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT sha256 FROM envelopes ORDER BY sha256")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn rollout(&self, channel: &str) -> Result<Option<RolloutRow>, StoreError> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                "SELECT channel, state, thresholds, updated_at FROM rollouts WHERE channel = ?1",
+                [channel],
+                rollout_from_row,
+            )
+            .optional()?)
+    }
+
+    fn rollouts(&self) -> Result<Vec<RolloutRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT channel, state, thresholds, updated_at FROM rollouts ORDER BY channel",
+        )?;
+        let rows = stmt.query_map([], rollout_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn put_rollout(
+        &self,
+        row: &RolloutRow,
+        expected_state: Option<&str>,
+        actor: &str,
+        events: &[String],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: Option<String> = tx
+            .query_row(
+                "SELECT state FROM rollouts WHERE channel = ?1",
+                [&row.channel],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if current.as_deref() != expected_state {
+            return Err(StoreError::Conflict(format!(
+                "the rollout of channel {} changed concurrently; retry",
+                row.channel
+            )));
+        }
+        tx.execute(
+            "INSERT INTO rollouts (channel, state, thresholds, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (channel) DO UPDATE SET state = excluded.state,
+                 thresholds = excluded.thresholds, updated_at = excluded.updated_at",
+            params![
+                row.channel,
+                row.state,
+                row.thresholds,
+                to_i64(row.updated_at)?
+            ],
+        )?;
+        for e in events {
+            tx.execute(
+                "INSERT INTO rollout_events (channel, at, actor, event) VALUES (?1, ?2, ?3, ?4)",
+                params![row.channel, to_i64(row.updated_at)?, actor, e],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn rollout_events(&self, channel: &str) -> Result<Vec<(u64, String, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT at, actor, event FROM rollout_events WHERE channel = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([channel], |r| Ok((to_u64(r.get(0)?), r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn insert_api_token(
+        &self,
+        token_sha256: &str,
+        token: &ApiToken,
+        at: u64,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO api_tokens (token_sha256, name, role, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![token_sha256, token.name, token.role.name(), to_i64(at)?],
+        )?;
+        Ok(())
+    }
+
+    fn api_token(&self, token_sha256: &str) -> Result<Option<ApiToken>, StoreError> {
+        let conn = self.conn();
+        let row: Option<(String, String)> = conn
+            .query_row(
+                "SELECT name, role FROM api_tokens WHERE token_sha256 = ?1",
+                [token_sha256],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match row {
+            None => Ok(None),
+            Some((name, role)) => match Role::parse(&role) {
+                Some(role) => Ok(Some(ApiToken { name, role })),
+                None => Err(StoreError::Backend(format!(
+                    "token {name} has unknown role {role:?}"
+                ))),
+            },
+        }
+    }
+
+    fn channel_data(&self, channel: &str) -> Result<ChannelData, StoreError> {
+        let conn = self.conn();
+        let mut data = ChannelData::default();
+        let mut stmt = conn.prepare(
+            "SELECT id, host_group, os_build, hw_class, enrolled_at, last_seen FROM endpoints",
+        )?;
+        data.endpoints = stmt
+            .query_map([], |r| {
+                Ok(EndpointRow {
+                    id: r.get(0)?,
+                    host_group: r.get(1)?,
+                    os_build: r.get(2)?,
+                    hw_class: r.get(3)?,
+                    enrolled_at: to_u64(r.get(4)?),
+                    last_seen: r.get::<_, Option<i64>>(5)?.map(to_u64),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut stmt = conn.prepare(
+            "SELECT endpoint_id, at, channel, content_version, confirmed_healthy, shutdown
+             FROM heartbeats WHERE channel = ?1 ORDER BY at, id",
+        )?;
+        data.heartbeats = stmt
+            .query_map([channel], |r| {
+                Ok(HeartbeatRow {
+                    endpoint_id: r.get(0)?,
+                    at: to_u64(r.get(1)?),
+                    channel: r.get(2)?,
+                    content_version: to_u64(r.get(3)?),
+                    confirmed_healthy: r.get(4)?,
+                    shutdown: r.get(5)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut stmt = conn.prepare(
+            "SELECT endpoint_id, channel, release_version, kind, at FROM guard_events
+             WHERE channel = ?1 ORDER BY id",
+        )?;
+        let events: Vec<(String, String, i64, String, i64)> = stmt
+            .query_map([channel], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        for (endpoint_id, channel, version, kind, at) in events {
+            let Some(kind) = GuardEventKind::parse(&kind) else {
+                return Err(StoreError::Backend(format!(
+                    "unknown guard event kind {kind:?}"
+                )));
+            };
+            data.guard_events.push(GuardEventRow {
+                endpoint_id,
+                channel,
+                release_version: to_u64(version),
+                kind,
+                at: to_u64(at),
+            });
+        }
+        let mut stmt = conn.prepare(
+            "SELECT endpoint_id, channel, release_version, rule, count FROM detections
+             WHERE channel = ?1",
+        )?;
+        data.detections = stmt
+            .query_map([channel], |r| {
+                Ok(DetectionRow {
+                    endpoint_id: r.get(0)?,
+                    channel: r.get(1)?,
+                    release_version: to_u64(r.get(2)?),
+                    rule: r.get(3)?,
+                    count: to_u64(r.get(4)?),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(data)
+    }
+
+    fn table_counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let conn = self.conn();
+        let mut out = BTreeMap::new();
+        for t in TABLES {
+            let n: i64 = conn.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))?;
+            out.insert((*t).to_owned(), to_u64(n));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,298 @@
+//! Storage behind the [`Store`] trait. [`crate::sqlite::SqliteStore`] is the embedded default; a
+//! PostgreSQL implementation can come later behind the same trait (every method is one
+//! transaction, identifiers and hashes are lowercase hex text, times are Unix seconds).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A release engineer's role. Permissions are distinct, not ordered: a publisher uploads
+/// releases, an operator drives rollouts, and every role (viewer included) may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// May upload releases (`POST /v1/releases`).
+    Publisher,
+    /// May start, pause, resume, halt and revert rollouts.
+    Operator,
+    /// May only read.
+    Viewer,
+}
+
+impl Role {
+    /// The role's name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Publisher => "publisher",
+            Role::Operator => "operator",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    /// Parses a role name.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "publisher" => Some(Role::Publisher),
+            "operator" => Some(Role::Operator),
+            "viewer" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+}
+
+/// An enrolled endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRow {
+    /// Its id (32 hex digits).
+    pub id: String,
+    /// Its host group (for policies).
+    pub host_group: String,
+    /// Windows build.
+    pub os_build: String,
+    /// Hardware class.
+    pub hw_class: String,
+    /// When it enrolled.
+    pub enrolled_at: u64,
+    /// When it was last heard from.
+    pub last_seen: Option<u64>,
+}
+
+/// One heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatRow {
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// When the server received it.
+    pub at: u64,
+    /// The channel the endpoint reports on.
+    pub channel: String,
+    /// The content version it runs.
+    pub content_version: u64,
+    /// Whether it confirmed a healthy boot or hot update on that version.
+    pub confirmed_healthy: bool,
+    /// Whether it announced a clean shutdown.
+    pub shutdown: bool,
+}
+
+/// Kinds of guard events that count against a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuardEventKind {
+    /// A boot or load attempt that ended in neither a clean shutdown nor a blessing.
+    Crash,
+    /// A revert to last-known-good.
+    Revert,
+    /// The guard quarantined the candidate.
+    Quarantine,
+}
+
+impl GuardEventKind {
+    /// Its name in the database.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            GuardEventKind::Crash => "crash",
+            GuardEventKind::Revert => "revert",
+            GuardEventKind::Quarantine => "quarantine",
+        }
+    }
+
+    /// Parses a name.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "crash" => Some(GuardEventKind::Crash),
+            "revert" => Some(GuardEventKind::Revert),
+            "quarantine" => Some(GuardEventKind::Quarantine),
+            _ => None,
+        }
+    }
+}
+
+/// One guard event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuardEventRow {
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// The channel.
+    pub channel: String,
+    /// The release it happened on.
+    pub release_version: u64,
+    /// What happened.
+    pub kind: GuardEventKind,
+    /// When the server received it (the endpoint's clock is not trusted).
+    pub at: u64,
+}
+
+/// Detections of one rule by one endpoint on one release (counts add up).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DetectionRow {
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// The channel.
+    pub channel: String,
+    /// The release.
+    pub release_version: u64,
+    /// The rule id.
+    pub rule: String,
+    /// How many.
+    pub count: u64,
+}
+
+/// A published release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRow {
+    /// The channel's name.
+    pub channel: String,
+    /// The content version.
+    pub version: u64,
+    /// SHA-256 of the pack (hex).
+    pub pack_sha256: String,
+    /// SHA-256 of the envelope (hex), its key in the envelope store.
+    pub envelope_sha256: String,
+    /// The pack's rule ids.
+    pub rules: Vec<String>,
+    /// Free text.
+    pub notes: String,
+    /// When it was published.
+    pub published_at: u64,
+    /// The token name of who published it.
+    pub published_by: String,
+}
+
+/// A channel's stored rollout: the JSON of `bulwark_rollout::ChannelRollout` and of its
+/// `WaveThresholds`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutRow {
+    /// The channel.
+    pub channel: String,
+    /// JSON of the `ChannelRollout`.
+    pub state: String,
+    /// JSON of the `WaveThresholds` endpoints use to find their wave.
+    pub thresholds: String,
+    /// When it was last written.
+    pub updated_at: u64,
+}
+
+/// An API token's holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    /// Its name (for the audit trail).
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+}
+
+/// Everything the controller needs to observe a channel.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelData {
+    /// Every endpoint.
+    pub endpoints: Vec<EndpointRow>,
+    /// Heartbeats on the channel, oldest first.
+    pub heartbeats: Vec<HeartbeatRow>,
+    /// Guard events on the channel.
+    pub guard_events: Vec<GuardEventRow>,
+    /// Detection counts on the channel.
+    pub detections: Vec<DetectionRow>,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness or precondition conflict (nothing was written).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A message's sequence number is not above the last one accepted from its endpoint.
+    #[error("replayed message: sequence {seq} is not above the last accepted {last}")]
+    Replayed {
+        /// The message's.
+        seq: u64,
+        /// The last accepted.
+        last: u64,
+    },
+    /// The row to update does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Backend(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+/// A new endpoint.
+#[derive(Debug, Clone)]
+pub struct NewEndpoint {
+    /// The row.
+    pub row: EndpointRow,
+    /// SHA-256 of its bearer token (hex).
+    pub token_sha256: String,
+}
+
+/// The server's storage. Every method is atomic: it writes everything or nothing.
+pub trait Store: Send + Sync {
+    /// Adds an endpoint.
+    fn insert_endpoint(&self, endpoint: &NewEndpoint) -> Result<(), StoreError>;
+    /// The endpoint holding a token (by the token's SHA-256).
+    fn endpoint_by_token(&self, token_sha256: &str) -> Result<Option<EndpointRow>, StoreError>;
+    /// Records a heartbeat after checking that `seq` is above the endpoint's last accepted
+    /// sequence number (and moves it forward).
+    fn record_heartbeat(&self, seq: u64, heartbeat: &HeartbeatRow) -> Result<(), StoreError>;
+    /// Records a telemetry batch in one transaction, after the same sequence check.
+    fn record_telemetry(
+        &self,
+        endpoint_id: &str,
+        seq: u64,
+        at: u64,
+        events: &[GuardEventRow],
+        detections: &[DetectionRow],
+    ) -> Result<(), StoreError>;
+    /// Stores an envelope by its SHA-256 and publishes a release in one transaction. A release
+    /// not newer than every release already on its channel is a [`StoreError::Conflict`].
+    fn publish_release(&self, release: &ReleaseRow, envelope: &[u8]) -> Result<(), StoreError>;
+    /// Releases, newest first, of one channel or all.
+    fn releases(&self, channel: Option<&str>) -> Result<Vec<ReleaseRow>, StoreError>;
+    /// One release.
+    fn release(&self, channel: &str, version: u64) -> Result<Option<ReleaseRow>, StoreError>;
+    /// The highest published version on a channel.
+    fn latest_version(&self, channel: &str) -> Result<Option<u64>, StoreError>;
+    /// An envelope by its SHA-256 (hex).
+    fn envelope(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The hashes of every stored envelope.
+    fn envelope_hashes(&self) -> Result<Vec<String>, StoreError>;
+    /// A channel's rollout.
+    fn rollout(&self, channel: &str) -> Result<Option<RolloutRow>, StoreError>;
+    /// Every channel's rollout.
+    fn rollouts(&self) -> Result<Vec<RolloutRow>, StoreError>;
+    /// Writes a channel's rollout and its audit events (JSON, with the actor) in one transaction.
+    /// `expected_state` guards against a concurrent writer: the stored state JSON must be exactly
+    /// it (or absent when `None`), else [`StoreError::Conflict`] and nothing is written.
+    fn put_rollout(
+        &self,
+        row: &RolloutRow,
+        expected_state: Option<&str>,
+        actor: &str,
+        events: &[String],
+    ) -> Result<(), StoreError>;
+    /// The audit events of a channel, oldest first: (at, actor, event JSON).
+    fn rollout_events(&self, channel: &str) -> Result<Vec<(u64, String, String)>, StoreError>;
+    /// Adds a release engineer's token (by its SHA-256).
+    fn insert_api_token(
+        &self,
+        token_sha256: &str,
+        token: &ApiToken,
+        at: u64,
+    ) -> Result<(), StoreError>;
+    /// The holder of an API token.
+    fn api_token(&self, token_sha256: &str) -> Result<Option<ApiToken>, StoreError>;
+    /// What the controller observes of a channel.
+    fn channel_data(&self, channel: &str) -> Result<ChannelData, StoreError>;
+    /// Row counts per table (for tests and the status page).
+    fn table_counts(&self) -> Result<BTreeMap<String, u64>, StoreError>;
+}
