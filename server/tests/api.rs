@@ -1,0 +1,912 @@
+//! The server on loopback over real TLS: a self-signed certificate generated at start, a
+//! reqwest (rustls) client that trusts only it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bulwark_loader_boot_guard::envelope::public_key;
+use bulwark_loader_boot_guard::seal;
+use bulwark_rollout::{ChannelRollout, EndpointFacts, EndpointId, Status, WaveThresholds};
+use bulwark_server::api::{EnrollResponse, RolloutDocument, RolloutView};
+use bulwark_server::store::ApiToken;
+use bulwark_server::tls::PemPair;
+use bulwark_server::util::{random_token, sha256_hex, unhex};
+use bulwark_server::{ChannelConfig, Config, Role, Running, SqliteStore, Store};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const SECRET: &str = "enrollment-secret-for-tests";
+const RELEASE_KEY: [u8; 32] = [7; 32];
+const OTHER_KEY: [u8; 32] = [9; 32];
+const CHANNEL: u32 = 1;
+
+fn pack(n: u32) -> Vec<u8> {
+    let text = format!(
+        "rule\n  id \"rule-{n}\"\n  title \"test rule {n}\"\n  author \"tests\"\n  level high\n  action alert\n  event process_creation\n  str.contains CommandLine \"marker-{n}\"\n  ret\nend\n"
+    );
+    bulwark_interpreter::text::asm(&text).expect("assemble test pack")
+}
+
+fn envelope(key: &[u8; 32], version: u64) -> Vec<u8> {
+    seal(
+        key,
+        CHANNEL,
+        version,
+        bulwark_interpreter::schema_hash(),
+        &pack(1),
+    )
+    .unwrap()
+}
+
+struct Harness {
+    _server: Running,
+    base: String,
+    client: reqwest::Client,
+    store: Arc<dyn Store>,
+    db: PathBuf,
+    dir: PathBuf,
+}
+
+impl Harness {
+    async fn new(name: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("bulwark-server-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("server.db");
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).unwrap());
+        let config = Config {
+            enrollment_secret: SECRET.to_owned(),
+            trusted_keys: vec![public_key(&RELEASE_KEY)],
+            channels: BTreeMap::from([(
+                "stable".to_owned(),
+                ChannelConfig {
+                    number: CHANNEL,
+                    critical: false,
+                },
+            )]),
+        };
+        let pem = PemPair::self_signed().unwrap();
+        let server = bulwark_server::start(
+            "127.0.0.1:0".parse().unwrap(),
+            &pem,
+            store.clone(),
+            config,
+            None,
+        )
+        .await
+        .unwrap();
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(pem.cert_pem.as_bytes()).unwrap())
+            .build()
+            .unwrap();
+        let base = format!("https://localhost:{}", server.addr.port());
+        let client_resolved = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(pem.cert_pem.as_bytes()).unwrap())
+            .resolve("localhost", server.addr)
+            // The server closes a connection whose body it refused; never reuse one.
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        drop(client);
+        Self {
+            _server: server,
+            base,
+            client: client_resolved,
+            store,
+            db,
+            dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn token(&self, role: Role, name: &str) -> String {
+        let token = random_token("bwr_").unwrap();
+        self.store
+            .insert_api_token(
+                &sha256_hex(token.as_bytes()),
+                &ApiToken {
+                    name: name.to_owned(),
+                    role,
+                },
+                1,
+            )
+            .unwrap();
+        token
+    }
+
+    async fn post_json(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.post(self.url(path)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap())
+    }
+
+    async fn post_raw(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap())
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut req = self.client.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap()
+    }
+
+    async fn enroll(&self, os_build: &str) -> EnrollResponse {
+        let (status, body) = self
+            .post_json(
+                "/v1/enroll",
+                None,
+                &json!({"secret": SECRET, "os_build": os_build, "hw_class": "x64-desktop", "host_group": "default"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        serde_json::from_value(body).unwrap()
+    }
+
+    /// Every row of every table, as text: the whole database.
+    fn snapshot(&self) -> String {
+        let conn = rusqlite::Connection::open(&self.db).unwrap();
+        let mut out = String::new();
+        let tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for t in tables {
+            out.push_str(&format!("== {t}\n"));
+            let mut stmt = conn
+                .prepare(&format!("SELECT * FROM {t} ORDER BY rowid"))
+                .unwrap();
+            let n = stmt.column_count();
+            let mut rows = stmt.query([]).unwrap();
+            while let Some(row) = rows.next().unwrap() {
+                for i in 0..n {
+                    let v: rusqlite::types::Value = row.get(i).unwrap();
+                    out.push_str(&format!("{v:?}|"));
+                }
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn facts(id: &str, os_build: &str) -> EndpointFacts {
+    EndpointFacts {
+        id: EndpointId(unhex(id).unwrap().try_into().unwrap()),
+        os_build: os_build.to_owned(),
+        hw_class: "x64-desktop".to_owned(),
+        host_group: "default".to_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enroll_report_publish_roll_out_and_fetch() {
+    let h = Harness::new("flow").await;
+    let endpoint = h.enroll("22631").await;
+    assert_eq!(endpoint.endpoint_id.len(), 32);
+    assert!(endpoint.token.starts_with("bwe_"));
+    // Only the token's hash is stored.
+    assert!(!h.snapshot().contains(&endpoint.token));
+    assert!(h
+        .snapshot()
+        .contains(&sha256_hex(endpoint.token.as_bytes())));
+
+    let (status, body) = h
+        .post_json(
+            "/v1/heartbeat",
+            Some(&endpoint.token),
+            &json!({"seq": 1, "channel": "stable", "content_version": 0}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = h
+        .post_json(
+            "/v1/telemetry",
+            Some(&endpoint.token),
+            &json!({"seq": 2, "channel": "stable",
+                "guard_events": [{"release_version": 0, "kind": "crash"}, {"release_version": 0, "kind": "revert"}],
+                "detections": [{"release_version": 0, "rule": "rule-0", "count": 5}, {"release_version": 0, "rule": "rule-0", "count": 2}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({"accepted": true, "guard_events": 2, "detections": 2})
+    );
+    let counts = h.store.table_counts().unwrap();
+    assert_eq!(counts["heartbeats"], 1);
+    assert_eq!(counts["guard_events"], 2);
+    assert_eq!(
+        counts["detections"], 1,
+        "counts of one rule add up in one row"
+    );
+    let data = h.store.channel_data("stable").unwrap();
+    assert_eq!(data.detections[0].count, 7);
+
+    // Publish a real signed envelope.
+    let publisher = h.token(Role::Publisher, "pat");
+    let env = envelope(&RELEASE_KEY, 1);
+    let (status, body) = h
+        .post_raw(
+            "/v1/releases?channel=stable&notes=first",
+            Some(&publisher),
+            env.clone(),
+            "application/octet-stream",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let env_sha = sha256_hex(&env);
+    assert_eq!(body["envelope_sha256"], json!(env_sha));
+    assert_eq!(body["pack_sha256"], json!(sha256_hex(&pack(1))));
+    assert_eq!(body["rules"], json!(["rule-1"]));
+    assert_eq!(body["published_by"], json!("pat"));
+
+    let viewer = h.token(Role::Viewer, "vic");
+    let list: Value = h
+        .get("/v1/releases?channel=stable", Some(&viewer))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["version"], json!(1));
+
+    // Start a rollout.
+    let operator = h.token(Role::Operator, "olga");
+    let (status, body) = h
+        .post_json(
+            "/v1/rollouts/stable/start",
+            Some(&operator),
+            &json!({"version": 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let view: RolloutView = serde_json::from_value(body).unwrap();
+    assert_eq!(view.state.release.version, 1);
+    assert_eq!(
+        view.state.release.envelope_sha256.to_vec(),
+        unhex(&env_sha).unwrap()
+    );
+    assert_eq!(view.state.status, Status::Progressing);
+    assert_eq!(view.state.open_waves, 1);
+    // The only endpoint is in the first wave with room for one endpoint (the 50% wave).
+    assert_eq!(
+        view.thresholds
+            .wave_of(&facts(&endpoint.endpoint_id, "22631")),
+        Some(3)
+    );
+
+    let (status, body) = h
+        .post_json(
+            "/v1/rollouts/stable/pause",
+            Some(&operator),
+            &json!({"reason": "weekend"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = h
+        .post_json("/v1/rollouts/stable/resume", Some(&operator), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let got: Value = h
+        .get("/v1/rollouts/stable", Some(&viewer))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let events = got["events"].as_array().unwrap();
+    assert_eq!(events.len(), 4, "{got}"); // started, wave 0 opened, paused, resumed
+    assert_eq!(events[2]["actor"], json!("olga (operator)"));
+    assert!(events[2]["event"]["Paused"].is_object(), "{got}");
+
+    // The static fetch path.
+    let resp = h.get("/v1/metadata/rollout.json", None).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let doc: RolloutDocument = resp.json().await.unwrap();
+    let stable: &ChannelRollout = doc.state.channel("stable").unwrap();
+    assert_eq!(stable.revision, 3);
+    assert_eq!(stable.release.version, 1);
+    let thresholds: &WaveThresholds = &doc.thresholds["stable"];
+    assert_eq!(thresholds, &view.thresholds);
+
+    let resp = h.get(&format!("/v1/envelopes/{env_sha}"), None).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(resp.headers()["etag"], format!("\"{env_sha}\"").as_str());
+    assert_eq!(resp.bytes().await.unwrap().to_vec(), env);
+    let missing = "0".repeat(64);
+    let resp = h.get(&format!("/v1/envelopes/{missing}"), None).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+
+    // export writes exactly the fetch path.
+    let out = h.dir.join("export");
+    let written = bulwark_server::export::export(h.store.as_ref(), &out).unwrap();
+    assert_eq!(written.len(), 2);
+    let exported: RolloutDocument =
+        serde_json::from_slice(&std::fs::read(out.join("v1/metadata/rollout.json")).unwrap())
+            .unwrap();
+    assert_eq!(exported.state, doc.state);
+    assert_eq!(
+        std::fs::read(out.join("v1/envelopes").join(&env_sha)).unwrap(),
+        env
+    );
+    assert_eq!(
+        std::fs::read_dir(out.join("v1/envelopes")).unwrap().count(),
+        1
+    );
+    assert!(
+        Path::new(&out.join("v1/metadata"))
+            .read_dir()
+            .unwrap()
+            .count()
+            == 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_halts_on_quarantines_in_the_first_wave() {
+    let h = Harness::new("controller").await;
+    let publisher = h.token(Role::Publisher, "pat");
+    let operator = h.token(Role::Operator, "olga");
+    let mut endpoints = Vec::new();
+    for _ in 0..20 {
+        endpoints.push(h.enroll("22631").await);
+    }
+    let (status, body) = h
+        .post_raw(
+            "/v1/releases?channel=stable",
+            Some(&publisher),
+            envelope(&RELEASE_KEY, 1),
+            "application/octet-stream",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = h
+        .post_json(
+            "/v1/rollouts/stable/start",
+            Some(&operator),
+            &json!({"version": 1, "plan": {"waves": [
+            {"name": "canary", "fraction_ppm": 250_000, "bake_secs": 3600, "min_healthy": 1},
+            {"name": "all", "fraction_ppm": 1_000_000, "bake_secs": 3600, "min_healthy": 1}]}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let view: RolloutView = serde_json::from_value(body).unwrap();
+    let (first, rest): (Vec<_>, Vec<_>) = endpoints
+        .iter()
+        .partition(|e| view.thresholds.wave_of(&facts(&e.endpoint_id, "22631")) == Some(0));
+    assert_eq!((first.len(), rest.len()), (5, 15));
+    for e in &rest {
+        let (status, _) = h
+            .post_json(
+                "/v1/heartbeat",
+                Some(&e.token),
+                &json!({"seq": 1, "channel": "stable", "content_version": 0}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let canary = first[0];
+    let (status, _) = h
+        .post_json(
+            "/v1/heartbeat",
+            Some(&canary.token),
+            &json!({"seq": 1, "channel": "stable", "content_version": 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // One quarantine holds nothing back: the controller only holds (bake time, confirmations).
+    let (status, _) = h
+        .post_json(
+            "/v1/telemetry",
+            Some(&canary.token),
+            &json!({"seq": 2, "channel": "stable",
+            "guard_events": [{"release_version": 1, "kind": "quarantine"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let now = bulwark_server::util::now();
+    assert!(bulwark_server::controller::tick(h.store.as_ref(), now)
+        .unwrap()
+        .is_empty());
+    let doc: RolloutDocument = h
+        .get("/v1/metadata/rollout.json", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        doc.state.channel("stable").unwrap().status,
+        Status::Progressing
+    );
+
+    // A second quarantine on the release reaches the ceiling: halted with revert.
+    let (status, _) = h
+        .post_json(
+            "/v1/telemetry",
+            Some(&canary.token),
+            &json!({"seq": 3, "channel": "stable",
+            "guard_events": [{"release_version": 1, "kind": "quarantine"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let changed = bulwark_server::controller::tick(h.store.as_ref(), now).unwrap();
+    assert_eq!(changed.len(), 1);
+    let doc: RolloutDocument = h
+        .get("/v1/metadata/rollout.json", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let stable = doc.state.channel("stable").unwrap();
+    assert!(stable.is_halted(), "{:?}", stable.status);
+    assert!(stable.revert);
+    let viewer = h.token(Role::Viewer, "vic");
+    let got: Value = h
+        .get("/v1/rollouts/stable", Some(&viewer))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let last = got["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["actor"], json!("controller"));
+    assert!(
+        last["event"]["Halted"]["record"]["cause"]["Automatic"].is_object(),
+        "{last}"
+    );
+    // A halted rollout is not stepped again.
+    assert!(
+        bulwark_server::controller::tick(h.store.as_ref(), now + 3600)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Sends a request that must be refused and checks the status, the error code, a part of the
+/// message, and that the database did not change.
+async fn refused(
+    h: &Harness,
+    response: (StatusCode, Value),
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    before: &str,
+) {
+    let (got, body) = response;
+    assert_eq!(got, status, "{body}");
+    assert_eq!(body["error"], json!(code), "{body}");
+    let text = body["message"].as_str().unwrap();
+    assert!(
+        text.contains(message),
+        "{text:?} does not contain {message:?}"
+    );
+    assert_eq!(h.snapshot(), before, "the database changed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_store_nothing() {
+    let h = Harness::new("refusals").await;
+    let e = h.enroll("22631").await;
+    let (status, _) = h
+        .post_json(
+            "/v1/heartbeat",
+            Some(&e.token),
+            &json!({"seq": 5, "channel": "stable", "content_version": 0}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let publisher = h.token(Role::Publisher, "pat");
+    let viewer = h.token(Role::Viewer, "vic");
+    let operator = h.token(Role::Operator, "olga");
+    let before = h.snapshot();
+    let s = &before;
+
+    let enroll = |secret: &str| json!({"secret": secret, "os_build": "1", "hw_class": "x", "host_group": "g"});
+    refused(
+        &h,
+        h.post_json("/v1/enroll", None, &enroll("wrong")).await,
+        StatusCode::UNAUTHORIZED,
+        "bad_enrollment_secret",
+        "wrong enrollment secret",
+        s,
+    )
+    .await;
+    refused(
+        &h,
+        h.post_json("/v1/enroll", None, &enroll(&SECRET[..SECRET.len() - 1]))
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "bad_enrollment_secret",
+        "wrong enrollment secret",
+        s,
+    )
+    .await;
+    refused(
+        &h,
+        h.post_raw(
+            "/v1/enroll",
+            None,
+            b"{\"secret\": ".to_vec(),
+            "application/json",
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "malformed_json",
+        "malformed JSON body: EOF while parsing",
+        s,
+    )
+    .await;
+    refused(&h, h.post_json("/v1/enroll", None, &json!({"secret": SECRET, "os_build": "1", "hw_class": "x", "host_group": "g", "admin": true})).await,
+        StatusCode::BAD_REQUEST, "malformed_json", "unknown field `admin`", s).await;
+    refused(
+        &h,
+        h.post_json("/v1/enroll", None, &enroll(&"a".repeat(20_000)))
+            .await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        "length limit exceeded",
+        s,
+    )
+    .await;
+
+    // Endpoint tokens.
+    let hb = |seq: u64| json!({"seq": seq, "channel": "stable", "content_version": 0});
+    refused(
+        &h,
+        h.post_json("/v1/heartbeat", None, &hb(6)).await,
+        StatusCode::UNAUTHORIZED,
+        "missing_token",
+        "missing bearer token",
+        s,
+    )
+    .await;
+    refused(
+        &h,
+        h.post_json("/v1/heartbeat", Some("bwe_0000"), &hb(6)).await,
+        StatusCode::UNAUTHORIZED,
+        "bad_token",
+        "unknown endpoint token",
+        s,
+    )
+    .await;
+    refused(
+        &h,
+        h.post_json("/v1/heartbeat", Some(&publisher), &hb(6)).await,
+        StatusCode::UNAUTHORIZED,
+        "bad_token",
+        "unknown endpoint token",
+        s,
+    )
+    .await;
+    refused(
+        &h,
+        h.post_json("/v1/heartbeat", Some(&e.token), &hb(5)).await,
+        StatusCode::CONFLICT,
+        "replayed",
+        "sequence 5 is not above the last accepted 5",
+        s,
+    )
+    .await;
+    refused(
+        &h,
+        h.post_json(
+            "/v1/heartbeat",
+            Some(&e.token),
+            &json!({"seq": 6, "channel": "beta", "content_version": 0}),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "unknown channel \"beta\"",
+        s,
+    )
+    .await;
+    let many: Vec<Value> = (0..1001)
+        .map(|_| json!({"release_version": 0, "kind": "crash"}))
+        .collect();
+    refused(
+        &h,
+        h.post_json(
+            "/v1/telemetry",
+            Some(&e.token),
+            &json!({"seq": 6, "channel": "stable", "guard_events": many}),
+        )
+        .await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "batch_too_large",
+        "at most 1000 guard events",
+        s,
+    )
+    .await;
+    refused(&h, h.post_json("/v1/telemetry", Some(&e.token), &json!({"seq": 6, "channel": "stable", "guard_events": [{"release_version": 0, "kind": "explosion"}]})).await,
+        StatusCode::BAD_REQUEST, "malformed_json", "unknown variant `explosion`", s).await;
+
+    // Roles.
+    let good = envelope(&RELEASE_KEY, 1);
+    refused(
+        &h,
+        h.post_raw(
+            "/v1/releases?channel=stable",
+            Some(&viewer),
+            good.clone(),
+            "application/octet-stream",
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "wrong_role",
+        "token \"vic\" has role viewer; this needs publisher",
+        s,
+    )
+    .await;
+    refused(
+        &h,
+        h.post_raw(
+            "/v1/releases?channel=stable",
+            Some(&operator),
+            good.clone(),
+            "application/octet-stream",
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "wrong_role",
+        "has role operator; this needs publisher",
+        s,
+    )
+    .await;
+    refused(
+        &h,
+        h.post_raw(
+            "/v1/releases?channel=stable",
+            Some(&e.token),
+            good.clone(),
+            "application/octet-stream",
+        )
+        .await,
+        StatusCode::UNAUTHORIZED,
+        "bad_token",
+        "unknown API token",
+        s,
+    )
+    .await;
+    refused(
+        &h,
+        h.post_json(
+            "/v1/rollouts/stable/start",
+            Some(&publisher),
+            &json!({"version": 1}),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "wrong_role",
+        "this needs operator",
+        s,
+    )
+    .await;
+
+    // Envelopes the loader refuses, with the loader's message.
+    refused(
+        &h,
+        h.post_raw(
+            "/v1/releases?channel=stable",
+            Some(&publisher),
+            envelope(&OTHER_KEY, 1),
+            "application/octet-stream",
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "envelope_rejected",
+        "is not a trusted key",
+        s,
+    )
+    .await;
+    let mut tampered = good.clone();
+    *tampered.last_mut().unwrap() ^= 1;
+    let (status, body) = h
+        .post_raw(
+            "/v1/releases?channel=stable",
+            Some(&publisher),
+            tampered,
+            "application/octet-stream",
+        )
+        .await;
+    assert_eq!(body["details"]["loader_code"], json!(111), "{body}");
+    refused(
+        &h,
+        (status, body),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "envelope_rejected",
+        "signature",
+        s,
+    )
+    .await;
+    refused(
+        &h,
+        h.post_raw(
+            "/v1/releases?channel=stable",
+            Some(&publisher),
+            b"not an envelope".to_vec(),
+            "application/octet-stream",
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "envelope_rejected",
+        "shorter than its 152-byte header",
+        s,
+    )
+    .await;
+    refused(
+        &h,
+        h.post_raw(
+            "/v1/releases?channel=beta",
+            Some(&publisher),
+            good.clone(),
+            "application/octet-stream",
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "unknown channel \"beta\"",
+        s,
+    )
+    .await;
+    refused(
+        &h,
+        h.post_raw(
+            "/v1/releases?channel=stable",
+            Some(&publisher),
+            vec![0; 9 << 20],
+            "application/octet-stream",
+        )
+        .await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        "length limit exceeded",
+        s,
+    )
+    .await;
+
+    // Rollout commands.
+    refused(
+        &h,
+        h.post_json(
+            "/v1/rollouts/stable/start",
+            Some(&operator),
+            &json!({"version": 1}),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no release 1 on channel \"stable\"",
+        s,
+    )
+    .await;
+    refused(
+        &h,
+        h.post_json(
+            "/v1/rollouts/stable/pause",
+            Some(&operator),
+            &json!({"reason": "x"}),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "channel \"stable\" has no rollout",
+        s,
+    )
+    .await;
+    refused(
+        &h,
+        h.post_json("/v1/rollouts/stable/explode", Some(&operator), &json!({}))
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "unknown rollout command \"explode\"",
+        s,
+    )
+    .await;
+    refused(
+        &h,
+        h.post_json("/v1/nothing-here", None, &json!({})).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint",
+        s,
+    )
+    .await;
+
+    // Anti-downgrade once a release exists, refused by the loader.
+    let (status, body) = h
+        .post_raw(
+            "/v1/releases?channel=stable",
+            Some(&publisher),
+            good.clone(),
+            "application/octet-stream",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let after_publish = h.snapshot();
+    refused(
+        &h,
+        h.post_raw(
+            "/v1/releases?channel=stable",
+            Some(&publisher),
+            good,
+            "application/octet-stream",
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "envelope_rejected",
+        "version 1 is not newer than version 1",
+        &after_publish,
+    )
+    .await;
+    // A command the controller refuses.
+    refused(
+        &h,
+        h.post_json(
+            "/v1/rollouts/stable/start",
+            Some(&operator),
+            &json!({"version": 1, "plan": {"waves": []}}),
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "command_refused",
+        "invalid plan",
+        &after_publish,
+    )
+    .await;
+}
