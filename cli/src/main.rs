@@ -2,7 +2,8 @@
 //!
 //! Each area of commands lives in its own module, which contributes its subcommands with
 //! `commands()` and runs them with `run()`. Exit codes: 0 success, 1 content rejected (or a check
-//! failed), 2 usage or I/O error.
+//! failed, or the release server refused a request), 2 usage or I/O error (a release server that
+//! cannot be reached included).
 
 use std::process::ExitCode;
 
@@ -12,6 +13,7 @@ mod driver;
 mod guard;
 mod keys;
 mod scan;
+mod server;
 
 /// The exit code for usage and I/O errors.
 pub const EXIT_USAGE: u8 = 2;
@@ -28,6 +30,7 @@ fn cli() -> clap::Command {
         .subcommands(driver::commands())
         .subcommands(keys::commands())
         .subcommands(guard::commands())
+        .subcommands(server::commands())
 }
 
 fn main() -> ExitCode {
@@ -61,6 +64,9 @@ fn main() -> ExitCode {
         return code;
     }
     if let Some(code) = driver::run(name, sub) {
+        return code;
+    }
+    if let Some(code) = server::run(name, sub) {
         return code;
     }
     eprintln!("bulwark: unknown command {name}");
