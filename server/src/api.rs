@@ -24,7 +24,7 @@ use crate::store::{
     ApiToken, DetectionRow, EndpointRow, GuardEventKind, GuardEventRow, HeartbeatRow, NewEndpoint,
     ReleaseRow, Role, RolloutRow, Store, StoreError,
 };
-use crate::util::{hex, now, random_token, sha256_hex, unhex};
+use crate::util::{hex, random_token, sha256_hex, unhex};
 
 /// Body limit of the small JSON requests (enrollment, heartbeat, rollout commands).
 pub const SMALL_BODY_LIMIT: usize = 16 * 1024;
@@ -55,6 +55,37 @@ pub struct Config {
     pub trusted_keys: Vec<[u8; 32]>,
     /// The channels, by name.
     pub channels: BTreeMap<String, ChannelConfig>,
+    /// The clock every request reads (the system clock in the binary; tests fix it).
+    pub clock: Clock,
+}
+
+/// Seconds since the Unix epoch, from a source the tests can control.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> u64 + Send + Sync>);
+
+impl Clock {
+    /// The system clock.
+    #[must_use]
+    pub fn system() -> Self {
+        Self(Arc::new(crate::util::now))
+    }
+
+    /// A clock reading `f`.
+    pub fn from_fn(f: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// The time.
+    #[must_use]
+    pub fn now(&self) -> u64 {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock({})", self.now())
+    }
 }
 
 /// State shared by the handlers.
@@ -336,7 +367,7 @@ async fn enroll(
             host_group: req.host_group,
             os_build: req.os_build,
             hw_class: req.hw_class,
-            enrolled_at: now(),
+            enrolled_at: state.config.clock.now(),
             last_seen: None,
         },
         token_sha256: sha256_hex(token.as_bytes()),
@@ -386,7 +417,7 @@ async fn heartbeat(
     channel_config(&state, &req.channel)?;
     let row = HeartbeatRow {
         endpoint_id: endpoint.id,
-        at: now(),
+        at: state.config.clock.now(),
         channel: req.channel,
         content_version: req.content_version,
         confirmed_healthy: req.confirmed_healthy,
@@ -458,7 +489,7 @@ async fn telemetry(
     for d in &req.detections {
         check_text("rule", &d.rule)?;
     }
-    let at = now();
+    let at = state.config.clock.now();
     let events: Vec<GuardEventRow> = req
         .guard_events
         .iter()
@@ -519,6 +550,7 @@ async fn publish(
     }
     let store = state.store.clone();
     let keys = state.keys.clone();
+    let published_at = state.config.clock.now();
     let row = blocking(move || {
         let newest = store.latest_version(&q.channel)?.unwrap_or(0);
         let admission = Admission::Update {
@@ -542,7 +574,7 @@ async fn publish(
             envelope_sha256: sha256_hex(&envelope),
             rules,
             notes: q.notes,
-            published_at: now(),
+            published_at,
             published_by: who.name,
         };
         store.publish_release(&row, &envelope)?;
@@ -676,8 +708,8 @@ async fn rollout_command(
     let req: CommandRequest = json_body(body)?;
     let config = channel_config(&state, &channel)?.clone();
     let store = state.store.clone();
+    let at = state.config.clock.now();
     let view = blocking(move || {
-        let at = now();
         let ts = Timestamp(at);
         let previous = store.rollout(&channel)?;
         let current: Option<ChannelRollout> = previous

@@ -100,7 +100,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use api::{AppState, ChannelConfig, Config};
+pub use api::{AppState, ChannelConfig, Clock, Config};
 pub use sqlite::SqliteStore;
 pub use store::{Role, Store};
 

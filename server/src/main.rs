@@ -10,7 +10,7 @@ use std::time::Duration;
 use bulwark_server::store::ApiToken;
 use bulwark_server::tls::PemPair;
 use bulwark_server::util::{now, random_token, sha256_hex, unhex};
-use bulwark_server::{ChannelConfig, Config, Role, SqliteStore, Store};
+use bulwark_server::{ChannelConfig, Clock, Config, Role, SqliteStore, Store};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -141,6 +141,7 @@ async fn serve(store: Arc<dyn Store>, command: Command) -> Result<(), String> {
             .iter()
             .map(|c| parse_channel(c))
             .collect::<Result<BTreeMap<_, _>, _>>()?,
+        clock: Clock::system(),
     };
     let interval = Duration::from_secs(controller_interval.max(1));
     let running = bulwark_server::start(listen, &pem, store, config, Some(interval)).await?;

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bulwark_loader_boot_guard::envelope::public_key;
@@ -18,7 +19,7 @@ use bulwark_server::api::{EnrollResponse, RolloutDocument, RolloutView};
 use bulwark_server::store::ApiToken;
 use bulwark_server::tls::PemPair;
 use bulwark_server::util::{random_token, sha256_hex, unhex};
-use bulwark_server::{ChannelConfig, Config, Role, Running, SqliteStore, Store};
+use bulwark_server::{ChannelConfig, Clock, Config, Role, Running, SqliteStore, Store};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -45,8 +46,12 @@ fn envelope(key: &[u8; 32], version: u64) -> Vec<u8> {
     .unwrap()
 }
 
+/// The start of the tests' fixed clock.
+const T0: u64 = 1_800_000_000;
+
 struct Harness {
     _server: Running,
+    time: Arc<AtomicU64>,
     base: String,
     client: reqwest::Client,
     store: Arc<dyn Store>,
@@ -61,6 +66,8 @@ impl Harness {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let db = dir.join("server.db");
+        let time = Arc::new(AtomicU64::new(T0));
+        let clock_time = time.clone();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).unwrap());
         let config = Config {
             enrollment_secret: SECRET.to_owned(),
@@ -72,6 +79,7 @@ impl Harness {
                     critical: false,
                 },
             )]),
+            clock: Clock::from_fn(move || clock_time.load(Ordering::SeqCst)),
         };
         let pem = PemPair::self_signed().unwrap();
         let server = bulwark_server::start(
@@ -102,12 +110,17 @@ impl Harness {
         drop(client);
         Self {
             _server: server,
+            time,
             base,
             client: client_resolved,
             store,
             db,
             dir,
         }
+    }
+
+    fn set_time(&self, t: u64) {
+        self.time.store(t, Ordering::SeqCst);
     }
 
     fn url(&self, path: &str) -> String {
@@ -429,40 +442,40 @@ async fn controller_halts_on_quarantines_in_the_first_wave() {
         .iter()
         .partition(|e| view.thresholds.wave_of(&facts(&e.endpoint_id, "22631")) == Some(0));
     assert_eq!((first.len(), rest.len()), (5, 15));
-    for e in &rest {
-        let (status, _) = h
-            .post_json(
-                "/v1/heartbeat",
-                Some(&e.token),
-                &json!({"seq": 1, "channel": "stable", "content_version": 0}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK);
-    }
+    // Everyone reports at T0 (the canaries on the release), and again ten minutes later.
     let canary = first[0];
-    let (status, _) = h
-        .post_json(
-            "/v1/heartbeat",
-            Some(&canary.token),
-            &json!({"seq": 1, "channel": "stable", "content_version": 1}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    for (seq, t) in [(1, T0), (2, T0 + 600)] {
+        h.set_time(t);
+        for (e, version) in rest
+            .iter()
+            .map(|e| (e, 0))
+            .chain(first.iter().map(|e| (e, 1)))
+        {
+            let (status, _) = h
+                .post_json(
+                    "/v1/heartbeat",
+                    Some(&e.token),
+                    &json!({"seq": seq, "channel": "stable", "content_version": version}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK);
+        }
+    }
 
-    // One quarantine holds nothing back: the controller only holds (bake time, confirmations).
+    // One quarantine in 3000 canary endpoint-seconds against none in 9000 on the baseline
+    // (p = 0.25) changes nothing: the controller only holds (bake time, confirmations).
     let (status, _) = h
         .post_json(
             "/v1/telemetry",
             Some(&canary.token),
-            &json!({"seq": 2, "channel": "stable",
+            &json!({"seq": 3, "channel": "stable",
             "guard_events": [{"release_version": 1, "kind": "quarantine"}]}),
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let now = bulwark_server::util::now();
-    assert!(bulwark_server::controller::tick(h.store.as_ref(), now)
-        .unwrap()
-        .is_empty());
+    let now = T0 + 600;
+    let changed = bulwark_server::controller::tick(h.store.as_ref(), now).unwrap();
+    assert!(changed.is_empty(), "{changed:?}");
     let doc: RolloutDocument = h
         .get("/v1/metadata/rollout.json", None)
         .await
@@ -479,7 +492,7 @@ async fn controller_halts_on_quarantines_in_the_first_wave() {
         .post_json(
             "/v1/telemetry",
             Some(&canary.token),
-            &json!({"seq": 3, "channel": "stable",
+            &json!({"seq": 4, "channel": "stable",
             "guard_events": [{"release_version": 1, "kind": "quarantine"}]}),
         )
         .await;
