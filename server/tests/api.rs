@@ -657,6 +657,20 @@ async fn refusals_store_nothing() {
     refused(
         &h,
         h.post_json(
+            "/v1/telemetry",
+            Some(&e.token),
+            &json!({"seq": 4, "channel": "stable", "guard_events": [{"release_version": 0, "kind": "crash"}]}),
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "replayed",
+        "sequence 4 is not above the last accepted 5",
+        s,
+    )
+    .await;
+    refused(
+        &h,
+        h.post_json(
             "/v1/heartbeat",
             Some(&e.token),
             &json!({"seq": 6, "channel": "beta", "content_version": 0}),
