@@ -82,10 +82,24 @@
 //! # Tests
 //!
 //! `tests/api.rs` runs the server on 127.0.0.1:0 over real TLS (a self-signed certificate the
-//! reqwest/rustls client trusts): enrollment, heartbeat, telemetry, publishing a real signed
-//! envelope, starting a rollout, fetching `rollout.json` and the envelope by hash, a controller
-//! tick that halts on crashes, and every refusal with its status, message and an unchanged
-//! database.
+//! reqwest/rustls client trusts, and no other root) with a fixed [`Clock`]:
+//! * enrollment (only the token's hash stored), heartbeat, a telemetry batch (detection counts
+//!   adding up), publishing a real signed envelope (assembled pack, sealed like the loader's
+//!   tests), listing, start/pause/resume and the audit log, `rollout.json`, the envelope by hash
+//!   with its cache headers, and `export` writing exactly the fetch path;
+//! * the controller: 20 endpoints, a 25% first wave; one quarantine in the canaries changes
+//!   nothing, the second halts the rollout with `revert`, recorded as the `controller`'s event;
+//! * refusals, each with its status, code, message and the whole database (every row of every
+//!   table) unchanged: wrong or truncated enrollment secret, malformed JSON, unknown field,
+//!   oversized bodies (enrollment, 9 MiB upload), oversized batch, unknown event kind, missing,
+//!   unknown and wrong-kind tokens, replayed heartbeat and telemetry, unknown channel, viewer or
+//!   operator publishing, publisher starting a rollout, untrusted signer, tampered and truncated
+//!   envelopes (with the loader's code), downgrade, invalid plan, unknown release, command or
+//!   path.
+//!
+//! Each was seen to fail against a deliberate break: the secret not checked, the replay check
+//! off by one, telemetry without the sequence check, roles not checked, the loader not told the
+//! newest version, quarantines not aggregated, the batch bound doubled, no-cache on envelopes.
 #![forbid(unsafe_code)]
 
 pub mod api;
