@@ -312,6 +312,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/rollouts/{channel}", get(get_rollout))
         .route("/v1/metadata/rollout.json", get(rollout_json))
         .route("/v1/envelopes/{sha256}", get(get_envelope))
+        .merge(crate::dashboard::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(state)
 }

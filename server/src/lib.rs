@@ -104,6 +104,7 @@
 
 pub mod api;
 pub mod controller;
+pub mod dashboard;
 pub mod export;
 pub mod sqlite;
 pub mod store;
