@@ -7,7 +7,8 @@
 //!
 //! * [`store`]: the [`Store`] trait (every method one transaction) and its rows;
 //!   [`sqlite`]: [`SqliteStore`], one SQLite file in WAL mode, migrated on open (`PRAGMA
-//!   user_version`). PostgreSQL can come later behind the same trait.
+//!   user_version`); [`postgres`]: [`PostgresStore`], the same schema in PostgreSQL for several
+//!   instances behind a load balancer (`--database postgres://...`).
 //! * [`api`]: the axum router and handlers; [`tls`]: rustls (ring) over tokio, PEM files or a
 //!   self-signed certificate generated with `rcgen` (`--self-signed`, development and tests).
 //! * [`controller`]: telemetry into `bulwark_rollout::HealthObservations`, then
@@ -106,6 +107,7 @@ pub mod api;
 pub mod controller;
 pub mod dashboard;
 pub mod export;
+pub mod postgres;
 pub mod sqlite;
 pub mod store;
 pub mod tls;
@@ -116,6 +118,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use api::{AppState, ChannelConfig, Clock, Config};
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use store::{Role, Store};
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bulwark_server::store::ApiToken;
 use bulwark_server::tls::PemPair;
 use bulwark_server::util::{now, random_token, sha256_hex, unhex};
-use bulwark_server::{ChannelConfig, Clock, Config, Role, SqliteStore, Store};
+use bulwark_server::{ChannelConfig, Clock, Config, PostgresStore, Role, SqliteStore, Store};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -19,6 +19,10 @@ struct Cli {
     /// The SQLite database file (created and migrated if needed).
     #[arg(long, default_value = "bulwark-server.db", global = true)]
     db: PathBuf,
+    /// A PostgreSQL URL (postgres://user:password@host:port/database, no TLS) to use instead
+    /// of the SQLite file: every instance behind a load balancer points at the same one.
+    #[arg(long, global = true, conflicts_with = "db")]
+    database: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -152,8 +156,12 @@ async fn serve(store: Arc<dyn Store>, command: Command) -> Result<(), String> {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&cli.db).map_err(|e| format!("{}: {e}", cli.db.display()))?);
+    let store: Arc<dyn Store> = match &cli.database {
+        Some(url) => Arc::new(PostgresStore::connect(url).map_err(|e| format!("--database: {e}"))?),
+        None => {
+            Arc::new(SqliteStore::open(&cli.db).map_err(|e| format!("{}: {e}", cli.db.display()))?)
+        }
+    };
     match cli.command {
         serve_command @ Command::Serve { .. } => tokio::runtime::Builder::new_multi_thread()
             .enable_all()

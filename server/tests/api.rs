@@ -1,5 +1,7 @@
 //! The server on loopback over real TLS: a self-signed certificate generated at start, a
-//! reqwest (rustls) client that trusts only it.
+//! reqwest (rustls) client that trusts only it. Every test runs twice: on the SQLite store, and on
+//! the PostgreSQL store in a fresh schema of the server named by `BULWARK_TEST_POSTGRES`
+//! (`.ci/run` starts one; without it the PostgreSQL runs print that they skipped).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -19,7 +21,9 @@ use bulwark_server::api::{EnrollResponse, RolloutDocument, RolloutView};
 use bulwark_server::store::ApiToken;
 use bulwark_server::tls::PemPair;
 use bulwark_server::util::{random_token, sha256_hex, unhex};
-use bulwark_server::{ChannelConfig, Clock, Config, Role, Running, SqliteStore, Store};
+use bulwark_server::{
+    ChannelConfig, Clock, Config, PostgresStore, Role, Running, SqliteStore, Store,
+};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -55,20 +59,85 @@ struct Harness {
     base: String,
     client: reqwest::Client,
     store: Arc<dyn Store>,
-    db: PathBuf,
+    backend: Backend,
     dir: PathBuf,
 }
 
+/// Where a harness keeps its data.
+#[derive(Clone)]
+enum Backend {
+    /// A SQLite file in the harness's directory.
+    Sqlite,
+    /// A fresh schema (dropped at the end) in the PostgreSQL server at the URL.
+    Postgres { url: String, schema: String },
+}
+
+impl Backend {
+    /// The PostgreSQL backend for the test `name`, or `None` (with the reason printed) when no
+    /// server was given.
+    fn postgres(name: &str) -> Option<Backend> {
+        match std::env::var("BULWARK_TEST_POSTGRES") {
+            Ok(url) if !url.is_empty() => Some(Backend::Postgres {
+                url,
+                // PostgreSQL names are at most 63 bytes.
+                schema: format!(
+                    "test_{}_{}",
+                    &name[..name.len().min(40)],
+                    std::process::id()
+                ),
+            }),
+            _ => {
+                eprintln!(
+                    "SKIPPED {name} on PostgreSQL: BULWARK_TEST_POSTGRES is not set \
+                     (scripts/postgres-for-tests starts a server and prints its URL)"
+                );
+                None
+            }
+        }
+    }
+}
+
+/// A test body run on both stores: `NAME_sqlite` and `NAME_postgres`.
+macro_rules! on_both_stores {
+    ($name:ident, $sqlite:ident, $postgres:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            $name(Backend::Sqlite).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres() {
+            if let Some(b) = Backend::postgres(stringify!($name)) {
+                $name(b).await;
+            }
+        }
+    };
+}
+
 impl Harness {
-    async fn new(name: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("bulwark-server-test-{name}-{}", std::process::id()));
+    async fn new(name: &str, backend: Backend) -> Self {
+        let kind = match backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres { .. } => "postgres",
+        };
+        // Both stores' runs of a test go on at once: each has a directory of its own.
+        let dir = std::env::temp_dir().join(format!(
+            "bulwark-server-test-{name}-{kind}-{}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let db = dir.join("server.db");
         let time = Arc::new(AtomicU64::new(T0));
         let clock_time = time.clone();
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).unwrap());
+        let store: Arc<dyn Store> = match &backend {
+            Backend::Sqlite => Arc::new(SqliteStore::open(&db).unwrap()),
+            Backend::Postgres { url, schema } => {
+                let fresh = PostgresStore::connect_in_schema(url, schema).unwrap();
+                fresh.drop_schema(schema).unwrap();
+                drop(fresh);
+                Arc::new(PostgresStore::connect_in_schema(url, schema).unwrap())
+            }
+        };
         let config = Config {
             enrollment_secret: SECRET.to_owned(),
             trusted_keys: vec![public_key(&RELEASE_KEY)],
@@ -114,7 +183,7 @@ impl Harness {
             base,
             client: client_resolved,
             store,
-            db,
+            backend,
             dir,
         }
     }
@@ -199,37 +268,100 @@ impl Harness {
 
     /// Every row of every table, as text: the whole database.
     fn snapshot(&self) -> String {
-        let conn = rusqlite::Connection::open(&self.db).unwrap();
-        let mut out = String::new();
-        let tables: Vec<String> = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        for t in tables {
-            out.push_str(&format!("== {t}\n"));
-            let mut stmt = conn
-                .prepare(&format!("SELECT * FROM {t} ORDER BY rowid"))
-                .unwrap();
-            let n = stmt.column_count();
-            let mut rows = stmt.query([]).unwrap();
-            while let Some(row) = rows.next().unwrap() {
-                for i in 0..n {
-                    let v: rusqlite::types::Value = row.get(i).unwrap();
-                    out.push_str(&format!("{v:?}|"));
-                }
-                out.push('\n');
-            }
+        match &self.backend {
+            Backend::Sqlite => sqlite_snapshot(&self.dir.join("server.db")),
+            Backend::Postgres { url, schema } => postgres_snapshot(url, schema),
         }
-        out
     }
+}
+
+/// Every row of every table of the PostgreSQL schema, as text (on a thread of its own: the
+/// tests call it from async code).
+fn postgres_snapshot(url: &str, schema: &str) -> String {
+    let (url, schema) = (url.to_owned(), schema.to_owned());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let tables: Vec<String> = client
+                .query(
+                    "SELECT table_name::text FROM information_schema.tables \
+                     WHERE table_schema = $1 ORDER BY table_name",
+                    &[&schema],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            assert!(!tables.is_empty(), "no tables in schema {schema}");
+            let mut out = String::new();
+            for t in tables {
+                out.push_str(&format!("== {t}\n"));
+                let rows = client
+                    .query(
+                        &format!("SELECT row_to_json(x)::text AS j FROM {schema}.{t} x ORDER BY j"),
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                for r in rows {
+                    let j: String = r.get(0);
+                    out.push_str(&j);
+                    out.push('\n');
+                }
+            }
+            out
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+/// Every row of every table of the SQLite file, as text.
+fn sqlite_snapshot(db: &Path) -> String {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut out = String::new();
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for t in tables {
+        out.push_str(&format!("== {t}\n"));
+        let mut stmt = conn
+            .prepare(&format!("SELECT * FROM {t} ORDER BY rowid"))
+            .unwrap();
+        let n = stmt.column_count();
+        let mut rows = stmt.query([]).unwrap();
+        while let Some(row) = rows.next().unwrap() {
+            for i in 0..n {
+                let v: rusqlite::types::Value = row.get(i).unwrap();
+                out.push_str(&format!("{v:?}|"));
+            }
+            out.push('\n');
+        }
+    }
+    out
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+        if let Backend::Postgres { url, schema } = &self.backend {
+            // Another connection than the store's (still open here, and dropped after).
+            if let Ok(store) = PostgresStore::connect_in_schema(url, schema) {
+                let _ = store.drop_schema(schema);
+            }
+        }
     }
 }
 
@@ -242,9 +374,13 @@ fn facts(id: &str, os_build: &str) -> EndpointFacts {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn enroll_report_publish_roll_out_and_fetch() {
-    let h = Harness::new("flow").await;
+on_both_stores!(
+    enroll_report_publish_roll_out_and_fetch,
+    enroll_report_publish_roll_out_and_fetch_sqlite,
+    enroll_report_publish_roll_out_and_fetch_postgres
+);
+async fn enroll_report_publish_roll_out_and_fetch(backend: Backend) {
+    let h = Harness::new("flow", backend).await;
     let endpoint = h.enroll("22631").await;
     assert_eq!(endpoint.endpoint_id.len(), 32);
     assert!(endpoint.token.starts_with("bwe_"));
@@ -409,9 +545,13 @@ async fn enroll_report_publish_roll_out_and_fetch() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn controller_halts_on_quarantines_in_the_first_wave() {
-    let h = Harness::new("controller").await;
+on_both_stores!(
+    controller_halts_on_quarantines_in_the_first_wave,
+    controller_halts_on_quarantines_in_the_first_wave_sqlite,
+    controller_halts_on_quarantines_in_the_first_wave_postgres
+);
+async fn controller_halts_on_quarantines_in_the_first_wave(backend: Backend) {
+    let h = Harness::new("controller", backend).await;
     let publisher = h.token(Role::Publisher, "pat");
     let operator = h.token(Role::Operator, "olga");
     let mut endpoints = Vec::new();
@@ -550,9 +690,13 @@ async fn refused(
     assert_eq!(h.snapshot(), before, "the database changed");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refusals_store_nothing() {
-    let h = Harness::new("refusals").await;
+on_both_stores!(
+    refusals_store_nothing,
+    refusals_store_nothing_sqlite,
+    refusals_store_nothing_postgres
+);
+async fn refusals_store_nothing(backend: Backend) {
+    let h = Harness::new("refusals", backend).await;
     let e = h.enroll("22631").await;
     let (status, _) = h
         .post_json(

@@ -1,0 +1,894 @@
+//! The shared [`Store`]: PostgreSQL, for several server instances behind a load balancer.
+//!
+//! The same schema as [`crate::sqlite`] (BIGINT for integers, BYTEA, BOOLEAN), migrated on
+//! connect under an advisory lock (`bulwark_schema_version` holds the number applied), so
+//! instances starting together do not race. Every trait method is one transaction at READ
+//! COMMITTED; the checks that must hold across instances are made atomic in the statements
+//! themselves:
+//! * sequence numbers: `UPDATE endpoints ... WHERE id = $ AND last_seq < $` (a concurrent
+//!   message with the same number waits for the row lock, then matches nothing: replayed);
+//! * the rollout write: a compare-and-swap on the stored state JSON (`UPDATE ... WHERE state =
+//!   expected`, or `INSERT ... ON CONFLICT DO NOTHING` when none is expected), so of two
+//!   concurrent commands on two instances exactly one writes and the other gets
+//!   [`StoreError::Conflict`] (the API's 409);
+//! * publishing: a transaction-scoped advisory lock per channel around the "newer than every
+//!   release" check.
+//!
+//! Telemetry batches are one transaction with one multi-row insert per table (`UNNEST` of
+//! arrays; detections of the same key within a batch are summed first).
+//!
+//! The client is `tokio-postgres` (no TLS: loopback or a trusted network). The store owns a
+//! small tokio runtime that drives the connections; the trait's methods are synchronous and
+//! wait on the client's futures with a minimal executor, so they may be called from
+//! `spawn_blocking` (as the API does), from plain threads, and even from async code.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+
+use tokio_postgres::{Client, NoTls, Row};
+
+use crate::store::{
+    ApiToken, ChannelData, DetectionRow, EndpointRow, GuardEventKind, GuardEventRow, HeartbeatRow,
+    NewEndpoint, ReleaseRow, Role, RolloutRow, Store, StoreError,
+};
+
+/// The migrations, in order; `bulwark_schema_version.version` is the number applied.
+const MIGRATIONS: &[&str] = &[r"
+CREATE TABLE endpoints (
+    id TEXT PRIMARY KEY,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    host_group TEXT NOT NULL,
+    os_build TEXT NOT NULL,
+    hw_class TEXT NOT NULL,
+    enrolled_at BIGINT NOT NULL,
+    last_seen BIGINT,
+    last_seq BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE envelopes (
+    sha256 TEXT PRIMARY KEY,
+    bytes BYTEA NOT NULL,
+    stored_at BIGINT NOT NULL
+);
+CREATE TABLE releases (
+    channel TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    pack_sha256 TEXT NOT NULL,
+    envelope_sha256 TEXT NOT NULL REFERENCES envelopes(sha256),
+    rules TEXT NOT NULL,
+    notes TEXT NOT NULL,
+    published_at BIGINT NOT NULL,
+    published_by TEXT NOT NULL,
+    PRIMARY KEY (channel, version)
+);
+CREATE TABLE heartbeats (
+    id BIGSERIAL PRIMARY KEY,
+    endpoint_id TEXT NOT NULL REFERENCES endpoints(id),
+    at BIGINT NOT NULL,
+    channel TEXT NOT NULL,
+    content_version BIGINT NOT NULL,
+    confirmed_healthy BOOLEAN NOT NULL,
+    shutdown BOOLEAN NOT NULL
+);
+CREATE INDEX heartbeats_by_channel ON heartbeats (channel, at);
+CREATE TABLE guard_events (
+    id BIGSERIAL PRIMARY KEY,
+    endpoint_id TEXT NOT NULL REFERENCES endpoints(id),
+    channel TEXT NOT NULL,
+    release_version BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    at BIGINT NOT NULL
+);
+CREATE INDEX guard_events_by_channel ON guard_events (channel, release_version);
+CREATE TABLE detections (
+    endpoint_id TEXT NOT NULL REFERENCES endpoints(id),
+    channel TEXT NOT NULL,
+    release_version BIGINT NOT NULL,
+    rule TEXT NOT NULL,
+    count BIGINT NOT NULL,
+    PRIMARY KEY (endpoint_id, channel, release_version, rule)
+);
+CREATE TABLE rollouts (
+    channel TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    thresholds TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE rollout_events (
+    id BIGSERIAL PRIMARY KEY,
+    channel TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    actor TEXT NOT NULL,
+    event TEXT NOT NULL
+);
+CREATE TABLE api_tokens (
+    token_sha256 TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+"];
+
+/// The tables, for [`Store::table_counts`].
+const TABLES: &[&str] = &[
+    "endpoints",
+    "envelopes",
+    "releases",
+    "heartbeats",
+    "guard_events",
+    "detections",
+    "rollouts",
+    "rollout_events",
+    "api_tokens",
+];
+
+/// The advisory lock key held while migrating (any constant; "bulwark" in ASCII).
+const MIGRATION_LOCK: i64 = 0x0062_756c_7761_726b;
+
+/// Idle connections kept for reuse.
+const POOL_IDLE_MAX: usize = 16;
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) => StoreError::Backend(format!("{}: {}", db.code().code(), db.message())),
+            None => StoreError::Backend(e.to_string()),
+        }
+    }
+}
+
+fn to_i64(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Backend(format!("{v} does not fit in a BIGINT")))
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// Wakes the thread waiting in [`block_on`].
+struct ThreadWaker(std::thread::Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Polls `fut` to completion on this thread, parking between wake-ups. The client's futures
+/// only talk to the connection tasks (driven by the store's runtime) over channels, so no
+/// runtime is needed here.
+fn block_on<F: Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+/// PostgreSQL storage: a pool of connections driven by the store's own runtime.
+pub struct PostgresStore {
+    config: tokio_postgres::Config,
+    runtime: Option<tokio::runtime::Runtime>,
+    idle: Mutex<Vec<Client>>,
+}
+
+/// A connection taken from the pool; returned on drop unless it is closed.
+struct Pooled<'a> {
+    store: &'a PostgresStore,
+    client: Option<Client>,
+}
+
+impl Deref for Pooled<'_> {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.client.as_ref().expect("present until drop")
+    }
+}
+
+impl DerefMut for Pooled<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.client.as_mut().expect("present until drop")
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            if !c.is_closed() {
+                let mut idle = self.store.idle();
+                if idle.len() < POOL_IDLE_MAX {
+                    idle.push(c);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.idle().clear();
+        if let Some(rt) = self.runtime.take() {
+            // Allowed in async contexts, unlike dropping the runtime.
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A schema name for [`PostgresStore::connect_in_schema`]: lowercase ASCII letters, digits and
+/// underscores, not starting with a digit, at most 63 bytes.
+fn valid_schema(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user:password@host:port/database`, libpq's URL form,
+    /// `?options=-csearch_path%3DNAME` included) and applies any migration not yet applied.
+    pub fn connect(url: &str) -> Result<Self, StoreError> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Backend(format!("bad PostgreSQL URL: {e}")))?;
+        Self::with_config(config, None)
+    }
+
+    /// Like [`PostgresStore::connect`], but in the schema `schema` (created if needed; every
+    /// connection's `search_path`). Tests use a fresh one each.
+    pub fn connect_in_schema(url: &str, schema: &str) -> Result<Self, StoreError> {
+        if !valid_schema(schema) {
+            return Err(StoreError::Backend(format!("bad schema name {schema:?}")));
+        }
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Backend(format!("bad PostgreSQL URL: {e}")))?;
+        config.options(format!("-c search_path={schema}"));
+        Self::with_config(config, Some(schema))
+    }
+
+    fn with_config(
+        config: tokio_postgres::Config,
+        schema: Option<&str>,
+    ) -> Result<Self, StoreError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("bulwark-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Backend(format!("runtime: {e}")))?;
+        let store = Self {
+            config,
+            runtime: Some(runtime),
+            idle: Mutex::new(Vec::new()),
+        };
+        store.migrate(schema)?;
+        Ok(store)
+    }
+
+    /// Drops the schema `schema` and everything in it (tests).
+    pub fn drop_schema(&self, schema: &str) -> Result<(), StoreError> {
+        if !valid_schema(schema) {
+            return Err(StoreError::Backend(format!("bad schema name {schema:?}")));
+        }
+        let c = self.client()?;
+        block_on(c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))?;
+        Ok(())
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Client>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn client(&self) -> Result<Pooled<'_>, StoreError> {
+        let reuse = self.idle().pop();
+        let client = match reuse {
+            Some(c) => c,
+            None => {
+                let rt = self
+                    .runtime
+                    .as_ref()
+                    .ok_or_else(|| StoreError::Backend("store shut down".to_owned()))?;
+                let config = self.config.clone();
+                let task = rt.spawn(async move {
+                    let (client, connection) = config.connect(NoTls).await?;
+                    tokio::spawn(async move {
+                        // Ends when the client is dropped or the server goes away.
+                        let _ = connection.await;
+                    });
+                    Ok::<_, tokio_postgres::Error>(client)
+                });
+                block_on(task)
+                    .map_err(|e| StoreError::Backend(format!("connection task: {e}")))??
+            }
+        };
+        Ok(Pooled {
+            store: self,
+            client: Some(client),
+        })
+    }
+
+    fn migrate(&self, schema: Option<&str>) -> Result<(), StoreError> {
+        let mut c = self.client()?;
+        block_on(async {
+            let tx = c.transaction().await?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .await?;
+            if let Some(schema) = schema {
+                tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+                    .await?;
+            }
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS bulwark_schema_version (version BIGINT NOT NULL)",
+            )
+            .await?;
+            let applied: Option<i64> = tx
+                .query_opt("SELECT version FROM bulwark_schema_version", &[])
+                .await?
+                .map(|r| r.get(0));
+            let applied = usize::try_from(applied.unwrap_or(0)).unwrap_or(0);
+            if applied > MIGRATIONS.len() {
+                return Err(StoreError::Backend(format!(
+                    "the database is at schema version {applied}, newer than this server's {}",
+                    MIGRATIONS.len()
+                )));
+            }
+            for sql in MIGRATIONS.iter().skip(applied) {
+                tx.batch_execute(sql).await?;
+            }
+            let version = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+            tx.execute("DELETE FROM bulwark_schema_version", &[])
+                .await?;
+            tx.execute(
+                "INSERT INTO bulwark_schema_version (version) VALUES ($1)",
+                &[&version],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}
+
+/// Checks and advances an endpoint's sequence number inside `tx`, atomically.
+async fn advance_seq(
+    tx: &tokio_postgres::Transaction<'_>,
+    endpoint_id: &str,
+    seq: u64,
+    at: u64,
+) -> Result<(), StoreError> {
+    let seq_i = to_i64(seq)?;
+    let n = tx
+        .execute(
+            "UPDATE endpoints SET last_seq = $1, last_seen = $2 WHERE id = $3 AND last_seq < $1",
+            &[&seq_i, &to_i64(at)?, &endpoint_id],
+        )
+        .await?;
+    if n == 1 {
+        return Ok(());
+    }
+    match tx
+        .query_opt(
+            "SELECT last_seq FROM endpoints WHERE id = $1",
+            &[&endpoint_id],
+        )
+        .await?
+    {
+        None => Err(StoreError::NotFound(format!("endpoint {endpoint_id}"))),
+        Some(r) => Err(StoreError::Replayed {
+            seq,
+            last: to_u64(r.get(0)),
+        }),
+    }
+}
+
+const RELEASE_COLUMNS: &str =
+    "channel, version, pack_sha256, envelope_sha256, rules, notes, published_at, published_by";
+
+fn release_from_row(r: &Row) -> ReleaseRow {
+    let rules: String = r.get(4);
+    ReleaseRow {
+        channel: r.get(0),
+        version: to_u64(r.get(1)),
+        pack_sha256: r.get(2),
+        envelope_sha256: r.get(3),
+        rules: serde_json::from_str(&rules).unwrap_or_default(),
+        notes: r.get(5),
+        published_at: to_u64(r.get(6)),
+        published_by: r.get(7),
+    }
+}
+
+fn rollout_from_row(r: &Row) -> RolloutRow {
+    RolloutRow {
+        channel: r.get(0),
+        state: r.get(1),
+        thresholds: r.get(2),
+        updated_at: to_u64(r.get(3)),
+    }
+}
+
+fn endpoint_from_row(r: &Row) -> EndpointRow {
+    EndpointRow {
+        id: r.get(0),
+        host_group: r.get(1),
+        os_build: r.get(2),
+        hw_class: r.get(3),
+        enrolled_at: to_u64(r.get(4)),
+        last_seen: r.get::<_, Option<i64>>(5).map(to_u64),
+    }
+}
+
+impl Store for PostgresStore {
+    fn insert_endpoint(&self, e: &NewEndpoint) -> Result<(), StoreError> {
+        let c = self.client()?;
+        let n = block_on(c.execute(
+            "INSERT INTO endpoints (id, token_sha256, host_group, os_build, hw_class, enrolled_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            &[
+                &e.row.id,
+                &e.token_sha256,
+                &e.row.host_group,
+                &e.row.os_build,
+                &e.row.hw_class,
+                &to_i64(e.row.enrolled_at)?,
+            ],
+        ))?;
+        if n == 0 {
+            return Err(StoreError::Conflict(format!(
+                "endpoint {} already exists",
+                e.row.id
+            )));
+        }
+        Ok(())
+    }
+
+    fn endpoint_by_token(&self, token_sha256: &str) -> Result<Option<EndpointRow>, StoreError> {
+        let c = self.client()?;
+        let row = block_on(c.query_opt(
+            "SELECT id, host_group, os_build, hw_class, enrolled_at, last_seen
+             FROM endpoints WHERE token_sha256 = $1",
+            &[&token_sha256],
+        ))?;
+        Ok(row.as_ref().map(endpoint_from_row))
+    }
+
+    fn record_heartbeat(&self, seq: u64, h: &HeartbeatRow) -> Result<(), StoreError> {
+        let mut c = self.client()?;
+        block_on(async {
+            let tx = c.transaction().await?;
+            advance_seq(&tx, &h.endpoint_id, seq, h.at).await?;
+            tx.execute(
+                "INSERT INTO heartbeats
+                     (endpoint_id, at, channel, content_version, confirmed_healthy, shutdown)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &h.endpoint_id,
+                    &to_i64(h.at)?,
+                    &h.channel,
+                    &to_i64(h.content_version)?,
+                    &h.confirmed_healthy,
+                    &h.shutdown,
+                ],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn record_telemetry(
+        &self,
+        endpoint_id: &str,
+        seq: u64,
+        at: u64,
+        events: &[GuardEventRow],
+        detections: &[DetectionRow],
+    ) -> Result<(), StoreError> {
+        // One multi-row insert per table: columns as arrays.
+        let mut ev_endpoint = Vec::with_capacity(events.len());
+        let mut ev_channel = Vec::with_capacity(events.len());
+        let mut ev_version = Vec::with_capacity(events.len());
+        let mut ev_kind = Vec::with_capacity(events.len());
+        let mut ev_at = Vec::with_capacity(events.len());
+        for e in events {
+            ev_endpoint.push(e.endpoint_id.as_str());
+            ev_channel.push(e.channel.as_str());
+            ev_version.push(to_i64(e.release_version)?);
+            ev_kind.push(e.kind.name());
+            ev_at.push(to_i64(e.at)?);
+        }
+        // ON CONFLICT DO UPDATE may touch a row once per statement: sum repeats first.
+        let mut summed: Vec<(&str, &str, i64, &str, i64)> = Vec::new();
+        let mut index: BTreeMap<(&str, &str, i64, &str), usize> = BTreeMap::new();
+        for d in detections {
+            let key = (
+                d.endpoint_id.as_str(),
+                d.channel.as_str(),
+                to_i64(d.release_version)?,
+                d.rule.as_str(),
+            );
+            let count = to_i64(d.count)?;
+            if let Some(&i) = index.get(&key) {
+                summed[i].4 = summed[i].4.checked_add(count).ok_or_else(|| {
+                    StoreError::Backend("detection count overflows a BIGINT".to_owned())
+                })?;
+            } else {
+                index.insert(key, summed.len());
+                summed.push((key.0, key.1, key.2, key.3, count));
+            }
+        }
+        let d_endpoint: Vec<&str> = summed.iter().map(|d| d.0).collect();
+        let d_channel: Vec<&str> = summed.iter().map(|d| d.1).collect();
+        let d_version: Vec<i64> = summed.iter().map(|d| d.2).collect();
+        let d_rule: Vec<&str> = summed.iter().map(|d| d.3).collect();
+        let d_count: Vec<i64> = summed.iter().map(|d| d.4).collect();
+
+        let mut c = self.client()?;
+        block_on(async {
+            let tx = c.transaction().await?;
+            advance_seq(&tx, endpoint_id, seq, at).await?;
+            if !events.is_empty() {
+                tx.execute(
+                    "INSERT INTO guard_events (endpoint_id, channel, release_version, kind, at)
+                     SELECT e, c, v, k, a FROM UNNEST($1::text[], $2::text[], $3::bigint[],
+                         $4::text[], $5::bigint[]) WITH ORDINALITY AS t(e, c, v, k, a, n)
+                     ORDER BY n",
+                    &[&ev_endpoint, &ev_channel, &ev_version, &ev_kind, &ev_at],
+                )
+                .await?;
+            }
+            if !summed.is_empty() {
+                tx.execute(
+                    "INSERT INTO detections (endpoint_id, channel, release_version, rule, count)
+                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[],
+                         $5::bigint[])
+                     ON CONFLICT (endpoint_id, channel, release_version, rule)
+                     DO UPDATE SET count = detections.count + excluded.count",
+                    &[&d_endpoint, &d_channel, &d_version, &d_rule, &d_count],
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn publish_release(&self, r: &ReleaseRow, envelope: &[u8]) -> Result<(), StoreError> {
+        let rules =
+            serde_json::to_string(&r.rules).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let mut c = self.client()?;
+        block_on(async {
+            let tx = c.transaction().await?;
+            // Serialises publishers of one channel across instances until commit.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('bulwark.releases.' || $1))",
+                &[&r.channel],
+            )
+            .await?;
+            let newest: Option<i64> = tx
+                .query_one(
+                    "SELECT MAX(version) FROM releases WHERE channel = $1",
+                    &[&r.channel],
+                )
+                .await?
+                .get(0);
+            if let Some(newest) = newest.map(to_u64).filter(|n| *n >= r.version) {
+                return Err(StoreError::Conflict(format!(
+                    "channel {} already has release {newest}; a new release must be newer",
+                    r.channel
+                )));
+            }
+            tx.execute(
+                "INSERT INTO envelopes (sha256, bytes, stored_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (sha256) DO NOTHING",
+                &[&r.envelope_sha256, &envelope, &to_i64(r.published_at)?],
+            )
+            .await?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO releases ({RELEASE_COLUMNS})
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                ),
+                &[
+                    &r.channel,
+                    &to_i64(r.version)?,
+                    &r.pack_sha256,
+                    &r.envelope_sha256,
+                    &rules,
+                    &r.notes,
+                    &to_i64(r.published_at)?,
+                    &r.published_by,
+                ],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn releases(&self, channel: Option<&str>) -> Result<Vec<ReleaseRow>, StoreError> {
+        let c = self.client()?;
+        let rows = block_on(c.query(
+            &format!(
+                "SELECT {RELEASE_COLUMNS} FROM releases WHERE $1::text IS NULL OR channel = $1
+                 ORDER BY published_at DESC, channel, version DESC"
+            ),
+            &[&channel],
+        ))?;
+        Ok(rows.iter().map(release_from_row).collect())
+    }
+
+    fn release(&self, channel: &str, version: u64) -> Result<Option<ReleaseRow>, StoreError> {
+        let c = self.client()?;
+        let row = block_on(c.query_opt(
+            &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE channel = $1 AND version = $2"),
+            &[&channel, &to_i64(version)?],
+        ))?;
+        Ok(row.as_ref().map(release_from_row))
+    }
+
+    fn latest_version(&self, channel: &str) -> Result<Option<u64>, StoreError> {
+        let c = self.client()?;
+        let v: Option<i64> = block_on(c.query_one(
+            "SELECT MAX(version) FROM releases WHERE channel = $1",
+            &[&channel],
+        ))?
+        .get(0);
+        Ok(v.map(to_u64))
+    }
+
+    fn envelope(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let c = self.client()?;
+        let row =
+            block_on(c.query_opt("SELECT bytes FROM envelopes WHERE sha256 = $1", &[&sha256]))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    fn envelope_hashes(&self) -> Result<Vec<String>, StoreError> {
+        let c = self.client()?;
+        let rows = block_on(c.query("SELECT sha256 FROM envelopes ORDER BY sha256", &[]))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    fn rollout(&self, channel: &str) -> Result<Option<RolloutRow>, StoreError> {
+        let c = self.client()?;
+        let row = block_on(c.query_opt(
+            "SELECT channel, state, thresholds, updated_at FROM rollouts WHERE channel = $1",
+            &[&channel],
+        ))?;
+        Ok(row.as_ref().map(rollout_from_row))
+    }
+
+    fn rollouts(&self) -> Result<Vec<RolloutRow>, StoreError> {
+        let c = self.client()?;
+        let rows = block_on(c.query(
+            "SELECT channel, state, thresholds, updated_at FROM rollouts ORDER BY channel",
+            &[],
+        ))?;
+        Ok(rows.iter().map(rollout_from_row).collect())
+    }
+
+    fn put_rollout(
+        &self,
+        row: &RolloutRow,
+        expected_state: Option<&str>,
+        actor: &str,
+        events: &[String],
+    ) -> Result<(), StoreError> {
+        let updated_at = to_i64(row.updated_at)?;
+        let mut c = self.client()?;
+        block_on(async {
+            let tx = c.transaction().await?;
+            // Compare-and-swap: a concurrent writer (on any instance) holds the row lock until
+            // it commits; this statement then re-reads the row and no longer matches.
+            let written = match expected_state {
+                None => {
+                    tx.execute(
+                        "INSERT INTO rollouts (channel, state, thresholds, updated_at)
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (channel) DO NOTHING",
+                        &[&row.channel, &row.state, &row.thresholds, &updated_at],
+                    )
+                    .await?
+                }
+                Some(expected) => {
+                    tx.execute(
+                        "UPDATE rollouts SET state = $2, thresholds = $3, updated_at = $4
+                         WHERE channel = $1 AND state = $5",
+                        &[
+                            &row.channel,
+                            &row.state,
+                            &row.thresholds,
+                            &updated_at,
+                            &expected,
+                        ],
+                    )
+                    .await?
+                }
+            };
+            if written != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "the rollout of channel {} changed concurrently; retry",
+                    row.channel
+                )));
+            }
+            if !events.is_empty() {
+                tx.execute(
+                    "INSERT INTO rollout_events (channel, at, actor, event)
+                     SELECT $1, $2, $3, e FROM UNNEST($4::text[]) WITH ORDINALITY AS t(e, n)
+                     ORDER BY n",
+                    &[&row.channel, &updated_at, &actor, &events],
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn rollout_events(&self, channel: &str) -> Result<Vec<(u64, String, String)>, StoreError> {
+        let c = self.client()?;
+        let rows = block_on(c.query(
+            "SELECT at, actor, event FROM rollout_events WHERE channel = $1 ORDER BY id",
+            &[&channel],
+        ))?;
+        Ok(rows
+            .iter()
+            .map(|r| (to_u64(r.get(0)), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    fn insert_api_token(
+        &self,
+        token_sha256: &str,
+        token: &ApiToken,
+        at: u64,
+    ) -> Result<(), StoreError> {
+        let c = self.client()?;
+        block_on(c.execute(
+            "INSERT INTO api_tokens (token_sha256, name, role, created_at) VALUES ($1, $2, $3, $4)",
+            &[&token_sha256, &token.name, &token.role.name(), &to_i64(at)?],
+        ))?;
+        Ok(())
+    }
+
+    fn api_token(&self, token_sha256: &str) -> Result<Option<ApiToken>, StoreError> {
+        let c = self.client()?;
+        let row = block_on(c.query_opt(
+            "SELECT name, role FROM api_tokens WHERE token_sha256 = $1",
+            &[&token_sha256],
+        ))?;
+        match row {
+            None => Ok(None),
+            Some(r) => {
+                let name: String = r.get(0);
+                let role: String = r.get(1);
+                match Role::parse(&role) {
+                    Some(role) => Ok(Some(ApiToken { name, role })),
+                    None => Err(StoreError::Backend(format!(
+                        "token {name} has unknown role {role:?}"
+                    ))),
+                }
+            }
+        }
+    }
+
+    fn channel_data(&self, channel: &str) -> Result<ChannelData, StoreError> {
+        let mut c = self.client()?;
+        block_on(async {
+            // One consistent snapshot of the four tables.
+            let tx = c
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
+            let endpoints = tx
+                .query(
+                    "SELECT id, host_group, os_build, hw_class, enrolled_at, last_seen
+                     FROM endpoints",
+                    &[],
+                )
+                .await?
+                .iter()
+                .map(endpoint_from_row)
+                .collect();
+            let mut data = ChannelData {
+                endpoints,
+                ..ChannelData::default()
+            };
+            data.heartbeats = tx
+                .query(
+                    "SELECT endpoint_id, at, channel, content_version, confirmed_healthy,
+                         shutdown
+                     FROM heartbeats WHERE channel = $1 ORDER BY at, id",
+                    &[&channel],
+                )
+                .await?
+                .iter()
+                .map(|r| HeartbeatRow {
+                    endpoint_id: r.get(0),
+                    at: to_u64(r.get(1)),
+                    channel: r.get(2),
+                    content_version: to_u64(r.get(3)),
+                    confirmed_healthy: r.get(4),
+                    shutdown: r.get(5),
+                })
+                .collect();
+            for r in tx
+                .query(
+                    "SELECT endpoint_id, channel, release_version, kind, at FROM guard_events
+                     WHERE channel = $1 ORDER BY id",
+                    &[&channel],
+                )
+                .await?
+            {
+                let kind: String = r.get(3);
+                let Some(kind) = GuardEventKind::parse(&kind) else {
+                    return Err(StoreError::Backend(format!(
+                        "unknown guard event kind {kind:?}"
+                    )));
+                };
+                data.guard_events.push(GuardEventRow {
+                    endpoint_id: r.get(0),
+                    channel: r.get(1),
+                    release_version: to_u64(r.get(2)),
+                    kind,
+                    at: to_u64(r.get(4)),
+                });
+            }
+            data.detections = tx
+                .query(
+                    "SELECT endpoint_id, channel, release_version, rule, count FROM detections
+                     WHERE channel = $1",
+                    &[&channel],
+                )
+                .await?
+                .iter()
+                .map(|r| DetectionRow {
+                    endpoint_id: r.get(0),
+                    channel: r.get(1),
+                    release_version: to_u64(r.get(2)),
+                    rule: r.get(3),
+                    count: to_u64(r.get(4)),
+                })
+                .collect();
+            tx.commit().await?;
+            Ok(data)
+        })
+    }
+
+    fn table_counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let mut c = self.client()?;
+        block_on(async {
+            let tx = c
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
+            let mut out = BTreeMap::new();
+            for t in TABLES {
+                let n: i64 = tx
+                    .query_one(&format!("SELECT COUNT(*) FROM {t}"), &[])
+                    .await?
+                    .get(0);
+                out.insert((*t).to_owned(), to_u64(n));
+            }
+            tx.commit().await?;
+            Ok(out)
+        })
+    }
+}
