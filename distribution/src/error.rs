@@ -1,6 +1,8 @@
 //! Every refusal, with what was expected and what was found.
 
+use bulwark_rollout::policy::PolicyError;
 use bulwark_rollout::state::StateError;
+use bulwark_rollout::thresholds::ThresholdsError;
 use bulwark_rollout::Timestamp;
 
 use crate::metadata::{KeyId, Role};
@@ -214,6 +216,41 @@ pub enum Error {
         channel: String,
         /// What is inconsistent.
         source: StateError,
+    },
+    /// A channel of the rollout state without wave thresholds.
+    #[error("rollout metadata: channel {channel:?} has a rollout but no wave thresholds")]
+    MissingThresholds {
+        /// The channel.
+        channel: String,
+    },
+    /// Wave thresholds for a channel the rollout state does not have.
+    #[error("rollout metadata: wave thresholds for channel {channel:?}, which has no rollout")]
+    StrayThresholds {
+        /// The channel.
+        channel: String,
+    },
+    /// A channel's thresholds do not fit its plan.
+    #[error("rollout metadata: channel {channel:?}: wave thresholds: {source}")]
+    InvalidThresholds {
+        /// The channel.
+        channel: String,
+        /// What does not fit.
+        source: ThresholdsError,
+    },
+    /// The policy table is invalid for the rollout's channels.
+    #[error("rollout metadata: policies: {0}")]
+    InvalidPolicies(PolicyError),
+    /// A pin to a version the releases metadata does not list.
+    #[error("rollout metadata: {scope} pins {channel:?} to version {version}, which the releases metadata v{releases_version} does not list")]
+    UnreleasedPin {
+        /// The host group, or `default policy`.
+        scope: String,
+        /// The channel.
+        channel: String,
+        /// The pinned version.
+        version: u64,
+        /// The releases metadata's version.
+        releases_version: u64,
     },
     /// The rollout references a release no release key signed.
     #[error("rollout references {channel:?} version {version}, which the releases metadata v{releases_version} does not list")]

@@ -29,8 +29,10 @@
 //! * `releases` ([`Releases`]): every pack the release keys vouch for, by channel and content
 //!   version, with its pack SHA-256 and envelope SHA-256. Signed by a threshold of the release
 //!   keys; "signed by a release key" means listed here.
-//! * `rollout` ([`Rollout`]): the controller's [`bulwark_rollout::RolloutState`] and the
-//!   version of the releases metadata it was made against, signed by the online key(s).
+//! * `rollout` ([`Rollout`]): the controller's [`bulwark_rollout::RolloutState`], each channel's
+//!   [`bulwark_rollout::WaveThresholds`] (who is in which wave), the endpoint policies
+//!   ([`bulwark_rollout::PolicyTable`]) and the version of the releases metadata it was made
+//!   against, signed by the online key(s): everything [`bulwark_rollout::decide`] needs.
 //!
 //! # What each check prevents
 //!
@@ -51,8 +53,12 @@
 //!   hash, envelope hash) must be listed in the verified releases metadata with the same hashes,
 //!   and the releases version it names must be at most the verified one (so a server cannot hold
 //!   back a newer releases file, e.g. one withdrawing a pack); each channel's state must be
-//!   consistent ([`bulwark_rollout::ChannelRollout::validate`]). This is the key constraint: the
-//!   online key cannot ship content nobody signed. Pause, halt and revert are its to decide.
+//!   consistent ([`bulwark_rollout::ChannelRollout::validate`]); every channel has thresholds
+//!   that fit its plan (each wave's plain fraction is the plan's: a server cannot widen a canary
+//!   to the whole fleet) and no others; the policies are valid for the channels (no pause on a
+//!   critical channel, delays up to 72 hours) and pin only to listed versions. This is the key
+//!   constraint: the online key cannot ship content nobody signed. Pause, halt and revert are its
+//!   to decide.
 //! * Root chain one version at a time, old and new thresholds; a root that changes the releases
 //!   or rollout keys drops that role's trusted metadata (the new keys start afresh, which also
 //!   recovers from a stolen key that signed a huge version) and the old keys' files are refused.

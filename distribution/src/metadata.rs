@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bulwark_rollout::{hex, Release, RolloutState, Timestamp};
+use bulwark_rollout::{hex, PolicyTable, Release, RolloutState, Timestamp, WaveThresholds};
 use ed25519_dalek::VerifyingKey;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -302,8 +302,10 @@ impl Metadata for Releases {
     }
 }
 
-/// The rollout metadata: the controller's [`RolloutState`], signed by the online key, and the
-/// releases metadata version it was made against.
+/// The rollout metadata: the controller's [`RolloutState`], each channel's wave thresholds (which
+/// endpoint is in which wave), the endpoint policies, and the releases metadata version it was
+/// made against; signed by the online key. Everything an endpoint needs to run
+/// [`bulwark_rollout::decide`] is here and signed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rollout {
@@ -319,16 +321,23 @@ pub struct Rollout {
     pub releases_version: u64,
     /// The state.
     pub state: RolloutState,
+    /// Each channel's wave thresholds, keyed by channel: exactly the channels of `state`.
+    pub thresholds: BTreeMap<String, WaveThresholds>,
+    /// The endpoint policies by host group and channel; entries only for channels of `state`, and
+    /// pins only to versions the releases metadata lists.
+    pub policies: PolicyTable,
 }
 
 impl Rollout {
-    /// Rollout metadata for `state`.
+    /// Rollout metadata for `state`, with its channels' `thresholds` and the endpoint `policies`.
     #[must_use]
     pub fn new(
         version: u64,
         expires: Timestamp,
         releases_version: u64,
         state: RolloutState,
+        thresholds: BTreeMap<String, WaveThresholds>,
+        policies: PolicyTable,
     ) -> Rollout {
         Rollout {
             kind: Role::Rollout,
@@ -336,6 +345,8 @@ impl Rollout {
             expires,
             releases_version,
             state,
+            thresholds,
+            policies,
         }
     }
 }

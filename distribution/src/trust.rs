@@ -1,7 +1,7 @@
 //! The endpoint's trust state: the trusted root and the newest verified releases and rollout
 //! metadata, updated only forward, persisted as the signed files themselves.
 
-use bulwark_rollout::{RolloutState, Timestamp};
+use bulwark_rollout::{Policy, RolloutState, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, PackHash};
@@ -115,8 +115,9 @@ fn check_expiry<M: Metadata>(body: &M, now: Timestamp) -> Result<(), Error> {
 }
 
 /// Checks that `rollout` references only releases the releases metadata lists, with their
-/// hashes, and at most the releases version verified; and that every channel's state is
-/// consistent.
+/// hashes, and at most the releases version verified; that every channel's state is consistent
+/// and has wave thresholds that fit its plan; and that the policies are valid for the channels
+/// and pin only to listed versions.
 pub fn check_references(rollout: &Rollout, releases: &Releases) -> Result<(), Error> {
     if rollout.releases_version > releases.version {
         return Err(Error::ReleasesNotSeen {
@@ -124,7 +125,71 @@ pub fn check_references(rollout: &Rollout, releases: &Releases) -> Result<(), Er
             trusted: releases.version,
         });
     }
-    check_state(&rollout.state, releases)
+    check_state(&rollout.state, releases)?;
+    check_thresholds(rollout)?;
+    check_policies(rollout, releases)
+}
+
+/// Checks that each channel of the state has thresholds fitting its plan, and no others.
+fn check_thresholds(rollout: &Rollout) -> Result<(), Error> {
+    for (key, channel) in &rollout.state.channels {
+        let Some(t) = rollout.thresholds.get(key) else {
+            return Err(Error::MissingThresholds {
+                channel: key.clone(),
+            });
+        };
+        t.validate(&channel.plan, key)
+            .map_err(|source| Error::InvalidThresholds {
+                channel: key.clone(),
+                source,
+            })?;
+    }
+    if let Some(stray) = rollout
+        .thresholds
+        .keys()
+        .find(|k| !rollout.state.channels.contains_key(*k))
+    {
+        return Err(Error::StrayThresholds {
+            channel: stray.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks the policies against the state's channels, and their pins against the releases.
+fn check_policies(rollout: &Rollout, releases: &Releases) -> Result<(), Error> {
+    let channels: Vec<_> = rollout
+        .state
+        .channels
+        .values()
+        .map(|c| c.channel.clone())
+        .collect();
+    rollout
+        .policies
+        .validate(&channels)
+        .map_err(Error::InvalidPolicies)?;
+    let pinned = |scope: &str, channel: &str, policy: &Policy| match policy {
+        Policy::Pin { version, .. } if releases.get(channel, *version).is_none() => {
+            Err(Error::UnreleasedPin {
+                scope: scope.to_owned(),
+                channel: channel.to_owned(),
+                version: *version,
+                releases_version: releases.version,
+            })
+        }
+        _ => Ok(()),
+    };
+    for c in &channels {
+        pinned("default policy", &c.name, &rollout.policies.default)?;
+    }
+    for e in &rollout.policies.entries {
+        pinned(
+            &format!("host group {:?}", e.host_group),
+            &e.channel,
+            &e.policy,
+        )?;
+    }
+    Ok(())
 }
 
 /// Checks that every release `state` references is in `releases` with the same hashes.
@@ -274,6 +339,12 @@ impl TrustState {
     /// the root are all unexpired and it references only listed releases. An endpoint whose
     /// server froze stops acting on stale state here.
     pub fn current_rollout(&self, now: Timestamp) -> Result<Option<&RolloutState>, Error> {
+        Ok(self.current(now)?.map(|r| &r.state))
+    }
+
+    /// Like [`TrustState::current_rollout`], the whole rollout metadata: the state with the
+    /// thresholds and policies the decision needs.
+    pub fn current(&self, now: Timestamp) -> Result<Option<&Rollout>, Error> {
         self.check_root(now)?;
         let (Some(rollout), Some(releases)) = (&self.rollout, &self.releases) else {
             return Ok(None);
@@ -281,7 +352,7 @@ impl TrustState {
         check_expiry(&releases.body, now)?;
         check_expiry(&rollout.body, now)?;
         check_references(&rollout.body, &releases.body)?;
-        Ok(Some(&rollout.body.state))
+        Ok(Some(&rollout.body))
     }
 
     /// The trusted root.

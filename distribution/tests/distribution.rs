@@ -4,7 +4,14 @@ use bulwark_distribution::{
     sign, Error, KeyId, PackHash, PersistedTrust, Releases, Role, Rollout, Root, RootError,
     Timestamp, TrustState, Update,
 };
-use bulwark_rollout::{halt, revert, start, Channel, Plan, Release, RolloutState};
+use std::collections::BTreeMap;
+
+use bulwark_rollout::policy::PolicyError;
+use bulwark_rollout::thresholds::ThresholdsError;
+use bulwark_rollout::{
+    halt, revert, start, Census, Channel, Plan, Policy, PolicyTable, Release, RolloutState,
+    WaveThresholds,
+};
 use ed25519_dalek::SigningKey;
 
 const DAY: u64 = 86_400;
@@ -90,10 +97,36 @@ fn rollout_file(
     state: RolloutState,
 ) -> String {
     sign(
-        &Rollout::new(version, expires, releases_version, state),
+        &rollout_body(version, expires, releases_version, state),
         &[&k.rollout],
     )
     .unwrap()
+}
+
+/// Rollout metadata for `state` with each channel's thresholds (from an empty census) and the
+/// default policies.
+fn rollout_body(
+    version: u64,
+    expires: Timestamp,
+    releases_version: u64,
+    state: RolloutState,
+) -> Rollout {
+    let thresholds = state
+        .channels
+        .iter()
+        .map(|(name, c)| {
+            let t = WaveThresholds::compute(&c.plan, &Census::new(name), name).unwrap();
+            (name.clone(), t)
+        })
+        .collect();
+    Rollout::new(
+        version,
+        expires,
+        releases_version,
+        state,
+        thresholds,
+        PolicyTable::default(),
+    )
 }
 
 /// A trust state with root v1 and releases v1 listing release 1 (seed 5).
@@ -139,7 +172,7 @@ fn signature_by_an_unlisted_key_is_refused() {
     let mut trust = trusted(&k);
     let forger = key(99);
     let file = sign(
-        &Rollout::new(1, T0.plus_secs(DAY), 1, state(release(1, 5))),
+        &rollout_body(1, T0.plus_secs(DAY), 1, state(release(1, 5))),
         &[&forger],
     )
     .unwrap();
@@ -545,4 +578,124 @@ fn root_rotation() {
     let reloaded: TrustState =
         serde_json::from_str(&serde_json::to_string(&trust).unwrap()).unwrap();
     assert_eq!(reloaded.versions(), trust.versions());
+}
+
+#[test]
+fn thresholds_must_fit_every_channel_and_only_those() {
+    let k = keys();
+    let mut trust = trusted(&k);
+    let expires = T0.plus_secs(DAY);
+    let good = rollout_body(1, expires, 1, state(release(1, 5)));
+    let refused = |body: &Rollout, trust: &mut TrustState| {
+        trust.update_rollout(&sign(body, &[&k.rollout]).unwrap(), T0)
+    };
+
+    let mut missing = good.clone();
+    missing.thresholds.clear();
+    assert_eq!(
+        refused(&missing, &mut trust),
+        Err(Error::MissingThresholds {
+            channel: "detections".to_owned()
+        })
+    );
+
+    let mut stray = good.clone();
+    let other =
+        WaveThresholds::compute(&Plan::default_plan(), &Census::new("critical"), "critical")
+            .unwrap();
+    stray
+        .thresholds
+        .insert("critical".to_owned(), other.clone());
+    assert_eq!(
+        refused(&stray, &mut trust),
+        Err(Error::StrayThresholds {
+            channel: "critical".to_owned()
+        })
+    );
+
+    // Another channel's thresholds under this channel's name.
+    let mut wrong = good.clone();
+    wrong.thresholds = BTreeMap::from([("detections".to_owned(), other)]);
+    assert!(matches!(
+        refused(&wrong, &mut trust),
+        Err(Error::InvalidThresholds {
+            source: ThresholdsError::WrongChannel { .. },
+            ..
+        })
+    ));
+
+    // Thresholds that put everybody in the first wave (a server widening its canary).
+    let mut widened = good.clone();
+    if let Some(t) = widened.thresholds.get_mut("detections") {
+        t.plain.fill(1_000_000);
+    }
+    assert!(matches!(
+        refused(&widened, &mut trust),
+        Err(Error::InvalidThresholds { .. })
+    ));
+
+    assert_eq!(refused(&good, &mut trust), Ok(Update::Updated));
+    let current = trust.current(T0).unwrap().unwrap();
+    assert_eq!(current.thresholds, good.thresholds);
+}
+
+#[test]
+fn policies_are_validated_and_pin_only_listed_versions() {
+    let k = keys();
+    let mut trust = trusted(&k);
+    let expires = T0.plus_secs(DAY);
+    let with_policy = |host_group: &str, policy: Policy| {
+        let mut body = rollout_body(1, expires, 1, state(release(1, 5)));
+        body.policies.set(host_group, "detections", policy);
+        sign(&body, &[&k.rollout]).unwrap()
+    };
+
+    // A pin to a version no release key listed.
+    assert_eq!(
+        trust.update_rollout(
+            &with_policy(
+                "servers",
+                Policy::Pin {
+                    version: 7,
+                    expires_at: T0.plus_secs(DAY)
+                }
+            ),
+            T0
+        ),
+        Err(Error::UnreleasedPin {
+            scope: "host group \"servers\"".to_owned(),
+            channel: "detections".to_owned(),
+            version: 7,
+            releases_version: 1,
+        })
+    );
+    // A delay over the limit.
+    assert!(matches!(
+        trust.update_rollout(&with_policy("servers", Policy::Delay { hours: 73 }), T0),
+        Err(Error::InvalidPolicies(PolicyError::DelayTooLong {
+            hours: 73,
+            ..
+        }))
+    ));
+    // A policy for a channel without a rollout.
+    let mut body = rollout_body(1, expires, 1, state(release(1, 5)));
+    body.policies.set("servers", "critical", Policy::Early);
+    assert!(matches!(
+        trust.update_rollout(&sign(&body, &[&k.rollout]).unwrap(), T0),
+        Err(Error::InvalidPolicies(PolicyError::UnknownChannel { .. }))
+    ));
+    // A pin to the listed version is accepted and reaches the decision.
+    let file = with_policy(
+        "servers",
+        Policy::Pin {
+            version: 1,
+            expires_at: T0.plus_secs(DAY),
+        },
+    );
+    assert_eq!(trust.update_rollout(&file, T0), Ok(Update::Updated));
+    let current = trust.current(T0).unwrap().unwrap();
+    assert!(matches!(
+        current.policies.resolve("servers", "detections"),
+        Policy::Pin { version: 1, .. }
+    ));
 }

@@ -8,7 +8,7 @@
 use bulwark_distribution::{sign, Releases, Role, Rollout, Root, TrustState};
 use bulwark_rollout::{
     decide, halt, revert, start, Census, Channel, Decision, EndpointFacts, EndpointId, Plan,
-    Policy, Release, Timestamp, WaveThresholds,
+    Release, Timestamp, WaveThresholds,
 };
 use ed25519_dalek::SigningKey;
 
@@ -78,30 +78,38 @@ fn a_release_reaches_its_first_wave_and_a_halt_with_revert_reaches_every_endpoin
     state
         .channels
         .insert("detections".to_owned(), rollout.clone());
+    let endpoints = fleet();
+    let census = Census::from_endpoints("detections", &endpoints);
+    let thresholds = WaveThresholds::compute(&plan, &census, "detections").unwrap();
     let signed = |version: u64, state: &bulwark_rollout::RolloutState, key: &SigningKey| {
         sign(
-            &Rollout::new(version, T0.plus_secs(DAY), 1, state.clone()),
+            &Rollout::new(
+                version,
+                T0.plus_secs(DAY),
+                1,
+                state.clone(),
+                std::collections::BTreeMap::from([("detections".to_owned(), thresholds.clone())]),
+                bulwark_rollout::PolicyTable::default(),
+            ),
             &[key],
         )
         .unwrap()
     };
     let rollout_v1 = signed(1, &state, &online);
 
-    let endpoints = fleet();
-    let census = Census::from_endpoints("detections", &endpoints);
-    let thresholds = WaveThresholds::compute(&plan, &census, "detections").unwrap();
-
     // Every endpoint verifies the chain, then decides.
     let now = T0.plus_secs(60);
     let decisions = |trust: &TrustState| -> Vec<Decision> {
-        let state = trust
-            .current_rollout(now)
-            .unwrap()
-            .expect("a verified rollout");
-        let rollout = state.channel("detections").unwrap();
+        let signed = trust.current(now).unwrap().expect("a verified rollout");
+        let rollout = signed.state.channel("detections").unwrap();
+        // The thresholds and policies come signed with the state.
+        let thresholds = &signed.thresholds["detections"];
         endpoints
             .iter()
-            .map(|e| decide(rollout, e, &Policy::Ga, &thresholds, now))
+            .map(|e| {
+                let policy = signed.policies.resolve(&e.host_group, "detections");
+                decide(rollout, e, policy, thresholds, now)
+            })
             .collect()
     };
     let mut trust = TrustState::bootstrap(&root_file).unwrap();
