@@ -31,8 +31,8 @@ use std::task::{Context, Poll, Wake, Waker};
 use tokio_postgres::{Client, NoTls, Row};
 
 use crate::store::{
-    ApiToken, ChannelData, DetectionRow, EndpointRow, GuardEventKind, GuardEventRow, HeartbeatRow,
-    NewEndpoint, ReleaseRow, Role, RolloutRow, Store, StoreError,
+    ApiToken, ChannelData, DetectionRow, DocumentRow, EndpointRow, GuardEventKind, GuardEventRow,
+    HeartbeatRow, NewEndpoint, ReleaseRow, Role, RolloutRow, Store, StoreError,
 };
 
 /// The migrations, in order; `bulwark_schema_version.version` is the number applied.
@@ -109,6 +109,12 @@ CREATE TABLE api_tokens (
     role TEXT NOT NULL,
     created_at BIGINT NOT NULL
 );
+CREATE TABLE documents (
+    name TEXT PRIMARY KEY,
+    version BIGINT NOT NULL,
+    body TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
 "];
 
 /// The tables, for [`Store::table_counts`].
@@ -122,6 +128,7 @@ const TABLES: &[&str] = &[
     "rollouts",
     "rollout_events",
     "api_tokens",
+    "documents",
 ];
 
 /// The advisory lock key held while migrating (any constant; "bulwark" in ASCII).
@@ -867,6 +874,70 @@ impl Store for PostgresStore {
                 .collect();
             tx.commit().await?;
             Ok(data)
+        })
+    }
+
+    fn document(&self, name: &str) -> Result<Option<DocumentRow>, StoreError> {
+        let c = self.client()?;
+        block_on(async {
+            Ok(c.query_opt(
+                "SELECT version, body, updated_at FROM documents WHERE name = $1",
+                &[&name],
+            )
+            .await?
+            .map(|r| DocumentRow {
+                version: to_u64(r.get(0)),
+                body: r.get(1),
+                updated_at: to_u64(r.get(2)),
+            }))
+        })
+    }
+
+    fn put_document(
+        &self,
+        name: &str,
+        row: &DocumentRow,
+        expected_version: Option<u64>,
+        audit: Option<(&str, &str, &str)>,
+    ) -> Result<(), StoreError> {
+        let version = to_i64(row.version)?;
+        let updated_at = to_i64(row.updated_at)?;
+        let mut c = self.client()?;
+        block_on(async {
+            let tx = c.transaction().await?;
+            // Compare-and-swap on the version, atomic across instances (see put_rollout).
+            let written = match expected_version {
+                None => {
+                    tx.execute(
+                        "INSERT INTO documents (name, version, body, updated_at)
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+                        &[&name, &version, &row.body, &updated_at],
+                    )
+                    .await?
+                }
+                Some(expected) => {
+                    tx.execute(
+                        "UPDATE documents SET version = $2, body = $3, updated_at = $4
+                         WHERE name = $1 AND version = $5",
+                        &[&name, &version, &row.body, &updated_at, &to_i64(expected)?],
+                    )
+                    .await?
+                }
+            };
+            if written != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "{name} changed concurrently (expected version {expected_version:?}); retry"
+                )));
+            }
+            if let Some((channel, actor, event)) = audit {
+                tx.execute(
+                    "INSERT INTO rollout_events (channel, at, actor, event) VALUES ($1, $2, $3, $4)",
+                    &[&channel, &updated_at, &actor, &event],
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
         })
     }
 

@@ -7,8 +7,8 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::store::{
-    ApiToken, ChannelData, DetectionRow, EndpointRow, GuardEventKind, GuardEventRow, HeartbeatRow,
-    NewEndpoint, ReleaseRow, Role, RolloutRow, Store, StoreError,
+    ApiToken, ChannelData, DetectionRow, DocumentRow, EndpointRow, GuardEventKind, GuardEventRow,
+    HeartbeatRow, NewEndpoint, ReleaseRow, Role, RolloutRow, Store, StoreError,
 };
 
 /// The migrations, in order; `PRAGMA user_version` is the number applied.
@@ -85,6 +85,12 @@ CREATE TABLE api_tokens (
     role TEXT NOT NULL,
     created_at INTEGER NOT NULL
 );
+CREATE TABLE documents (
+    name TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
 "];
 
 /// The tables, for [`Store::table_counts`].
@@ -98,6 +104,7 @@ const TABLES: &[&str] = &[
     "rollouts",
     "rollout_events",
     "api_tokens",
+    "documents",
 ];
 
 /// SQLite storage: one connection behind a mutex (SQLite serialises writers anyway).
@@ -591,6 +598,65 @@ impl Store for SqliteStore {
             })?
             .collect::<Result<_, _>>()?;
         Ok(data)
+    }
+
+    fn document(&self, name: &str) -> Result<Option<DocumentRow>, StoreError> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                "SELECT version, body, updated_at FROM documents WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok(DocumentRow {
+                        version: to_u64(r.get(0)?),
+                        body: r.get(1)?,
+                        updated_at: to_u64(r.get(2)?),
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn put_document(
+        &self,
+        name: &str,
+        row: &DocumentRow,
+        expected_version: Option<u64>,
+        audit: Option<(&str, &str, &str)>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM documents WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if current.map(to_u64) != expected_version {
+            return Err(StoreError::Conflict(format!(
+                "{name} changed concurrently (version {current:?}, expected {expected_version:?}); retry"
+            )));
+        }
+        tx.execute(
+            "INSERT INTO documents (name, version, body, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (name) DO UPDATE SET version = excluded.version, body = excluded.body,
+                 updated_at = excluded.updated_at",
+            params![
+                name,
+                to_i64(row.version)?,
+                row.body,
+                to_i64(row.updated_at)?
+            ],
+        )?;
+        if let Some((channel, actor, event)) = audit {
+            tx.execute(
+                "INSERT INTO rollout_events (channel, at, actor, event) VALUES (?1, ?2, ?3, ?4)",
+                params![channel, to_i64(row.updated_at)?, actor, event],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     fn table_counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {

@@ -293,6 +293,29 @@ pub trait Store: Send + Sync {
     fn api_token(&self, token_sha256: &str) -> Result<Option<ApiToken>, StoreError>;
     /// What the controller observes of a channel.
     fn channel_data(&self, channel: &str) -> Result<ChannelData, StoreError>;
+    /// A named document (the signed metadata files, the policy table), if stored.
+    fn document(&self, name: &str) -> Result<Option<DocumentRow>, StoreError>;
+    /// Writes a named document if its stored version is `expected_version` (absent when
+    /// `None`), else [`StoreError::Conflict`] and nothing is written; with `audit` = (channel,
+    /// actor, event JSON), an audit event in the same transaction.
+    fn put_document(
+        &self,
+        name: &str,
+        row: &DocumentRow,
+        expected_version: Option<u64>,
+        audit: Option<(&str, &str, &str)>,
+    ) -> Result<(), StoreError>;
     /// Row counts per table (for tests and the status page).
     fn table_counts(&self) -> Result<BTreeMap<String, u64>, StoreError>;
+}
+
+/// A named, versioned document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentRow {
+    /// Its version (each write names the version it replaces).
+    pub version: u64,
+    /// The text.
+    pub body: String,
+    /// When it was written.
+    pub updated_at: u64,
 }
