@@ -83,6 +83,7 @@ mod with_client {
                     },
                 )]),
                 clock: Clock::system(),
+                signing: None,
             };
             let pem = PemPair::self_signed().unwrap();
             let ca = dir.join("server-ca.pem");

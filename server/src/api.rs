@@ -8,18 +8,20 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use bulwark_loader_boot_guard::envelope::MAX_ENVELOPE_BYTES;
 use bulwark_loader_boot_guard::{open, Admission, TrustedKeys};
+use bulwark_rollout::policy::ActivePin;
 use bulwark_rollout::{
-    controller, Census, Channel, ChannelRollout, EndpointFacts, EndpointId, Plan, Release,
-    RolloutState, Timestamp, WaveThresholds,
+    controller, Census, Channel, ChannelRollout, EndpointFacts, EndpointId, Plan, Policy,
+    PolicyTable, Release, Timestamp, WaveThresholds,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
+use crate::metadata::{self, MetadataError, Signing};
 use crate::store::{
     ApiToken, DetectionRow, EndpointRow, GuardEventKind, GuardEventRow, HeartbeatRow, NewEndpoint,
     ReleaseRow, Role, RolloutRow, Store, StoreError,
@@ -51,8 +53,13 @@ pub struct ChannelConfig {
 pub struct Config {
     /// The secret an endpoint presents to enroll.
     pub enrollment_secret: String,
-    /// The ed25519 public keys release envelopes must be signed with.
+    /// The ed25519 public keys release envelopes must be signed with (besides the root's release
+    /// keys when `signing` is set).
     pub trusted_keys: Vec<[u8; 32]>,
+    /// The signed distribution metadata: the root and the online key that signs the rollout
+    /// metadata endpoints fetch. Without it the server serves no metadata (503) and endpoints
+    /// cannot take releases from it.
+    pub signing: Option<Signing>,
     /// The channels, by name.
     pub channels: BTreeMap<String, ChannelConfig>,
     /// The clock every request reads (the system clock in the binary; tests fix it).
@@ -101,7 +108,18 @@ pub struct AppState {
 impl AppState {
     /// Checks the configuration (trusted keys) and builds the state.
     pub fn new(store: Arc<dyn Store>, config: Config) -> Result<Self, String> {
-        let keys = TrustedKeys::new(&config.trusted_keys).map_err(|e| e.to_string())?;
+        let mut trusted = config.trusted_keys.clone();
+        if let Some(signing) = &config.signing {
+            for k in signing.release_keys() {
+                if !trusted.contains(&k) {
+                    trusted.push(k);
+                }
+            }
+            signing
+                .install_root(store.as_ref(), config.clock.now())
+                .map_err(|e| format!("root metadata: {e}"))?;
+        }
+        let keys = TrustedKeys::new(&trusted).map_err(|e| e.to_string())?;
         if keys.is_empty() {
             return Err("no trusted release key configured".to_owned());
         }
@@ -310,7 +328,23 @@ pub fn router(state: AppState) -> Router {
             post(rollout_command).layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT)),
         )
         .route("/v1/rollouts/{channel}", get(get_rollout))
-        .route("/v1/metadata/rollout.json", get(rollout_json))
+        .route(
+            "/v1/metadata/{file}",
+            get(get_metadata)
+                .put(put_metadata)
+                .layer(DefaultBodyLimit::max(bulwark_distribution::MAX_FILE_BYTES)),
+        )
+        .route("/v1/policies", get(get_policies))
+        .route(
+            "/v1/policies/default",
+            put(put_default_policy).layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT)),
+        )
+        .route(
+            "/v1/policies/{host_group}/{channel}",
+            put(put_policy)
+                .delete(delete_policy)
+                .layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT)),
+        )
         .route("/v1/envelopes/{sha256}", get(get_envelope))
         .merge(crate::dashboard::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
@@ -709,6 +743,7 @@ async fn rollout_command(
     let req: CommandRequest = json_body(body)?;
     let config = channel_config(&state, &channel)?.clone();
     let store = state.store.clone();
+    let signing = state.config.signing.clone();
     let at = state.config.clock.now();
     let view = blocking(move || {
         let ts = Timestamp(at);
@@ -742,6 +777,22 @@ async fn rollout_command(
                     envelope_sha256: to_hash(&release.envelope_sha256)?,
                     notes: release.notes,
                 };
+                if let Some(signing) = &signing {
+                    if !signing
+                        .is_listed(store.as_ref(), &channel, version)
+                        .map_err(metadata_error)?
+                    {
+                        return Err(ApiError::new(
+                            StatusCode::CONFLICT,
+                            "not_in_releases_metadata",
+                            format!(
+                                "release {version} of channel {channel:?} is not in the releases \
+                                 metadata signed by the release keys; endpoints would refuse it \
+                                 (upload releases.json listing it first)"
+                            ),
+                        ));
+                    }
+                }
                 let plan = req.plan.clone().unwrap_or_else(Plan::default_plan);
                 controller::start(
                     Channel::new(&channel, config.critical),
@@ -772,6 +823,11 @@ async fn rollout_command(
             &events,
             at,
         )?;
+        if let Some(signing) = &signing {
+            signing
+                .refresh_rollout(store.as_ref(), at)
+                .map_err(metadata_error)?;
+        }
         let events = events
             .iter()
             .map(serde_json::to_value)
@@ -815,38 +871,250 @@ async fn get_rollout(
     Ok(Json(view))
 }
 
-// ---- the static fetch path ----
+// ---- the static fetch path: signed metadata and envelopes ----
 
-/// The document served at `/v1/metadata/rollout.json` (and written by `export`): every channel's
-/// rollout and thresholds. It will be wrapped in the signed metadata of `bulwark-distribution`.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct RolloutDocument {
-    /// Every channel's rollout.
-    pub state: RolloutState,
-    /// Every channel's wave thresholds.
-    pub thresholds: BTreeMap<String, WaveThresholds>,
-}
-
-/// Builds the rollout document from the store.
-pub fn rollout_document(store: &dyn Store) -> Result<RolloutDocument, ApiError> {
-    let mut doc = RolloutDocument::default();
-    for row in store.rollouts()? {
-        let state: ChannelRollout = serde_json::from_str(&row.state).map_err(internal)?;
-        let thresholds: WaveThresholds = serde_json::from_str(&row.thresholds).map_err(internal)?;
-        doc.state.channels.insert(row.channel.clone(), state);
-        doc.thresholds.insert(row.channel, thresholds);
+/// The API error for a metadata refusal.
+pub(crate) fn metadata_error(e: MetadataError) -> ApiError {
+    match e {
+        MetadataError::Refused(e) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "metadata_refused",
+            e.to_string(),
+        ),
+        MetadataError::Unpublished(m) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unpublished_release", m)
+        }
+        MetadataError::NoReleases => {
+            ApiError::new(StatusCode::CONFLICT, "no_releases_metadata", e.to_string())
+        }
+        MetadataError::Store(e) => e.into(),
+        e @ (MetadataError::Config(_) | MetadataError::Corrupt(..)) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        }
     }
-    Ok(doc)
 }
 
-async fn rollout_json(State(state): State<AppState>) -> ApiResult<Response> {
+fn no_signing() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no_metadata",
+        "this server signs no distribution metadata (start it with --root and --online-key)",
+    )
+}
+
+/// `GET /v1/metadata/{root,releases,rollout}.json`: the signed files, as stored (public: the
+/// endpoints verify them).
+async fn get_metadata(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+) -> ApiResult<Response> {
+    let name = match file.as_str() {
+        "root.json" => metadata::ROOT,
+        "releases.json" => metadata::RELEASES,
+        "rollout.json" => metadata::ROLLOUT,
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "no metadata file {file:?} (root.json, releases.json, rollout.json)"
+            )))
+        }
+    };
+    if state.config.signing.is_none() {
+        return Err(no_signing());
+    }
     let store = state.store.clone();
-    let doc = blocking(move || rollout_document(store.as_ref())).await?;
-    let mut response = Json(doc).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    Ok(response)
+    let doc = blocking(move || Ok(store.document(name)?))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no {name} yet")))?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        doc.body,
+    )
+        .into_response())
+}
+
+/// `PUT /v1/metadata/releases.json`: a publisher uploads the releases metadata signed by the
+/// release keys (listing only envelopes published here); the rollout file is re-signed.
+async fn put_metadata(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(file): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let who = engineer_auth(&state, &headers, &[Role::Publisher]).await?;
+    if file != "releases.json" {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "read_only",
+            format!("{file} cannot be uploaded (only releases.json)"),
+        ));
+    }
+    let bytes = body_bytes(body)?;
+    let text = String::from_utf8(bytes.to_vec())
+        .map_err(|_| ApiError::bad_request("releases.json is not UTF-8"))?;
+    let signing = state.config.signing.clone().ok_or_else(no_signing)?;
+    let store = state.store.clone();
+    let at = state.config.clock.now();
+    let actor = format!("{} ({})", who.name, who.role.name());
+    let version = blocking(move || {
+        let version = signing
+            .upload_releases(store.as_ref(), &text, at, &actor)
+            .map_err(metadata_error)?;
+        signing
+            .refresh_rollout(store.as_ref(), at)
+            .map_err(metadata_error)?;
+        Ok(version)
+    })
+    .await?;
+    Ok(Json(serde_json::json!({ "releases_version": version })))
+}
+
+// ---- endpoint policies ----
+
+/// `GET /v1/policies`: the table and the pins in force.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PoliciesView {
+    /// The policy of every (host group, channel) without an entry.
+    pub default: Policy,
+    /// The entries.
+    pub entries: Vec<bulwark_rollout::policy::PolicyEntry>,
+    /// The pins in force now (lapsed pins are not listed).
+    pub active_pins: Vec<ActivePin>,
+}
+
+fn policies_view(table: PolicyTable, now: u64) -> PoliciesView {
+    PoliciesView {
+        active_pins: table.active_pins(Timestamp(now)),
+        default: table.default,
+        entries: table.entries,
+    }
+}
+
+async fn get_policies(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<PoliciesView>> {
+    engineer_auth(&state, &headers, ANY_ROLE).await?;
+    let store = state.store.clone();
+    let now = state.config.clock.now();
+    let table = blocking(move || {
+        Ok(metadata::stored_policies(store.as_ref())
+            .map_err(metadata_error)?
+            .0)
+    })
+    .await?;
+    Ok(Json(policies_view(table, now)))
+}
+
+/// Changes the policy table with `change`, validates it against the configured channels (and,
+/// when signing, against the releases metadata as endpoints will), stores it with an audit event
+/// and re-signs the rollout.
+async fn change_policies(
+    state: AppState,
+    headers: HeaderMap,
+    audit_channel: String,
+    event: serde_json::Value,
+    change: impl FnOnce(&mut PolicyTable) + Send + 'static,
+) -> ApiResult<Json<PoliciesView>> {
+    let who = engineer_auth(&state, &headers, &[Role::Operator]).await?;
+    let store = state.store.clone();
+    let signing = state.config.signing.clone();
+    let channels: Vec<Channel> = state
+        .config
+        .channels
+        .iter()
+        .map(|(name, c)| Channel::new(name, c.critical))
+        .collect();
+    let at = state.config.clock.now();
+    let actor = format!("{} ({})", who.name, who.role.name());
+    let table = blocking(move || {
+        let (mut table, version) =
+            metadata::stored_policies(store.as_ref()).map_err(metadata_error)?;
+        change(&mut table);
+        table.validate(&channels).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_policy",
+                e.to_string(),
+            )
+        })?;
+        if let Some(signing) = &signing {
+            signing
+                .check_policies(store.as_ref(), &table)
+                .map_err(metadata_error)?;
+        }
+        let row = crate::store::DocumentRow {
+            version: version.map_or(1, |v| v.saturating_add(1)),
+            body: serde_json::to_string(&table).map_err(internal)?,
+            updated_at: at,
+        };
+        let event = serde_json::json!({ "policy": event }).to_string();
+        store.put_document(
+            metadata::POLICIES,
+            &row,
+            version,
+            Some((&audit_channel, &actor, &event)),
+        )?;
+        if let Some(signing) = &signing {
+            signing
+                .refresh_rollout(store.as_ref(), at)
+                .map_err(metadata_error)?;
+        }
+        Ok(table)
+    })
+    .await?;
+    Ok(Json(policies_view(table, at)))
+}
+
+async fn put_default_policy(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<PoliciesView>> {
+    let policy: Policy = json_body(body)?;
+    let event = serde_json::json!({ "default": policy });
+    change_policies(state, headers, "*".to_owned(), event, move |t| {
+        t.default = policy;
+    })
+    .await
+}
+
+async fn put_policy(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((host_group, channel)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<PoliciesView>> {
+    check_text("host group", &host_group)?;
+    channel_config(&state, &channel)?;
+    let policy: Policy = json_body(body)?;
+    let event = serde_json::json!({ "host_group": host_group, "set": policy });
+    let ch = channel.clone();
+    change_policies(state, headers, channel, event, move |t| {
+        t.set(&host_group, &ch, policy);
+    })
+    .await
+}
+
+async fn delete_policy(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((host_group, channel)): Path<(String, String)>,
+) -> ApiResult<Json<PoliciesView>> {
+    check_text("host group", &host_group)?;
+    channel_config(&state, &channel)?;
+    let event = serde_json::json!({ "host_group": host_group, "removed": true });
+    let ch = channel.clone();
+    change_policies(state, headers, channel, event, move |t| {
+        t.entries
+            .retain(|e| !(e.host_group == host_group && e.channel == ch));
+    })
+    .await
 }
 
 /// Whether `s` is a lowercase hex SHA-256.

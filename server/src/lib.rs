@@ -107,6 +107,7 @@ pub mod api;
 pub mod controller;
 pub mod dashboard;
 pub mod export;
+pub mod metadata;
 pub mod postgres;
 pub mod sqlite;
 pub mod store;
@@ -146,6 +147,8 @@ pub async fn start(
     config: Config,
     controller_interval: Option<Duration>,
 ) -> Result<Running, String> {
+    let signing = config.signing.clone();
+    let clock = config.clock.clone();
     let state = AppState::new(store.clone(), config)?;
     let tls_config = pem.server_config()?;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -158,7 +161,56 @@ pub async fn start(
         api::router(state),
     ))];
     if let Some(interval) = controller_interval {
-        tasks.push(tokio::spawn(controller::run(store, interval)));
+        tasks.push(tokio::spawn(run_controller(
+            store, signing, clock, interval,
+        )));
     }
     Ok(Running { addr, tasks })
+}
+
+/// Every `interval`: the controller's [`controller::tick`], then, when signing, a fresh signed
+/// rollout file if the state changed or the current one is past half its lifetime (errors are
+/// printed and retried at the next tick).
+async fn run_controller(
+    store: Arc<dyn Store>,
+    signing: Option<metadata::Signing>,
+    clock: Clock,
+    interval: Duration,
+) {
+    let mut timer = tokio::time::interval(interval);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        timer.tick().await;
+        let store = store.clone();
+        let signing = signing.clone();
+        let now = clock.now();
+        let result = tokio::task::spawn_blocking(move || {
+            let changed = controller::tick(store.as_ref(), now);
+            let signed = signing
+                .as_ref()
+                .map(|s| s.refresh_rollout(store.as_ref(), now));
+            (changed, signed)
+        })
+        .await;
+        match result {
+            Ok((changed, signed)) => {
+                match changed {
+                    Ok(changed) => {
+                        for (channel, events) in changed {
+                            for e in events {
+                                eprintln!("controller: {channel}: {e:?}");
+                            }
+                        }
+                    }
+                    Err(e) => eprintln!("controller: {e:?}"),
+                }
+                match signed {
+                    Some(Ok(Some(v))) => eprintln!("controller: signed rollout.json v{v}"),
+                    Some(Err(e)) => eprintln!("controller: signing rollout.json: {e}"),
+                    _ => {}
+                }
+            }
+            Err(e) => eprintln!("controller: task failed: {e}"),
+        }
+    }
 }

@@ -2,16 +2,19 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bulwark_loader_boot_guard::keyfile::{parse_key_file, PUBLIC_KEY_LABEL, SECRET_KEY_LABEL};
+use bulwark_server::metadata::Signing;
 use bulwark_server::store::ApiToken;
 use bulwark_server::tls::PemPair;
 use bulwark_server::util::{now, random_token, sha256_hex, unhex};
 use bulwark_server::{ChannelConfig, Clock, Config, PostgresStore, Role, SqliteStore, Store};
 use clap::{Parser, Subcommand};
+use ed25519_dalek::SigningKey;
 
 #[derive(Parser)]
 #[command(name = "bulwark-server", about = "Bulwark's release server")]
@@ -47,8 +50,21 @@ enum Command {
         /// File holding the enrollment secret (its first line).
         #[arg(long)]
         enrollment_secret_file: PathBuf,
-        /// A trusted release key: 64 hex digits of an ed25519 public key (repeatable).
-        #[arg(long = "trusted-key", required = true)]
+        /// The root metadata (root.json, made offline with `bulwark metadata root`): its release
+        /// keys sign envelopes and the releases metadata, its rollout key is `--online-key`.
+        #[arg(long, requires = "online_key")]
+        root: Option<PathBuf>,
+        /// The online key's secret key file (`bulwark keygen`): signs the rollout metadata. It
+        /// must be the root's rollout key.
+        #[arg(long, requires = "root")]
+        online_key: Option<PathBuf>,
+        /// Lifetime of each signed rollout file in seconds (re-signed at half of it; endpoints
+        /// stop acting on an expired one).
+        #[arg(long, default_value_t = bulwark_server::metadata::DEFAULT_ROLLOUT_LIFETIME_SECS)]
+        rollout_lifetime: u64,
+        /// A trusted release key besides the root's: a KEY.pub file or its 64 hex digits
+        /// (repeatable; needed without --root).
+        #[arg(long = "trusted-key", required_unless_present = "root")]
         trusted_keys: Vec<String>,
         /// A channel: NAME=NUMBER or NAME=NUMBER:critical (repeatable).
         #[arg(long = "channel", required = true)]
@@ -62,7 +78,8 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// Write the static fetch path (v1/metadata/rollout.json, v1/envelopes/<sha256>) to DIR.
+    /// Write the static fetch path (v1/metadata/{root,releases,rollout}.json,
+    /// v1/envelopes/<sha256>) to DIR, for any static host or CDN.
     Export {
         /// The output directory.
         dir: PathBuf,
@@ -99,9 +116,29 @@ fn parse_channel(s: &str) -> Result<(String, ChannelConfig), String> {
 }
 
 fn parse_key(s: &str) -> Result<[u8; 32], String> {
-    unhex(s)
-        .and_then(|v| v.try_into().ok())
-        .ok_or_else(|| format!("--trusted-key {s:?}: expected 64 hex digits"))
+    if let Some(k) = unhex(s).and_then(|v| <[u8; 32]>::try_from(v).ok()) {
+        return Ok(k);
+    }
+    let text = std::fs::read_to_string(s).map_err(|e| {
+        format!("--trusted-key {s:?}: neither 64 hex digits nor a readable file: {e}")
+    })?;
+    parse_key_file(&text, PUBLIC_KEY_LABEL).map_err(|e| format!("--trusted-key {s}: {e}"))
+}
+
+fn signing(root: &Path, online_key: &Path, lifetime: u64) -> Result<Signing, String> {
+    let root_file =
+        std::fs::read_to_string(root).map_err(|e| format!("--root {}: {e}", root.display()))?;
+    let key_text = std::fs::read_to_string(online_key)
+        .map_err(|e| format!("--online-key {}: {e}", online_key.display()))?;
+    let secret = parse_key_file(&key_text, SECRET_KEY_LABEL)
+        .map_err(|e| format!("--online-key {}: {e}", online_key.display()))?;
+    Signing::new(&root_file, SigningKey::from_bytes(&secret), lifetime).map_err(|e| {
+        format!(
+            "--root {} with --online-key {}: {e}",
+            root.display(),
+            online_key.display()
+        )
+    })
 }
 
 async fn serve(store: Arc<dyn Store>, command: Command) -> Result<(), String> {
@@ -111,6 +148,9 @@ async fn serve(store: Arc<dyn Store>, command: Command) -> Result<(), String> {
         tls_key,
         self_signed,
         enrollment_secret_file,
+        root,
+        online_key,
+        rollout_lifetime,
         trusted_keys,
         channels,
         controller_interval,
@@ -145,6 +185,10 @@ async fn serve(store: Arc<dyn Store>, command: Command) -> Result<(), String> {
             .iter()
             .map(|c| parse_channel(c))
             .collect::<Result<BTreeMap<_, _>, _>>()?,
+        signing: match (&root, &online_key) {
+            (Some(r), Some(k)) => Some(signing(r, k, rollout_lifetime)?),
+            _ => None,
+        },
         clock: Clock::system(),
     };
     let interval = Duration::from_secs(controller_interval.max(1));

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use bulwark_loader_boot_guard::envelope::public_key;
 use bulwark_loader_boot_guard::seal;
 use bulwark_rollout::{ChannelRollout, EndpointFacts, EndpointId, Status, WaveThresholds};
-use bulwark_server::api::{EnrollResponse, RolloutDocument, RolloutView};
+use bulwark_distribution::{sign, Releases, Root, TrustState};
+use bulwark_server::api::{EnrollResponse, RolloutView};
+use bulwark_server::metadata::Signing;
 use bulwark_server::store::ApiToken;
 use bulwark_server::tls::PemPair;
 use bulwark_server::util::{random_token, sha256_hex, unhex};
@@ -30,6 +32,60 @@ use serde_json::{json, Value};
 const SECRET: &str = "enrollment-secret-for-tests";
 const RELEASE_KEY: [u8; 32] = [7; 32];
 const OTHER_KEY: [u8; 32] = [9; 32];
+/// The root metadata's own keys (2 of 3).
+const ROOT_KEYS: [[u8; 32]; 3] = [[31; 32], [32; 32], [33; 32]];
+/// The server's online key: signs only the rollout metadata.
+const ONLINE_KEY: [u8; 32] = [41; 32];
+
+fn signing_key(k: &[u8; 32]) -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(k)
+}
+
+/// Root v1: the release key signs envelopes and releases metadata, the online key the rollout.
+fn root_file() -> String {
+    let public = |k: &[u8; 32]| signing_key(k).verifying_key().to_bytes();
+    let root = Root::new(1, bulwark_rollout::Timestamp(T0 + 365 * 86_400))
+        .with_role(
+            bulwark_distribution::Role::Root,
+            &ROOT_KEYS.each_ref().map(public),
+            2,
+        )
+        .with_role(
+            bulwark_distribution::Role::Releases,
+            &[public(&RELEASE_KEY)],
+            1,
+        )
+        .with_role(bulwark_distribution::Role::Rollout, &[public(&ONLINE_KEY)], 1);
+    sign(&root, &[&signing_key(&ROOT_KEYS[0]), &signing_key(&ROOT_KEYS[2])]).unwrap()
+}
+
+/// Releases metadata `version` listing `listed` (stable releases by version, with their
+/// envelopes), signed by `key`.
+fn releases_file(key: &[u8; 32], version: u64, listed: &[(u64, &[u8])]) -> String {
+    let releases = listed.iter().fold(
+        Releases::new(version, bulwark_rollout::Timestamp(T0 + 90 * 86_400)),
+        |r, (v, env)| {
+            let opened = bulwark_loader_boot_guard::open(
+                env,
+                &bulwark_loader_boot_guard::TrustedKeys::new(&[public_key(&RELEASE_KEY)]).unwrap(),
+                bulwark_loader_boot_guard::Admission::Update {
+                    channel: CHANNEL,
+                    newest: 0,
+                    quarantine: &[],
+                },
+            )
+            .unwrap();
+            r.with(&bulwark_rollout::Release {
+                channel: "stable".to_owned(),
+                version: *v,
+                pack_hash: opened.id.hash,
+                envelope_sha256: unhex(&sha256_hex(env)).unwrap().try_into().unwrap(),
+                notes: String::new(),
+            })
+        },
+    );
+    sign(&releases, &[&signing_key(key)]).unwrap()
+}
 const CHANNEL: u32 = 1;
 
 fn pack(n: u32) -> Vec<u8> {
@@ -61,6 +117,7 @@ struct Harness {
     store: Arc<dyn Store>,
     backend: Backend,
     dir: PathBuf,
+    signing: Signing,
 }
 
 /// Where a harness keeps its data.
@@ -138,6 +195,12 @@ impl Harness {
                 Arc::new(PostgresStore::connect_in_schema(url, schema).unwrap())
             }
         };
+        let signing = Signing::new(
+            &root_file(),
+            signing_key(&ONLINE_KEY),
+            bulwark_server::metadata::DEFAULT_ROLLOUT_LIFETIME_SECS,
+        )
+        .unwrap();
         let config = Config {
             enrollment_secret: SECRET.to_owned(),
             trusted_keys: vec![public_key(&RELEASE_KEY)],
@@ -149,6 +212,7 @@ impl Harness {
                 },
             )]),
             clock: Clock::from_fn(move || clock_time.load(Ordering::SeqCst)),
+            signing: Some(signing.clone()),
         };
         let pem = PemPair::self_signed().unwrap();
         let server = bulwark_server::start(
@@ -185,7 +249,46 @@ impl Harness {
             store,
             backend,
             dir,
+            signing,
         }
+    }
+
+    /// The controller's step, then the signing of what changed (what the server's loop does).
+    fn tick(&self, now: u64) -> Vec<(String, Vec<bulwark_rollout::ControllerEvent>)> {
+        let changed = bulwark_server::controller::tick(self.store.as_ref(), now).unwrap();
+        self.signing.refresh_rollout(self.store.as_ref(), now).unwrap();
+        changed
+    }
+
+    /// What an endpoint holding root v1 accepts from the served metadata.
+    async fn verified(&self) -> TrustState {
+        let now = bulwark_rollout::Timestamp(self.time.load(Ordering::SeqCst));
+        let mut trust = TrustState::bootstrap(&root_file()).unwrap();
+        let served_root = self.text("/v1/metadata/root.json").await;
+        assert_eq!(served_root, root_file());
+        trust
+            .update_releases(&self.text("/v1/metadata/releases.json").await, now)
+            .unwrap();
+        trust
+            .update_rollout(&self.text("/v1/metadata/rollout.json").await, now)
+            .unwrap();
+        trust
+    }
+
+    async fn text(&self, path: &str) -> String {
+        let resp = self.get(path, None).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        resp.text().await.unwrap()
+    }
+
+    async fn put_raw(&self, path: &str, token: Option<&str>, body: String) -> (StatusCode, Value) {
+        let mut req = self.client.put(self.url(path)).body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
     }
 
     fn set_time(&self, t: u64) {
@@ -450,8 +553,29 @@ async fn enroll_report_publish_roll_out_and_fetch(backend: Backend) {
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["version"], json!(1));
 
-    // Start a rollout.
+    // No rollout of a release the release keys have not listed: endpoints would refuse it.
     let operator = h.token(Role::Operator, "olga");
+    let (status, body) = h
+        .post_json(
+            "/v1/rollouts/stable/start",
+            Some(&operator),
+            &json!({"version": 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"], json!("not_in_releases_metadata"), "{body}");
+    // The publisher uploads the releases metadata listing it.
+    let (status, body) = h
+        .put_raw(
+            "/v1/metadata/releases.json",
+            Some(&publisher),
+            releases_file(&RELEASE_KEY, 1, &[(1, &env)]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["releases_version"], json!(1));
+
+    // Start a rollout.
     let (status, body) = h
         .post_json(
             "/v1/rollouts/stable/start",
@@ -498,15 +622,20 @@ async fn enroll_report_publish_roll_out_and_fetch(backend: Backend) {
     assert_eq!(events[2]["actor"], json!("olga (operator)"));
     assert!(events[2]["event"]["Paused"].is_object(), "{got}");
 
-    // The static fetch path.
-    let resp = h.get("/v1/metadata/rollout.json", None).await;
-    assert_eq!(resp.status(), StatusCode::OK);
-    let doc: RolloutDocument = resp.json().await.unwrap();
+    // The static fetch path: signed metadata an endpoint verifies from the root it ships with.
+    let trust = h.verified().await;
+    let doc = trust
+        .current(bulwark_rollout::Timestamp(T0))
+        .unwrap()
+        .unwrap();
     let stable: &ChannelRollout = doc.state.channel("stable").unwrap();
     assert_eq!(stable.revision, 3);
     assert_eq!(stable.release.version, 1);
     let thresholds: &WaveThresholds = &doc.thresholds["stable"];
     assert_eq!(thresholds, &view.thresholds);
+    // Signed at the releases upload (no rollout yet), the start, the pause and the resume; the
+    // commands that changed nothing were not re-signed.
+    assert_eq!(doc.version, 4);
 
     let resp = h.get(&format!("/v1/envelopes/{env_sha}"), None).await;
     assert_eq!(resp.status(), StatusCode::OK);
@@ -523,11 +652,20 @@ async fn enroll_report_publish_roll_out_and_fetch(backend: Backend) {
     // export writes exactly the fetch path.
     let out = h.dir.join("export");
     let written = bulwark_server::export::export(h.store.as_ref(), &out).unwrap();
-    assert_eq!(written.len(), 2);
-    let exported: RolloutDocument =
-        serde_json::from_slice(&std::fs::read(out.join("v1/metadata/rollout.json")).unwrap())
+    assert_eq!(written.len(), 4);
+    for name in ["root.json", "releases.json", "rollout.json"] {
+        let served = h
+            .get(&format!("/v1/metadata/{name}"), None)
+            .await
+            .text()
+            .await
             .unwrap();
-    assert_eq!(exported.state, doc.state);
+        assert_eq!(
+            std::fs::read_to_string(out.join("v1/metadata").join(name)).unwrap(),
+            served,
+            "{name}"
+        );
+    }
     assert_eq!(
         std::fs::read(out.join("v1/envelopes").join(&env_sha)).unwrap(),
         env
@@ -536,12 +674,13 @@ async fn enroll_report_publish_roll_out_and_fetch(backend: Backend) {
         std::fs::read_dir(out.join("v1/envelopes")).unwrap().count(),
         1
     );
-    assert!(
+    // Exactly the three files: no temporary file left behind.
+    assert_eq!(
         Path::new(&out.join("v1/metadata"))
             .read_dir()
             .unwrap()
-            .count()
-            == 1
+            .count(),
+        3
     );
 }
 
@@ -564,6 +703,14 @@ async fn controller_halts_on_quarantines_in_the_first_wave(backend: Backend) {
             Some(&publisher),
             envelope(&RELEASE_KEY, 1),
             "application/octet-stream",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = h
+        .put_raw(
+            "/v1/metadata/releases.json",
+            Some(&publisher),
+            releases_file(&RELEASE_KEY, 1, &[(1, &envelope(&RELEASE_KEY, 1))]),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -614,13 +761,12 @@ async fn controller_halts_on_quarantines_in_the_first_wave(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::OK);
     let now = T0 + 600;
-    let changed = bulwark_server::controller::tick(h.store.as_ref(), now).unwrap();
+    let changed = h.tick(now);
     assert!(changed.is_empty(), "{changed:?}");
-    let doc: RolloutDocument = h
-        .get("/v1/metadata/rollout.json", None)
-        .await
-        .json()
-        .await
+    let trust = h.verified().await;
+    let doc = trust
+        .current(bulwark_rollout::Timestamp(now))
+        .unwrap()
         .unwrap();
     assert_eq!(
         doc.state.channel("stable").unwrap().status,
@@ -637,13 +783,12 @@ async fn controller_halts_on_quarantines_in_the_first_wave(backend: Backend) {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let changed = bulwark_server::controller::tick(h.store.as_ref(), now).unwrap();
+    let changed = h.tick(now);
     assert_eq!(changed.len(), 1);
-    let doc: RolloutDocument = h
-        .get("/v1/metadata/rollout.json", None)
-        .await
-        .json()
-        .await
+    let trust = h.verified().await;
+    let doc = trust
+        .current(bulwark_rollout::Timestamp(now))
+        .unwrap()
         .unwrap();
     let stable = doc.state.channel("stable").unwrap();
     assert!(stable.is_halted(), "{:?}", stable.status);
@@ -1049,6 +1194,95 @@ async fn refusals_store_nothing(backend: Backend) {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Releases metadata: forged, listing a pack never published, from a viewer, not UTF-8, or
+    // not newer than the stored one: refused, nothing stored.
+    let s = &h.snapshot();
+    let other_env = envelope(&RELEASE_KEY, 2);
+    for (file, status, code, message) in [
+        (
+            releases_file(&OTHER_KEY, 1, &[(1, &good)]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "metadata_refused",
+            "0 valid signatures by the releases keys of root v1, 1 required (1 by keys not in the role",
+        ),
+        (
+            releases_file(&RELEASE_KEY, 1, &[(1, &good), (2, &other_env)]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unpublished_release",
+            "lists \"stable\" version 2, which was never published here",
+        ),
+        (
+            "{\"signed\": 1}".to_owned(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "metadata_refused",
+            "releases metadata is malformed",
+        ),
+    ] {
+        refused(
+            &h,
+            h.put_raw("/v1/metadata/releases.json", Some(&publisher), file)
+                .await,
+            status,
+            code,
+            message,
+            s,
+        )
+        .await;
+    }
+    let viewer = h.token(Role::Viewer, "vic");
+    let s = &h.snapshot();
+    refused(
+        &h,
+        h.put_raw(
+            "/v1/metadata/releases.json",
+            Some(&viewer),
+            releases_file(&RELEASE_KEY, 1, &[(1, &good)]),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "wrong_role",
+        "this needs publisher",
+        s,
+    )
+    .await;
+    refused(
+        &h,
+        h.put_raw(
+            "/v1/metadata/rollout.json",
+            Some(&publisher),
+            releases_file(&RELEASE_KEY, 1, &[(1, &good)]),
+        )
+        .await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "read_only",
+        "only releases.json",
+        s,
+    )
+    .await;
+    let (status, body) = h
+        .put_raw(
+            "/v1/metadata/releases.json",
+            Some(&publisher),
+            releases_file(&RELEASE_KEY, 2, &[(1, &good)]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let s = &h.snapshot();
+    refused(
+        &h,
+        h.put_raw(
+            "/v1/metadata/releases.json",
+            Some(&publisher),
+            releases_file(&RELEASE_KEY, 1, &[(1, &good)]),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "metadata_refused",
+        "releases metadata rolled back: version 1, the newest seen is 2",
+        s,
+    )
+    .await;
     let after_publish = h.snapshot();
     refused(
         &h,

@@ -128,6 +128,7 @@ async fn dashboard_shows_a_rollout_and_its_halt_live_in_chromium() {
             },
         )]),
         clock: Clock::from_fn(move || clock_time.load(Ordering::SeqCst)),
+        signing: None,
     };
     let pem = PemPair::self_signed().unwrap();
     let server = bulwark_server::start(
