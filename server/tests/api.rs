@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use bulwark_distribution::{sign, Releases, Root, TrustState};
 use bulwark_loader_boot_guard::envelope::public_key;
 use bulwark_loader_boot_guard::seal;
 use bulwark_rollout::{ChannelRollout, EndpointFacts, EndpointId, Status, WaveThresholds};
-use bulwark_distribution::{sign, Releases, Root, TrustState};
 use bulwark_server::api::{EnrollResponse, RolloutView};
 use bulwark_server::metadata::Signing;
 use bulwark_server::store::ApiToken;
@@ -55,8 +55,16 @@ fn root_file() -> String {
             &[public(&RELEASE_KEY)],
             1,
         )
-        .with_role(bulwark_distribution::Role::Rollout, &[public(&ONLINE_KEY)], 1);
-    sign(&root, &[&signing_key(&ROOT_KEYS[0]), &signing_key(&ROOT_KEYS[2])]).unwrap()
+        .with_role(
+            bulwark_distribution::Role::Rollout,
+            &[public(&ONLINE_KEY)],
+            1,
+        );
+    sign(
+        &root,
+        &[&signing_key(&ROOT_KEYS[0]), &signing_key(&ROOT_KEYS[2])],
+    )
+    .unwrap()
 }
 
 /// Releases metadata `version` listing `listed` (stable releases by version, with their
@@ -256,7 +264,9 @@ impl Harness {
     /// The controller's step, then the signing of what changed (what the server's loop does).
     fn tick(&self, now: u64) -> Vec<(String, Vec<bulwark_rollout::ControllerEvent>)> {
         let changed = bulwark_server::controller::tick(self.store.as_ref(), now).unwrap();
-        self.signing.refresh_rollout(self.store.as_ref(), now).unwrap();
+        self.signing
+            .refresh_rollout(self.store.as_ref(), now)
+            .unwrap();
         changed
     }
 
