@@ -12,6 +12,7 @@ mod content;
 mod driver;
 mod guard;
 mod keys;
+mod metadata;
 mod scan;
 mod server;
 
@@ -31,6 +32,7 @@ fn cli() -> clap::Command {
         .subcommands(keys::commands())
         .subcommands(guard::commands())
         .subcommands(server::commands())
+        .subcommands(metadata::commands())
 }
 
 fn main() -> ExitCode {
@@ -67,6 +69,9 @@ fn main() -> ExitCode {
         return code;
     }
     if let Some(code) = server::run(name, sub) {
+        return code;
+    }
+    if let Some(code) = metadata::run(name, sub) {
         return code;
     }
     eprintln!("bulwark: unknown command {name}");

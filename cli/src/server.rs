@@ -1,11 +1,18 @@
 //! `bulwark release ...` and `bulwark rollout ...`: the release engineers' commands against
 //! bulwark-server's `/v1` API over HTTPS.
 //!
-//! * `release publish ENVELOPE --channel NAME` (`POST /v1/releases`, a publisher token);
+//! * `release publish ENVELOPE --channel NAME` (`POST /v1/releases`, a publisher token); with
+//!   `--key KEY --root root.json` it then signs the next releases metadata listing it (the
+//!   server's current `releases.json`, verified against the root, plus this release) and uploads
+//!   it (`PUT /v1/metadata/releases.json`): without that no rollout of it can start;
 //! * `release list [--channel NAME]` (`GET /v1/releases`, any token);
 //! * `rollout start|pause|resume|halt|revert --channel NAME` (`POST /v1/rollouts/NAME/CMD`, an
 //!   operator token; `start` takes `--version`, `pause` and `halt` take `--reason`);
-//! * `rollout status --channel NAME` (`GET /v1/rollouts/NAME`, any token).
+//! * `rollout status --channel NAME` (`GET /v1/rollouts/NAME`, any token);
+//! * `policy list` (`GET /v1/policies`, any token), `policy set HOST_GROUP CHANNEL POLICY`,
+//!   `policy default POLICY` and `policy unset HOST_GROUP CHANNEL` (`PUT`/`DELETE
+//!   /v1/policies/...`, an operator token). POLICY is `ga`, `early`, `pause`, `delay:HOURS` or
+//!   `pin:VERSION:UNTIL` (UNTIL in seconds since the epoch, or `+HOURS`).
 //!
 //! Every command takes `--server URL` (https only), the token from `--token-file F` (its first
 //! line) or else the `BULWARK_TOKEN` environment variable, `--ca-cert PEM` (an extra trusted root,
@@ -135,6 +142,34 @@ pub fn commands() -> Vec<Command> {
                         .long("notes")
                         .value_name("TEXT")
                         .help("free text stored with the release"),
+                )
+                .arg(
+                    Arg::new("key")
+                        .long("key")
+                        .action(ArgAction::Append)
+                        .requires("root")
+                        .value_name("KEY")
+                        .value_parser(value_parser!(PathBuf))
+                        .help(
+                            "a release secret key: sign and upload the next releases metadata \
+                             listing this release (repeatable, up to the threshold)",
+                        ),
+                )
+                .arg(
+                    Arg::new("root")
+                        .long("root")
+                        .requires("key")
+                        .value_name("root.json")
+                        .value_parser(value_parser!(PathBuf))
+                        .help("the trusted root metadata (from `bulwark metadata root`)"),
+                )
+                .arg(
+                    Arg::new("expires-days")
+                        .long("expires-days")
+                        .default_value("90")
+                        .value_name("DAYS")
+                        .value_parser(value_parser!(u64).range(1..=3650))
+                        .help("days until the signed releases metadata expires"),
                 ),
             )
             .subcommand(
@@ -145,11 +180,79 @@ pub fn commands() -> Vec<Command> {
             .about("Drive a channel's rollout on bulwark-server")
             .subcommand_required(true)
             .subcommands(rollout),
+        Command::new("policy")
+            .about("Endpoint policies per host group and channel on bulwark-server")
+            .subcommand_required(true)
+            .subcommand(common(
+                Command::new("list").about("List the policies and the pins in force"),
+            ))
+            .subcommand(
+                common(Command::new("set").about("Set a host group's policy on a channel"))
+                    .arg(Arg::new("host-group").required(true).value_name("HOST_GROUP"))
+                    .arg(Arg::new("channel").required(true).value_name("CHANNEL"))
+                    .arg(policy_arg()),
+            )
+            .subcommand(
+                common(Command::new("default").about(
+                    "Set the policy of every host group and channel without an entry",
+                ))
+                .arg(policy_arg()),
+            )
+            .subcommand(
+                common(Command::new("unset").about("Remove a host group's policy on a channel"))
+                    .arg(Arg::new("host-group").required(true).value_name("HOST_GROUP"))
+                    .arg(Arg::new("channel").required(true).value_name("CHANNEL")),
+            ),
     ]
 }
 
+fn policy_arg() -> Arg {
+    Arg::new("policy").required(true).value_name("POLICY").help(
+        "ga, early, pause, delay:HOURS (0 to 72) or pin:VERSION:UNTIL (epoch seconds or +HOURS)",
+    )
+}
+
+/// Parses a POLICY argument into the API's JSON (`now` for `pin:V:+HOURS`).
+#[cfg_attr(not(feature = "server-client"), allow(dead_code))]
+fn parse_policy(text: &str, now: u64) -> Result<serde_json::Value, String> {
+    use serde_json::json;
+    let bad = |why: &str| format!("policy {text:?}: {why}");
+    let parts: Vec<&str> = text.split(':').collect();
+    match parts.as_slice() {
+        ["ga"] => Ok(json!("Ga")),
+        ["early"] => Ok(json!("Early")),
+        ["pause"] => Ok(json!("Pause")),
+        ["delay", hours] => {
+            let hours: u32 = hours
+                .parse()
+                .map_err(|_| bad("delay:HOURS needs a whole number of hours"))?;
+            Ok(json!({ "Delay": { "hours": hours } }))
+        }
+        ["pin", version, until] => {
+            let version: u64 = version
+                .parse()
+                .map_err(|_| bad("pin:VERSION:UNTIL needs a content version"))?;
+            let until = match until.strip_prefix('+') {
+                Some(hours) => hours
+                    .parse::<u64>()
+                    .ok()
+                    .and_then(|h| h.checked_mul(3600))
+                    .and_then(|s| s.checked_add(now))
+                    .ok_or_else(|| bad("+HOURS needs a whole number of hours"))?,
+                None => until
+                    .parse()
+                    .map_err(|_| bad("UNTIL is seconds since the epoch or +HOURS"))?,
+            };
+            Ok(json!({ "Pin": { "version": version, "expires_at": until } }))
+        }
+        _ => Err(bad(
+            "expected ga, early, pause, delay:HOURS or pin:VERSION:UNTIL",
+        )),
+    }
+}
+
 pub fn run(name: &str, m: &ArgMatches) -> Option<ExitCode> {
-    if name != "release" && name != "rollout" {
+    if !matches!(name, "release" | "rollout" | "policy") {
         return None;
     }
     let (sub, m) = m.subcommand()?;
@@ -207,7 +310,8 @@ mod client {
 
     pub(super) fn run(name: &str, sub: &str, m: &ArgMatches) -> Result<ExitCode, Failure> {
         let server = Server::from_args(m)?;
-        let channel = m.get_one::<String>("channel").cloned();
+        // `policy default` and `policy list` have no channel argument.
+        let channel = m.try_get_one::<String>("channel").ok().flatten().cloned();
         let json_out = m.get_flag("json");
         let body = match (name, sub) {
             ("release", "publish") => {
@@ -226,7 +330,33 @@ mod client {
                 let req = server
                     .request(Method::POST, url.clone())
                     .header("content-type", "application/octet-stream")
-                    .body(bytes);
+                    .body(bytes.clone());
+                let mut body = server.send(req, &url, json_out)?;
+                if let Some(root) = m.get_one::<PathBuf>("root") {
+                    let signed = sign_releases(&server, m, root, &bytes, channel.as_deref())?;
+                    if let Some(obj) = body.as_object_mut() {
+                        obj.insert("releases_metadata".to_owned(), signed);
+                    }
+                }
+                body
+            }
+            ("policy", "list") => {
+                let url = server.url(&["policies"])?;
+                server.send(server.request(Method::GET, url.clone()), &url, json_out)?
+            }
+            ("policy", "set" | "default" | "unset") => {
+                let arg = |id: &str| m.get_one::<String>(id).cloned().unwrap_or_default();
+                let url = match sub {
+                    "default" => server.url(&["policies", "default"])?,
+                    _ => server.url(&["policies", &arg("host-group"), &arg("channel")])?,
+                };
+                let req = if sub == "unset" {
+                    server.request(Method::DELETE, url.clone())
+                } else {
+                    let policy = super::parse_policy(&arg("policy"), crate::metadata::now())
+                        .map_err(Failure::Usage)?;
+                    server.request(Method::PUT, url.clone()).json(&policy)
+                };
                 server.send(req, &url, json_out)?
             }
             ("release", "list") => {
@@ -256,12 +386,71 @@ mod client {
             println!("{body:#}");
         } else {
             match (name, sub) {
-                ("release", "publish") => print!("{}", super::human::release(&body)),
+                ("release", "publish") => {
+                    print!("{}", super::human::release(&body));
+                    if let Some(v) = body.pointer("/releases_metadata/releases_version") {
+                        println!("signed and uploaded releases metadata v{v}");
+                    }
+                }
                 ("release", "list") => print!("{}", super::human::releases(&body)),
+                ("policy", _) => print!("{}", super::human::policies(&body)),
                 _ => print!("{}", super::human::rollout(&body)),
             }
         }
         Ok(ExitCode::SUCCESS)
+    }
+
+    /// Signs the next releases metadata (the server's current one, verified against `root`,
+    /// plus this envelope's release) with `--key` and uploads it.
+    fn sign_releases(
+        server: &Server,
+        m: &ArgMatches,
+        root: &Path,
+        envelope: &[u8],
+        channel: Option<&str>,
+    ) -> Result<Value, Failure> {
+        let root_text = std::fs::read_to_string(root)
+            .map_err(|e| Failure::Usage(format!("--root {}: {e}", root.display())))?;
+        let keys = m
+            .get_many::<PathBuf>("key")
+            .into_iter()
+            .flatten()
+            .map(|p| crate::metadata::secret_key(p).map_err(Failure::Usage))
+            .collect::<Result<Vec<_>, _>>()?;
+        let url = server.url(&["metadata", "releases.json"])?;
+        let resp = server
+            .request(Method::GET, url.clone())
+            .send()
+            .map_err(|e| Failure::Usage(unreachable(&url, &e)))?;
+        let current = match resp.status() {
+            s if s.is_success() => Some(resp.text().map_err(|e| {
+                Failure::Usage(format!("{url}: reading the response failed: {}", chain(&e)))
+            })?),
+            reqwest::StatusCode::NOT_FOUND => None,
+            s => {
+                return Err(Failure::Refused(format!(
+                    "server refused (HTTP {s}) the releases metadata: {}",
+                    excerpt(&resp.text().unwrap_or_default())
+                )))
+            }
+        };
+        let days = m.get_one::<u64>("expires-days").copied().unwrap_or(90);
+        let (file, version) = crate::metadata::next_releases(
+            &root_text,
+            current.as_deref(),
+            channel.unwrap_or_default(),
+            envelope,
+            &keys,
+            days,
+        )
+        .map_err(Failure::Usage)?;
+        let req = server
+            .request(Method::PUT, url.clone())
+            .header("content-type", "application/json")
+            .body(file);
+        let body = server.send(req, &url, false)?;
+        debug_assert_eq!(body["releases_version"], json!(version));
+        Ok(body)
     }
 
     struct Server {
@@ -654,9 +843,99 @@ mod human {
         out
     }
 
+    /// A policy as operators type it.
+    pub fn policy(p: &Value) -> String {
+        match p {
+            Value::String(name) => name.to_lowercase(),
+            Value::Object(o) => {
+                if let Some(d) = o.get("Delay") {
+                    format!("delay {} h", s(&d["hours"]))
+                } else if let Some(pin) = o.get("Pin") {
+                    format!(
+                        "pin to version {} until {}",
+                        s(&pin["version"]),
+                        time(&pin["expires_at"])
+                    )
+                } else {
+                    p.to_string()
+                }
+            }
+            _ => s(p),
+        }
+    }
+
+    pub fn policies(v: &Value) -> String {
+        let mut out = table(&[("default", policy(&v["default"]))]);
+        let entries = v["entries"].as_array().map_or(&[][..], Vec::as_slice);
+        if entries.is_empty() {
+            out.push_str("no host group has a policy of its own\n");
+        } else {
+            let _ = writeln!(out, "{:<24} {:<16} POLICY", "HOST GROUP", "CHANNEL");
+            for e in entries {
+                let _ = writeln!(
+                    out,
+                    "{:<24} {:<16} {}",
+                    s(&e["host_group"]),
+                    s(&e["channel"]),
+                    policy(&e["policy"])
+                );
+            }
+        }
+        let pins = v["active_pins"].as_array().map_or(&[][..], Vec::as_slice);
+        let _ = writeln!(out, "active pins: {}", pins.len());
+        for p in pins {
+            let _ = writeln!(
+                out,
+                "  {} on {}: version {} until {}",
+                p["host_group"].as_str().unwrap_or("every host group"),
+                p["channel"].as_str().unwrap_or("every channel"),
+                s(&p["version"]),
+                time(&p["expires_at"])
+            );
+        }
+        out
+    }
+
     #[cfg(test)]
     mod tests {
         use serde_json::json;
+
+        #[test]
+        fn policies_read_as_typed() {
+            assert_eq!(super::policy(&json!("Ga")), "ga");
+            assert_eq!(
+                super::policy(&json!({"Delay": {"hours": 12}})),
+                "delay 12 h"
+            );
+            assert_eq!(
+                super::policy(&json!({"Pin": {"version": 3, "expires_at": 0}})),
+                "pin to version 3 until 1970-01-01 00:00:00Z"
+            );
+        }
+
+        #[test]
+        fn policy_arguments_parse() {
+            use super::super::parse_policy;
+            assert_eq!(parse_policy("ga", 0), Ok(json!("Ga")));
+            assert_eq!(
+                parse_policy("delay:24", 0),
+                Ok(json!({"Delay": {"hours": 24}}))
+            );
+            assert_eq!(
+                parse_policy("pin:7:+2", 100),
+                Ok(json!({"Pin": {"version": 7, "expires_at": 7300}}))
+            );
+            assert_eq!(
+                parse_policy("pin:7:5000", 100),
+                Ok(json!({"Pin": {"version": 7, "expires_at": 5000}}))
+            );
+            for bad in [
+                "", "delay", "delay:x", "pin:7", "pin:x:+1", "pin:7:+x", "hold",
+            ] {
+                let e = parse_policy(bad, 0).unwrap_err();
+                assert!(e.contains(&format!("{bad:?}")), "{e}");
+            }
+        }
 
         #[test]
         fn times_are_utc_dates() {

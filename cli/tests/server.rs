@@ -52,6 +52,13 @@ mod with_client {
 
     impl Harness {
         fn new(name: &str) -> Self {
+            Self::with_signing(name, false)
+        }
+
+        /// With `signed`, the server signs distribution metadata: a root made by `bulwark
+        /// metadata root` (two root keys, the test's release key, an online key) in
+        /// `DIR/root.json`.
+        fn with_signing(name: &str, signed: bool) -> Self {
             let dir = tmp(&format!("server-{name}"), "files");
             std::fs::create_dir_all(&dir).unwrap();
             // The release key, made and used by the CLI itself; the server trusts its public half.
@@ -72,6 +79,38 @@ mod with_client {
                 .unwrap();
             let store: Arc<dyn Store> =
                 Arc::new(SqliteStore::open(&dir.join("server.db")).unwrap());
+            let signing = signed.then(|| {
+                for k in ["root1", "root2", "online"] {
+                    run_ok(&["keygen", "-o", s(&dir.join(format!("{k}.key")))]);
+                }
+                let root = dir.join("root.json");
+                run_ok(&[
+                    "metadata",
+                    "root",
+                    "--root-key",
+                    s(&dir.join("root1.key")),
+                    "--root-key",
+                    s(&dir.join("root2.key")),
+                    "--release-key",
+                    s(&dir.join("release.key.pub")),
+                    "--online-key",
+                    s(&dir.join("online.key.pub")),
+                    "-o",
+                    s(&root),
+                ]);
+                let online = std::fs::read_to_string(dir.join("online.key")).unwrap();
+                let secret = bulwark_loader_boot_guard::keyfile::parse_key_file(
+                    &online,
+                    bulwark_loader_boot_guard::keyfile::SECRET_KEY_LABEL,
+                )
+                .unwrap();
+                bulwark_server::metadata::Signing::new(
+                    &std::fs::read_to_string(&root).unwrap(),
+                    ed25519_dalek::SigningKey::from_bytes(&secret),
+                    3600,
+                )
+                .unwrap()
+            });
             let config = Config {
                 enrollment_secret: "enrollment-secret-for-cli-tests".to_owned(),
                 trusted_keys: vec![public],
@@ -83,7 +122,7 @@ mod with_client {
                     },
                 )]),
                 clock: Clock::system(),
-                signing: None,
+                signing,
             };
             let pem = PemPair::self_signed().unwrap();
             let ca = dir.join("server-ca.pem");
@@ -173,6 +212,140 @@ mod with_client {
                     .map(str::trim)
             })
             .unwrap_or_else(|| panic!("no {key:?} in:\n{out}"))
+    }
+
+    #[test]
+    fn signed_releases_and_policies() {
+        let h = Harness::with_signing("signed", true);
+        let publisher = h.token_file(Role::Publisher, "pat");
+        let operator = h.token_file(Role::Operator, "olga");
+        let viewer = h.token_file(Role::Viewer, "vic");
+        let root = h.dir.join("root.json");
+
+        // Published without signing the releases metadata: endpoints would refuse a rollout of
+        // it, so the server does.
+        let env1 = h.envelope(CHANNEL_NUMBER, 1);
+        run_ok_publish(&h, &publisher, &env1);
+        let (code, _, err) = h.cli(
+            &operator,
+            &["rollout", "start", "--channel", "stable", "--version", "1"],
+        );
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("not_in_releases_metadata"), "{err}");
+
+        // Version 2 with --key and --root: the CLI signs releases v1 listing it and uploads it.
+        let env2 = h.envelope(CHANNEL_NUMBER, 2);
+        let (code, out, err) = h.cli(
+            &publisher,
+            &[
+                "release",
+                "publish",
+                s(&env2),
+                "--channel",
+                "stable",
+                "--key",
+                s(&h.key),
+                "--root",
+                s(&root),
+            ],
+        );
+        assert_eq!(code, Some(0), "{err}");
+        assert!(
+            out.contains("signed and uploaded releases metadata v1"),
+            "{out}"
+        );
+        // A key the root does not list: the server refuses the metadata (the envelope itself,
+        // signed by the release key, is accepted first).
+        let stranger = h.dir.join("stranger.key");
+        run_ok(&["keygen", "-o", s(&stranger)]);
+        let env3 = h.envelope(CHANNEL_NUMBER, 3);
+        let (code, _, err) = h.cli(
+            &publisher,
+            &[
+                "release",
+                "publish",
+                s(&env3),
+                "--channel",
+                "stable",
+                "--key",
+                s(&stranger),
+                "--root",
+                s(&root),
+            ],
+        );
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("metadata_refused"), "{err}");
+        assert!(
+            err.contains("0 valid signatures by the releases keys"),
+            "{err}"
+        );
+
+        let (code, _, err) = h.cli(
+            &operator,
+            &["rollout", "start", "--channel", "stable", "--version", "2"],
+        );
+        assert_eq!(code, Some(0), "{err}");
+
+        // Policies: a pin to the listed version; refusals; a delay.
+        let (code, out, err) = h.cli(
+            &operator,
+            &["policy", "set", "servers", "stable", "pin:2:+24"],
+        );
+        assert_eq!(code, Some(0), "{err}");
+        assert!(out.contains("pin to version 2 until"), "{out}");
+        assert!(out.contains("active pins: 1"), "{out}");
+        // A pin to a version the release keys never listed (1 was published, never signed).
+        let (code, _, err) = h.cli(&operator, &["policy", "set", "labs", "stable", "pin:1:+24"]);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("pins \"stable\" to version 1"), "{err}");
+        let (code, _, err) = h.cli(&operator, &["policy", "set", "labs", "stable", "delay:99"]);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("more than 72"), "{err}");
+        let (code, _, err) = h.cli(&operator, &["policy", "set", "labs", "stable", "hold"]);
+        assert_eq!(code, Some(2), "{err}");
+        let (code, _, err) = h.cli(&viewer, &["policy", "set", "labs", "stable", "early"]);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("wrong_role"), "{err}");
+        let (code, _, err) = h.cli(&operator, &["policy", "set", "labs", "stable", "delay:12"]);
+        assert_eq!(code, Some(0), "{err}");
+        let (code, out, err) = h.cli(&viewer, &["policy", "list", "--json"]);
+        assert_eq!(code, Some(0), "{err}");
+        let list: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(list["entries"].as_array().unwrap().len(), 2, "{list}");
+        assert_eq!(list["entries"][0]["host_group"], "labs");
+        assert_eq!(list["entries"][0]["policy"]["Delay"]["hours"], 12);
+
+        // The served rollout metadata carries the policies, signed: an endpoint holding the
+        // root verifies it.
+        let get = |name: &str| {
+            h.store
+                .document(name)
+                .unwrap()
+                .unwrap_or_else(|| panic!("no {name}"))
+                .body
+        };
+        let now = bulwark_rollout::Timestamp(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        );
+        let mut trust =
+            bulwark_distribution::TrustState::bootstrap(&std::fs::read_to_string(&root).unwrap())
+                .unwrap();
+        trust.update_releases(&get("releases.json"), now).unwrap();
+        trust.update_rollout(&get("rollout.json"), now).unwrap();
+        let signed = trust.current(now).unwrap().unwrap();
+        assert_eq!(signed.state.channel("stable").unwrap().release.version, 2);
+        assert!(matches!(
+            signed.policies.resolve("servers", "stable"),
+            bulwark_rollout::Policy::Pin { version: 2, .. }
+        ));
+
+        // unset removes an entry.
+        let (code, out, err) = h.cli(&operator, &["policy", "unset", "servers", "stable"]);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(out.contains("active pins: 0"), "{out}");
     }
 
     #[test]
