@@ -10,8 +10,10 @@
 //!   `bulwark_rollout::analyze`) at the server's clock;
 //! * every halt in the channel's audit log, with its reason (an operator's words, or the failed
 //!   tests with their numbers);
-//! * the share of endpoints per content version over time, from the heartbeats (each endpoint
-//!   counts for the version of its latest heartbeat at each sample).
+//! * the share of endpoints per content version over time: each endpoint counts for the version
+//!   of its latest heartbeat at each sample. The samples are those the controller stores every
+//!   [`crate::store::SHARE_BUCKET_SECS`] (at most [`MAX_SAMPLES`] - 1 of them, evenly picked
+//!   from the retained history), then one taken now from the latest heartbeats.
 //!
 //! The server has no endpoint policies yet, so no pins: the summary says so (`pins.supported`
 //! is false) and the page shows it.
@@ -33,7 +35,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::api::AppState;
-use crate::store::{ChannelData, Store, StoreError};
+use crate::store::{ChannelData, ShareRow, Store, StoreError, SHARE_RETENTION_SECS};
 use crate::util::sha256_hex;
 
 /// Most releases listed per channel.
@@ -276,7 +278,21 @@ fn channel_summary(
 ) -> Result<Value, StoreError> {
     let mut releases = store.releases(Some(channel))?;
     releases.truncate(MAX_RELEASES);
-    let data = store.channel_data(channel)?;
+    let stored = store.rollout(channel)?;
+    let parsed = stored.as_ref().map(|row| {
+        (
+            serde_json::from_str::<ChannelRollout>(&row.state),
+            serde_json::from_str::<WaveThresholds>(&row.thresholds),
+        )
+    });
+    // The records of the rollout's release and baseline only (of none without a rollout).
+    let versions: Vec<u64> = match &parsed {
+        Some((Ok(state), _)) => std::iter::once(state.release.version)
+            .chain(state.baseline_version)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let data = store.channel_data_of(channel, Some(&versions))?;
 
     // Halts and recent events from the audit log; `Started` tells which release each is about.
     let mut halts = Vec::new();
@@ -303,19 +319,14 @@ fn channel_summary(
     let mut events: Vec<Value> = events.into_iter().skip(skip).collect();
     events.reverse();
 
-    let rollout = match store.rollout(channel)? {
-        Some(row) => {
-            let state = serde_json::from_str::<ChannelRollout>(&row.state);
-            let thresholds = serde_json::from_str::<WaveThresholds>(&row.thresholds);
-            match (state, thresholds) {
-                (Ok(state), Ok(thresholds)) => {
-                    Some(rollout_summary(store, &state, &thresholds, &data, now)?)
-                }
-                _ => Some(json!({ "error": "the stored rollout could not be read" })),
-            }
+    let rollout = match parsed {
+        Some((Ok(state), Ok(thresholds))) => {
+            Some(rollout_summary(store, &state, &thresholds, &data, now)?)
         }
+        Some(_) => Some(json!({ "error": "the stored rollout could not be read" })),
         None => None,
     };
+    let history = store.version_share(channel, now.saturating_sub(SHARE_RETENTION_SECS))?;
 
     Ok(json!({
         "name": channel,
@@ -324,7 +335,7 @@ fn channel_summary(
         "rollout": rollout,
         "halts": halts,
         "events": events,
-        "version_share": version_share(&data, now),
+        "version_share": version_share(&history, &data, now),
     }))
 }
 
@@ -450,38 +461,41 @@ fn rollout_summary(
     }))
 }
 
-/// The count of endpoints per content version at up to [`MAX_SAMPLES`] times from the first
-/// heartbeat to `now`: each endpoint counts for the version of its latest heartbeat so far.
-fn version_share(data: &ChannelData, now: u64) -> Value {
-    let mut beats: Vec<_> = data.heartbeats.iter().collect();
-    beats.sort_by_key(|h| h.at);
-    let Some(first) = beats.first().map(|h| h.at) else {
-        return json!({ "versions": [], "samples": [] });
+/// The count of endpoints per content version at up to [`MAX_SAMPLES`] times: up to
+/// `MAX_SAMPLES - 1` of the stored samples before `now` (evenly spread, the newest included),
+/// then the latest heartbeats' versions at `now`.
+fn version_share(history: &[ShareRow], data: &ChannelData, now: u64) -> Value {
+    let mut stored: BTreeMap<u64, BTreeMap<String, u64>> = BTreeMap::new();
+    for r in history.iter().filter(|r| r.at < now) {
+        stored
+            .entry(r.at)
+            .or_default()
+            .insert(r.version.to_string(), r.endpoints);
+    }
+    let mut versions: BTreeSet<u64> = history.iter().map(|r| r.version).collect();
+    let mut current: BTreeMap<String, u64> = BTreeMap::new();
+    for h in &data.heartbeats {
+        versions.insert(h.content_version);
+        *current.entry(h.content_version.to_string()).or_insert(0) += 1;
+    }
+    let times: Vec<u64> = stored.keys().copied().collect();
+    let keep = MAX_SAMPLES.saturating_sub(1);
+    let picked: BTreeSet<usize> = if times.len() <= keep {
+        (0..times.len()).collect()
+    } else {
+        // `keep` indices from 0 to the last, evenly spaced.
+        let last = times.len().saturating_sub(1);
+        (0..keep)
+            .map(|i| i * last / keep.saturating_sub(1).max(1))
+            .collect()
     };
-    let last = now.max(beats.last().map_or(first, |h| h.at));
-    let span = last.saturating_sub(first);
-    let n = if span == 0 { 1 } else { MAX_SAMPLES as u64 };
-    let step = span.div_ceil(n.saturating_sub(1).max(1)).max(1);
-    let mut versions = BTreeSet::new();
-    let mut current: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut samples = Vec::new();
-    let mut next = 0usize;
-    let mut t = first;
-    loop {
-        while let Some(h) = beats.get(next).filter(|h| h.at <= t) {
-            current.insert(h.endpoint_id.as_str(), h.content_version);
-            versions.insert(h.content_version);
-            next += 1;
-        }
-        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-        for v in current.values() {
-            *counts.entry(v.to_string()).or_insert(0) += 1;
-        }
-        samples.push(json!({ "at": t, "counts": counts }));
-        if t >= last {
-            break;
-        }
-        t = t.saturating_add(step).min(last);
+    let mut samples: Vec<Value> = picked
+        .into_iter()
+        .filter_map(|i| times.get(i))
+        .map(|t| json!({ "at": t, "counts": stored.get(t) }))
+        .collect();
+    if !current.is_empty() {
+        samples.push(json!({ "at": now, "counts": current }));
     }
     json!({ "versions": versions.into_iter().collect::<Vec<_>>(), "samples": samples })
 }

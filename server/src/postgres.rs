@@ -15,28 +15,34 @@
 //!   release" check.
 //!
 //! Telemetry batches are one transaction with one multi-row insert per table (`UNNEST` of
-//! arrays; detections of the same key within a batch are summed first).
+//! arrays; detections of the same key within a batch are summed first). A heartbeat is one
+//! statement (one round trip, its own transaction): the sequence update and, only if it matched,
+//! the upserts of the latest heartbeat and the version record, as data-modifying CTEs.
 //!
 //! The client is `tokio-postgres` (no TLS: loopback or a trusted network). The store owns a
 //! small tokio runtime that drives the connections; the trait's methods are synchronous and
 //! wait on the client's futures with a minimal executor, so they may be called from
-//! `spawn_blocking` (as the API does), from plain threads, and even from async code.
+//! `spawn_blocking` (as the API does), from plain threads, and even from async code. At most
+//! [`POOL_MAX`] connections are open at once (a caller waits for a free one), and each keeps its
+//! prepared hot statements (authentication, heartbeat, sequence check).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use crate::store::{
     ApiToken, ChannelData, DetectionRow, DocumentRow, EndpointRow, GuardEventKind, GuardEventRow,
-    HeartbeatRow, NewEndpoint, ReleaseRow, Role, RolloutRow, Store, StoreError,
+    HeartbeatRow, NewEndpoint, ReleaseRow, Role, RolloutRow, ShareRow, Store, StoreError,
+    VersionRow,
 };
 
 /// The migrations, in order; `bulwark_schema_version.version` is the number applied.
-const MIGRATIONS: &[&str] = &[r"
+pub(crate) const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE endpoints (
     id TEXT PRIMARY KEY,
     token_sha256 TEXT NOT NULL UNIQUE,
@@ -115,7 +121,52 @@ CREATE TABLE documents (
     body TEXT NOT NULL,
     updated_at BIGINT NOT NULL
 );
-"];
+",
+    // 2: bounded heartbeat state instead of a log of every heartbeat (see `crate::store`): the
+    // latest heartbeat per (channel, endpoint), the first heartbeat and healthy confirmation per
+    // (channel, version, endpoint), and the sampled version share. The log's content is carried over.
+    // The tables updated by every heartbeat leave room on their pages for HOT updates.
+    r"
+CREATE TABLE heartbeats_latest (
+    channel TEXT NOT NULL,
+    endpoint_id TEXT NOT NULL REFERENCES endpoints(id),
+    at BIGINT NOT NULL,
+    content_version BIGINT NOT NULL,
+    confirmed_healthy BOOLEAN NOT NULL,
+    shutdown BOOLEAN NOT NULL,
+    PRIMARY KEY (channel, endpoint_id)
+) WITH (fillfactor = 80);
+INSERT INTO heartbeats_latest (channel, endpoint_id, at, content_version, confirmed_healthy, shutdown)
+    SELECT DISTINCT ON (channel, endpoint_id)
+        channel, endpoint_id, at, content_version, confirmed_healthy, shutdown
+    FROM heartbeats ORDER BY channel, endpoint_id, at DESC, id DESC;
+CREATE TABLE endpoint_versions (
+    channel TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    endpoint_id TEXT NOT NULL REFERENCES endpoints(id),
+    first_seen BIGINT NOT NULL,
+    confirmed_healthy BOOLEAN NOT NULL,
+    PRIMARY KEY (channel, version, endpoint_id)
+);
+INSERT INTO endpoint_versions (channel, version, endpoint_id, first_seen, confirmed_healthy)
+    SELECT channel, content_version, endpoint_id, MIN(at), bool_or(confirmed_healthy)
+    FROM heartbeats GROUP BY channel, content_version, endpoint_id;
+CREATE TABLE version_share (
+    channel TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    version BIGINT NOT NULL,
+    endpoints BIGINT NOT NULL,
+    PRIMARY KEY (channel, at, version)
+);
+CREATE INDEX version_share_by_time ON version_share (at);
+DROP TABLE heartbeats;
+ALTER TABLE heartbeats_latest RENAME TO heartbeats;
+ALTER TABLE heartbeats RENAME CONSTRAINT heartbeats_latest_pkey TO heartbeats_pkey;
+ALTER TABLE heartbeats RENAME CONSTRAINT heartbeats_latest_endpoint_id_fkey
+    TO heartbeats_endpoint_id_fkey;
+ALTER TABLE endpoints SET (fillfactor = 80);
+",
+];
 
 /// The tables, for [`Store::table_counts`].
 const TABLES: &[&str] = &[
@@ -123,6 +174,8 @@ const TABLES: &[&str] = &[
     "envelopes",
     "releases",
     "heartbeats",
+    "endpoint_versions",
+    "version_share",
     "guard_events",
     "detections",
     "rollouts",
@@ -134,8 +187,44 @@ const TABLES: &[&str] = &[
 /// The advisory lock key held while migrating (any constant; "bulwark" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0062_756c_7761_726b;
 
-/// Idle connections kept for reuse.
-const POOL_IDLE_MAX: usize = 16;
+/// Most connections open at once (idle ones are kept for reuse).
+pub const POOL_MAX: usize = 16;
+
+/// Rows deleted per statement by [`Store::prune_versions`].
+const PRUNE_BATCH: i64 = 5000;
+
+const SQL_ENDPOINT_BY_TOKEN: &str = "SELECT id, host_group, os_build, hw_class, enrolled_at, \
+     last_seen FROM endpoints WHERE token_sha256 = $1";
+
+/// A heartbeat in one statement: the sequence check and, only if it passed, the upserts.
+const SQL_HEARTBEAT: &str = "
+WITH s AS (
+    UPDATE endpoints SET last_seq = $1::bigint, last_seen = $2::bigint
+    WHERE id = $3::text AND last_seq < $1::bigint
+    RETURNING id
+), h AS (
+    INSERT INTO heartbeats
+        (channel, endpoint_id, at, content_version, confirmed_healthy, shutdown)
+    SELECT $4::text, id, $2::bigint, $5::bigint, $6::boolean, $7::boolean FROM s
+    ON CONFLICT (channel, endpoint_id) DO UPDATE SET at = excluded.at,
+        content_version = excluded.content_version,
+        confirmed_healthy = excluded.confirmed_healthy, shutdown = excluded.shutdown
+    WHERE excluded.at >= heartbeats.at
+), v AS (
+    INSERT INTO endpoint_versions (channel, version, endpoint_id, first_seen, confirmed_healthy)
+    SELECT $4::text, $5::bigint, id, $2::bigint, $6::boolean FROM s
+    ON CONFLICT (channel, version, endpoint_id) DO UPDATE SET
+        first_seen = LEAST(endpoint_versions.first_seen, excluded.first_seen),
+        confirmed_healthy = endpoint_versions.confirmed_healthy OR excluded.confirmed_healthy
+    WHERE excluded.first_seen < endpoint_versions.first_seen
+        OR (excluded.confirmed_healthy AND NOT endpoint_versions.confirmed_healthy)
+)
+SELECT COUNT(*) FROM s";
+
+const SQL_ADVANCE_SEQ: &str =
+    "UPDATE endpoints SET last_seq = $1, last_seen = $2 WHERE id = $3 AND last_seq < $1";
+
+const SQL_LAST_SEQ: &str = "SELECT last_seq FROM endpoints WHERE id = $1";
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
@@ -185,44 +274,78 @@ fn block_on<F: Future>(fut: F) -> F::Output {
 pub struct PostgresStore {
     config: tokio_postgres::Config,
     runtime: Option<tokio::runtime::Runtime>,
-    idle: Mutex<Vec<Client>>,
+    pool: Mutex<Pool>,
+    /// Signalled when a connection is returned or closed.
+    freed: Condvar,
+}
+
+/// The pool's connections.
+#[derive(Default)]
+struct Pool {
+    idle: Vec<Conn>,
+    /// Open connections, idle or taken.
+    open: usize,
+}
+
+/// A connection and its prepared statements.
+struct Conn {
+    client: Client,
+    statements: HashMap<&'static str, Statement>,
 }
 
 /// A connection taken from the pool; returned on drop unless it is closed.
 struct Pooled<'a> {
     store: &'a PostgresStore,
-    client: Option<Client>,
+    conn: Option<Conn>,
+}
+
+impl Pooled<'_> {
+    /// `sql` prepared on this connection (once).
+    fn prepared(&mut self, sql: &'static str) -> Result<Statement, StoreError> {
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| StoreError::Backend("connection gone".to_owned()))?;
+        if let Some(s) = conn.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = block_on(conn.client.prepare(sql))?;
+        conn.statements.insert(sql, s.clone());
+        Ok(s)
+    }
 }
 
 impl Deref for Pooled<'_> {
     type Target = Client;
     fn deref(&self) -> &Client {
-        self.client.as_ref().expect("present until drop")
+        &self.conn.as_ref().expect("present until drop").client
     }
 }
 
 impl DerefMut for Pooled<'_> {
     fn deref_mut(&mut self) -> &mut Client {
-        self.client.as_mut().expect("present until drop")
+        &mut self.conn.as_mut().expect("present until drop").client
     }
 }
 
 impl Drop for Pooled<'_> {
     fn drop(&mut self) {
-        if let Some(c) = self.client.take() {
-            if !c.is_closed() {
-                let mut idle = self.store.idle();
-                if idle.len() < POOL_IDLE_MAX {
-                    idle.push(c);
-                }
+        if let Some(c) = self.conn.take() {
+            let mut pool = self.store.pool();
+            if c.client.is_closed() {
+                pool.open = pool.open.saturating_sub(1);
+            } else {
+                pool.idle.push(c);
             }
+            drop(pool);
+            self.store.freed.notify_one();
         }
     }
 }
 
 impl Drop for PostgresStore {
     fn drop(&mut self) {
-        self.idle().clear();
+        self.pool().idle.clear();
         if let Some(rt) = self.runtime.take() {
             // Allowed in async contexts, unlike dropping the runtime.
             rt.shutdown_background();
@@ -277,7 +400,8 @@ impl PostgresStore {
         let store = Self {
             config,
             runtime: Some(runtime),
-            idle: Mutex::new(Vec::new()),
+            pool: Mutex::new(Pool::default()),
+            freed: Condvar::new(),
         };
         store.migrate(schema)?;
         Ok(store)
@@ -293,38 +417,66 @@ impl PostgresStore {
         Ok(())
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Client>> {
-        self.idle
+    fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.pool
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// An idle connection, else a new one if fewer than [`POOL_MAX`] are open, else the next
+    /// one returned.
     fn client(&self) -> Result<Pooled<'_>, StoreError> {
-        let reuse = self.idle().pop();
-        let client = match reuse {
-            Some(c) => c,
-            None => {
-                let rt = self
-                    .runtime
-                    .as_ref()
-                    .ok_or_else(|| StoreError::Backend("store shut down".to_owned()))?;
-                let config = self.config.clone();
-                let task = rt.spawn(async move {
-                    let (client, connection) = config.connect(NoTls).await?;
-                    tokio::spawn(async move {
-                        // Ends when the client is dropped or the server goes away.
-                        let _ = connection.await;
-                    });
-                    Ok::<_, tokio_postgres::Error>(client)
+        let mut pool = self.pool();
+        loop {
+            if let Some(conn) = pool.idle.pop() {
+                return Ok(Pooled {
+                    store: self,
+                    conn: Some(conn),
                 });
-                block_on(task)
-                    .map_err(|e| StoreError::Backend(format!("connection task: {e}")))??
             }
-        };
-        Ok(Pooled {
-            store: self,
-            client: Some(client),
-        })
+            if pool.open < POOL_MAX {
+                break;
+            }
+            pool = self
+                .freed
+                .wait(pool)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        pool.open = pool.open.saturating_add(1);
+        drop(pool);
+        match self.open_connection() {
+            Ok(client) => Ok(Pooled {
+                store: self,
+                conn: Some(Conn {
+                    client,
+                    statements: HashMap::new(),
+                }),
+            }),
+            Err(e) => {
+                let mut pool = self.pool();
+                pool.open = pool.open.saturating_sub(1);
+                drop(pool);
+                self.freed.notify_one();
+                Err(e)
+            }
+        }
+    }
+
+    fn open_connection(&self) -> Result<Client, StoreError> {
+        let rt = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| StoreError::Backend("store shut down".to_owned()))?;
+        let config = self.config.clone();
+        let task = rt.spawn(async move {
+            let (client, connection) = config.connect(NoTls).await?;
+            tokio::spawn(async move {
+                // Ends when the client is dropped or the server goes away.
+                let _ = connection.await;
+            });
+            Ok::<_, tokio_postgres::Error>(client)
+        });
+        Ok(block_on(task).map_err(|e| StoreError::Backend(format!("connection task: {e}")))??)
     }
 
     fn migrate(&self, schema: Option<&str>) -> Result<(), StoreError> {
@@ -369,30 +521,33 @@ impl PostgresStore {
     }
 }
 
-/// Checks and advances an endpoint's sequence number inside `tx`, atomically.
+/// Checks and advances an endpoint's sequence number inside `tx`, atomically (`update` is
+/// [`SQL_ADVANCE_SEQ`] prepared).
 async fn advance_seq(
     tx: &tokio_postgres::Transaction<'_>,
+    update: &Statement,
     endpoint_id: &str,
     seq: u64,
     at: u64,
 ) -> Result<(), StoreError> {
     let seq_i = to_i64(seq)?;
     let n = tx
-        .execute(
-            "UPDATE endpoints SET last_seq = $1, last_seen = $2 WHERE id = $3 AND last_seq < $1",
-            &[&seq_i, &to_i64(at)?, &endpoint_id],
-        )
+        .execute(update, &[&seq_i, &to_i64(at)?, &endpoint_id])
         .await?;
     if n == 1 {
         return Ok(());
     }
-    match tx
-        .query_opt(
-            "SELECT last_seq FROM endpoints WHERE id = $1",
-            &[&endpoint_id],
-        )
-        .await?
-    {
+    replayed_or_unknown(tx, endpoint_id, seq).await
+}
+
+/// The error for a message whose sequence update matched nothing: its endpoint is unknown, or
+/// its sequence number not above the last accepted.
+async fn replayed_or_unknown(
+    c: &impl tokio_postgres::GenericClient,
+    endpoint_id: &str,
+    seq: u64,
+) -> Result<(), StoreError> {
+    match c.query_opt(SQL_LAST_SEQ, &[&endpoint_id]).await? {
         None => Err(StoreError::NotFound(format!("endpoint {endpoint_id}"))),
         Some(r) => Err(StoreError::Replayed {
             seq,
@@ -463,36 +618,36 @@ impl Store for PostgresStore {
     }
 
     fn endpoint_by_token(&self, token_sha256: &str) -> Result<Option<EndpointRow>, StoreError> {
-        let c = self.client()?;
-        let row = block_on(c.query_opt(
-            "SELECT id, host_group, os_build, hw_class, enrolled_at, last_seen
-             FROM endpoints WHERE token_sha256 = $1",
-            &[&token_sha256],
-        ))?;
+        let mut c = self.client()?;
+        let stmt = c.prepared(SQL_ENDPOINT_BY_TOKEN)?;
+        let row = block_on(c.query_opt(&stmt, &[&token_sha256]))?;
         Ok(row.as_ref().map(endpoint_from_row))
     }
 
     fn record_heartbeat(&self, seq: u64, h: &HeartbeatRow) -> Result<(), StoreError> {
         let mut c = self.client()?;
+        let stmt = c.prepared(SQL_HEARTBEAT)?;
         block_on(async {
-            let tx = c.transaction().await?;
-            advance_seq(&tx, &h.endpoint_id, seq, h.at).await?;
-            tx.execute(
-                "INSERT INTO heartbeats
-                     (endpoint_id, at, channel, content_version, confirmed_healthy, shutdown)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-                &[
-                    &h.endpoint_id,
-                    &to_i64(h.at)?,
-                    &h.channel,
-                    &to_i64(h.content_version)?,
-                    &h.confirmed_healthy,
-                    &h.shutdown,
-                ],
-            )
-            .await?;
-            tx.commit().await?;
-            Ok(())
+            let matched: i64 = c
+                .query_one(
+                    &stmt,
+                    &[
+                        &to_i64(seq)?,
+                        &to_i64(h.at)?,
+                        &h.endpoint_id,
+                        &h.channel,
+                        &to_i64(h.content_version)?,
+                        &h.confirmed_healthy,
+                        &h.shutdown,
+                    ],
+                )
+                .await?
+                .get(0);
+            if matched == 1 {
+                return Ok(());
+            }
+            // Nothing was written; say why.
+            replayed_or_unknown(&*c, &h.endpoint_id, seq).await
         })
     }
 
@@ -544,9 +699,10 @@ impl Store for PostgresStore {
         let d_count: Vec<i64> = summed.iter().map(|d| d.4).collect();
 
         let mut c = self.client()?;
+        let update = c.prepared(SQL_ADVANCE_SEQ)?;
         block_on(async {
             let tx = c.transaction().await?;
-            advance_seq(&tx, endpoint_id, seq, at).await?;
+            advance_seq(&tx, &update, endpoint_id, seq, at).await?;
             if !events.is_empty() {
                 tx.execute(
                     "INSERT INTO guard_events (endpoint_id, channel, release_version, kind, at)
@@ -792,10 +948,17 @@ impl Store for PostgresStore {
         }
     }
 
-    fn channel_data(&self, channel: &str) -> Result<ChannelData, StoreError> {
+    fn channel_data_of(
+        &self,
+        channel: &str,
+        versions: Option<&[u64]>,
+    ) -> Result<ChannelData, StoreError> {
+        let versions: Option<Vec<i64>> = versions
+            .map(|vs| vs.iter().map(|v| to_i64(*v)).collect())
+            .transpose()?;
         let mut c = self.client()?;
         block_on(async {
-            // One consistent snapshot of the four tables.
+            // One consistent snapshot of the tables.
             let tx = c
                 .build_transaction()
                 .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -820,7 +983,7 @@ impl Store for PostgresStore {
                 .query(
                     "SELECT endpoint_id, at, channel, content_version, confirmed_healthy,
                          shutdown
-                     FROM heartbeats WHERE channel = $1 ORDER BY at, id",
+                     FROM heartbeats WHERE channel = $1",
                     &[&channel],
                 )
                 .await?
@@ -834,11 +997,28 @@ impl Store for PostgresStore {
                     shutdown: r.get(5),
                 })
                 .collect();
+            data.versions = tx
+                .query(
+                    "SELECT endpoint_id, version, first_seen, confirmed_healthy
+                     FROM endpoint_versions
+                     WHERE channel = $1 AND ($2::bigint[] IS NULL OR version = ANY($2))",
+                    &[&channel, &versions],
+                )
+                .await?
+                .iter()
+                .map(|r| VersionRow {
+                    endpoint_id: r.get(0),
+                    version: to_u64(r.get(1)),
+                    first_seen: to_u64(r.get(2)),
+                    confirmed_healthy: r.get(3),
+                })
+                .collect();
             for r in tx
                 .query(
                     "SELECT endpoint_id, channel, release_version, kind, at FROM guard_events
-                     WHERE channel = $1 ORDER BY id",
-                    &[&channel],
+                     WHERE channel = $1 AND ($2::bigint[] IS NULL OR release_version = ANY($2))
+                     ORDER BY id",
+                    &[&channel, &versions],
                 )
                 .await?
             {
@@ -859,8 +1039,8 @@ impl Store for PostgresStore {
             data.detections = tx
                 .query(
                     "SELECT endpoint_id, channel, release_version, rule, count FROM detections
-                     WHERE channel = $1",
-                    &[&channel],
+                     WHERE channel = $1 AND ($2::bigint[] IS NULL OR release_version = ANY($2))",
+                    &[&channel, &versions],
                 )
                 .await?
                 .iter()
@@ -875,6 +1055,72 @@ impl Store for PostgresStore {
             tx.commit().await?;
             Ok(data)
         })
+    }
+
+    fn record_version_share(&self, at: u64, keep_since: u64) -> Result<bool, StoreError> {
+        let at = to_i64(at)?;
+        let keep_since = to_i64(keep_since)?;
+        let mut c = self.client()?;
+        block_on(async {
+            if c.query_opt("SELECT 1 FROM version_share WHERE at >= $1 LIMIT 1", &[&at])
+                .await?
+                .is_some()
+            {
+                return Ok(false);
+            }
+            let tx = c.transaction().await?;
+            // Of instances sampling together, the first to commit writes the sample.
+            let n = tx
+                .execute(
+                    "INSERT INTO version_share (channel, at, version, endpoints)
+                     SELECT channel, $1, content_version, COUNT(*) FROM heartbeats
+                     WHERE NOT EXISTS (SELECT 1 FROM version_share WHERE at >= $1)
+                     GROUP BY channel, content_version
+                     ON CONFLICT DO NOTHING",
+                    &[&at],
+                )
+                .await?;
+            tx.execute("DELETE FROM version_share WHERE at < $1", &[&keep_since])
+                .await?;
+            tx.commit().await?;
+            Ok(n > 0)
+        })
+    }
+
+    fn version_share(&self, channel: &str, since: u64) -> Result<Vec<ShareRow>, StoreError> {
+        let c = self.client()?;
+        let rows = block_on(c.query(
+            "SELECT at, version, endpoints FROM version_share WHERE channel = $1 AND at >= $2
+             ORDER BY at, version",
+            &[&channel, &to_i64(since)?],
+        ))?;
+        Ok(rows
+            .iter()
+            .map(|r| ShareRow {
+                at: to_u64(r.get(0)),
+                version: to_u64(r.get(1)),
+                endpoints: to_u64(r.get(2)),
+            })
+            .collect())
+    }
+
+    fn prune_versions(&self, channel: &str, below: u64) -> Result<u64, StoreError> {
+        let below = to_i64(below)?;
+        let c = self.client()?;
+        let mut total = 0u64;
+        loop {
+            // In batches, each its own transaction.
+            let n = block_on(c.execute(
+                "DELETE FROM endpoint_versions WHERE ctid = ANY(ARRAY(
+                     SELECT ctid FROM endpoint_versions WHERE channel = $1 AND version < $2
+                     LIMIT $3))",
+                &[&channel, &below, &PRUNE_BATCH],
+            ))?;
+            total = total.saturating_add(n);
+            if i64::try_from(n).unwrap_or(i64::MAX) < PRUNE_BATCH {
+                return Ok(total);
+            }
+        }
     }
 
     fn document(&self, name: &str) -> Result<Option<DocumentRow>, StoreError> {

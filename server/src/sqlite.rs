@@ -1,18 +1,32 @@
 //! The embedded [`Store`]: one SQLite file in WAL mode, migrated on open.
+//!
+//! Writes go through one connection (SQLite serialises writers anyway); reads through a few
+//! read-only connections of their own, so that a long read (the controller's snapshot of a large
+//! fleet) never holds up heartbeats: in WAL mode readers and the writer do not block each other.
+//! An in-memory database has only the one connection.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::store::{
     ApiToken, ChannelData, DetectionRow, DocumentRow, EndpointRow, GuardEventKind, GuardEventRow,
-    HeartbeatRow, NewEndpoint, ReleaseRow, Role, RolloutRow, Store, StoreError,
+    HeartbeatRow, NewEndpoint, ReleaseRow, Role, RolloutRow, ShareRow, Store, StoreError,
+    VersionRow,
 };
 
+/// Read-only connections of a file database.
+const READERS: usize = 3;
+
+/// Rows deleted per transaction by [`Store::prune_versions`] (the writer is released between).
+const PRUNE_BATCH: i64 = 5000;
+
 /// The migrations, in order; `PRAGMA user_version` is the number applied.
-const MIGRATIONS: &[&str] = &[r"
+pub(crate) const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE endpoints (
     id TEXT PRIMARY KEY,
     token_sha256 TEXT NOT NULL UNIQUE,
@@ -91,7 +105,50 @@ CREATE TABLE documents (
     body TEXT NOT NULL,
     updated_at INTEGER NOT NULL
 );
-"];
+",
+    // 2: bounded heartbeat state instead of a log of every heartbeat (see `crate::store`): the
+    // latest heartbeat per (channel, endpoint), the first heartbeat and healthy confirmation per
+    // (channel, version, endpoint), and the sampled version share. The log's content is carried over.
+    r"
+CREATE INDEX heartbeats_latest_first ON heartbeats (channel, endpoint_id, at DESC, id DESC);
+CREATE TABLE heartbeats_latest (
+    channel TEXT NOT NULL,
+    endpoint_id TEXT NOT NULL REFERENCES endpoints(id),
+    at INTEGER NOT NULL,
+    content_version INTEGER NOT NULL,
+    confirmed_healthy INTEGER NOT NULL,
+    shutdown INTEGER NOT NULL,
+    PRIMARY KEY (channel, endpoint_id)
+);
+INSERT INTO heartbeats_latest (channel, endpoint_id, at, content_version, confirmed_healthy, shutdown)
+    SELECT h.channel, h.endpoint_id, h.at, h.content_version, h.confirmed_healthy, h.shutdown
+    FROM heartbeats h
+    WHERE h.id = (SELECT l.id FROM heartbeats l
+                  WHERE l.channel = h.channel AND l.endpoint_id = h.endpoint_id
+                  ORDER BY l.at DESC, l.id DESC LIMIT 1);
+CREATE TABLE endpoint_versions (
+    channel TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    endpoint_id TEXT NOT NULL REFERENCES endpoints(id),
+    first_seen INTEGER NOT NULL,
+    confirmed_healthy INTEGER NOT NULL,
+    PRIMARY KEY (channel, version, endpoint_id)
+);
+INSERT INTO endpoint_versions (channel, version, endpoint_id, first_seen, confirmed_healthy)
+    SELECT channel, content_version, endpoint_id, MIN(at), MAX(confirmed_healthy)
+    FROM heartbeats GROUP BY channel, content_version, endpoint_id;
+CREATE TABLE version_share (
+    channel TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    endpoints INTEGER NOT NULL,
+    PRIMARY KEY (channel, at, version)
+);
+CREATE INDEX version_share_by_time ON version_share (at);
+DROP TABLE heartbeats;
+ALTER TABLE heartbeats_latest RENAME TO heartbeats;
+",
+];
 
 /// The tables, for [`Store::table_counts`].
 const TABLES: &[&str] = &[
@@ -99,6 +156,8 @@ const TABLES: &[&str] = &[
     "envelopes",
     "releases",
     "heartbeats",
+    "endpoint_versions",
+    "version_share",
     "guard_events",
     "detections",
     "rollouts",
@@ -107,9 +166,11 @@ const TABLES: &[&str] = &[
     "documents",
 ];
 
-/// SQLite storage: one connection behind a mutex (SQLite serialises writers anyway).
+/// SQLite storage: the writing connection behind a mutex, and read-only connections.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
 }
 
 fn to_i64(v: u64) -> Result<i64, StoreError> {
@@ -125,7 +186,18 @@ impl SqliteStore {
     /// applies any migration not yet applied.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
-        Self::init(conn)
+        let mut store = Self::init(conn)?;
+        for _ in 0..READERS {
+            let r = Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+                    | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+            )?;
+            r.busy_timeout(std::time::Duration::from_secs(5))?;
+            store.readers.push(Mutex::new(r));
+        }
+        Ok(store)
     }
 
     /// An in-memory database (tests).
@@ -154,6 +226,8 @@ impl SqliteStore {
         }
         Ok(Self {
             conn: Mutex::new(conn),
+            readers: Vec::new(),
+            next_reader: AtomicUsize::new(0),
         })
     }
 
@@ -161,6 +235,27 @@ impl SqliteStore {
         self.conn
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A read-only connection: a free one if any, else the next in turn (the writer for an
+    /// in-memory database).
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        for r in &self.readers {
+            match r.try_lock() {
+                Ok(g) => return g,
+                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        let n = self.readers.len();
+        if n == 0 {
+            return self.conn();
+        }
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % n;
+        match self.readers.get(i) {
+            Some(r) => r.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+            None => self.conn(),
+        }
     }
 }
 
@@ -172,11 +267,8 @@ fn advance_seq(
     at: u64,
 ) -> Result<(), StoreError> {
     let last: Option<i64> = tx
-        .query_row(
-            "SELECT last_seq FROM endpoints WHERE id = ?1",
-            [endpoint_id],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT last_seq FROM endpoints WHERE id = ?1")?
+        .query_row([endpoint_id], |r| r.get(0))
         .optional()?;
     let Some(last) = last else {
         return Err(StoreError::NotFound(format!("endpoint {endpoint_id}")));
@@ -185,10 +277,8 @@ fn advance_seq(
     if seq <= last {
         return Err(StoreError::Replayed { seq, last });
     }
-    tx.execute(
-        "UPDATE endpoints SET last_seq = ?1, last_seen = ?2 WHERE id = ?3",
-        params![to_i64(seq)?, to_i64(at)?, endpoint_id],
-    )?;
+    tx.prepare_cached("UPDATE endpoints SET last_seq = ?1, last_seen = ?2 WHERE id = ?3")?
+        .execute(params![to_i64(seq)?, to_i64(at)?, endpoint_id])?;
     Ok(())
 }
 
@@ -243,7 +333,7 @@ impl Store for SqliteStore {
     }
 
     fn endpoint_by_token(&self, token_sha256: &str) -> Result<Option<EndpointRow>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         Ok(conn
             .query_row(
                 "SELECT id, host_group, os_build, hw_class, enrolled_at, last_seen
@@ -267,18 +357,47 @@ impl Store for SqliteStore {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         advance_seq(&tx, &h.endpoint_id, seq, h.at)?;
-        tx.execute(
-            "INSERT INTO heartbeats (endpoint_id, at, channel, content_version, confirmed_healthy, shutdown)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                h.endpoint_id,
-                to_i64(h.at)?,
-                h.channel,
-                to_i64(h.content_version)?,
-                h.confirmed_healthy,
-                h.shutdown
-            ],
-        )?;
+        let at = to_i64(h.at)?;
+        let version = to_i64(h.content_version)?;
+        // The latest heartbeat: replaced unless the stored one is newer (a later receipt wins a
+        // tie, as in a log read in order).
+        tx.prepare_cached(
+            "INSERT INTO heartbeats
+                 (channel, endpoint_id, at, content_version, confirmed_healthy, shutdown)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (channel, endpoint_id) DO UPDATE SET at = excluded.at,
+                 content_version = excluded.content_version,
+                 confirmed_healthy = excluded.confirmed_healthy, shutdown = excluded.shutdown
+             WHERE excluded.at >= heartbeats.at",
+        )?
+        .execute(params![
+            h.channel,
+            h.endpoint_id,
+            at,
+            version,
+            h.confirmed_healthy,
+            h.shutdown
+        ])?;
+        // The version record: written only when it changes (first heartbeat on the version, an
+        // earlier one, or the first healthy confirmation).
+        tx.prepare_cached(
+            "INSERT INTO endpoint_versions
+                 (channel, version, endpoint_id, first_seen, confirmed_healthy)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (channel, version, endpoint_id) DO UPDATE SET
+                 first_seen = MIN(endpoint_versions.first_seen, excluded.first_seen),
+                 confirmed_healthy = endpoint_versions.confirmed_healthy
+                     OR excluded.confirmed_healthy
+             WHERE excluded.first_seen < endpoint_versions.first_seen
+                 OR (excluded.confirmed_healthy AND NOT endpoint_versions.confirmed_healthy)",
+        )?
+        .execute(params![
+            h.channel,
+            version,
+            h.endpoint_id,
+            at,
+            h.confirmed_healthy
+        ])?;
         tx.commit()?;
         Ok(())
     }
@@ -369,7 +488,7 @@ impl Store for SqliteStore {
     }
 
     fn releases(&self, channel: Option<&str>) -> Result<Vec<ReleaseRow>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare(&format!(
             "SELECT {RELEASE_COLUMNS} FROM releases WHERE ?1 IS NULL OR channel = ?1
              ORDER BY published_at DESC, channel, version DESC"
@@ -379,7 +498,7 @@ impl Store for SqliteStore {
     }
 
     fn release(&self, channel: &str, version: u64) -> Result<Option<ReleaseRow>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         Ok(conn
             .query_row(
                 &format!(
@@ -392,7 +511,7 @@ impl Store for SqliteStore {
     }
 
     fn latest_version(&self, channel: &str) -> Result<Option<u64>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let v: Option<i64> = conn.query_row(
             "SELECT MAX(version) FROM releases WHERE channel = ?1",
             [channel],
@@ -402,7 +521,7 @@ impl Store for SqliteStore {
     }
 
     fn envelope(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         Ok(conn
             .query_row(
                 "SELECT bytes FROM envelopes WHERE sha256 = ?1",
@@ -413,14 +532,14 @@ impl Store for SqliteStore {
     }
 
     fn envelope_hashes(&self) -> Result<Vec<String>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare("SELECT sha256 FROM envelopes ORDER BY sha256")?;
         let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn rollout(&self, channel: &str) -> Result<Option<RolloutRow>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         Ok(conn
             .query_row(
                 "SELECT channel, state, thresholds, updated_at FROM rollouts WHERE channel = ?1",
@@ -431,7 +550,7 @@ impl Store for SqliteStore {
     }
 
     fn rollouts(&self) -> Result<Vec<RolloutRow>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare(
             "SELECT channel, state, thresholds, updated_at FROM rollouts ORDER BY channel",
         )?;
@@ -483,7 +602,7 @@ impl Store for SqliteStore {
     }
 
     fn rollout_events(&self, channel: &str) -> Result<Vec<(u64, String, String)>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare(
             "SELECT at, actor, event FROM rollout_events WHERE channel = ?1 ORDER BY id",
         )?;
@@ -506,7 +625,7 @@ impl Store for SqliteStore {
     }
 
     fn api_token(&self, token_sha256: &str) -> Result<Option<ApiToken>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let row: Option<(String, String)> = conn
             .query_row(
                 "SELECT name, role FROM api_tokens WHERE token_sha256 = ?1",
@@ -525,10 +644,29 @@ impl Store for SqliteStore {
         }
     }
 
-    fn channel_data(&self, channel: &str) -> Result<ChannelData, StoreError> {
-        let conn = self.conn();
+    fn channel_data_of(
+        &self,
+        channel: &str,
+        versions: Option<&[u64]>,
+    ) -> Result<ChannelData, StoreError> {
+        // `AND version IN (?2, ...)` when filtered.
+        let (filter, values) = match versions {
+            None => (String::new(), Vec::new()),
+            Some(vs) => {
+                let values = vs
+                    .iter()
+                    .map(|v| to_i64(*v))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let marks: Vec<String> = (0..values.len()).map(|i| format!("?{}", i + 2)).collect();
+                (format!(" AND {{v}} IN ({})", marks.join(", ")), values)
+            }
+        };
+        let filter_on = |column: &str| filter.replace("{v}", column);
+        let mut conn = self.reader();
+        // One snapshot of every table.
+        let tx = conn.transaction()?;
         let mut data = ChannelData::default();
-        let mut stmt = conn.prepare(
+        let mut stmt = tx.prepare_cached(
             "SELECT id, host_group, os_build, hw_class, enrolled_at, last_seen FROM endpoints",
         )?;
         data.endpoints = stmt
@@ -543,9 +681,10 @@ impl Store for SqliteStore {
                 })
             })?
             .collect::<Result<_, _>>()?;
-        let mut stmt = conn.prepare(
+        drop(stmt);
+        let mut stmt = tx.prepare_cached(
             "SELECT endpoint_id, at, channel, content_version, confirmed_healthy, shutdown
-             FROM heartbeats WHERE channel = ?1 ORDER BY at, id",
+             FROM heartbeats WHERE channel = ?1",
         )?;
         data.heartbeats = stmt
             .query_map([channel], |r| {
@@ -559,15 +698,38 @@ impl Store for SqliteStore {
                 })
             })?
             .collect::<Result<_, _>>()?;
-        let mut stmt = conn.prepare(
+        drop(stmt);
+        let args = || {
+            std::iter::once(rusqlite::types::Value::Text(channel.to_owned()))
+                .chain(values.iter().map(|v| rusqlite::types::Value::Integer(*v)))
+        };
+        let mut stmt = tx.prepare(&format!(
+            "SELECT endpoint_id, version, first_seen, confirmed_healthy FROM endpoint_versions
+             WHERE channel = ?1{}",
+            filter_on("version")
+        ))?;
+        data.versions = stmt
+            .query_map(params_from_iter(args()), |r| {
+                Ok(VersionRow {
+                    endpoint_id: r.get(0)?,
+                    version: to_u64(r.get(1)?),
+                    first_seen: to_u64(r.get(2)?),
+                    confirmed_healthy: r.get(3)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        drop(stmt);
+        let mut stmt = tx.prepare(&format!(
             "SELECT endpoint_id, channel, release_version, kind, at FROM guard_events
-             WHERE channel = ?1 ORDER BY id",
-        )?;
+             WHERE channel = ?1{} ORDER BY id",
+            filter_on("release_version")
+        ))?;
         let events: Vec<(String, String, i64, String, i64)> = stmt
-            .query_map([channel], |r| {
+            .query_map(params_from_iter(args()), |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })?
             .collect::<Result<_, _>>()?;
+        drop(stmt);
         for (endpoint_id, channel, version, kind, at) in events {
             let Some(kind) = GuardEventKind::parse(&kind) else {
                 return Err(StoreError::Backend(format!(
@@ -582,12 +744,13 @@ impl Store for SqliteStore {
                 at: to_u64(at),
             });
         }
-        let mut stmt = conn.prepare(
+        let mut stmt = tx.prepare(&format!(
             "SELECT endpoint_id, channel, release_version, rule, count FROM detections
-             WHERE channel = ?1",
-        )?;
+             WHERE channel = ?1{}",
+            filter_on("release_version")
+        ))?;
         data.detections = stmt
-            .query_map([channel], |r| {
+            .query_map(params_from_iter(args()), |r| {
                 Ok(DetectionRow {
                     endpoint_id: r.get(0)?,
                     channel: r.get(1)?,
@@ -597,11 +760,89 @@ impl Store for SqliteStore {
                 })
             })?
             .collect::<Result<_, _>>()?;
+        drop(stmt);
+        tx.commit()?;
         Ok(data)
     }
 
+    fn record_version_share(&self, at: u64, keep_since: u64) -> Result<bool, StoreError> {
+        let at_i = to_i64(at)?;
+        let exists = |conn: &Connection| -> Result<bool, StoreError> {
+            Ok(conn
+                .prepare_cached("SELECT 1 FROM version_share WHERE at >= ?1 LIMIT 1")?
+                .query_row([at_i], |_| Ok(()))
+                .optional()?
+                .is_some())
+        };
+        if exists(&self.reader())? {
+            return Ok(false);
+        }
+        // Counted on a reader (a scan of every endpoint's latest heartbeat), written briefly.
+        let counts: Vec<(String, i64, i64)> = {
+            let conn = self.reader();
+            let mut stmt = conn.prepare_cached(
+                "SELECT channel, content_version, COUNT(*) FROM heartbeats
+                 GROUP BY channel, content_version",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if exists(&tx)? {
+            return Ok(false);
+        }
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO version_share (channel, at, version, endpoints) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (channel, version, n) in &counts {
+                ins.execute(params![channel, at_i, version, n])?;
+            }
+        }
+        tx.execute(
+            "DELETE FROM version_share WHERE at < ?1",
+            [to_i64(keep_since)?],
+        )?;
+        tx.commit()?;
+        Ok(!counts.is_empty())
+    }
+
+    fn version_share(&self, channel: &str, since: u64) -> Result<Vec<ShareRow>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(
+            "SELECT at, version, endpoints FROM version_share WHERE channel = ?1 AND at >= ?2
+             ORDER BY at, version",
+        )?;
+        let rows = stmt.query_map(params![channel, to_i64(since)?], |r| {
+            Ok(ShareRow {
+                at: to_u64(r.get(0)?),
+                version: to_u64(r.get(1)?),
+                endpoints: to_u64(r.get(2)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn prune_versions(&self, channel: &str, below: u64) -> Result<u64, StoreError> {
+        let below = to_i64(below)?;
+        let mut total = 0u64;
+        loop {
+            let n = self.conn().execute(
+                "DELETE FROM endpoint_versions WHERE (channel, version, endpoint_id) IN
+                     (SELECT channel, version, endpoint_id FROM endpoint_versions
+                      WHERE channel = ?1 AND version < ?2 LIMIT ?3)",
+                params![channel, below, PRUNE_BATCH],
+            )?;
+            total = total.saturating_add(n as u64);
+            if i64::try_from(n).unwrap_or(i64::MAX) < PRUNE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
     fn document(&self, name: &str) -> Result<Option<DocumentRow>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         Ok(conn
             .query_row(
                 "SELECT version, body, updated_at FROM documents WHERE name = ?1",
@@ -660,7 +901,7 @@ impl Store for SqliteStore {
     }
 
     fn table_counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut out = BTreeMap::new();
         for t in TABLES {
             let n: i64 = conn.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))?;

@@ -1,6 +1,27 @@
-//! Storage behind the [`Store`] trait. [`crate::sqlite::SqliteStore`] is the embedded default; a
-//! PostgreSQL implementation can come later behind the same trait (every method is one
-//! transaction, identifiers and hashes are lowercase hex text, times are Unix seconds).
+//! Storage behind the [`Store`] trait: [`crate::sqlite::SqliteStore`] (embedded, the default) and
+//! [`crate::postgres::PostgresStore`] (shared by several instances). Every method is one
+//! transaction, identifiers and hashes are lowercase hex text, times are Unix seconds.
+//!
+//! # Bounded heartbeat state
+//!
+//! A fleet of 1,000,000 endpoints checking in every 5 minutes sends about 3,300 heartbeats a
+//! second, 285 million a day, so heartbeats are not logged. Each one updates, in the same
+//! transaction as its sequence check:
+//! * `heartbeats`: one row per (channel, endpoint), the endpoint's latest heartbeat on the
+//!   channel (the greatest server time; of two at the same second, the later received);
+//! * `endpoint_versions`: one row per (channel, content version, endpoint): when the endpoint
+//!   first reported running that version, and whether it ever confirmed healthy on it. Rows of
+//!   versions below a channel's rollout release are deleted by the controller
+//!   ([`Store::prune_versions`]): a new rollout is always of a newer version, so nothing reads them
+//!   again. An endpoint therefore has a row for the rollout's release, for the versions above it
+//!   that it ran, and nothing else;
+//! * `version_share`: the dashboard's "version share over time", one row per (channel, sample
+//!   time, version) with the count of endpoints whose latest heartbeat is on that version, sampled
+//!   by the controller every [`SHARE_BUCKET_SECS`] and kept [`SHARE_RETENTION_SECS`].
+//!
+//! Everything the controller's `observe` reads is the same as with a heartbeat log: per endpoint
+//! its last heartbeat and whether that announced a shutdown, and per version the first heartbeat
+//! on it and whether it confirmed healthy.
 
 use std::collections::BTreeMap;
 
@@ -59,7 +80,8 @@ pub struct EndpointRow {
     pub last_seen: Option<u64>,
 }
 
-/// One heartbeat.
+/// One heartbeat (as received), or in [`ChannelData::heartbeats`] an endpoint's latest on the
+/// channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatRow {
     /// The endpoint.
@@ -185,16 +207,50 @@ pub struct ApiToken {
     pub role: Role,
 }
 
+/// An endpoint's record of one content version on one channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRow {
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// The content version.
+    pub version: u64,
+    /// The server time of its first heartbeat on that version.
+    pub first_seen: u64,
+    /// Whether any of its heartbeats on that version confirmed healthy.
+    pub confirmed_healthy: bool,
+}
+
+/// One point of the version-share series: `endpoints` had their latest heartbeat on the
+/// channel on `version` at `at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareRow {
+    /// The sample's time (a multiple of [`SHARE_BUCKET_SECS`]).
+    pub at: u64,
+    /// The content version.
+    pub version: u64,
+    /// How many endpoints.
+    pub endpoints: u64,
+}
+
+/// Seconds between two samples of the version share (the check-in interval of a fleet).
+pub const SHARE_BUCKET_SECS: u64 = 300;
+/// How long samples of the version share are kept (14 days: 4,032 samples per channel and
+/// version).
+pub const SHARE_RETENTION_SECS: u64 = 14 * 24 * 3600;
+
 /// Everything the controller needs to observe a channel.
 #[derive(Debug, Clone, Default)]
 pub struct ChannelData {
     /// Every endpoint.
     pub endpoints: Vec<EndpointRow>,
-    /// Heartbeats on the channel, oldest first.
+    /// Each endpoint's latest heartbeat on the channel (one per endpoint heard from on it).
     pub heartbeats: Vec<HeartbeatRow>,
-    /// Guard events on the channel.
+    /// Per endpoint and content version: its first heartbeat on it, confirmed healthy (of the
+    /// versions asked for, see [`Store::channel_data_of`]).
+    pub versions: Vec<VersionRow>,
+    /// Guard events on the channel (on the versions asked for).
     pub guard_events: Vec<GuardEventRow>,
-    /// Detection counts on the channel.
+    /// Detection counts on the channel (on the versions asked for).
     pub detections: Vec<DetectionRow>,
 }
 
@@ -242,7 +298,8 @@ pub trait Store: Send + Sync {
     /// The endpoint holding a token (by the token's SHA-256).
     fn endpoint_by_token(&self, token_sha256: &str) -> Result<Option<EndpointRow>, StoreError>;
     /// Records a heartbeat after checking that `seq` is above the endpoint's last accepted
-    /// sequence number (and moves it forward).
+    /// sequence number (and moves it forward): the endpoint's latest heartbeat on the channel,
+    /// and its first heartbeat and healthy confirmation on the version (see the module doc).
     fn record_heartbeat(&self, seq: u64, heartbeat: &HeartbeatRow) -> Result<(), StoreError>;
     /// Records a telemetry batch in one transaction, after the same sequence check.
     fn record_telemetry(
@@ -291,8 +348,26 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     /// The holder of an API token.
     fn api_token(&self, token_sha256: &str) -> Result<Option<ApiToken>, StoreError>;
-    /// What the controller observes of a channel.
-    fn channel_data(&self, channel: &str) -> Result<ChannelData, StoreError>;
+    /// Everything stored about a channel (every version still kept), in one snapshot.
+    fn channel_data(&self, channel: &str) -> Result<ChannelData, StoreError> {
+        self.channel_data_of(channel, None)
+    }
+    /// What the controller observes of a channel, in one snapshot: every endpoint, each one's
+    /// latest heartbeat on the channel, and with `versions`, only the version records, guard
+    /// events and detections of those versions (all of them with `None`).
+    fn channel_data_of(
+        &self,
+        channel: &str,
+        versions: Option<&[u64]>,
+    ) -> Result<ChannelData, StoreError>;
+    /// Records the version share of every channel at `at` (a sample time), unless a sample at
+    /// `at` or later is already stored (so that instances sampling together write it once), and
+    /// deletes the samples before `keep_since`. Returns whether it sampled.
+    fn record_version_share(&self, at: u64, keep_since: u64) -> Result<bool, StoreError>;
+    /// A channel's version-share samples from `since` on, oldest first.
+    fn version_share(&self, channel: &str, since: u64) -> Result<Vec<ShareRow>, StoreError>;
+    /// Deletes a channel's version records below `below` (see the module doc); returns how many.
+    fn prune_versions(&self, channel: &str, below: u64) -> Result<u64, StoreError>;
     /// A named document (the signed metadata files, the policy table), if stored.
     fn document(&self, name: &str) -> Result<Option<DocumentRow>, StoreError>;
     /// Writes a named document if its stored version is `expected_version` (absent when
