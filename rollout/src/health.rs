@@ -218,6 +218,12 @@ pub fn analyze(
     let waves = open_waves.min(plan.waves.len());
     let base = &obs.baseline;
     let base_ok = base.endpoints > 0 && base.exposure_secs > 0;
+    // Every wave open, the last one the whole fleet: no baseline cohort can exist.
+    let all_open = waves == plan.waves.len()
+        && plan
+            .waves
+            .last()
+            .is_some_and(|w| w.fraction_ppm >= crate::plan::WHOLE_FLEET_PPM);
     let safety_tests = SAFETY_TESTS_PER_WAVE.saturating_mul(waves);
     let storm_tests: usize = (0..waves)
         .filter_map(|w| obs.waves.get(w))
@@ -267,7 +273,18 @@ pub fn analyze(
                 cohort.exposure_hours()
             )));
         }
-        if !base_ok {
+        if !base_ok && all_open && base.endpoints == 0 {
+            // The last wave holds the whole fleet: nobody is held back, by design. The rate and
+            // silence tests ran while a baseline existed; the ceiling and storm tests still run.
+            verdicts.push(TestVerdict {
+                outcome: Outcome::Pass,
+                ..data(format!(
+                    "every wave is open and no endpoint is held back: no baseline to compare wave \
+                     {w} ({name}) with (the rate and silence tests ran while one existed; the \
+                     quarantine ceiling and storm tests still apply)"
+                ))
+            });
+        } else if !base_ok {
             verdicts.push(data(format!(
                 "baseline cohort: {} endpoints, {:.1} endpoint-hours: nothing to compare wave {w} \
                  ({name}) with; the rate and silence tests cannot run",

@@ -546,6 +546,48 @@ fn a_good_release_goes_through_every_wave_to_complete() {
 }
 
 #[test]
+fn the_last_wave_completes_without_a_baseline_but_still_halts_on_quarantines() {
+    // Every wave open, the last the whole fleet: nobody is held back.
+    let mut s = started();
+    s.open_waves = 5;
+    let opened = T0.plus_hours(100);
+    s.wave_opened_at = vec![Some(T0); 5];
+    s.wave_opened_at[4] = Some(opened);
+    let now = opened.plus_hours(24);
+    let mut obs = healthy(5, 24, 10_000);
+    obs.baseline = CohortObservations::default();
+    let (done, ev) = step(&s, &obs, now);
+    assert!(
+        matches!(done.status, Status::Complete { .. }),
+        "{ev:?} {:?}",
+        done.status
+    );
+    let report = analyze(&obs, &s.plan, 5, &HealthConfig::default());
+    assert!(report
+        .verdicts
+        .iter()
+        .any(|v| v.test == "data" && v.outcome == Outcome::Pass && v.reason.contains("held back")));
+
+    // The quarantine ceiling still applies to it.
+    obs.waves[4].quarantines = 2;
+    let (halted, _) = step(&s, &obs, now);
+    assert!(halted.is_halted(), "{:?}", halted.status);
+
+    // With a wave still closed, an empty baseline holds as before.
+    let mut four = s.clone();
+    four.open_waves = 4;
+    four.wave_opened_at[4] = None;
+    four.wave_opened_at[3] = Some(opened);
+    let mut obs = healthy(4, 24, 10_000);
+    obs.baseline = CohortObservations::default();
+    let (same, ev) = step(&four, &obs, now);
+    assert_eq!(same, four);
+    assert!(held_reasons(&ev)
+        .iter()
+        .any(|r| r.contains("baseline cohort")));
+}
+
+#[test]
 fn operator_commands() {
     let s = started();
     let now = T0.plus_hours(1);
