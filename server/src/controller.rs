@@ -63,8 +63,9 @@ pub fn heard(data: &ChannelData, version: u64) -> HashMap<&str, Heard> {
 /// The observations of `state`'s rollout in `data` at `now`.
 ///
 /// Each endpoint heard from on the channel is placed by `thresholds` (what endpoints were told):
-/// in an open wave it belongs to that wave's cohort once it has reported running the release
-/// (observed from its first such heartbeat; before that it is not counted); in a wave not yet
+/// in an open wave it belongs to that wave's cohort once it has reported running the release or a
+/// guard event on it (observed from the first such report; before that it is not counted), so a
+/// machine whose guard reverted the release before it ever ran is counted; in a wave not yet
 /// open it belongs to the baseline cohort (observed from the rollout's start, on the baseline
 /// release). Guard events and detections count for the cohort's release only, events from the
 /// start of the observation on. Endpoints never heard from on the channel are left out.
@@ -111,9 +112,21 @@ pub fn observe(
             continue;
         };
         let (cohort_version, since) = if wave < open {
-            match staged {
-                Some(s) => (Some(version), s),
-                None => continue,
+            // Staged: its first heartbeat on the release, or, for a machine that never got to run
+            // it (crashed on load until its guard reverted), its first guard event on the release
+            // after the wave opened: those are the reports that matter most.
+            let opened = state.opened_at(wave).map_or(started.0, |t| t.0);
+            let first_event = events_of
+                .get(id.as_str())
+                .into_iter()
+                .flatten()
+                .filter(|g| g.release_version == version && g.at >= opened)
+                .map(|g| g.at)
+                .min();
+            match (staged, first_event) {
+                (Some(s), Some(e)) => (Some(version), s.min(e)),
+                (Some(s), None) | (None, Some(s)) => (Some(version), s),
+                (None, None) => continue,
             }
         } else {
             (baseline_version, started.0)
