@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -38,6 +39,11 @@ pub const MAX_BATCH_ITEMS: usize = 1000;
 pub const MAX_TEXT: usize = 256;
 /// Body limit of a release upload: the largest envelope the loader accepts.
 pub const RELEASE_BODY_LIMIT: usize = MAX_ENVELOPE_BYTES;
+/// Largest sequence number, version or timestamp the API takes: what both stores hold (a signed
+/// 64-bit integer); above it, 400 rather than a store failure.
+pub const MAX_INTEGER: u64 = i64::MAX as u64;
+/// Largest detection count in one batch item (the stored sums stay far from [`MAX_INTEGER`]).
+pub const MAX_DETECTION_COUNT: u64 = u32::MAX as u64;
 
 /// A configured release channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,6 +240,33 @@ fn check_text(field: &str, value: &str) -> ApiResult<()> {
     Ok(())
 }
 
+fn check_integer(field: &str, value: u64, max: u64) -> ApiResult<()> {
+    if value > max {
+        return Err(ApiError::bad_request(format!(
+            "{field} must be at most {max} ({value} sent)"
+        )));
+    }
+    Ok(())
+}
+
+/// [`Path`], refused with the API's error body (a segment that is not UTF-8 is 400
+/// `bad_request`, not axum's plain text).
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(r) if r.status() == StatusCode::BAD_REQUEST => {
+                Err(ApiError::bad_request(r.body_text()))
+            }
+            Err(r) => Err(internal(r.body_text())),
+        }
+    }
+}
+
 fn bearer(headers: &HeaderMap) -> ApiResult<String> {
     let missing = || {
         ApiError::new(
@@ -347,7 +380,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/envelopes/{sha256}", get(get_envelope))
         .merge(crate::dashboard::routes())
+        .merge(crate::openapi::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this path does not take that method (the Allow header lists those it takes)",
+            )
+        })
         .with_state(state)
 }
 
@@ -450,6 +491,8 @@ async fn heartbeat(
     let endpoint = endpoint_auth(&state, &headers).await?;
     let req: HeartbeatRequest = json_body(body)?;
     channel_config(&state, &req.channel)?;
+    check_integer("seq", req.seq, MAX_INTEGER)?;
+    check_integer("content_version", req.content_version, MAX_INTEGER)?;
     let row = HeartbeatRow {
         endpoint_id: endpoint.id,
         at: state.config.clock.now(),
@@ -521,8 +564,14 @@ async fn telemetry(
             ),
         ));
     }
+    check_integer("seq", req.seq, MAX_INTEGER)?;
+    for e in &req.guard_events {
+        check_integer("release_version", e.release_version, MAX_INTEGER)?;
+    }
     for d in &req.detections {
         check_text("rule", &d.rule)?;
+        check_integer("release_version", d.release_version, MAX_INTEGER)?;
+        check_integer("count", d.count, MAX_DETECTION_COUNT)?;
     }
     let at = state.config.clock.now();
     let events: Vec<GuardEventRow> = req
@@ -599,6 +648,16 @@ async fn publish(
             message: e.to_string(),
             extra: Some(serde_json::json!({ "loader_code": e.code() })),
         })?;
+        if opened.header.version > MAX_INTEGER {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "envelope_rejected",
+                format!(
+                    "version {} is above {MAX_INTEGER}, the largest the server stores",
+                    opened.header.version
+                ),
+            ));
+        }
         let rules = (0..opened.pack.rule_count())
             .filter_map(|i| opened.pack.rule(i).map(|r| r.id.to_owned()))
             .collect();
@@ -728,7 +787,7 @@ fn view(row: &RolloutRow, events: Vec<serde_json::Value>) -> ApiResult<RolloutVi
 async fn rollout_command(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((channel, command)): Path<(String, String)>,
+    ApiPath((channel, command)): ApiPath<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<RolloutView>> {
     if !matches!(
@@ -767,6 +826,7 @@ async fn rollout_command(
                 let version = req
                     .version
                     .ok_or_else(|| ApiError::bad_request("start needs a \"version\""))?;
+                check_integer("version", version, MAX_INTEGER)?;
                 let release = store.release(&channel, version)?.ok_or_else(|| {
                     ApiError::not_found(format!("no release {version} on channel {channel:?}"))
                 })?;
@@ -848,7 +908,7 @@ fn to_hash(h: &str) -> ApiResult<[u8; 32]> {
 async fn get_rollout(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(channel): Path<String>,
+    ApiPath(channel): ApiPath<String>,
 ) -> ApiResult<Json<RolloutView>> {
     engineer_auth(&state, &headers, ANY_ROLE).await?;
     channel_config(&state, &channel)?;
@@ -906,7 +966,7 @@ fn no_signing() -> ApiError {
 /// endpoints verify them).
 async fn get_metadata(
     State(state): State<AppState>,
-    Path(file): Path<String>,
+    ApiPath(file): ApiPath<String>,
 ) -> ApiResult<Response> {
     let name = match file.as_str() {
         "root.json" => metadata::ROOT,
@@ -943,17 +1003,30 @@ async fn get_metadata(
 async fn put_metadata(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(file): Path<String>,
+    ApiPath(file): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<serde_json::Value>> {
-    let who = engineer_auth(&state, &headers, &[Role::Publisher]).await?;
-    if file != "releases.json" {
-        return Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "read_only",
-            format!("{file} cannot be uploaded (only releases.json)"),
-        ));
+) -> ApiResult<Response> {
+    match file.as_str() {
+        "releases.json" => {}
+        "root.json" | "rollout.json" => {
+            let mut response = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "read_only",
+                format!("{file} cannot be uploaded (only releases.json)"),
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET,HEAD"));
+            return Ok(response);
+        }
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "no metadata file {file:?} (root.json, releases.json, rollout.json)"
+            )))
+        }
     }
+    let who = engineer_auth(&state, &headers, &[Role::Publisher]).await?;
     let bytes = body_bytes(body)?;
     let text = String::from_utf8(bytes.to_vec())
         .map_err(|_| ApiError::bad_request("releases.json is not UTF-8"))?;
@@ -971,7 +1044,7 @@ async fn put_metadata(
         Ok(version)
     })
     .await?;
-    Ok(Json(serde_json::json!({ "releases_version": version })))
+    Ok(Json(serde_json::json!({ "releases_version": version })).into_response())
 }
 
 // ---- endpoint policies ----
@@ -1016,12 +1089,11 @@ async fn get_policies(
 /// and re-signs the rollout.
 async fn change_policies(
     state: AppState,
-    headers: HeaderMap,
+    who: ApiToken,
     audit_channel: String,
     event: serde_json::Value,
     change: impl FnOnce(&mut PolicyTable) + Send + 'static,
 ) -> ApiResult<Json<PoliciesView>> {
-    let who = engineer_auth(&state, &headers, &[Role::Operator]).await?;
     let store = state.store.clone();
     let signing = state.config.signing.clone();
     let channels: Vec<Channel> = state
@@ -1076,9 +1148,10 @@ async fn put_default_policy(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<PoliciesView>> {
+    let who = engineer_auth(&state, &headers, &[Role::Operator]).await?;
     let policy: Policy = json_body(body)?;
     let event = serde_json::json!({ "default": policy });
-    change_policies(state, headers, "*".to_owned(), event, move |t| {
+    change_policies(state, who, "*".to_owned(), event, move |t| {
         t.default = policy;
     })
     .await
@@ -1087,15 +1160,16 @@ async fn put_default_policy(
 async fn put_policy(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((host_group, channel)): Path<(String, String)>,
+    ApiPath((host_group, channel)): ApiPath<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<PoliciesView>> {
+    let who = engineer_auth(&state, &headers, &[Role::Operator]).await?;
     check_text("host group", &host_group)?;
     channel_config(&state, &channel)?;
     let policy: Policy = json_body(body)?;
     let event = serde_json::json!({ "host_group": host_group, "set": policy });
     let ch = channel.clone();
-    change_policies(state, headers, channel, event, move |t| {
+    change_policies(state, who, channel, event, move |t| {
         t.set(&host_group, &ch, policy);
     })
     .await
@@ -1104,13 +1178,14 @@ async fn put_policy(
 async fn delete_policy(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((host_group, channel)): Path<(String, String)>,
+    ApiPath((host_group, channel)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<PoliciesView>> {
+    let who = engineer_auth(&state, &headers, &[Role::Operator]).await?;
     check_text("host group", &host_group)?;
     channel_config(&state, &channel)?;
     let event = serde_json::json!({ "host_group": host_group, "removed": true });
     let ch = channel.clone();
-    change_policies(state, headers, channel, event, move |t| {
+    change_policies(state, who, channel, event, move |t| {
         t.entries
             .retain(|e| !(e.host_group == host_group && e.channel == ch));
     })
@@ -1124,7 +1199,7 @@ pub fn is_sha256_hex(s: &str) -> bool {
 
 async fn get_envelope(
     State(state): State<AppState>,
-    Path(sha256): Path<String>,
+    ApiPath(sha256): ApiPath<String>,
 ) -> ApiResult<Response> {
     if !is_sha256_hex(&sha256) {
         return Err(ApiError::bad_request(

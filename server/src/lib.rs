@@ -108,6 +108,7 @@ pub mod controller;
 pub mod dashboard;
 pub mod export;
 pub mod metadata;
+pub mod openapi;
 pub mod postgres;
 pub mod sqlite;
 pub mod store;
