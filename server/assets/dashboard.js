@@ -208,8 +208,14 @@
 
   function render(summary) {
     $("pins").hidden = false;
-    $("pins-text").textContent = summary.pins.supported
-      ? "" : summary.pins.note;
+    const pins = summary.pins.active;
+    $("pins-text").textContent = pins.length
+      ? pins.length + " pin(s) in force (of " + summary.pins.entries + " policy entries); each lapses on its own."
+      : "No pins in force (" + summary.pins.entries + " policy entries).";
+    $("pins-table").replaceChildren(...(pins.length ? [table("Pins in force",
+      ["Host group", "Channel", "Version", "Lapses"],
+      pins.map((p) => [p.host_group || "every host group", p.channel || "every channel", String(p.version), time(p.expires_at)]),
+      [2])] : []));
     const channels = summary.channels.map(channelSection);
     $("channels").replaceChildren(...channels);
     $("status").textContent = "Updated " + time(summary.now) + " (server time); refreshes every " + POLL_MS / 1000 + " s.";

@@ -15,8 +15,8 @@
 //!   [`crate::store::SHARE_BUCKET_SECS`] (at most [`MAX_SAMPLES`] - 1 of them, evenly picked
 //!   from the retained history), then one taken now from the latest heartbeats.
 //!
-//! The server has no endpoint policies yet, so no pins: the summary says so (`pins.supported`
-//! is false) and the page shows it.
+//! * the pins in force (`pins.active`): the operators' policy table's pins that have not lapsed
+//!   at the server's clock, with the number of policy entries (`pins.entries`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -162,11 +162,15 @@ pub fn build(
     for (name, critical) in channels {
         out.push(channel_summary(store, name, *critical, now)?);
     }
+    let (policies, _) = crate::metadata::stored_policies(store).map_err(|e| match e {
+        crate::metadata::MetadataError::Store(e) => e,
+        e => StoreError::Backend(e.to_string()),
+    })?;
     Ok(json!({
         "now": now,
         "pins": {
-            "supported": false,
-            "note": "This server does not manage endpoint policies yet, so it knows of no pins.",
+            "active": policies.active_pins(bulwark_rollout::Timestamp(now)),
+            "entries": policies.entries.len(),
         },
         "channels": out,
     }))

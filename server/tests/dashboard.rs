@@ -174,10 +174,22 @@ async fn dashboard_shows_a_rollout_and_its_halt_live_in_chromium() {
         .to_str()
         .unwrap()
         .contains("script-src 'self'"));
-    assert!(page.text().await.unwrap().contains("/dashboard/dashboard.js"));
-    let js = client.get(url("/dashboard/dashboard.js")).send().await.unwrap();
+    assert!(page
+        .text()
+        .await
+        .unwrap()
+        .contains("/dashboard/dashboard.js"));
+    let js = client
+        .get(url("/dashboard/dashboard.js"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(js.status(), StatusCode::OK);
-    let summary = client.get(url("/v1/dashboard/summary")).send().await.unwrap();
+    let summary = client
+        .get(url("/v1/dashboard/summary"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(summary.status(), StatusCode::UNAUTHORIZED);
     let summary = client
         .get(url("/v1/dashboard/summary"))
@@ -201,14 +213,21 @@ async fn dashboard_shows_a_rollout_and_its_halt_live_in_chromium() {
         endpoints.push(serde_json::from_value(body).unwrap());
     }
     let resp = client
-        .post(url("/v1/releases?channel=stable&notes=published%20by%20the%20test"))
+        .post(url(
+            "/v1/releases?channel=stable&notes=published%20by%20the%20test",
+        ))
         .bearer_auth(&publisher)
         .header("content-type", "application/octet-stream")
         .body(envelope(1))
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK, "{}", resp.text().await.unwrap());
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "{}",
+        resp.text().await.unwrap()
+    );
     let (status, body) = post(
         &client,
         url("/v1/rollouts/stable/start"),
@@ -220,6 +239,20 @@ async fn dashboard_shows_a_rollout_and_its_halt_live_in_chromium() {
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let view: RolloutView = serde_json::from_value(body).unwrap();
+    // An operator pins the servers to release 1 for a day: the page lists the pin.
+    let resp = client
+        .put(url("/v1/policies/servers/stable"))
+        .bearer_auth(&operator)
+        .json(&json!({"Pin": {"version": 1, "expires_at": T0 + 86_400}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "{}",
+        resp.text().await.unwrap()
+    );
     let (first, rest): (Vec<_>, Vec<_>) = endpoints
         .iter()
         .partition(|e| view.thresholds.wave_of(&facts(&e.endpoint_id)) == Some(0));
@@ -274,7 +307,12 @@ async fn dashboard_shows_a_rollout_and_its_halt_live_in_chromium() {
         .unwrap()
         .clone();
     assert_eq!(last["counts"], json!({"0": 15, "1": 5}));
-    assert_eq!(summary["pins"]["supported"], json!(false));
+    assert_eq!(summary["pins"]["entries"], json!(1));
+    assert_eq!(
+        summary["pins"]["active"],
+        json!([{"host_group": "servers", "channel": "stable", "version": 1,
+            "expires_at": T0 + 86_400}])
+    );
 
     let browser = match browser() {
         Ok(b) => b,

@@ -78,7 +78,10 @@ async function main() {
     // asked of the polyline itself; the figure is).
     await channel.locator("figure.chart svg").first().waitFor({ timeout: 10000 });
     await channel.locator("figure.chart svg polyline").first().waitFor({ state: "attached", timeout: 10000 });
-    await page.getByText("does not manage endpoint policies").waitFor({ timeout: 10000 });
+    // The pin the test set, in force.
+    const pins = page.getByRole("table", { name: "Pins in force" });
+    await pins.getByRole("row").filter({ hasText: "servers" }).filter({ hasText: "stable" }).waitFor({ timeout: 10000 });
+    await page.getByText("1 pin(s) in force").waitFor({ timeout: 10000 });
     log("canary row:", (await canary.innerText()).replace(/\s+/g, " "));
     await page.screenshot({ path: path.join(shots, "dashboard-before-halt.png"), fullPage: true });
     const before = navigations;
