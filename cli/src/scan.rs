@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use bulwark_sigma::scan::{scan_file, Totals};
+use bulwark_sigma::events::{expand, ReadError};
+use bulwark_sigma::scan::{scan_input, Totals};
 use clap::{value_parser, Arg, ArgMatches, Command};
 use serde_json::json;
 
@@ -22,7 +23,7 @@ pub fn commands() -> Vec<Command> {
                 .required(true)
                 .num_args(1..)
                 .value_parser(value_parser!(PathBuf))
-                .help("event files: .jsonl (one flat Sysmon event per line), .json (exported), .evtx"),
+                .help("event files or folders (searched recursively), or - for standard input: JSON lines, exported JSON documents or arrays, EVTX; the format is read from the content"),
         )]
 }
 
@@ -42,7 +43,7 @@ pub fn run(name: &str, m: &ArgMatches) -> Option<ExitCode> {
             return Some(ExitCode::from(1));
         }
     };
-    let files: Vec<PathBuf> = m
+    let paths: Vec<PathBuf> = m
         .get_many::<PathBuf>("events")
         .map(|v| v.cloned().collect())
         .unwrap_or_default();
@@ -52,11 +53,20 @@ pub fn run(name: &str, m: &ArgMatches) -> Option<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut code = ExitCode::SUCCESS;
-    for file in &files {
-        let shown = file.display().to_string();
-        let result = scan_file(
+    let (mut files, mut ignored) = (0u64, 0u64);
+    for input in expand(&paths) {
+        let (input, walked) = match input {
+            Ok(i) => i,
+            Err((path, e)) => {
+                eprintln!("bulwark: cannot read {}: {e}", path.display());
+                code = ExitCode::from(EXIT_USAGE);
+                continue;
+            }
+        };
+        let shown = input.name();
+        let result = scan_input(
             &pack,
-            file,
+            &input,
             &mut totals,
             &mut |rule, record| {
                 let tags: Vec<&str> = rule.tags().collect();
@@ -69,6 +79,7 @@ pub fn run(name: &str, m: &ArgMatches) -> Option<ExitCode> {
                     "event_type": record.event_type.name(),
                     "file": shown,
                     "position": record.position,
+                    "record_id": record.record_id,
                 });
                 let _ = writeln!(out, "{line}");
             },
@@ -85,9 +96,15 @@ pub fn run(name: &str, m: &ArgMatches) -> Option<ExitCode> {
                 }
             },
         );
-        if let Err(e) = result {
-            eprintln!("bulwark: cannot read {shown}: {e}");
-            code = ExitCode::from(EXIT_USAGE);
+        match result {
+            Ok(()) => files += 1,
+            // A folder may hold other files (a rule, a README): those are passed over.
+            Err(ReadError::NotEvents) if walked => ignored += 1,
+            Err(e) => {
+                files += 1;
+                eprintln!("bulwark: cannot read {shown}: {e}");
+                code = ExitCode::from(EXIT_USAGE);
+            }
         }
     }
     let _ = out.flush();
@@ -102,9 +119,10 @@ pub fn run(name: &str, m: &ArgMatches) -> Option<ExitCode> {
         .map(|(k, n)| format!("{n} {k}"))
         .collect();
     eprintln!(
-        "read {} events from {} files, scanned {}, skipped {}{}{}; {} detections from {} rules; {:.0} events/s",
+        "read {} events from {} files{}, scanned {}, skipped {}{}{}; {} detections from {} rules; {:.0} events/s",
         totals.read,
-        files.len(),
+        files,
+        if ignored > 0 { format!(" ({ignored} files in folders are not events)") } else { String::new() },
         totals.scanned,
         skipped,
         if reasons.is_empty() { "" } else { " (" },
