@@ -55,6 +55,10 @@ pub struct CompiledRule {
     pub title: String,
     /// The file it came from.
     pub path: String,
+    /// The event type it applies to.
+    pub event_type: EventType,
+    /// The schema fields its condition reads, in schema order.
+    pub fields: Vec<&'static str>,
 }
 
 /// A rule that was not compiled.
@@ -486,6 +490,35 @@ fn into_values(e: Expr) -> Vec<String> {
     }
 }
 
+/// The schema fields `expr` reads, in schema order.
+fn fields_of(event_type: EventType, expr: &Expr) -> Vec<&'static str> {
+    fn walk(e: &Expr, out: &mut Vec<u8>) {
+        match e {
+            Expr::Pred(p) => match p {
+                Pred::Exists { field }
+                | Pred::Empty { field }
+                | Pred::Str { field, .. }
+                | Pred::Glob { field, .. }
+                | Pred::Set { field, .. }
+                | Pred::Regex { field, .. }
+                | Pred::Int { field, .. } => out.push(*field),
+                Pred::FieldEq { field, other, .. } => out.extend([*field, *other]),
+            },
+            Expr::And(items) | Expr::Or(items) => items.iter().for_each(|i| walk(i, out)),
+            Expr::Not(inner) => walk(inner, out),
+            Expr::Const(_) => {}
+        }
+    }
+    let mut indexes = Vec::new();
+    walk(expr, &mut indexes);
+    indexes.sort_unstable();
+    indexes.dedup();
+    indexes
+        .into_iter()
+        .filter_map(|i| event_type.field(i).map(|d| d.name))
+        .collect()
+}
+
 /// A skipped rule's id, title, reason and the keys leading to the line to report.
 type RuleFailure = (Option<String>, Option<String>, SkipReason, Vec<String>);
 
@@ -660,7 +693,7 @@ pub fn compile_sources(
             level: rule.level,
             action: Action::Alert,
             tags: rule.tags,
-            expr: rule.expr,
+            expr: rule.expr.clone(),
         };
         // A rule the builder refuses (over a per-rule limit) is skipped; the builder is left as
         // it was only if the refusal came before anything was added, so build a trial first.
@@ -681,6 +714,8 @@ pub fn compile_sources(
                 id: rule.id,
                 title: rule.title,
                 path: path.clone(),
+                event_type: rule.event_type,
+                fields: fields_of(rule.event_type, &rule.expr),
             }),
             Err(e) => return Err(CompileError::Limit(e.to_string())),
         }
