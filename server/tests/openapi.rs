@@ -68,8 +68,8 @@ fn string_literal(src: &[u8], mut i: usize) -> (usize, String) {
     )
 }
 
-/// The routes declared in `src/*.rs`: each `.route("PATH", ...)` and the methods its method
-/// router names (`get(`, `.post(`, ...; not `axum::routing::get` paths).
+/// The routes declared in `src/*.rs`: each `.route("PATH", ...)` outside comments and the
+/// methods its method router names (`get(`, `.post(`, ...; not `axum::routing::get` paths).
 fn declared_routes() -> BTreeSet<(String, String)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut routes = BTreeSet::new();
@@ -86,6 +86,10 @@ fn declared_routes() -> BTreeSet<(String, String)> {
         while let Some(at) = text[from..].find(".route(") {
             let mut i = from + at + ".route(".len();
             from = i;
+            let line_start = text[..i].rfind('\n').map_or(0, |n| n + 1);
+            if text[line_start..i].contains("//") {
+                continue; // a comment
+            }
             while src[i].is_ascii_whitespace() {
                 i += 1;
             }
