@@ -26,6 +26,30 @@ struct Mods {
     exists: bool,
     fieldref: bool,
     cmp: Option<IntCmp>,
+    utf16: Option<Utf16>,
+}
+
+/// The text encodings Sigma's `utf16le`/`wide`, `utf16be` and `utf16` modifiers select for the
+/// `base64` modifiers that follow them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Utf16 {
+    Le,
+    Be,
+    /// Little-endian after a byte-order mark.
+    WithBom,
+}
+
+/// The bytes `base64` encodes: the text's UTF-8, or its UTF-16 as a modifier chose.
+fn encoded(text: &str, utf16: Option<Utf16>) -> Vec<u8> {
+    match utf16 {
+        None => text.as_bytes().to_vec(),
+        Some(Utf16::Le) => text.encode_utf16().flat_map(u16::to_le_bytes).collect(),
+        Some(Utf16::Be) => text.encode_utf16().flat_map(u16::to_be_bytes).collect(),
+        Some(Utf16::WithBom) => [0xFF, 0xFE]
+            .into_iter()
+            .chain(text.encode_utf16().flat_map(u16::to_le_bytes))
+            .collect(),
+    }
 }
 
 fn parse_mods(mods: &[&str]) -> Result<Mods, SkipReason> {
@@ -48,12 +72,26 @@ fn parse_mods(mods: &[&str]) -> Result<Mods, SkipReason> {
             "lte" => m.cmp = Some(IntCmp::Le),
             "gt" => m.cmp = Some(IntCmp::Gt),
             "gte" => m.cmp = Some(IntCmp::Ge),
+            "utf16le" | "wide" => m.utf16 = Some(Utf16::Le),
+            "utf16be" => m.utf16 = Some(Utf16::Be),
+            "utf16" => m.utf16 = Some(Utf16::WithBom),
             "cidr" => {
                 return Err(SkipReason::Unsupported(
-                    "cidr (no IP address fields in these event types)".into(),
+                    "modifier cidr (no IP address fields in these event types)".into(),
                 ))
             }
-            other => return Err(SkipReason::Unsupported(format!("modifier '{other}'"))),
+            "expand" => {
+                return Err(SkipReason::Unsupported(
+                    "modifier expand (its %placeholders% take values from a processing pipeline, which compile has none of)"
+                        .into(),
+                ))
+            }
+            "minute" | "hour" | "day" | "week" | "month" | "year" => {
+                return Err(SkipReason::Unsupported(format!(
+                    "modifier {name} (no time fields in these event types)"
+                )))
+            }
+            other => return Err(SkipReason::InvalidModifier(other.to_owned())),
         }
     }
     Ok(m)
@@ -206,8 +244,24 @@ pub fn windash_variants(s: &str) -> Result<Vec<String>, SkipReason> {
     Ok(out)
 }
 
-/// Compiles `key: value` of a selection map for `event_type`.
-pub fn compile(event_type: EventType, key: &str, value: &Value) -> Result<Expr, SkipReason> {
+/// What a condition on a field the event type does not have evaluates to: in Sigma a field an
+/// event does not carry is absent, so only `null` and `exists: false` hold.
+fn on_absent(m: &Mods, v: &Value) -> bool {
+    if m.exists {
+        return v.as_bool() == Some(false);
+    }
+    v.is_null()
+}
+
+/// Compiles `key: value` of a selection map for `event_type`. A field the event type does not
+/// have compiles to a constant, as Sigma reads a field an event does not carry (absent), and is
+/// added to `absent`: no reference to it reaches the pack.
+pub fn compile(
+    event_type: EventType,
+    key: &str,
+    value: &Value,
+    absent: &mut Vec<String>,
+) -> Result<Expr, SkipReason> {
     let mut parts = key.split('|');
     let name = parts.next().unwrap_or("");
     let mods: Vec<&str> = parts.collect();
@@ -216,14 +270,25 @@ pub fn compile(event_type: EventType, key: &str, value: &Value) -> Result<Expr, 
             "keyword search (a value without a field)".into(),
         ));
     }
-    let def = event_type
-        .field_by_name(name)
-        .ok_or_else(|| SkipReason::UnknownField {
-            field: name.to_owned(),
-            event_type: event_type.name(),
-        })?;
-    let field = def.index;
     let m = parse_mods(&mods)?;
+    let Some(def) = event_type.field_by_name(name) else {
+        let values: Vec<&Value> = match value {
+            Value::Sequence(items) => items.iter().collect(),
+            v => vec![v],
+        };
+        if values.is_empty() {
+            return Err(SkipReason::BadValue(format!("{key}: empty list")));
+        }
+        absent.push(name.to_owned());
+        let mut hold = values.iter().map(|v| on_absent(&m, v));
+        let all = m.all || m.exists;
+        return Ok(Expr::Const(if all {
+            hold.all(|b| b)
+        } else {
+            hold.any(|b| b)
+        }));
+    };
+    let field = def.index;
     let case = if m.cased {
         Case::Sensitive
     } else {
@@ -238,7 +303,9 @@ pub fn compile(event_type: EventType, key: &str, value: &Value) -> Result<Expr, 
     }
     let mut exprs = Vec::with_capacity(values.len());
     for v in values {
-        exprs.push(compile_one(event_type, def.ty, field, key, &m, case, v)?);
+        exprs.push(compile_one(
+            event_type, def.ty, field, key, &m, case, v, absent,
+        )?);
     }
     Ok(if exprs.len() == 1 {
         exprs.remove(0)
@@ -249,6 +316,7 @@ pub fn compile(event_type: EventType, key: &str, value: &Value) -> Result<Expr, 
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn compile_one(
     event_type: EventType,
     ty: FieldType,
@@ -257,6 +325,7 @@ fn compile_one(
     m: &Mods,
     case: Case,
     v: &Value,
+    absent: &mut Vec<String>,
 ) -> Result<Expr, SkipReason> {
     if m.exists {
         return match v {
@@ -273,12 +342,11 @@ fn compile_one(
     }
     if m.fieldref {
         let other = scalar_text(v).unwrap_or_default();
-        let def = event_type
-            .field_by_name(&other)
-            .ok_or_else(|| SkipReason::UnknownField {
-                field: other.clone(),
-                event_type: event_type.name(),
-            })?;
+        let Some(def) = event_type.field_by_name(&other) else {
+            // Equal to a field the event does not carry: never.
+            absent.push(other);
+            return Ok(Expr::Const(false));
+        };
         if m.transform.is_some() || m.windash || m.base64.is_some() || m.re || m.cmp.is_some() {
             return Err(SkipReason::Unsupported(format!(
                 "{key}: fieldref combined with another value modifier (only field equality is supported)"
@@ -360,6 +428,11 @@ fn compile_one(
     } else {
         vec![text]
     };
+    if m.utf16.is_some() && m.base64.is_none() {
+        return Err(SkipReason::Unsupported(format!(
+            "{key}: utf16le, utf16be, utf16 and wide only encode for base64 or base64offset"
+        )));
+    }
     if m.base64 == Some(true) && m.transform != Some(StrOp::Contains) {
         return Err(SkipReason::Unsupported(format!(
             "base64offset without contains in {key}"
@@ -376,10 +449,11 @@ fn compile_one(
                         "wildcards inside a base64 value in {key}"
                     )));
                 };
+                let bytes = encoded(&lit, m.utf16);
                 let lits: Vec<String> = if offset {
-                    base64_offsets(lit.as_bytes()).into()
+                    base64_offsets(&bytes).into()
                 } else {
-                    vec![base64(lit.as_bytes())]
+                    vec![base64(&bytes)]
                 };
                 patterns.extend(
                     lits.iter()
@@ -422,6 +496,69 @@ mod tests {
         // pySigma's documented example: base64offset of "/bin/bash"
         let o = base64_offsets(b"/bin/bash");
         assert_eq!(o, ["L2Jpbi9iYXNo", "9iaW4vYmFza", "vYmluL2Jhc2"]);
+    }
+
+    #[test]
+    fn wide_base64_and_modifier_reasons() {
+        let v = |s: &str| serde_yaml::from_str::<Value>(s).unwrap();
+        let mut absent = Vec::new();
+        // pySigma: `CommandLine|wide|base64offset|contains: 'ping'`
+        let e = compile(
+            EventType::ProcessCreation,
+            "CommandLine|wide|base64offset|contains",
+            &v("ping"),
+            &mut absent,
+        )
+        .unwrap();
+        let want = base64_offsets(&encoded("ping", Some(Utf16::Le)));
+        let got = format!("{e:?}");
+        assert!(want.iter().all(|w| got.contains(w.as_str())), "{got}");
+        assert_eq!(base64(&encoded("a", Some(Utf16::Le))), "YQA=");
+        assert_eq!(base64(&encoded("a", Some(Utf16::Be))), "AGE=");
+        let err =
+            |k: &str| compile(EventType::ProcessCreation, k, &v("x"), &mut Vec::new()).unwrap_err();
+        assert!(
+            matches!(err("CommandLine|expand"), SkipReason::Unsupported(s) if s.contains("expand"))
+        );
+        assert!(
+            matches!(err("CommandLine|utf16le"), SkipReason::Unsupported(s) if s.contains("base64"))
+        );
+        assert_eq!(
+            err("CommandLine|contians"),
+            SkipReason::InvalidModifier("contians".into())
+        );
+        // a field the schema lacks is a constant: absent
+        assert_eq!(
+            compile(
+                EventType::ProcessCreation,
+                "Provider_Name",
+                &v("x"),
+                &mut absent
+            )
+            .unwrap(),
+            Expr::Const(false)
+        );
+        assert_eq!(
+            compile(
+                EventType::ProcessCreation,
+                "Provider_Name|exists",
+                &v("false"),
+                &mut absent
+            )
+            .unwrap(),
+            Expr::Const(true)
+        );
+        assert_eq!(
+            compile(
+                EventType::ProcessCreation,
+                "Provider_Name",
+                &v("null"),
+                &mut absent
+            )
+            .unwrap(),
+            Expr::Const(true)
+        );
+        assert_eq!(absent, ["Provider_Name"; 3]);
     }
 
     #[test]

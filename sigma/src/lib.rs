@@ -8,9 +8,18 @@
 //!
 //! Supported: `process_creation`, `image_load` and `registry_*` rules for Windows; selections
 //! (maps are AND, lists OR), the modifiers `contains` `startswith` `endswith` `all` `windash`
-//! `re` (with `i` `m` `s`) `base64` `base64offset` `exists` `cased` `fieldref` `lt` `lte` `gt`
-//! `gte`, `null` and `''`, wildcards and their escapes, and conditions with `and` `or` `not`,
-//! parentheses, `1 of X*`, `all of X*` and `them`.
+//! `re` (with `i` `m` `s`) `base64` `base64offset` (with `utf16le`/`wide`, `utf16be`, `utf16`
+//! before them) `exists` `cased` `fieldref` `lt` `lte` `gt` `gte`, `null` and `''`, wildcards and
+//! their escapes, and conditions with `and` `or` `not`, parentheses, `1 of X*`, `all of X*` and
+//! `them`. Sigma modifiers that are not supported (`expand`, `cidr`, the time modifiers) are
+//! reported as such, apart from names Sigma does not define ([`SkipReason::InvalidModifier`]).
+//!
+//! A field the event type does not have compiles as Sigma reads a field an event does not carry:
+//! absent (`null` and `exists: false` hold, everything else fails). The condition is folded to a
+//! constant there, so no reference to the field reaches the pack and the verifier's binding to
+//! the schema is untouched; each such field is a [`Warning`], and a rule that can then never
+//! fire is skipped with [`SkipReason::NeverFires`]. A rule without an id gets one derived from
+//! its text ([`derive_id`]), with a warning. A UTF-8 byte-order mark before a rule is ignored.
 
 mod condition;
 pub mod events;
@@ -42,6 +51,37 @@ pub struct Compiled {
     pub rules: Vec<CompiledRule>,
     /// The rules that were skipped, and why.
     pub skipped: Vec<Skipped>,
+    /// Warnings about compiled rules (fields the schema lacks, compiled as absent).
+    pub warnings: Vec<Warning>,
+}
+
+/// A warning about a rule that was compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// The file.
+    pub path: String,
+    /// The line, where known.
+    pub line: Option<u32>,
+    /// The rule's id.
+    pub rule_id: String,
+    /// The rule's title.
+    pub title: String,
+    /// What to know.
+    pub message: String,
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.path)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        write!(
+            f,
+            ": rule {} \"{}\": warning: {}",
+            self.rule_id, self.title, self.message
+        )
+    }
 }
 
 /// A rule in the pack.
@@ -108,7 +148,17 @@ pub enum SkipReason {
     /// A log source outside the schema.
     #[error("log source {0} is not an event type of the sensor")]
     LogSource(String),
-    /// A field the event type does not have.
+    /// A rule that cannot match anything: every way to satisfy it needs a field the event type
+    /// does not have (such fields compile as absent).
+    #[error("can never fire: it needs {fields}, which {event_type} events do not have")]
+    NeverFires {
+        /// The fields, comma-separated.
+        fields: String,
+        /// The event type.
+        event_type: &'static str,
+    },
+    /// A field the event type does not have (no longer a reason to skip: such fields compile as
+    /// absent; kept for callers that match on it).
     #[error("field {field} does not exist in {event_type} events")]
     UnknownField {
         /// The field.
@@ -116,9 +166,12 @@ pub enum SkipReason {
         /// The event type.
         event_type: &'static str,
     },
-    /// An unsupported feature.
+    /// An unsupported feature (a Sigma modifier compile does not support included).
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// A modifier Sigma does not define (a typo, most often).
+    #[error("invalid modifier '{0}': not a Sigma modifier")]
+    InvalidModifier(String),
     /// A malformed value.
     #[error("bad value: {0}")]
     BadValue(String),
@@ -144,8 +197,9 @@ impl SkipReason {
             SkipReason::MultiDocument => "multi-document",
             SkipReason::Aggregation => "aggregation",
             SkipReason::LogSource(_) => "log source",
-            SkipReason::UnknownField { .. } => "unknown field",
+            SkipReason::UnknownField { .. } | SkipReason::NeverFires { .. } => "unknown field",
             SkipReason::Unsupported(_) => "unsupported",
+            SkipReason::InvalidModifier(_) => "invalid modifier",
             SkipReason::BadValue(_) => "bad value",
             SkipReason::BadCondition(_) => "bad condition",
             SkipReason::Regex(_) => "regex",
@@ -275,6 +329,10 @@ pub fn compile_paths(paths: &[PathBuf], opts: &Options) -> Result<Compiled, Comp
 
 /// What one rule file holds once parsed.
 struct Rule {
+    /// The rule had no id: `id` is derived from its text.
+    derived_id: bool,
+    /// Fields the event type lacks that the rule names (compiled as absent).
+    absent: Vec<String>,
     id: String,
     title: String,
     author: String,
@@ -332,6 +390,7 @@ fn selection(
     event_type: EventType,
     name: &str,
     v: &Value,
+    absent: &mut Vec<String>,
 ) -> Result<Expr, (SkipReason, Option<String>)> {
     match v {
         Value::Mapping(map) => {
@@ -343,8 +402,10 @@ fn selection(
                         None,
                     ));
                 };
-                items
-                    .push(field::compile(event_type, k, val).map_err(|e| (e, Some(k.to_owned())))?);
+                items.push(
+                    field::compile(event_type, k, val, absent)
+                        .map_err(|e| (e, Some(k.to_owned())))?,
+                );
             }
             Ok(match items.len() {
                 1 => items.remove(0),
@@ -354,7 +415,7 @@ fn selection(
         Value::Sequence(list) if list.iter().all(|i| i.is_mapping()) => {
             let items = list
                 .iter()
-                .map(|m| selection(event_type, name, m))
+                .map(|m| selection(event_type, name, m, absent))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(match items.len() {
                 1 => items.into_iter().next().unwrap_or(Expr::Const(false)),
@@ -407,6 +468,48 @@ fn lower(cond: &Cond, sels: &BTreeMap<String, Expr>) -> Result<Expr, SkipReason>
                 .collect::<Result<_, _>>()?,
         ),
     })
+}
+
+/// Folds constants (from fields compiled as absent): `and` with a false item is false, true items
+/// drop out, and the same for `or`; `not` of a constant is the other constant.
+fn fold(e: Expr) -> Expr {
+    match e {
+        Expr::And(items) => {
+            let mut out = Vec::new();
+            for i in items.into_iter().map(fold) {
+                match i {
+                    Expr::Const(true) => {}
+                    Expr::Const(false) => return Expr::Const(false),
+                    other => out.push(other),
+                }
+            }
+            match out.len() {
+                0 => Expr::Const(true),
+                1 => out.remove(0),
+                _ => Expr::And(out),
+            }
+        }
+        Expr::Or(items) => {
+            let mut out = Vec::new();
+            for i in items.into_iter().map(fold) {
+                match i {
+                    Expr::Const(false) => {}
+                    Expr::Const(true) => return Expr::Const(true),
+                    other => out.push(other),
+                }
+            }
+            match out.len() {
+                0 => Expr::Const(false),
+                1 => out.remove(0),
+                _ => Expr::Or(out),
+            }
+        }
+        Expr::Not(inner) => match fold(*inner) {
+            Expr::Const(b) => Expr::Const(!b),
+            other => Expr::Not(Box::new(other)),
+        },
+        other => other,
+    }
 }
 
 /// Merges equality/prefix/suffix/substring tests of one field in an `or` into one any-of set,
@@ -490,6 +593,27 @@ fn into_values(e: Expr) -> Vec<String> {
     }
 }
 
+/// An id for a rule that has none, derived from its text (SHA-256, written as a UUID with the
+/// version nibble 8, "custom"): stable for as long as the rule's text is.
+pub fn derive_id(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut b: [u8; 16] = Sha256::digest(text.as_bytes())
+        .get(..16)
+        .and_then(|s| s.try_into().ok())
+        .unwrap_or_default();
+    b[6] = (b[6] & 0x0f) | 0x80;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
 /// The schema fields `expr` reads, in schema order.
 fn fields_of(event_type: EventType, expr: &Expr) -> Vec<&'static str> {
     fn walk(e: &Expr, out: &mut Vec<u8>) {
@@ -569,6 +693,7 @@ fn parse_rule(text: &str) -> Result<Rule, RuleFailure> {
         return fail(SkipReason::Aggregation, Some("timeframe"));
     }
     let mut sels = BTreeMap::new();
+    let mut absent = Vec::new();
     for (k, v) in detection {
         let Some(name) = k.as_str() else {
             return fail(
@@ -579,7 +704,7 @@ fn parse_rule(text: &str) -> Result<Rule, RuleFailure> {
         if name == "condition" || name == "timeframe" {
             continue;
         }
-        match selection(event_type, name, v) {
+        match selection(event_type, name, v, &mut absent) {
             Ok(e) => {
                 sels.insert(name.to_owned(), e);
             }
@@ -614,11 +739,25 @@ fn parse_rule(text: &str) -> Result<Rule, RuleFailure> {
             Err(e) => return fail(e, Some("condition")),
         }
     }
-    let mut expr = if alternatives.len() == 1 {
+    let mut expr = fold(if alternatives.len() == 1 {
         alternatives.remove(0)
     } else {
         Expr::Or(alternatives)
-    };
+    });
+    absent.sort();
+    absent.dedup();
+    if expr == Expr::Const(false) && !absent.is_empty() {
+        let path = vec!["detection:".to_owned(), absent[0].clone()];
+        return Err((
+            id.clone(),
+            title.clone(),
+            SkipReason::NeverFires {
+                fields: absent.join(", "),
+                event_type: event_type.name(),
+            },
+            path,
+        ));
+    }
     if let Some(implicit) = implicit {
         expr = Expr::And(vec![implicit, expr]);
     }
@@ -634,10 +773,12 @@ fn parse_rule(text: &str) -> Result<Rule, RuleFailure> {
                 .collect()
         })
         .unwrap_or_default();
-    let Some(id_text) = id.clone() else {
-        return fail(SkipReason::Malformed("no id".into()), None);
-    };
+    // A rule without an id gets one derived from its text: the same rule, the same id.
+    let derived_id = id.is_none();
+    let id_text = id.clone().unwrap_or_else(|| derive_id(text));
     Ok(Rule {
+        derived_id,
+        absent,
         id: id_text,
         title: title.clone().unwrap_or_default(),
         author: text_field(doc, "author").unwrap_or_default(),
@@ -656,8 +797,11 @@ pub fn compile_sources(
     let mut builder = PackBuilder::new();
     let mut rules = Vec::new();
     let mut skipped = Vec::new();
+    let mut warnings = Vec::new();
     let mut ids = HashSet::new();
     for (path, text) in sources {
+        // A byte-order mark (editors on Windows write one) is not part of the YAML.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let rule = match parse_rule(text) {
             Ok(r) => r,
             Err((rule_id, title, reason, at)) => {
@@ -709,14 +853,37 @@ pub fn compile_sources(
             continue;
         }
         match builder.rule(spec) {
-            Ok(index) => rules.push(CompiledRule {
-                index,
-                id: rule.id,
-                title: rule.title,
-                path: path.clone(),
-                event_type: rule.event_type,
-                fields: fields_of(rule.event_type, &rule.expr),
-            }),
+            Ok(index) => {
+                if rule.derived_id {
+                    warnings.push(Warning {
+                        path: path.clone(),
+                        line: None,
+                        rule_id: rule.id.clone(),
+                        title: rule.title.clone(),
+                        message: "no id: this id is derived from the rule's text".into(),
+                    });
+                }
+                for field in &rule.absent {
+                    warnings.push(Warning {
+                        path: path.clone(),
+                        line: line_of_path(text, &["detection:".to_owned(), field.clone()]),
+                        rule_id: rule.id.clone(),
+                        title: rule.title.clone(),
+                        message: format!(
+                            "field {field} does not exist in {} events: compiled as absent",
+                            rule.event_type.name()
+                        ),
+                    });
+                }
+                rules.push(CompiledRule {
+                    index,
+                    id: rule.id,
+                    title: rule.title,
+                    path: path.clone(),
+                    event_type: rule.event_type,
+                    fields: fields_of(rule.event_type, &rule.expr),
+                })
+            }
             Err(e) => return Err(CompileError::Limit(e.to_string())),
         }
     }
@@ -731,5 +898,6 @@ pub fn compile_sources(
         pack,
         rules,
         skipped,
+        warnings,
     })
 }

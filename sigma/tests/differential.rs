@@ -197,7 +197,20 @@ fn bulwark_agrees_with_rsigma_eval_and_sigma_rust() {
         }
     }
     for (_, text) in &pc_rules {
-        for ev in events_from_rule(text) {
+        for mut ev in events_from_rule(text) {
+            // A flat event's provider keys name the log it came from (a rule's filter on
+            // Provider_Name is about events of another provider): these are Sysmon events.
+            if let Some(o) = ev.as_object_mut() {
+                for k in [
+                    "Provider_Name",
+                    "SourceName",
+                    "ProviderName",
+                    "Provider",
+                    "Channel",
+                ] {
+                    o.remove(k);
+                }
+            }
             events.extend(variants(&ev));
             events.push(ev);
         }

@@ -223,7 +223,7 @@ fn unsupported_rules_are_skipped_with_a_reason() {
             "process_creation",
             "    sel:\n        Nope: x\n    condition: sel"
         ),
-        SkipReason::UnknownField { .. }
+        SkipReason::NeverFires { .. }
     ));
     assert!(matches!(
         skip_reason(
@@ -310,7 +310,7 @@ fn skipped_rules_name_file_line_and_reason() {
     let s = c.skipped[0].to_string();
     assert!(
         s.starts_with(
-            "rules/x.yml:11: rule 00000000-0000-4000-8000-000000000001 \"t\": skipped: field Nope"
+            "rules/x.yml:11: rule 00000000-0000-4000-8000-000000000001 \"t\": skipped: can never fire: it needs Nope"
         ),
         "{s}"
     );
