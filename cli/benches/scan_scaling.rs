@@ -24,7 +24,7 @@ fn bin() -> &'static str {
 fn scan(pack: &Path, events: &Path) -> (f64, u64) {
     let started = Instant::now();
     let out = Command::new(bin())
-        .args(["scan", "--pack"])
+        .args(["scan", "--quiet", "--pack"])
         .arg(pack)
         .arg(events)
         .stdout(Stdio::null())
@@ -33,9 +33,10 @@ fn scan(pack: &Path, events: &Path) -> (f64, u64) {
         .unwrap_or_else(|e| panic!("cannot run bulwark: {e}"));
     let secs = started.elapsed().as_secs_f64();
     let err = String::from_utf8_lossy(&out.stderr);
-    let summary = err.lines().rfind(|l| l.starts_with("read ")).unwrap_or("");
+    let summary = err.lines().rfind(|l| l.contains("; read ")).unwrap_or("");
     let read = summary
-        .strip_prefix("read ")
+        .split("; read ")
+        .nth(1)
         .and_then(|r| r.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no summary from {}: {err}", events.display()));

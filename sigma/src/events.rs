@@ -698,28 +698,57 @@ pub fn expand(paths: &[PathBuf]) -> Vec<Expanded> {
 /// Reads every event of `input`, handing each record (or the reason it was skipped, with its
 /// position) to `f`; the format is detected from the content.
 pub fn read_input(input: &Input, f: &mut dyn FnMut(Item)) -> Result<(), ReadError> {
+    read_input_counted(input, &std::cell::Cell::new(0), f)
+}
+
+/// [`read_input`], adding the bytes read to `bytes` as it goes (for progress reports; an EVTX
+/// file's bytes are added when it is done).
+pub fn read_input_counted(
+    input: &Input,
+    bytes: &std::cell::Cell<u64>,
+    f: &mut dyn FnMut(Item),
+) -> Result<(), ReadError> {
     match input {
-        Input::File(p) => read_path(p, f),
-        Input::Stdin => read_stdin(f),
+        Input::File(p) => read_path_counted(p, bytes, f),
+        Input::Stdin => read_stdin_counted(bytes, f),
     }
 }
 
 /// Reads every event of the file at `path` (see [`read_input`]).
 pub fn read_path(path: &Path, f: &mut dyn FnMut(Item)) -> Result<(), ReadError> {
+    read_path_counted(path, &std::cell::Cell::new(0), f)
+}
+
+fn read_path_counted(
+    path: &Path,
+    bytes: &std::cell::Cell<u64>,
+    f: &mut dyn FnMut(Item),
+) -> Result<(), ReadError> {
     let mut file = File::open(path)?;
     let mut head = [0u8; 4096];
     let n = read_full(&mut file, &mut head)?;
     let format = detect(head.get(..n).unwrap_or(&[])).ok_or(ReadError::NotEvents)?;
     if format == Format::Evtx {
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         drop(file);
-        return read_evtx(path, f);
+        let result = read_evtx(path, f);
+        bytes.set(bytes.get() + len);
+        return result;
     }
-    read_text_stream(format, head.get(..n).unwrap_or(&[]), file, f)
+    bytes.set(bytes.get() + n as u64);
+    read_text_stream(format, head.get(..n).unwrap_or(&[]), file, bytes, f)
 }
 
 /// Reads events from standard input. EVTX needs to seek, so an EVTX stream is first copied to a
 /// temporary file (removed afterwards); text is read as it comes.
 pub fn read_stdin(f: &mut dyn FnMut(Item)) -> Result<(), ReadError> {
+    read_stdin_counted(&std::cell::Cell::new(0), f)
+}
+
+fn read_stdin_counted(
+    bytes: &std::cell::Cell<u64>,
+    f: &mut dyn FnMut(Item),
+) -> Result<(), ReadError> {
     let mut stdin = std::io::stdin().lock();
     let mut head = [0u8; 4096];
     let n = read_full(&mut stdin, &mut head)?;
@@ -739,7 +768,8 @@ pub fn read_stdin(f: &mut dyn FnMut(Item)) -> Result<(), ReadError> {
         let _ = std::fs::remove_file(&tmp);
         return result;
     }
-    read_text_stream(format, head, stdin, f)
+    bytes.set(bytes.get() + head.len() as u64);
+    read_text_stream(format, head, stdin, bytes, f)
 }
 
 /// Fills `buf` as far as the reader allows; the number of bytes read.
@@ -761,6 +791,7 @@ fn read_text_stream(
     format: Format,
     head: &[u8],
     mut r: impl Read,
+    bytes: &std::cell::Cell<u64>,
     f: &mut dyn FnMut(Item),
 ) -> Result<(), ReadError> {
     let mut scan = JsonScan::new(f);
@@ -793,6 +824,7 @@ fn read_text_stream(
                 return Err(e.into());
             }
         };
+        bytes.set(bytes.get() + n as u64);
         feed(&mut scan, buf.get(..n).unwrap_or(&[]));
     }
     scan.finish();
