@@ -971,3 +971,33 @@ fn outputs_filters_and_stats_on_real_recordings() {
     let (code, _, _) = scan(&["--quiet", "--fail-on-detection", "--rule", "no-such-rule"]);
     assert_eq!(code, Some(0));
 }
+
+/// EVTX skip lines give the EventRecordID, as detections do (they gave the record header's
+/// number, which in SigmaHQ's recordings is 1 where the EventRecordID is in the hundreds of
+/// thousands): every EVTX skip's position is the EventRecordID of an event in its exported twin.
+#[test]
+fn evtx_skip_lines_use_event_record_ids() {
+    let Some(corpus) = corpus() else {
+        println!("skipped: ../shared/corpus/sigma-regression is absent");
+        return;
+    };
+    let pack = semantics_pack();
+    let dir = corpus.join("sigma-regression/rules/windows");
+    let (code, _, err) = bulwark(&["scan", "--pack", s(&pack), s(&dir)]);
+    assert_eq!(code, Some(0), "{err}");
+    let mut checked = 0;
+    for line in err
+        .lines()
+        .filter(|l| l.contains(".evtx:") && l.contains(": skipped: "))
+    {
+        let (file, rest) = line.split_once(".evtx:").unwrap_or(("", ""));
+        let position = rest.split(':').next().unwrap_or("");
+        let twin = std::fs::read_to_string(format!("{file}.json")).unwrap_or_default();
+        assert!(
+            twin.contains(&format!("\"EventRecordID\": {position}")),
+            "{line}: no event with that EventRecordID in {file}.json"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} EVTX skip lines: {err}");
+}
