@@ -17,10 +17,12 @@
 //! the end of its line; in pretty-printed input a `{` at the start of a line while a document is
 //! still open means the open one was cut short. A document over [`MAX_DOCUMENT`] is skipped.
 //!
-//! **EVTX.** Records that cannot be parsed are reported with their EventRecordID. A file that is
-//! cut short (fewer bytes than its header's chunk count needs, or a partial last chunk) or whose
-//! chunks do not hold every record their headers claim is reported as damaged with the number of
-//! records lost.
+//! **EVTX.** Positions are the EventRecordID inside each record's System element. A record whose
+//! content cannot be parsed has none to read: it is reported with its record header's number
+//! (the only place the two can differ; SigmaHQ's recordings number their headers from 1). A file
+//! that is cut short (fewer bytes than its header's chunk count needs, or a partial last chunk)
+//! or whose chunks do not hold every record their headers claim is reported as damaged with the
+//! number of records lost.
 //!
 //! **Field values** follow the schema: a key missing from the event is an absent field, `""` an
 //! empty one, JSON `null` absent; numbers become text in text fields and integers in integer
