@@ -1,0 +1,4 @@
+//! placeholder
+pub mod link;
+pub mod net;
+pub mod spool;
