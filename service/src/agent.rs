@@ -1,0 +1,671 @@
+//! The agent core: one [`Agent::step`] at a time, driven by an injected clock and randomness, so
+//! the same code runs in the service, in tests and in a fleet simulator.
+
+use std::path::{Path, PathBuf};
+
+use bulwark_distribution::{PersistedTrust, TrustState, Update};
+use bulwark_loader_boot_guard::state::EventKind;
+use bulwark_loader_boot_guard::{Admission, TrustedKeys};
+use bulwark_rollout::{decide, Decision, EndpointFacts, EndpointId, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::link::{schema_field_counts, DriverLink, StageMode};
+use crate::net::{ContentSource, Delivered, Enrolled, Enrollment, Metadata, TelemetrySink};
+use crate::spool::{Kind, Spool};
+
+/// Seconds since the Unix epoch.
+pub trait Clock {
+    /// Now.
+    fn now(&self) -> u64;
+}
+
+/// Randomness for jitter.
+pub trait Random {
+    /// A uniformly random number in `0..=max`.
+    fn below_or_eq(&mut self, max: u64) -> u64;
+}
+
+/// The system clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+}
+
+/// The operating system's randomness.
+pub struct OsRandom;
+
+impl Random for OsRandom {
+    fn below_or_eq(&mut self, max: u64) -> u64 {
+        let mut b = [0u8; 8];
+        if getrandom::fill(&mut b).is_err() {
+            return max;
+        }
+        let v = u64::from_le_bytes(b);
+        if max == u64::MAX {
+            v
+        } else {
+            v % (max.saturating_add(1))
+        }
+    }
+}
+
+/// What the agent is configured with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The rollout channel's name.
+    pub channel: String,
+    /// The channel's number in envelopes.
+    pub channel_number: u32,
+    /// Enrollment facts and secret.
+    pub enrollment_secret: String,
+    /// Windows build.
+    pub os_build: String,
+    /// Hardware class.
+    pub hw_class: String,
+    /// Host group.
+    pub host_group: String,
+    /// The release keys envelopes must be signed by (ed25519 public keys).
+    pub release_keys: Vec<[u8; 32]>,
+    /// The trusted root metadata (ships with the endpoint).
+    pub root: String,
+    /// Mean seconds between heartbeats.
+    pub heartbeat_secs: u64,
+    /// Seconds a staged pack must run before it is confirmed healthy.
+    pub health_window_secs: u64,
+    /// First retry delay after a failure.
+    pub backoff_base_secs: u64,
+    /// The longest retry delay.
+    pub backoff_max_secs: u64,
+    /// The spool's bound in bytes.
+    pub spool_max_bytes: u64,
+    /// Stage hot (`true`) or for the next boot.
+    pub hot: bool,
+}
+
+/// A pack the agent refused before it reached the driver (or the driver refused).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// Content version.
+    pub version: u64,
+    /// Why, with the loader's or the verifier's message.
+    pub reason: String,
+    /// When.
+    pub at: u64,
+}
+
+/// A pack staged and not confirmed yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Staged {
+    /// Content version.
+    pub version: u64,
+    /// When it was staged.
+    pub at: u64,
+}
+
+/// What the agent keeps in its state directory (`state.json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistedState {
+    /// The enrollment, once done.
+    pub enrolled: Option<Enrolled>,
+    /// Staged, awaiting the health window.
+    pub staged: Option<Staged>,
+    /// Versions confirmed healthy.
+    pub confirmed: Option<u64>,
+    /// Packs refused, newest last (at most 32).
+    pub rejections: Vec<Rejection>,
+    /// The versions reverted on the controller's instruction.
+    pub reverted: Vec<u64>,
+}
+
+/// What `bulwark-service status` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    /// Persisted state.
+    pub state: PersistedState,
+    /// The running content version.
+    pub content_version: Option<u64>,
+    /// The newest metadata versions trusted (root, releases, rollout).
+    pub trusted: (u64, Option<u64>, Option<u64>),
+    /// Messages waiting in the spool.
+    pub spooled: u64,
+    /// Messages the spool dropped.
+    pub spool_dropped: u64,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// Consecutive failures.
+    pub failures: u32,
+}
+
+/// An agent error: logged, then retried after backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A network failure.
+    #[error("network: {0}")]
+    Net(#[from] crate::net::NetError),
+    /// The driver link failed.
+    #[error("driver: {0}")]
+    Link(#[from] crate::link::LinkError),
+    /// The spool failed.
+    #[error("spool: {0}")]
+    Spool(#[from] crate::spool::SpoolError),
+    /// Metadata verification failed.
+    #[error("metadata: {0}")]
+    Trust(#[from] bulwark_distribution::Error),
+    /// A state file failed.
+    #[error("state: {0}")]
+    Io(#[from] std::io::Error),
+    /// Something else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The agent.
+pub struct Agent<L, S, T, C, R> {
+    config: AgentConfig,
+    dir: PathBuf,
+    /// The driver.
+    pub link: L,
+    /// Where content comes from.
+    pub source: S,
+    /// Where telemetry goes.
+    pub sink: T,
+    clock: C,
+    random: R,
+    trust: TrustState,
+    state: PersistedState,
+    spool: Spool,
+    failures: u32,
+    next_heartbeat: u64,
+    last_error: Option<String>,
+    /// Log lines (the service writes them to its log).
+    pub log: Vec<String>,
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        if let Ok(d) = std::fs::File::open(parent) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != N * 2 {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random> Agent<L, S, T, C, R> {
+    /// Opens the agent's state in `dir` (created if needed): the enrollment, the newest trusted
+    /// metadata (never older than what it saw before a restart) and the spool.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        config: AgentConfig,
+        dir: &Path,
+        link: L,
+        source: S,
+        sink: T,
+        clock: C,
+        random: R,
+    ) -> Result<Self, AgentError> {
+        std::fs::create_dir_all(dir)?;
+        let state = match std::fs::read(dir.join("state.json")) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| AgentError::Other(e.to_string()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => PersistedState::default(),
+            Err(e) => return Err(e.into()),
+        };
+        let trust = match std::fs::read(dir.join("trust.json")) {
+            Ok(b) => {
+                let p: PersistedTrust =
+                    serde_json::from_slice(&b).map_err(|e| AgentError::Other(e.to_string()))?;
+                TrustState::restore(&p)?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                TrustState::bootstrap(&config.root)?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let spool = Spool::open(&dir.join("spool.sqlite"), config.spool_max_bytes)?;
+        Ok(Agent {
+            config,
+            dir: dir.to_owned(),
+            link,
+            source,
+            sink,
+            clock,
+            random,
+            trust,
+            state,
+            spool,
+            failures: 0,
+            next_heartbeat: 0,
+            last_error: None,
+            log: Vec::new(),
+        })
+    }
+
+    /// The persisted state.
+    pub fn state(&self) -> &PersistedState {
+        &self.state
+    }
+
+    /// The spool.
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    /// The trusted metadata.
+    pub fn trust(&self) -> &TrustState {
+        &self.trust
+    }
+
+    /// The status report.
+    pub fn status(&mut self) -> StatusReport {
+        let v = self.trust.versions();
+        StatusReport {
+            state: self.state.clone(),
+            content_version: self.link.status().ok().map(|s| s.content_version),
+            trusted: (v.root, v.releases, v.rollout),
+            spooled: self.spool.len().unwrap_or(0),
+            spool_dropped: self.spool.dropped().unwrap_or(0),
+            last_error: self.last_error.clone(),
+            failures: self.failures,
+        }
+    }
+
+    fn save(&self) -> Result<(), AgentError> {
+        let bytes =
+            serde_json::to_vec_pretty(&self.state).map_err(|e| AgentError::Other(e.to_string()))?;
+        write_atomic(&self.dir.join("state.json"), &bytes)?;
+        Ok(())
+    }
+
+    fn save_trust(&self) -> Result<(), AgentError> {
+        let bytes = serde_json::to_vec(&self.trust.persisted())
+            .map_err(|e| AgentError::Other(e.to_string()))?;
+        write_atomic(&self.dir.join("trust.json"), &bytes)?;
+        Ok(())
+    }
+
+    fn note(&mut self, line: String) {
+        self.log.push(line);
+        if self.log.len() > 1000 {
+            self.log.drain(..500);
+        }
+    }
+
+    /// One step: do what is due and return the seconds until the next step. Never panics on
+    /// anything the server, the network or the driver does; a failure is logged and the next
+    /// step comes after an exponential backoff with full jitter.
+    pub fn step(&mut self) -> u64 {
+        match self.try_step() {
+            Ok(()) => {
+                self.failures = 0;
+                self.last_error = None;
+                let until_heartbeat = self.next_heartbeat.saturating_sub(self.clock.now());
+                let mut wait = until_heartbeat.max(1);
+                if let Some(s) = &self.state.staged {
+                    let due = s.at.saturating_add(self.config.health_window_secs);
+                    wait = wait.min(due.saturating_sub(self.clock.now()).max(1));
+                }
+                wait
+            }
+            Err(e) => {
+                self.failures = self.failures.saturating_add(1);
+                let line = format!("step failed (attempt {}): {e}", self.failures);
+                self.last_error = Some(e.to_string());
+                self.note(line);
+                self.backoff()
+            }
+        }
+    }
+
+    /// Full jitter: uniform in 0..=min(max, base * 2^(failures - 1)), at least one second.
+    fn backoff(&mut self) -> u64 {
+        let exp = self.failures.saturating_sub(1).min(32);
+        let cap = self
+            .config
+            .backoff_base_secs
+            .saturating_mul(1u64 << exp)
+            .min(self.config.backoff_max_secs);
+        self.random.below_or_eq(cap).max(1)
+    }
+
+    fn try_step(&mut self) -> Result<(), AgentError> {
+        let now = self.clock.now();
+        if self.state.enrolled.is_none() {
+            let enrolled = self.sink.enroll(&Enrollment {
+                secret: self.config.enrollment_secret.clone(),
+                os_build: self.config.os_build.clone(),
+                hw_class: self.config.hw_class.clone(),
+                host_group: self.config.host_group.clone(),
+            })?;
+            self.note(format!("enrolled as {}", enrolled.endpoint_id));
+            self.state.enrolled = Some(enrolled);
+            self.save()?;
+        }
+        // The guard's events first: they are what the controller halts on.
+        self.forward_guard_events()?;
+        // Deliver what is waiting before anything new is numbered after it.
+        self.flush()?;
+        self.update_metadata(now)?;
+        self.act(now)?;
+        self.forward_guard_events()?;
+        if now >= self.next_heartbeat {
+            self.heartbeat(false)?;
+            let jitter = self.random.below_or_eq(self.config.heartbeat_secs);
+            self.next_heartbeat = now.saturating_add(jitter.max(1));
+        }
+        self.flush()?;
+        Ok(())
+    }
+
+    fn forward_guard_events(&mut self) -> Result<(), AgentError> {
+        let events = self.link.guard_events()?;
+        let mut out = Vec::new();
+        for e in events {
+            let kind = match EventKind::from_code(e.kind) {
+                Some(EventKind::CrashCounted) => "crash",
+                Some(EventKind::Reverted) => "revert",
+                Some(EventKind::Quarantined) => "quarantine",
+                _ => continue,
+            };
+            out.push(json!({"release_version": e.version, "kind": kind}));
+        }
+        if !out.is_empty() {
+            self.telemetry(out)?;
+        }
+        Ok(())
+    }
+
+    fn telemetry(&mut self, guard_events: Vec<serde_json::Value>) -> Result<(), AgentError> {
+        let body = json!({"channel": self.config.channel, "guard_events": guard_events,
+            "detections": []});
+        self.spool.push(Kind::Telemetry, body)?;
+        Ok(())
+    }
+
+    fn heartbeat(&mut self, confirmed: bool) -> Result<(), AgentError> {
+        let version = self.link.status()?.content_version;
+        let body = json!({"channel": self.config.channel, "content_version": version,
+            "confirmed_healthy": confirmed});
+        self.spool.push(Kind::Heartbeat, body)?;
+        Ok(())
+    }
+
+    /// Sends the spool oldest first; stops at the first failure (kept for the next step).
+    pub fn flush(&mut self) -> Result<(), AgentError> {
+        let Some(token) = self.state.enrolled.as_ref().map(|e| e.token.clone()) else {
+            return Ok(());
+        };
+        while let Some(m) = self.spool.oldest()? {
+            let r = match m.kind {
+                Kind::Heartbeat => self.sink.heartbeat(&token, &m.body),
+                Kind::Telemetry => self.sink.telemetry(&token, &m.body),
+            };
+            match r? {
+                Delivered::Stored | Delivered::Replayed => self.spool.delivered(m.seq)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn update_metadata(&mut self, now: u64) -> Result<(), AgentError> {
+        let ts = Timestamp(now);
+        let mut changed = false;
+        // A newer root is optional on the fetch path.
+        if let Ok(root) = self.source.metadata(Metadata::Root) {
+            match self.trust.update_root(&root) {
+                Ok(Update::Updated) => changed = true,
+                Ok(Update::Unchanged) => {}
+                Err(e) => self.note(format!("root.json refused: {e}")),
+            }
+        }
+        let releases = self.source.metadata(Metadata::Releases)?;
+        match self.trust.update_releases(&releases, ts) {
+            Ok(Update::Updated) => changed = true,
+            Ok(Update::Unchanged) => {}
+            Err(e) => self.note(format!("releases.json refused: {e}")),
+        }
+        let rollout = self.source.metadata(Metadata::Rollout)?;
+        match self.trust.update_rollout(&rollout, ts) {
+            Ok(Update::Updated) => changed = true,
+            Ok(Update::Unchanged) => {}
+            Err(e) => self.note(format!("rollout.json refused: {e}")),
+        }
+        if changed {
+            self.save_trust()?;
+        }
+        Ok(())
+    }
+
+    fn facts(&self) -> Result<EndpointFacts, AgentError> {
+        let id = self
+            .state
+            .enrolled
+            .as_ref()
+            .and_then(|e| unhex::<16>(&e.endpoint_id))
+            .ok_or_else(|| AgentError::Other("not enrolled".into()))?;
+        Ok(EndpointFacts {
+            id: EndpointId(id),
+            os_build: self.config.os_build.clone(),
+            hw_class: self.config.hw_class.clone(),
+            host_group: self.config.host_group.clone(),
+        })
+    }
+
+    fn act(&mut self, now: u64) -> Result<(), AgentError> {
+        let ts = Timestamp(now);
+        let decision = {
+            let Some(signed) = self.trust.current(ts)? else {
+                return Ok(());
+            };
+            let Some(state) = signed.state.channel(&self.config.channel) else {
+                return Ok(());
+            };
+            let Some(thresholds) = signed.thresholds.get(&self.config.channel) else {
+                return Ok(());
+            };
+            let policy = signed
+                .policies
+                .resolve(&self.config.host_group, &self.config.channel);
+            decide(state, &self.facts()?, policy, thresholds, ts)
+        };
+        let status = self.link.status()?;
+        match decision {
+            Decision::Run { version, pack_hash } if version != status.content_version => {
+                let already = self.state.rejections.iter().any(|r| r.version == version)
+                    || self.state.reverted.contains(&version);
+                if !already {
+                    self.fetch_and_stage(version, pack_hash, now)?;
+                }
+            }
+            Decision::RevertToLastKnownGood { halted_version }
+                if status.content_version == halted_version =>
+            {
+                let answer = self.link.revert()?;
+                self.note(format!("revert of {halted_version}: {}", answer.message));
+                if answer.accepted {
+                    self.state.staged = None;
+                    self.state.reverted.push(halted_version);
+                    self.save()?;
+                    self.telemetry(vec![json!({"release_version": halted_version,
+                        "kind": "revert"})])?;
+                }
+            }
+            _ => {}
+        }
+        self.health_window(now)
+    }
+
+    fn reject(&mut self, version: u64, reason: String, now: u64) -> Result<(), AgentError> {
+        self.note(format!("content version {version} refused: {reason}"));
+        self.state.rejections.push(Rejection {
+            version,
+            reason,
+            at: now,
+        });
+        if self.state.rejections.len() > 32 {
+            self.state.rejections.remove(0);
+        }
+        self.save()
+    }
+
+    fn fetch_and_stage(
+        &mut self,
+        version: u64,
+        pack_hash: [u8; 32],
+        now: u64,
+    ) -> Result<(), AgentError> {
+        let released = self
+            .trust
+            .releases()
+            .and_then(|r| r.get(&self.config.channel, version))
+            .cloned();
+        let Some(released) = released else {
+            // The rollout names a version the releases metadata does not vouch for (yet).
+            self.note(format!(
+                "content version {version} is not in the signed releases metadata"
+            ));
+            return Ok(());
+        };
+        let envelope = self.source.envelope(&hex(&released.envelope_sha256))?;
+        let got: [u8; 32] = Sha256::digest(&envelope).into();
+        if got != released.envelope_sha256 {
+            return self.reject(
+                version,
+                format!(
+                    "envelope SHA-256 {} is not the released {}",
+                    hex(&got),
+                    hex(&released.envelope_sha256)
+                ),
+                now,
+            );
+        }
+        let status = self.link.status()?;
+        // The running sensor's schema: the pack is verified against the schema the driver
+        // reports, which must be the one this verifier was built with.
+        if status.schema_hash != bulwark_interpreter::schema_hash()
+            || status.field_counts != schema_field_counts()
+        {
+            return self.reject(
+                version,
+                format!(
+                    "the driver's schema {} is not the service's {}",
+                    hex(&status.schema_hash),
+                    hex(&bulwark_interpreter::schema_hash())
+                ),
+                now,
+            );
+        }
+        let keys = TrustedKeys::new(&self.config.release_keys)
+            .map_err(|e| AgentError::Other(e.to_string()))?;
+        let newest = status
+            .content_version
+            .max(status.last_known_good.unwrap_or(0));
+        let opened = match bulwark_loader_boot_guard::open(
+            &envelope,
+            &keys,
+            Admission::Update {
+                channel: self.config.channel_number,
+                newest,
+                quarantine: &[],
+            },
+        ) {
+            Ok(o) => o,
+            Err(e) => return self.reject(version, format!("loader: {e}"), now),
+        };
+        if opened.id.version != version
+            || opened.id.hash != pack_hash
+            || opened.id.hash != released.pack_sha256
+        {
+            return self.reject(
+                version,
+                format!(
+                    "the envelope holds version {} pack {}, the signed metadata says {version} {}",
+                    opened.id.version,
+                    hex(&opened.id.hash),
+                    hex(&released.pack_sha256)
+                ),
+                now,
+            );
+        }
+        // The loader ran the verifier; run it again on its own so its message is the one
+        // reported (the pack bytes are the envelope's tail).
+        if let Ok((_, pack)) = bulwark_loader_boot_guard::envelope::parse(&envelope) {
+            if let Err(e) = bulwark_interpreter::verify(pack) {
+                return self.reject(version, format!("verifier: {e}"), now);
+            }
+        }
+        let mode = if self.config.hot {
+            StageMode::Hot
+        } else {
+            StageMode::NextBoot
+        };
+        let answer = self.link.stage(&envelope, mode)?;
+        if !answer.accepted {
+            return self.reject(
+                version,
+                format!("driver refused ({}): {}", answer.code, answer.message),
+                now,
+            );
+        }
+        self.note(format!(
+            "staged content version {version}: {}",
+            answer.message
+        ));
+        self.state.staged = Some(Staged { version, at: now });
+        self.save()
+    }
+
+    fn health_window(&mut self, now: u64) -> Result<(), AgentError> {
+        let Some(staged) = self.state.staged.clone() else {
+            return Ok(());
+        };
+        if now < staged.at.saturating_add(self.config.health_window_secs) {
+            return Ok(());
+        }
+        let status = self.link.status()?;
+        if status.content_version != staged.version {
+            // The guard went back (a revert): nothing to confirm.
+            self.note(format!(
+                "content version {} is no longer running ({} is)",
+                staged.version, status.content_version
+            ));
+            self.state.staged = None;
+            return self.save();
+        }
+        let answer = self.link.confirm_healthy()?;
+        self.note(format!("confirm {}: {}", staged.version, answer.message));
+        self.state.staged = None;
+        if answer.accepted {
+            self.state.confirmed = Some(staged.version);
+            self.heartbeat(true)?;
+        }
+        self.save()
+    }
+}
