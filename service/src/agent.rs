@@ -368,20 +368,28 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random> Age
             self.state.enrolled = Some(enrolled);
             self.save()?;
         }
+        // Local work never waits for the network: guard events, the health window and the
+        // heartbeat are spooled even while the server is unreachable; the first failure is
+        // returned after everything else was done.
+        let mut first: Option<AgentError> = None;
+        let mut keep = |r: Result<(), AgentError>| {
+            if let Err(e) = r {
+                first.get_or_insert(e);
+            }
+        };
         // The guard's events first: they are what the controller halts on.
-        self.forward_guard_events()?;
-        // Deliver what is waiting before anything new is numbered after it.
-        self.flush()?;
-        self.update_metadata(now)?;
-        self.act(now)?;
-        self.forward_guard_events()?;
+        keep(self.forward_guard_events());
+        keep(self.update_metadata(now));
+        keep(self.act(now));
+        keep(self.health_window(now));
+        keep(self.forward_guard_events());
         if now >= self.next_heartbeat {
-            self.heartbeat(false)?;
+            keep(self.heartbeat(false));
             let jitter = self.random.below_or_eq(self.config.heartbeat_secs);
             self.next_heartbeat = now.saturating_add(jitter.max(1));
         }
-        self.flush()?;
-        Ok(())
+        keep(self.flush());
+        first.map_or(Ok(()), Err)
     }
 
     fn forward_guard_events(&mut self) -> Result<(), AgentError> {
@@ -519,7 +527,7 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random> Age
             }
             _ => {}
         }
-        self.health_window(now)
+        Ok(())
     }
 
     fn reject(&mut self, version: u64, reason: String, now: u64) -> Result<(), AgentError> {

@@ -1,0 +1,528 @@
+//! End to end on loopback: the real bulwark-server over TLS with its signed metadata, and the
+//! agent core with the driver core and its guard in process (records on a directory).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulwark_distribution::{sign, Releases, Root};
+use bulwark_loader_boot_guard::envelope::public_key;
+use bulwark_loader_boot_guard::seal;
+use bulwark_server::metadata::Signing;
+use bulwark_server::store::{ApiToken, GuardEventKind};
+use bulwark_server::tls::PemPair;
+use bulwark_server::util::{random_token, sha256_hex, unhex};
+use bulwark_server::{
+    ChannelConfig, Clock as ServerClock, Config, Role, Running, SqliteStore, Store,
+};
+use bulwark_service::agent::{Agent, AgentConfig, Clock, Random};
+use bulwark_service::link::{DriverLink, InProcess};
+use bulwark_service::net::{ContentSource, Http, Metadata, NetError};
+use serde_json::{json, Value};
+
+const SECRET: &str = "enrollment-secret-for-tests";
+const RELEASE_KEY: [u8; 32] = [7; 32];
+const ROOT_KEYS: [[u8; 32]; 3] = [[31; 32], [32; 32], [33; 32]];
+const ONLINE_KEY: [u8; 32] = [41; 32];
+const CHANNEL: u32 = 1;
+const T0: u64 = 1_800_000_000;
+const WINDOW: u64 = 600;
+
+fn key(k: &[u8; 32]) -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(k)
+}
+
+fn root_file() -> String {
+    let public = |k: &[u8; 32]| key(k).verifying_key().to_bytes();
+    let root = Root::new(1, bulwark_rollout::Timestamp(T0 + 365 * 86_400))
+        .with_role(
+            bulwark_distribution::Role::Root,
+            &ROOT_KEYS.each_ref().map(public),
+            2,
+        )
+        .with_role(
+            bulwark_distribution::Role::Releases,
+            &[public(&RELEASE_KEY)],
+            1,
+        )
+        .with_role(
+            bulwark_distribution::Role::Rollout,
+            &[public(&ONLINE_KEY)],
+            1,
+        );
+    sign(&root, &[&key(&ROOT_KEYS[0]), &key(&ROOT_KEYS[2])]).unwrap()
+}
+
+fn envelope(version: u64) -> Vec<u8> {
+    let text = format!(
+        "rule\n  id \"rule-{version}\"\n  title \"test rule {version}\"\n  author \"tests\"\n  level high\n  action alert\n  event process_creation\n  str.contains CommandLine \"marker-{version}\"\n  ret\nend\n"
+    );
+    let pack = bulwark_interpreter::text::asm(&text).unwrap();
+    seal(
+        &RELEASE_KEY,
+        CHANNEL,
+        version,
+        bulwark_interpreter::schema_hash(),
+        &pack,
+    )
+    .unwrap()
+}
+
+fn releases_file(version: u64) -> String {
+    let keys = bulwark_loader_boot_guard::TrustedKeys::new(&[public_key(&RELEASE_KEY)]).unwrap();
+    let r = (1..=version).fold(
+        Releases::new(version, bulwark_rollout::Timestamp(T0 + 90 * 86_400)),
+        |r, v| {
+            let env = envelope(v);
+            let opened = bulwark_loader_boot_guard::open(
+                &env,
+                &keys,
+                bulwark_loader_boot_guard::Admission::Update {
+                    channel: CHANNEL,
+                    newest: 0,
+                    quarantine: &[],
+                },
+            )
+            .unwrap();
+            r.with(&bulwark_rollout::Release {
+                channel: "stable".to_owned(),
+                version: v,
+                pack_hash: opened.id.hash,
+                envelope_sha256: unhex(&sha256_hex(&env)).unwrap().try_into().unwrap(),
+                notes: String::new(),
+            })
+        },
+    );
+    sign(&r, &[&key(&RELEASE_KEY)]).unwrap()
+}
+
+struct TestClock(Arc<AtomicU64>);
+impl Clock for TestClock {
+    fn now(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Deterministic "randomness": always the largest value allowed.
+struct MaxRandom;
+impl Random for MaxRandom {
+    fn below_or_eq(&mut self, max: u64) -> u64 {
+        max
+    }
+}
+
+/// A content source that can be switched to serve altered envelopes or go offline.
+struct Tamper {
+    inner: Http,
+    flip_envelope: Rc<Cell<bool>>,
+    offline: Rc<Cell<bool>>,
+}
+
+impl ContentSource for Tamper {
+    fn metadata(&mut self, which: Metadata) -> Result<String, NetError> {
+        if self.offline.get() {
+            return Err(NetError::Transport("offline".into()));
+        }
+        self.inner.metadata(which)
+    }
+    fn envelope(&mut self, sha: &str) -> Result<Vec<u8>, NetError> {
+        let mut e = self.inner.envelope(sha)?;
+        if self.flip_envelope.get() {
+            // A byte of the signature.
+            e[100] ^= 1;
+        }
+        Ok(e)
+    }
+}
+
+/// The sink, switchable offline.
+struct Sink {
+    inner: Http,
+    offline: Rc<Cell<bool>>,
+}
+
+impl bulwark_service::net::TelemetrySink for Sink {
+    fn enroll(
+        &mut self,
+        e: &bulwark_service::net::Enrollment,
+    ) -> Result<bulwark_service::net::Enrolled, NetError> {
+        if self.offline.get() {
+            return Err(NetError::Transport("offline".into()));
+        }
+        self.inner.enroll(e)
+    }
+    fn heartbeat(
+        &mut self,
+        t: &str,
+        b: &[u8],
+    ) -> Result<bulwark_service::net::Delivered, NetError> {
+        if self.offline.get() {
+            return Err(NetError::Transport("offline".into()));
+        }
+        self.inner.heartbeat(t, b)
+    }
+    fn telemetry(
+        &mut self,
+        t: &str,
+        b: &[u8],
+    ) -> Result<bulwark_service::net::Delivered, NetError> {
+        if self.offline.get() {
+            return Err(NetError::Transport("offline".into()));
+        }
+        self.inner.telemetry(t, b)
+    }
+}
+
+type TestAgent = Agent<InProcess, Tamper, Sink, TestClock, MaxRandom>;
+
+struct World {
+    _server: Running,
+    rt: tokio::runtime::Runtime,
+    dir: PathBuf,
+    time: Arc<AtomicU64>,
+    store: Arc<dyn Store>,
+    signing: Signing,
+    client: reqwest::Client,
+    base: String,
+    publisher: String,
+    operator: String,
+    agent: TestAgent,
+    flip: Rc<Cell<bool>>,
+    offline: Rc<Cell<bool>>,
+}
+
+fn token(store: &Arc<dyn Store>, role: Role) -> String {
+    let t = random_token("bwr_").unwrap();
+    store
+        .insert_api_token(
+            &sha256_hex(t.as_bytes()),
+            &ApiToken {
+                name: format!("{role:?}"),
+                role,
+            },
+            T0,
+        )
+        .unwrap();
+    t
+}
+
+impl World {
+    fn new(name: &str) -> World {
+        let dir =
+            std::env::temp_dir().join(format!("bulwark-service-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let time = Arc::new(AtomicU64::new(T0));
+        let t = time.clone();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("server.db")).unwrap());
+        let signing = Signing::new(&root_file(), key(&ONLINE_KEY), 6 * 3600).unwrap();
+        let config = Config {
+            enrollment_secret: SECRET.to_owned(),
+            trusted_keys: Vec::new(),
+            channels: BTreeMap::from([(
+                "stable".to_owned(),
+                ChannelConfig {
+                    number: CHANNEL,
+                    critical: false,
+                },
+            )]),
+            clock: ServerClock::from_fn(move || t.load(Ordering::SeqCst)),
+            signing: Some(signing.clone()),
+        };
+        let pem = PemPair::self_signed().unwrap();
+        let server = rt
+            .block_on(bulwark_server::start(
+                "127.0.0.1:0".parse().unwrap(),
+                &pem,
+                store.clone(),
+                config,
+                None,
+            ))
+            .unwrap();
+        let base = format!("https://localhost:{}", server.addr.port());
+        let http = || {
+            Http::new(
+                &base,
+                Some(pem.cert_pem.as_bytes()),
+                Some(("localhost", server.addr)),
+                Duration::from_secs(10),
+            )
+            .unwrap()
+        };
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(pem.cert_pem.as_bytes()).unwrap())
+            .resolve("localhost", server.addr)
+            .build()
+            .unwrap();
+        let flip = Rc::new(Cell::new(false));
+        let offline = Rc::new(Cell::new(false));
+        let link = InProcess::boot(
+            &dir.join("guard"),
+            bulwark_loader_boot_guard::Config {
+                channel: CHANNEL,
+                threshold: 3,
+                stable_secs: 7 * 86_400,
+            },
+            &[public_key(&RELEASE_KEY)],
+            T0,
+        )
+        .unwrap();
+        let agent = Agent::open(
+            AgentConfig {
+                channel: "stable".into(),
+                channel_number: CHANNEL,
+                enrollment_secret: SECRET.into(),
+                os_build: "26100".into(),
+                hw_class: "x64-vm".into(),
+                host_group: "default".into(),
+                release_keys: vec![public_key(&RELEASE_KEY)],
+                root: root_file(),
+                heartbeat_secs: 300,
+                health_window_secs: WINDOW,
+                backoff_base_secs: 5,
+                backoff_max_secs: 600,
+                spool_max_bytes: 1 << 20,
+                hot: true,
+            },
+            &dir.join("agent"),
+            link,
+            Tamper {
+                inner: http(),
+                flip_envelope: flip.clone(),
+                offline: offline.clone(),
+            },
+            Sink {
+                inner: http(),
+                offline: offline.clone(),
+            },
+            TestClock(time.clone()),
+            MaxRandom,
+        )
+        .unwrap();
+        let publisher = token(&store, Role::Publisher);
+        let operator = token(&store, Role::Operator);
+        World {
+            _server: server,
+            rt,
+            dir,
+            time,
+            store,
+            signing,
+            client,
+            base,
+            publisher,
+            operator,
+            agent,
+            flip,
+            offline,
+        }
+    }
+
+    fn send(&self, method: reqwest::Method, path: &str, token: &str, body: Vec<u8>) -> Value {
+        self.rt.block_on(async {
+            let resp = self
+                .client
+                .request(method, format!("{}{path}", self.base))
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            assert!(status.is_success(), "{path}: {status} {v}");
+            v
+        })
+    }
+
+    fn publish(&self, version: u64) {
+        self.send(
+            reqwest::Method::POST,
+            "/v1/releases?channel=stable",
+            &self.publisher,
+            envelope(version),
+        );
+        self.send(
+            reqwest::Method::PUT,
+            "/v1/metadata/releases.json",
+            &self.publisher,
+            releases_file(version).into_bytes(),
+        );
+    }
+
+    fn command(&self, cmd: &str, body: Value) {
+        self.send(
+            reqwest::Method::POST,
+            &format!("/v1/rollouts/stable/{cmd}"),
+            &self.operator,
+            body.to_string().into_bytes(),
+        );
+        self.signing
+            .refresh_rollout(self.store.as_ref(), self.now())
+            .unwrap();
+    }
+
+    fn start(&self, version: u64) {
+        self.command(
+            "start",
+            json!({"version": version, "plan": {"waves": [
+                {"name": "all", "fraction_ppm": 1_000_000, "bake_secs": 3600, "min_healthy": 1}]}}),
+        );
+    }
+
+    fn now(&self) -> u64 {
+        self.time.load(Ordering::SeqCst)
+    }
+
+    fn advance(&self, secs: u64) {
+        self.time.fetch_add(secs, Ordering::SeqCst);
+    }
+
+    /// Steps the agent, advancing the clock by what it asks for, until `secs` have passed.
+    fn run_for(&mut self, secs: u64) {
+        let end = self.now() + secs;
+        while self.now() < end {
+            let wait = self.agent.step();
+            self.advance(wait.min(end - self.now()).max(1));
+        }
+    }
+
+    fn running(&mut self) -> u64 {
+        self.agent.link.status().unwrap().content_version
+    }
+
+    fn data(&self) -> bulwark_server::store::ChannelData {
+        self.store.channel_data("stable").unwrap()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn a_good_release_is_fetched_verified_staged_confirmed_and_reported() {
+    let mut w = World::new("good");
+    // Enrolls even before anything is published (the metadata fetch fails: backoff).
+    w.agent.step();
+    assert!(w.agent.state().enrolled.is_some(), "{:?}", w.agent.log);
+    w.publish(1);
+    w.start(1);
+    w.run_for(60);
+    assert_eq!(w.running(), 1, "{:?}", w.agent.log);
+    assert!(w.agent.state().staged.is_some());
+    assert_eq!(w.agent.link.status().unwrap().last_known_good, None);
+    w.run_for(WINDOW + 60);
+    assert_eq!(w.agent.state().confirmed, Some(1), "{:?}", w.agent.log);
+    assert_eq!(w.agent.link.status().unwrap().last_known_good, Some(1));
+    assert!(w.agent.spool().is_empty().unwrap());
+    let d = w.data();
+    assert!(
+        d.versions
+            .iter()
+            .any(|v| v.version == 1 && v.confirmed_healthy),
+        "{:?}",
+        d.versions
+    );
+    assert!(d.heartbeats.iter().all(|h| h.content_version == 1));
+}
+
+#[test]
+fn a_forged_envelope_is_never_staged_and_is_reported() {
+    let mut w = World::new("forged");
+    w.agent.step();
+    w.publish(1);
+    w.start(1);
+    w.flip.set(true);
+    w.run_for(120);
+    assert_eq!(w.running(), 0, "{:?}", w.agent.log);
+    let rej = w.agent.state().rejections.clone();
+    assert_eq!(rej.len(), 1, "{rej:?}");
+    assert!(rej[0].reason.contains("SHA-256"), "{rej:?}");
+    assert!(w.agent.status().state.rejections == rej);
+}
+
+#[test]
+fn a_halted_and_reverted_rollout_makes_the_agent_revert() {
+    let mut w = World::new("revert");
+    w.agent.step();
+    w.publish(1);
+    w.start(1);
+    w.run_for(WINDOW + 120);
+    assert_eq!(w.agent.state().confirmed, Some(1), "{:?}", w.agent.log);
+    // Complete release 1 so release 2 can start.
+    w.advance(3600);
+    bulwark_server::controller::tick(w.store.as_ref(), w.now()).unwrap();
+    w.publish(2);
+    w.start(2);
+    w.run_for(60);
+    assert_eq!(w.running(), 2, "{:?}", w.agent.log);
+    w.command("halt", json!({"reason": "bad"}));
+    w.command("revert", json!({}));
+    w.run_for(60);
+    assert_eq!(w.running(), 1, "{:?}", w.agent.log);
+    assert_eq!(w.agent.state().reverted, vec![2]);
+    assert!(w.agent.spool().is_empty().unwrap());
+    let d = w.data();
+    assert!(
+        d.guard_events
+            .iter()
+            .any(|g| g.release_version == 2 && g.kind == GuardEventKind::Revert),
+        "{:?}",
+        d.guard_events
+    );
+    // And it stays reverted.
+    w.run_for(WINDOW + 60);
+    assert_eq!(w.running(), 1);
+}
+
+#[test]
+fn offline_then_back_nothing_in_the_spool_is_lost() {
+    let mut w = World::new("offline");
+    w.agent.step();
+    w.publish(1);
+    w.start(1);
+    w.run_for(60);
+    assert_eq!(w.running(), 1);
+    w.offline.set(true);
+    // Heartbeats pile up while the server is unreachable; the health window passes offline.
+    w.run_for(WINDOW + 3600);
+    let waiting = w.agent.spool().len().unwrap();
+    assert!(waiting >= 3, "{waiting}");
+    assert_eq!(w.agent.spool().dropped().unwrap(), 0);
+    let before = w.data().heartbeats.len();
+    let _ = before;
+    w.offline.set(false);
+    w.run_for(60);
+    assert!(w.agent.spool().is_empty().unwrap(), "{:?}", w.agent.log);
+    let d = w.data();
+    // The confirmation made offline reached the server.
+    assert!(
+        d.versions
+            .iter()
+            .any(|v| v.version == 1 && v.confirmed_healthy),
+        "{:?}",
+        d.versions
+    );
+}
