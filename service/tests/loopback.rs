@@ -78,32 +78,42 @@ fn envelope(version: u64) -> Vec<u8> {
     .unwrap()
 }
 
-fn releases_file(version: u64) -> String {
-    let keys = bulwark_loader_boot_guard::TrustedKeys::new(&[public_key(&RELEASE_KEY)]).unwrap();
-    let r = (1..=version).fold(
+fn releases_file(listed: &[(u64, Vec<u8>)]) -> String {
+    let version = listed.len() as u64;
+    let r = listed.iter().fold(
         Releases::new(version, bulwark_rollout::Timestamp(T0 + 90 * 86_400)),
-        |r, v| {
-            let env = envelope(v);
-            let opened = bulwark_loader_boot_guard::open(
-                &env,
-                &keys,
-                bulwark_loader_boot_guard::Admission::Update {
-                    channel: CHANNEL,
-                    newest: 0,
-                    quarantine: &[],
-                },
-            )
-            .unwrap();
+        |r, (v, env)| {
+            let (_, pack) = bulwark_loader_boot_guard::envelope::parse(env).unwrap();
             r.with(&bulwark_rollout::Release {
                 channel: "stable".to_owned(),
-                version: v,
-                pack_hash: opened.id.hash,
-                envelope_sha256: unhex(&sha256_hex(&env)).unwrap().try_into().unwrap(),
+                version: *v,
+                pack_hash: unhex(&sha256_hex(pack)).unwrap().try_into().unwrap(),
+                envelope_sha256: unhex(&sha256_hex(env)).unwrap().try_into().unwrap(),
                 notes: String::new(),
             })
         },
     );
     sign(&r, &[&key(&RELEASE_KEY)]).unwrap()
+}
+
+/// An envelope, properly signed by the release key, around a pack the verifier refuses (its
+/// last instruction is not a `ret`).
+fn unverifiable_envelope(version: u64) -> Vec<u8> {
+    let text = format!(
+        "rule\n  id \"rule-{version}\"\n  title \"test rule {version}\"\n  author \"tests\"\n  level high\n  action alert\n  event process_creation\n  str.contains CommandLine \"marker-{version}\"\n  ret\nend\n"
+    );
+    let mut pack = bulwark_interpreter::text::asm(&text).unwrap();
+    let last = pack.len() - 1;
+    pack[last] ^= 0xff;
+    assert!(bulwark_interpreter::verify(&pack).is_err());
+    seal(
+        &RELEASE_KEY,
+        CHANNEL,
+        version,
+        bulwark_interpreter::schema_hash(),
+        &pack,
+    )
+    .unwrap()
 }
 
 struct TestClock(Arc<AtomicU64>);
@@ -199,6 +209,7 @@ struct World {
     agent: TestAgent,
     flip: Rc<Cell<bool>>,
     offline: Rc<Cell<bool>>,
+    listed: Vec<(u64, Vec<u8>)>,
 }
 
 fn token(store: &Arc<dyn Store>, role: Role) -> String {
@@ -332,6 +343,7 @@ impl World {
             agent,
             flip,
             offline,
+            listed: Vec::new(),
         }
     }
 
@@ -354,18 +366,24 @@ impl World {
         })
     }
 
-    fn publish(&self, version: u64) {
+    fn publish(&mut self, version: u64) {
+        let env = envelope(version);
         self.send(
             reqwest::Method::POST,
             "/v1/releases?channel=stable",
             &self.publisher,
-            envelope(version),
+            env.clone(),
         );
+        self.listed.push((version, env));
+        self.put_releases();
+    }
+
+    fn put_releases(&self) {
         self.send(
             reqwest::Method::PUT,
             "/v1/metadata/releases.json",
             &self.publisher,
-            releases_file(version).into_bytes(),
+            releases_file(&self.listed).into_bytes(),
         );
     }
 
@@ -525,4 +543,39 @@ fn offline_then_back_nothing_in_the_spool_is_lost() {
         "{:?}",
         d.versions
     );
+}
+
+#[test]
+fn a_pack_the_verifier_refuses_is_never_staged_and_is_reported() {
+    let mut w = World::new("unverifiable");
+    w.agent.step();
+    // The server's upload path would refuse it: it goes straight into the store, as a
+    // compromised server (or a release key that signs anything) could serve it.
+    let env = unverifiable_envelope(1);
+    let (_, pack) = bulwark_loader_boot_guard::envelope::parse(&env).unwrap();
+    w.store
+        .publish_release(
+            &bulwark_server::store::ReleaseRow {
+                channel: "stable".into(),
+                version: 1,
+                pack_sha256: sha256_hex(pack),
+                envelope_sha256: sha256_hex(&env),
+                rules: vec!["rule-1".into()],
+                notes: String::new(),
+                published_at: T0,
+                published_by: "mallory".into(),
+            },
+            &env,
+        )
+        .unwrap();
+    w.listed.push((1, env));
+    w.put_releases();
+    w.start(1);
+    w.run_for(WINDOW + 60);
+    assert_eq!(w.running(), 0, "{:?}", w.agent.log);
+    let rej = w.agent.state().rejections.clone();
+    assert_eq!(rej.len(), 1, "{rej:?}");
+    assert!(rej[0].reason.contains("verif"), "{rej:?}");
+    // The driver's guard never saw it: no refusal recorded there either.
+    assert_eq!(w.agent.link.status().unwrap().last_known_good, None);
 }
