@@ -575,6 +575,11 @@ fn a_pack_the_verifier_refuses_is_never_staged_and_is_reported() {
     assert_eq!(w.running(), 0, "{:?}", w.agent.log);
     let rej = w.agent.state().rejections.clone();
     assert_eq!(rej.len(), 1, "{rej:?}");
+    // Refused by the service itself, with the verifier's message, not by the driver.
+    assert!(
+        rej[0].reason.starts_with("loader:") || rej[0].reason.starts_with("verifier:"),
+        "{rej:?}"
+    );
     assert!(rej[0].reason.contains("verif"), "{rej:?}");
     // The driver's guard never saw it: no refusal recorded there either.
     assert_eq!(w.agent.link.status().unwrap().last_known_good, None);
