@@ -677,3 +677,34 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random> Age
         self.save()
     }
 }
+
+/// The agent's state as `bulwark-service status` prints it, read from its state directory
+/// while the service may be running (the spool is SQLite in WAL mode: readers do not block it).
+pub fn offline_status(dir: &Path) -> Result<serde_json::Value, AgentError> {
+    let state: PersistedState = match std::fs::read(dir.join("state.json")) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| AgentError::Other(e.to_string()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => PersistedState::default(),
+        Err(e) => return Err(e.into()),
+    };
+    let trusted = match std::fs::read(dir.join("trust.json")) {
+        Ok(b) => {
+            let p: PersistedTrust =
+                serde_json::from_slice(&b).map_err(|e| AgentError::Other(e.to_string()))?;
+            let v = TrustState::restore(&p)?.versions();
+            json!({"root": v.root, "releases": v.releases, "rollout": v.rollout})
+        }
+        Err(_) => serde_json::Value::Null,
+    };
+    let spool = Spool::open(&dir.join("spool.sqlite"), u64::MAX)?;
+    Ok(json!({
+        "enrolled": state.enrolled.as_ref().map(|e| &e.endpoint_id),
+        "staged": state.staged,
+        "confirmed": state.confirmed,
+        "rejections": state.rejections,
+        "reverted": state.reverted,
+        "trusted_metadata": trusted,
+        "spooled": spool.len()?,
+        "spool_dropped": spool.dropped()?,
+        "next_seq": spool.next_seq()?,
+    }))
+}

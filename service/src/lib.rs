@@ -1,5 +1,6 @@
 //! placeholder
 pub mod agent;
+pub mod config;
 pub mod link;
 pub mod net;
 pub mod spool;

@@ -170,3 +170,53 @@ impl Spool {
         Self::meta(&self.db, "next_seq")
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("bulwark-spool-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn numbers_survive_a_reopen_and_the_oldest_are_dropped_and_counted() {
+        let d = dir("bound");
+        let path = d.join("spool.sqlite");
+        {
+            let mut s = Spool::open(&path, 200).unwrap();
+            for i in 0..3 {
+                assert_eq!(
+                    s.push(Kind::Heartbeat, serde_json::json!({"n": i}))
+                        .unwrap(),
+                    i + 1
+                );
+            }
+            assert_eq!(s.dropped().unwrap(), 0);
+        }
+        // Reopened (a restart): numbering continues, nothing committed is lost.
+        let mut s = Spool::open(&path, 200).unwrap();
+        assert_eq!(s.len().unwrap(), 3);
+        assert_eq!(
+            s.push(Kind::Telemetry, serde_json::json!({"n": 3}))
+                .unwrap(),
+            4
+        );
+        // Each body is ~20 bytes: a large one pushes the oldest out, counted.
+        let big = "x".repeat(150);
+        s.push(Kind::Telemetry, serde_json::json!({"big": big}))
+            .unwrap();
+        assert!(s.dropped().unwrap() >= 1);
+        let oldest = s.oldest().unwrap().unwrap();
+        assert!(oldest.seq > 1, "{oldest:?}");
+        let body: serde_json::Value = serde_json::from_slice(&oldest.body).unwrap();
+        assert_eq!(body["seq"], serde_json::json!(oldest.seq));
+        s.delivered(oldest.seq).unwrap();
+        assert_ne!(s.oldest().unwrap().unwrap().seq, oldest.seq);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

@@ -584,3 +584,19 @@ fn a_pack_the_verifier_refuses_is_never_staged_and_is_reported() {
     // The driver's guard never saw it: no refusal recorded there either.
     assert_eq!(w.agent.link.status().unwrap().last_known_good, None);
 }
+
+#[test]
+fn status_reads_the_state_directory_and_never_shows_the_token() {
+    let mut w = World::new("status");
+    w.agent.step();
+    w.publish(1);
+    w.start(1);
+    w.run_for(WINDOW + 60);
+    let s = bulwark_service::agent::offline_status(&w.dir.join("agent")).unwrap();
+    assert_eq!(s["confirmed"], json!(1), "{s}");
+    assert_eq!(s["spooled"], json!(0), "{s}");
+    assert!(s["trusted_metadata"]["rollout"].as_u64().is_some(), "{s}");
+    assert!(s["next_seq"].as_u64().unwrap() > 2, "{s}");
+    let token = w.agent.state().enrolled.clone().unwrap().token;
+    assert!(!s.to_string().contains(&token));
+}
