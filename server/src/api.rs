@@ -817,9 +817,12 @@ async fn rollout_command(
         };
         let no_rollout = || ApiError::not_found(format!("channel {channel:?} has no rollout"));
         let reason = || {
-            req.reason
+            let r = req
+                .reason
                 .clone()
-                .ok_or_else(|| ApiError::bad_request(format!("{command} needs a \"reason\"")))
+                .ok_or_else(|| ApiError::bad_request(format!("{command} needs a \"reason\"")))?;
+            check_text("reason", &r)?;
+            Ok::<_, ApiError>(r)
         };
         let (next, events) = match command.as_str() {
             "start" => {

@@ -526,6 +526,27 @@ async fn enroll_report_publish_roll_out_and_fetch(backend: Backend) {
         Some(3)
     );
 
+    // A reason is bounded text like every other: refused, nothing stored.
+    let before = h.snapshot();
+    for reason in ["x".repeat(257), "line\nbreak".to_owned(), String::new()] {
+        let (status, body) = h
+            .post_json(
+                "/v1/rollouts/stable/pause",
+                Some(&operator),
+                &json!({ "reason": reason }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("reason must be 1 to 256 bytes"),
+            "{body}"
+        );
+    }
+    assert_eq!(h.snapshot(), before);
+
     let (status, body) = h
         .post_json(
             "/v1/rollouts/stable/pause",
