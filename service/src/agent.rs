@@ -233,6 +233,42 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random> Age
         random: R,
     ) -> Result<Self, AgentError> {
         std::fs::create_dir_all(dir)?;
+        let (state, trust, spool) = Self::load(&config, dir)?;
+        Ok(Agent {
+            config,
+            dir: dir.to_owned(),
+            link,
+            source,
+            sink,
+            clock,
+            random,
+            trust,
+            state,
+            spool,
+            failures: 0,
+            next_heartbeat: 0,
+            last_error: None,
+            log: Vec::new(),
+        })
+    }
+
+    /// A restart of the service: everything in memory is dropped and read again from the state
+    /// directory (enrollment, trusted metadata, spool), as a new process would.
+    pub fn restart(&mut self) -> Result<(), AgentError> {
+        let (state, trust, spool) = Self::load(&self.config, &self.dir)?;
+        self.state = state;
+        self.trust = trust;
+        self.spool = spool;
+        self.failures = 0;
+        self.next_heartbeat = 0;
+        self.last_error = None;
+        Ok(())
+    }
+
+    fn load(
+        config: &AgentConfig,
+        dir: &Path,
+    ) -> Result<(PersistedState, TrustState, Spool), AgentError> {
         let state = match std::fs::read(dir.join("state.json")) {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| AgentError::Other(e.to_string()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => PersistedState::default(),
@@ -250,22 +286,7 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random> Age
             Err(e) => return Err(e.into()),
         };
         let spool = Spool::open(&dir.join("spool.sqlite"), config.spool_max_bytes)?;
-        Ok(Agent {
-            config,
-            dir: dir.to_owned(),
-            link,
-            source,
-            sink,
-            clock,
-            random,
-            trust,
-            state,
-            spool,
-            failures: 0,
-            next_heartbeat: 0,
-            last_error: None,
-            log: Vec::new(),
-        })
+        Ok((state, trust, spool))
     }
 
     /// The persisted state.

@@ -600,3 +600,42 @@ fn status_reads_the_state_directory_and_never_shows_the_token() {
     let token = w.agent.state().enrolled.clone().unwrap().token;
     assert!(!s.to_string().contains(&token));
 }
+
+#[test]
+fn a_restart_keeps_the_enrollment_the_sequence_and_the_newest_metadata() {
+    let mut w = World::new("restart");
+    w.agent.step();
+    w.publish(1);
+    w.start(1);
+    let old_rollout =
+        w.rt.block_on(async {
+            w.client
+                .get(format!("{}/v1/metadata/rollout.json", w.base))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+        })
+        .unwrap();
+    w.run_for(60);
+    w.command("pause", json!({"reason": "look at it"}));
+    w.run_for(60);
+    let versions = w.agent.trust().versions();
+    let enrolled = w.agent.state().enrolled.clone();
+    let next_seq = w.agent.spool().next_seq().unwrap();
+    w.agent.restart().unwrap();
+    assert_eq!(w.agent.trust().versions(), versions);
+    assert_eq!(w.agent.state().enrolled, enrolled);
+    assert_eq!(w.agent.spool().next_seq().unwrap(), next_seq);
+    // The rollout metadata from before the pause is a rollback, also after the restart.
+    let mut trust = w.agent.trust().clone();
+    assert!(matches!(
+        trust.update_rollout(&old_rollout, bulwark_rollout::Timestamp(w.now())),
+        Err(bulwark_distribution::Error::Rollback { .. })
+    ));
+    // And the server takes its next messages (no replayed sequence numbers).
+    w.run_for(WINDOW + 60);
+    assert!(w.agent.spool().is_empty().unwrap(), "{:?}", w.agent.log);
+    assert_eq!(w.agent.state().confirmed, Some(1));
+}
