@@ -185,8 +185,20 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, turns on WAL and foreign keys, and
     /// applies any migration not yet applied.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
-        let mut store = Self::init(conn)?;
+        // A process that finds the file being created or switched to WAL by another gets
+        // SQLITE_BUSY without the busy handler being asked: retry for up to 5 s.
+        let mut attempts = 0u32;
+        let mut store = loop {
+            match Self::init(Connection::open(path)?) {
+                Err(StoreError::Backend(m))
+                    if m.contains("database is locked") && attempts < 100 =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => break other?,
+            }
+        };
         for _ in 0..READERS {
             let r = Connection::open_with_flags(
                 path,
@@ -206,22 +218,29 @@ impl SqliteStore {
     }
 
     fn init(mut conn: Connection) -> Result<Self, StoreError> {
+        // Wait for another process holding the file (two instances or commands starting at
+        // once) rather than failing at once.
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let applied: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let applied = usize::try_from(applied).unwrap_or(0);
-        if applied > MIGRATIONS.len() {
-            return Err(StoreError::Backend(format!(
-                "the database is at schema version {applied}, newer than this server's {}",
-                MIGRATIONS.len()
-            )));
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        // Each migration reads the version applied inside its own write transaction, so two
+        // processes migrating one fresh file apply each step once.
+        loop {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let applied: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            let applied = usize::try_from(applied).unwrap_or(0);
+            if applied > MIGRATIONS.len() {
+                return Err(StoreError::Backend(format!(
+                    "the database is at schema version {applied}, newer than this server's {}",
+                    MIGRATIONS.len()
+                )));
+            }
+            let Some(sql) = MIGRATIONS.get(applied) else {
+                break;
+            };
             tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", i.saturating_add(1))?;
+            tx.pragma_update(None, "user_version", applied.saturating_add(1))?;
             tx.commit()?;
         }
         Ok(Self {
