@@ -1,4 +1,126 @@
-//! placeholder
+//! Bulwark's endpoint service (issue 14): it fetches what the rollout controller assigns, proves
+//! it safe before the kernel sees it, stages it, confirms healthy boots, and reports what the
+//! controller needs to halt a bad release.
+//!
+//! # Layout
+//!
+//! * [`agent`]: the platform-neutral, deterministic core. [`agent::Agent::step`] does what is
+//!   due and returns the seconds until the next step; time comes from an injected
+//!   [`agent::Clock`] and jitter from an injected [`agent::Random`], so tests (and a fleet
+//!   simulator) drive it step by step.
+//! * [`link`]: the [`link::DriverLink`] trait (status with the schema hash and per-type field
+//!   counts, stage hot or at next boot, confirm healthy, revert, guard events, detections) and
+//!   [`link::InProcess`]: the driver core's `Sensor` and `Control` with the boot-count guard on a
+//!   directory store (`DirStore`), reached through the real control protocol
+//!   (`bulwark_client::Client` over the core's IOCTL handler).
+//! * [`net`]: the [`net::ContentSource`] trait (root, releases and rollout metadata; envelopes by
+//!   SHA-256) and the [`net::TelemetrySink`] trait (enroll, heartbeat, telemetry);
+//!   [`net::Http`] implements both against bulwark-server (reqwest + rustls, HTTPS only, a
+//!   timeout on every request, every body bounded while it is read, redirects only to the same
+//!   host and port); [`net::LocalDir`] reads what `bulwark-server export DIR` writes.
+//! * [`spool`]: the crash-safe telemetry spool (SQLite, WAL, `synchronous=FULL`).
+//! * [`config`]: the TOML configuration; `src/main.rs`: `bulwark-service run --config FILE`
+//!   (foreground) and `bulwark-service status --config FILE` (JSON from the state directory; the
+//!   token is never printed).
+//!
+//! # What a step does
+//!
+//! 1. Enroll once; the endpoint id and token are kept in `STATE/state.json` (written to a
+//!    temporary file, fsynced, renamed).
+//! 2. Forward the guard's events: crash counted, revert and quarantine become telemetry
+//!    `guard_events` with the content version as `release_version`.
+//! 3. Fetch `root.json` (optional), `releases.json` and `rollout.json` and update the
+//!    `bulwark_distribution::TrustState` (signatures, thresholds, version: no rollback, expiry:
+//!    no freeze). The newest trusted files are kept in `STATE/trust.json` and restored (verified
+//!    again) at start, so an older file is a rollback across restarts too. A refused file is
+//!    logged and the held metadata stays.
+//! 4. Decide with `bulwark_rollout::decide`, the signed state, thresholds and policies.
+//!    * `Run` a version not running: look it up in the signed releases metadata, download the
+//!      envelope by its SHA-256, check the hash; check that the driver's schema (hash and
+//!      per-type field counts from its status) is the one this verifier was built with; open it
+//!      with the loader's own `open` (trusted release keys, channel, anti-downgrade against the
+//!      running and last-known-good versions, and the verifier); check the envelope's version and
+//!      pack hash against the decision and the releases metadata; run the verifier on the pack
+//!      again for its message. Any failure: the pack never reaches the driver and is recorded as
+//!      a [`agent::Rejection`] with the loader's or verifier's message (`status` shows it). Then
+//!      stage it (hot, or for the next boot per the configuration).
+//!    * `RevertToLastKnownGood` while running the halted version: revert through the link, and
+//!      report a `revert` guard event.
+//! 5. After the health window (the staged version still running), confirm healthy: the guard
+//!    blesses it, and a heartbeat with `confirmed_healthy` is spooled.
+//! 6. Spool a heartbeat when due: the next one after a uniformly random 0..=interval (full
+//!    jitter).
+//! 7. Deliver the spool, oldest first, stopping at the first failure.
+//!
+//! Local work (2, 4's revert, 5, 6) never waits for the network: a failed fetch or delivery is
+//! remembered and the step still does the rest; the step then returns an exponential backoff
+//! with full jitter (uniform in 0..=min(max, base * 2^(failures - 1))).
+//!
+//! # The spool and sequence numbers
+//!
+//! The server wants `seq` strictly increasing per endpoint across heartbeats and telemetry.
+//! Every message is numbered by the spool, in the same SQLite transaction that stores it (the
+//! counter is a row of the spool's database), and delivered in that order, so a telemetry batch
+//! is never overtaken by a later heartbeat. A message is deleted only once the server answered
+//! 200, or 409 `replayed` (it had it already: a crash between its answer and the delete). Over
+//! its byte bound the spool drops the oldest messages first and counts them (`status` shows
+//! `spool_dropped`).
+//!
+//! # Tests
+//!
+//! `tests/loopback.rs` runs the real bulwark-server on 127.0.0.1 over TLS with its signed
+//! metadata (root, releases signed by the release key, rollout signed by the online key, as
+//! `server/tests/fleet.rs` does), the agent over [`net::Http`], and the driver core in process:
+//! * a good release is fetched, verified, staged, confirmed after the health window (the guard's
+//!   last-known-good becomes it) and reported (the server records the confirmed heartbeat);
+//! * a forged envelope (a signature byte changed in transit) is refused on its hash, never staged,
+//!   and shown with the reason;
+//! * a pack the verifier refuses, signed by the release key and served as if released (put in the
+//!   server's store directly: its upload path would refuse it), is refused by the service itself
+//!   with the verifier's message and never staged;
+//! * a halted rollout with `revert` makes the agent go back to last-known-good, report the
+//!   revert, and stay there;
+//! * the server unreachable through the health window, then back: the spooled heartbeats,
+//!   including the confirmation, all reach it;
+//! * a restart keeps the enrollment, the sequence numbers and the newest metadata (the rollout
+//!   file from before a pause is refused as a rollback);
+//! * `status` reads the state directory and never shows the token.
+//!
+//! `spool`'s unit test: numbering across a reopen, the byte bound and the counted drop.
+//!
+//! Each was seen to fail against a deliberate break: no confirmation, no hash check, no
+//! loader/verifier check in the service (the driver then refuses it, which the test tells
+//! apart), no revert, failed deliveries treated as delivered, the trusted metadata not
+//! persisted, no byte bound.
+//!
+//! # Not done yet (issue 14)
+//!
+//! * Windows: the `DriverLink` over `bulwark_client::DeviceTransport` (DeviceIoControl), the
+//!   service control manager (`install`, `uninstall`, `start`, `stop` with `windows-service`,
+//!   LocalSystem), the event log and a rotating log file, the cross-build in CI, and the Wine
+//!   smoke test (one fetch, stage and confirm beside the Wine-loaded driver). `run` uses the
+//!   in-process driver core everywhere today.
+//! * Staging for the next boot: the control protocol's stage request is always hot;
+//!   `StageMode::NextBoot` is refused by [`link::InProcess`] until the protocol has it.
+//! * Revert: the guard has no revert request. [`link::InProcess`] reopens last-known-good's
+//!   stored envelope (`Admission::Stored`) and installs it, but the guard's record still holds
+//!   the candidate, so a reboot would give it another attempt; the driver needs a revert
+//!   request that demotes (or quarantines) the candidate in the record.
+//! * Reporting rejections to the server: the telemetry API has no field for a refused pack, so
+//!   rejections are in the local state and log only.
+//! * Detections: not forwarded yet (the protocol extension with rule index, content version
+//!   and key fields, and the rule's id, title, author and level from the pack).
+//! * The health window only checks that the staged version still runs; events flowing and the
+//!   driver's responsiveness are not looked at yet.
+//! * Guard events read from the driver but not yet spooled when the process dies in between
+//!   are lost (the driver's ring is drained on read); kill -9 tests are not written.
+//! * Local admin controls (`pin`, `unpin`, `revert`, `pause`), `install`/`uninstall`.
+//! * Hostile responses: the bounds, timeouts and redirect policy are in [`net::Http`], but
+//!   the tests for oversized, truncated, slow, malformed and replayed responses, wrong content
+//!   types, redirects to other hosts and TLS errors are not written.
+//! * The README section on installing and configuring the service.
+#![forbid(unsafe_code)]
+
 pub mod agent;
 pub mod config;
 pub mod link;
