@@ -82,6 +82,9 @@
 //!   revert, and stay there;
 //! * the server unreachable through the health window, then back: the spooled heartbeats,
 //!   including the confirmation, all reach it;
+//! * a candidate that crashes the simulated kernel at three boots (`InProcess::crash_and_reboot`)
+//!   is quarantined by the guard, which loads last-known-good; the service reports the crashes
+//!   and the quarantine, and the guard refuses the version when the agent offers it again;
 //! * a restart keeps the enrollment, the sequence numbers and the newest metadata (the rollout
 //!   file from before a pause is refused as a rollback);
 //! * `status` reads the state directory and never shows the token.
@@ -90,7 +93,7 @@
 //!
 //! Each was seen to fail against a deliberate break: no confirmation, no hash check, no
 //! loader/verifier check in the service (the driver then refuses it, which the test tells
-//! apart), no revert, failed deliveries treated as delivered, the trusted metadata not
+//! apart), no revert, quarantines not forwarded, failed deliveries treated as delivered, the trusted metadata not
 //! persisted, no byte bound.
 //!
 //! # Not done yet (issue 14)

@@ -639,3 +639,38 @@ fn a_restart_keeps_the_enrollment_the_sequence_and_the_newest_metadata() {
     assert!(w.agent.spool().is_empty().unwrap(), "{:?}", w.agent.log);
     assert_eq!(w.agent.state().confirmed, Some(1));
 }
+
+#[test]
+fn a_candidate_that_crashes_three_boots_is_quarantined_by_the_guard_and_reported() {
+    let mut w = World::new("crash");
+    w.agent.step();
+    w.publish(1);
+    w.start(1);
+    w.run_for(WINDOW + 120);
+    assert_eq!(w.agent.state().confirmed, Some(1), "{:?}", w.agent.log);
+    w.advance(3600);
+    bulwark_server::controller::tick(w.store.as_ref(), w.now()).unwrap();
+    w.publish(2);
+    w.start(2);
+    w.run_for(60);
+    assert_eq!(w.running(), 2, "{:?}", w.agent.log);
+    // The simulated kernel crashes while 2 runs, and at each boot that loads it again.
+    for _ in 0..3 {
+        let now = w.now();
+        w.agent.link.crash_and_reboot(now).unwrap();
+        w.run_for(30);
+    }
+    assert_eq!(w.running(), 1, "{:?}", w.agent.log);
+    w.run_for(WINDOW + 60);
+    assert_eq!(w.running(), 1, "{:?}", w.agent.log);
+    assert!(w.agent.spool().is_empty().unwrap());
+    let d = w.data();
+    let kinds: Vec<GuardEventKind> = d
+        .guard_events
+        .iter()
+        .filter(|g| g.release_version == 2)
+        .map(|g| g.kind)
+        .collect();
+    assert!(kinds.contains(&GuardEventKind::Quarantine), "{kinds:?}");
+    assert!(kinds.contains(&GuardEventKind::Crash), "{kinds:?}");
+}
