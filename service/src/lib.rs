@@ -87,6 +87,9 @@
 //!   and the quarantine, and the guard refuses the version when the agent offers it again;
 //! * a restart keeps the enrollment, the sequence numbers and the newest metadata (the rollout
 //!   file from before a pause is refused as a rollback);
+//! * malformed metadata is refused and logged and nothing is staged; while the server is
+//!   unreachable each failed step waits twice as long, up to the maximum, and the agent recovers
+//!   when it is back;
 //! * `status` reads the state directory and never shows the token.
 //!
 //! `tests/hostile.rs` serves hostile answers over real TLS on loopback (the server's own TLS
@@ -101,7 +104,7 @@
 //! loader/verifier check in the service (the driver then refuses it, which the test tells
 //! apart), no revert, quarantines not forwarded, failed deliveries treated as delivered, the trusted metadata not
 //! persisted, no byte bound in the spool, redirects followed to any host, no bound while
-//! reading a body.
+//! reading a body, the backoff not exponential.
 //!
 //! # Not done yet (issue 14)
 //!
@@ -126,8 +129,8 @@
 //!   are lost (the driver's ring is drained on read); kill -9 tests are not written.
 //! * Local admin controls (`pin`, `unpin`, `revert`, `pause`), `install`/`uninstall`.
 //! * Hostile responses: `tests/hostile.rs` covers the transport (above); not yet tested: truncated
-//!   bodies, wrong content types, and the whole agent against each hostile answer (nothing
-//!   staged, backoff growing).
+//!   bodies, wrong content types, and the whole agent against each hostile answer (only
+//!   malformed metadata and an unreachable server are tested through the agent).
 //! * The README section on installing and configuring the service.
 #![forbid(unsafe_code)]
 

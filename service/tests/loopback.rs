@@ -136,12 +136,16 @@ struct Tamper {
     inner: Http,
     flip_envelope: Rc<Cell<bool>>,
     offline: Rc<Cell<bool>>,
+    garbage: Rc<Cell<bool>>,
 }
 
 impl ContentSource for Tamper {
     fn metadata(&mut self, which: Metadata) -> Result<String, NetError> {
         if self.offline.get() {
             return Err(NetError::Transport("offline".into()));
+        }
+        if self.garbage.get() {
+            return Ok("{\"signed\": [1, 2, 3], \"signatures\": \"\\u0000\"".into());
         }
         self.inner.metadata(which)
     }
@@ -209,6 +213,7 @@ struct World {
     agent: TestAgent,
     flip: Rc<Cell<bool>>,
     offline: Rc<Cell<bool>>,
+    garbage: Rc<Cell<bool>>,
     listed: Vec<(u64, Vec<u8>)>,
 }
 
@@ -284,6 +289,7 @@ impl World {
             .unwrap();
         let flip = Rc::new(Cell::new(false));
         let offline = Rc::new(Cell::new(false));
+        let garbage = Rc::new(Cell::new(false));
         let link = InProcess::boot(
             &dir.join("guard"),
             bulwark_loader_boot_guard::Config {
@@ -318,6 +324,7 @@ impl World {
                 inner: http(),
                 flip_envelope: flip.clone(),
                 offline: offline.clone(),
+                garbage: garbage.clone(),
             },
             Sink {
                 inner: http(),
@@ -343,6 +350,7 @@ impl World {
             agent,
             flip,
             offline,
+            garbage,
             listed: Vec::new(),
         }
     }
@@ -673,4 +681,34 @@ fn a_candidate_that_crashes_three_boots_is_quarantined_by_the_guard_and_reported
         .collect();
     assert!(kinds.contains(&GuardEventKind::Quarantine), "{kinds:?}");
     assert!(kinds.contains(&GuardEventKind::Crash), "{kinds:?}");
+}
+
+#[test]
+fn malformed_metadata_stages_nothing_and_failures_back_off_exponentially() {
+    let mut w = World::new("garbage");
+    w.agent.step();
+    w.publish(1);
+    w.start(1);
+    w.garbage.set(true);
+    w.run_for(WINDOW + 60);
+    assert_eq!(w.running(), 0, "{:?}", w.agent.log);
+    assert!(
+        w.agent
+            .log
+            .iter()
+            .any(|l| l.contains("rollout.json refused")),
+        "{:?}",
+        w.agent.log
+    );
+    w.garbage.set(false);
+    // Unreachable: each failed step waits twice as long (MaxRandom takes the whole jitter
+    // range), up to the maximum.
+    w.offline.set(true);
+    let waits: Vec<u64> = (0..9).map(|_| w.agent.step()).collect();
+    assert_eq!(waits, [5, 10, 20, 40, 80, 160, 320, 600, 600]);
+    assert_eq!(w.agent.status().failures, 9);
+    w.offline.set(false);
+    w.run_for(60);
+    assert_eq!(w.running(), 1, "{:?}", w.agent.log);
+    assert_eq!(w.agent.status().failures, 0);
 }
