@@ -716,7 +716,14 @@ pub fn offline_status(dir: &Path) -> Result<serde_json::Value, AgentError> {
         }
         Err(_) => serde_json::Value::Null,
     };
-    let spool = Spool::open(&dir.join("spool.sqlite"), u64::MAX)?;
+    // Not created by `status`: before the service first ran there is no spool.
+    let spool_path = dir.join("spool.sqlite");
+    let (spooled, dropped, next_seq) = if spool_path.exists() {
+        let spool = Spool::open(&spool_path, u64::MAX)?;
+        (spool.len()?, spool.dropped()?, spool.next_seq()?)
+    } else {
+        (0, 0, 1)
+    };
     Ok(json!({
         "enrolled": state.enrolled.as_ref().map(|e| &e.endpoint_id),
         "staged": state.staged,
@@ -724,8 +731,8 @@ pub fn offline_status(dir: &Path) -> Result<serde_json::Value, AgentError> {
         "rejections": state.rejections,
         "reverted": state.reverted,
         "trusted_metadata": trusted,
-        "spooled": spool.len()?,
-        "spool_dropped": spool.dropped()?,
-        "next_seq": spool.next_seq()?,
+        "spooled": spooled,
+        "spool_dropped": dropped,
+        "next_seq": next_seq,
     }))
 }
