@@ -98,12 +98,16 @@
 //! response slower than the timeout, malformed JSON, 409 `replayed` (delivered) and another 409
 //! (not), a certificate nobody trusts, and a plain `http://` URL.
 //!
+//! `tests/binary.rs` runs the `bulwark-service` binary with a TOML configuration against a real
+//! server: `run` enrolls, is killed with SIGKILL and started again with the same enrollment;
+//! `status` prints the state as JSON; a bad command line exits 2.
+//!
 //! `spool`'s unit test: numbering across a reopen, the byte bound and the counted drop.
 //!
 //! Each was seen to fail against a deliberate break: no confirmation, no hash check, no
 //! loader/verifier check in the service (the driver then refuses it, which the test tells
 //! apart), no revert, quarantines not forwarded, failed deliveries treated as delivered, the trusted metadata not
-//! persisted, no byte bound in the spool, redirects followed to any host, no bound while
+//! persisted, the enrollment not persisted, no byte bound in the spool, redirects followed to any host, no bound while
 //! reading a body, the backoff not exponential.
 //!
 //! # Not done yet (issue 14)
@@ -126,7 +130,8 @@
 //! * The health window only checks that the staged version still runs; events flowing and the
 //!   driver's responsiveness are not looked at yet.
 //! * Guard events read from the driver but not yet spooled when the process dies in between
-//!   are lost (the driver's ring is drained on read); kill -9 tests are not written.
+//!   are lost (the driver's ring is drained on read). The kill -9 test covers the enrollment only,
+//!   not a kill in the middle of a spool write.
 //! * Local admin controls (`pin`, `unpin`, `revert`, `pause`), `install`/`uninstall`.
 //! * Hostile responses: `tests/hostile.rs` covers the transport (above); not yet tested: truncated
 //!   bodies, wrong content types, and the whole agent against each hostile answer (only
