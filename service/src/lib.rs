@@ -102,6 +102,10 @@
 //! server: `run` enrolls, is killed with SIGKILL and started again with the same enrollment;
 //! `status` prints the state as JSON; a bad command line exits 2.
 //!
+//! `tests/spool_kill.rs` kills (SIGKILL) a process in the middle of spool writes: every message
+//! whose `push` had returned is there, numbered 1, 2, 3, ... without a gap (seen to fail with the
+//! transaction not committed).
+//!
 //! `spool`'s unit test: numbering across a reopen, the byte bound and the counted drop.
 //!
 //! Each was seen to fail against a deliberate break: no confirmation, no hash check, no
@@ -130,8 +134,8 @@
 //! * The health window only checks that the staged version still runs; events flowing and the
 //!   driver's responsiveness are not looked at yet.
 //! * Guard events read from the driver but not yet spooled when the process dies in between
-//!   are lost (the driver's ring is drained on read). The kill -9 test covers the enrollment only,
-//!   not a kill in the middle of a spool write.
+//!   are lost (the driver's ring is drained on read). The kill -9 tests cover the enrollment and
+//!   the spool's writes, not a kill between reading guard events and spooling them.
 //! * Local admin controls (`pin`, `unpin`, `revert`, `pause`), `install`/`uninstall`.
 //! * Hostile responses: `tests/hostile.rs` covers the transport (above); not yet tested: truncated
 //!   bodies, wrong content types, and the whole agent against each hostile answer (only
