@@ -123,6 +123,10 @@ pub struct PersistedState {
     pub rejections: Vec<Rejection>,
     /// The versions reverted on the controller's instruction.
     pub reverted: Vec<u64>,
+    /// The rule ids of the packs this agent staged (newest 8), by content version: a detection
+    /// names its rule by index, telemetry by id.
+    #[serde(default)]
+    pub rules: std::collections::BTreeMap<u64, Vec<String>>,
 }
 
 /// What `bulwark-service status` prints.
@@ -404,6 +408,7 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random> Age
         keep(self.act(now));
         keep(self.health_window(now));
         keep(self.forward_guard_events());
+        keep(self.forward_detections());
         if now >= self.next_heartbeat {
             keep(self.heartbeat(false));
             let jitter = self.random.below_or_eq(self.config.heartbeat_secs);
@@ -427,6 +432,31 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random> Age
         }
         if !out.is_empty() {
             self.telemetry(out)?;
+        }
+        Ok(())
+    }
+
+    fn forward_detections(&mut self) -> Result<(), AgentError> {
+        let mut counts: std::collections::BTreeMap<(u64, String), u64> = Default::default();
+        for (version, index) in self.link.detections()? {
+            let rule = self
+                .state
+                .rules
+                .get(&version)
+                .and_then(|ids| ids.get(index as usize))
+                .cloned()
+                .unwrap_or_else(|| format!("#{index}"));
+            *counts.entry((version, rule)).or_default() += 1;
+        }
+        let all: Vec<serde_json::Value> = counts
+            .into_iter()
+            .map(|((v, rule), count)| json!({"release_version": v, "rule": rule, "count": count}))
+            .collect();
+        // The server takes at most 1000 per batch.
+        for batch in all.chunks(1000) {
+            let body = json!({"channel": self.config.channel, "guard_events": [],
+                "detections": batch});
+            self.spool.push(Kind::Telemetry, body)?;
         }
         Ok(())
     }
@@ -645,9 +675,15 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random> Age
         }
         // The loader ran the verifier; run it again on its own so its message is the one
         // reported (the pack bytes are the envelope's tail).
+        let mut rule_ids = Vec::new();
         if let Ok((_, pack)) = bulwark_loader_boot_guard::envelope::parse(&envelope) {
-            if let Err(e) = bulwark_interpreter::verify(pack) {
-                return self.reject(version, format!("verifier: {e}"), now);
+            match bulwark_interpreter::verify(pack) {
+                Ok(p) => {
+                    rule_ids = (0..p.rule_count())
+                        .filter_map(|i| p.rule(i).map(|r| r.id.to_owned()))
+                        .collect();
+                }
+                Err(e) => return self.reject(version, format!("verifier: {e}"), now),
             }
         }
         let mode = if self.config.hot {
@@ -668,6 +704,10 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random> Age
             answer.message
         ));
         self.state.staged = Some(Staged { version, at: now });
+        self.state.rules.insert(version, rule_ids);
+        while self.state.rules.len() > 8 {
+            self.state.rules.pop_first();
+        }
         self.save()
     }
 

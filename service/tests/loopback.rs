@@ -472,6 +472,37 @@ fn a_good_release_is_fetched_verified_staged_confirmed_and_reported() {
         d.versions
     );
     assert!(d.heartbeats.iter().all(|h| h.content_version == 1));
+    // A process the rule matches: the detection reaches the server under the rule's id.
+    let image: Vec<u16> = "\\??\\C:\\Windows\\System32\\cmd.exe"
+        .encode_utf16()
+        .collect();
+    for pid in [100, 101] {
+        let cmd: Vec<u16> = format!("cmd /c marker-1 {pid}").encode_utf16().collect();
+        w.agent.link.sensor().on_process_create(
+            &bulwark_driver_core::events::ProcessCreateFacts {
+                process_id: pid,
+                create_time: u64::from(pid),
+                parent_process_id: 4,
+                parent_create_time: None,
+                image_file_name: Some(&image),
+                command_line: Some(&cmd),
+                user: None,
+                integrity: None,
+                logon_id: None,
+                session_id: None,
+            },
+            w.now(),
+        );
+    }
+    w.run_for(60);
+    let d = w.data();
+    assert!(
+        d.detections
+            .iter()
+            .any(|x| x.release_version == 1 && x.rule == "rule-1" && x.count == 2),
+        "{:?}",
+        d.detections
+    );
 }
 
 #[test]
