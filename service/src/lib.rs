@@ -48,11 +48,12 @@
 //!      report a `revert` guard event.
 //! 5. After the health window (the staged version still running), confirm healthy: the guard
 //!    blesses it, and a heartbeat with `confirmed_healthy` is spooled.
-//! 6. Spool a heartbeat when due: the next one after a uniformly random 0..=interval (full
+//! 6. Forward the driver's detections: counts by content version and rule id.
+//! 7. Spool a heartbeat when due: the next one after a uniformly random 0..=interval (full
 //!    jitter).
-//! 7. Deliver the spool, oldest first, stopping at the first failure.
+//! 8. Deliver the spool, oldest first, stopping at the first failure.
 //!
-//! Local work (2, 4's revert, 5, 6) never waits for the network: a failed fetch or delivery is
+//! Local work (2, 4's revert, 5, 6, 7) never waits for the network: a failed fetch or delivery is
 //! remembered and the step still does the rest; the step then returns an exponential backoff
 //! with full jitter (uniform in 0..=min(max, base * 2^(failures - 1))).
 //!
@@ -72,7 +73,8 @@
 //! metadata (root, releases signed by the release key, rollout signed by the online key, as
 //! `server/tests/fleet.rs` does), the agent over [`net::Http`], and the driver core in process:
 //! * a good release is fetched, verified, staged, confirmed after the health window (the guard's
-//!   last-known-good becomes it) and reported (the server records the confirmed heartbeat);
+//!   last-known-good becomes it) and reported (the server records the confirmed heartbeat); a
+//!   process its rule matches reaches the server as a detection under the rule's id;
 //! * a forged envelope (a signature byte changed in transit) is refused on its hash, never staged,
 //!   and shown with the reason;
 //! * a pack the verifier refuses, signed by the release key and served as if released (put in the
@@ -110,7 +112,7 @@
 //!
 //! Each was seen to fail against a deliberate break: no confirmation, no hash check, no
 //! loader/verifier check in the service (the driver then refuses it, which the test tells
-//! apart), no revert, quarantines not forwarded, failed deliveries treated as delivered, the trusted metadata not
+//! apart), no revert, quarantines not forwarded, rule ids not kept, failed deliveries treated as delivered, the trusted metadata not
 //! persisted, the enrollment not persisted, no byte bound in the spool, redirects followed to any host, no bound while
 //! reading a body, the backoff not exponential.
 //!
@@ -129,8 +131,10 @@
 //!   request that demotes (or quarantines) the candidate in the record.
 //! * Reporting rejections to the server: the telemetry API has no field for a refused pack, so
 //!   rejections are in the local state and log only.
-//! * Detections: not forwarded yet (the protocol extension with rule index, content version
-//!   and key fields, and the rule's id, title, author and level from the pack).
+//! * Detections: forwarded as telemetry counts by content version and rule id (the ids kept
+//!   from the packs the agent staged, `#INDEX` for content it did not stage); not yet: the
+//!   protocol extension with the event's key fields, and the rule's title, author and level in
+//!   what is forwarded (the server's telemetry takes only counts).
 //! * The health window only checks that the staged version still runs; events flowing and the
 //!   driver's responsiveness are not looked at yet.
 //! * Guard events read from the driver but not yet spooled when the process dies in between
