@@ -563,6 +563,34 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random> Age
                     self.fetch_and_stage(version, pack_hash, now)?;
                 }
             }
+            Decision::Pinned { version, .. } if version != status.content_version => {
+                if status.last_known_good == Some(version) {
+                    // Pinned to the guard's last-known-good: go back to it.
+                    let answer = self.link.revert()?;
+                    self.note(format!("pinned to {version}: {}", answer.message));
+                    if answer.accepted {
+                        self.state.staged = None;
+                        self.save()?;
+                    }
+                } else if version > status.content_version
+                    && !self.state.rejections.iter().any(|r| r.version == version)
+                {
+                    let pack_hash = self
+                        .trust
+                        .releases()
+                        .and_then(|r| r.get(&self.config.channel, version))
+                        .map(|p| p.pack_sha256);
+                    if let Some(pack_hash) = pack_hash {
+                        self.fetch_and_stage(version, pack_hash, now)?;
+                    }
+                } else {
+                    self.note(format!(
+                        "pinned to {version}, which is neither newer than {} nor last-known-good: \
+                         the guard cannot go back to it",
+                        status.content_version
+                    ));
+                }
+            }
             Decision::RevertToLastKnownGood { halted_version }
                 if status.content_version == halted_version =>
             {

@@ -743,3 +743,40 @@ fn malformed_metadata_stages_nothing_and_failures_back_off_exponentially() {
     assert_eq!(w.running(), 1, "{:?}", w.agent.log);
     assert_eq!(w.agent.status().failures, 0);
 }
+
+#[test]
+fn a_pin_to_last_known_good_takes_the_endpoint_back_to_it() {
+    let mut w = World::new("pin");
+    w.agent.step();
+    w.publish(1);
+    w.start(1);
+    w.run_for(WINDOW + 120);
+    assert_eq!(w.agent.state().confirmed, Some(1), "{:?}", w.agent.log);
+    w.advance(3600);
+    bulwark_server::controller::tick(w.store.as_ref(), w.now()).unwrap();
+    w.publish(2);
+    w.start(2);
+    w.run_for(60);
+    assert_eq!(w.running(), 2, "{:?}", w.agent.log);
+    let pin = serde_json::to_vec(&bulwark_rollout::policy::Policy::Pin {
+        version: 1,
+        expires_at: bulwark_rollout::Timestamp(w.now() + 86_400),
+    })
+    .unwrap();
+    w.send(
+        reqwest::Method::PUT,
+        "/v1/policies/default/stable",
+        &w.operator,
+        pin,
+    );
+    w.signing
+        .refresh_rollout(w.store.as_ref(), w.now())
+        .unwrap();
+    w.run_for(60);
+    assert_eq!(w.running(), 1, "{:?}", w.agent.log);
+    // Release 2 was never confirmed: the guard's last-known-good is still 1.
+    w.run_for(WINDOW + 60);
+    assert_eq!(w.running(), 1, "{:?}", w.agent.log);
+    assert_eq!(w.agent.link.status().unwrap().last_known_good, Some(1));
+    assert_eq!(w.agent.state().confirmed, Some(1));
+}
