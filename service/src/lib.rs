@@ -46,6 +46,9 @@
 //!      stage it (hot, or for the next boot per the configuration).
 //!    * `RevertToLastKnownGood` while running the halted version: revert through the link, and
 //!      report a `revert` guard event.
+//!    * `Pinned` to another version: back to last-known-good if that is the pinned version,
+//!      fetch and stage it as above if it is newer; an older version that is not last-known-good
+//!      cannot be reached (the guard refuses downgrades) and is logged.
 //! 5. After the health window (the staged version still running), confirm healthy: the guard
 //!    blesses it, and a heartbeat with `confirmed_healthy` is spooled.
 //! 6. Forward the driver's detections: counts by content version and rule id.
@@ -87,6 +90,8 @@
 //! * a candidate that crashes the simulated kernel at three boots (`InProcess::crash_and_reboot`)
 //!   is quarantined by the guard, which loads last-known-good; the service reports the crashes
 //!   and the quarantine, and the guard refuses the version when the agent offers it again;
+//! * a pin to the guard's last-known-good, set through the policy API while a newer release is
+//!   staged and unconfirmed, takes the endpoint back to it and keeps it there;
 //! * a restart keeps the enrollment, the sequence numbers and the newest metadata (the rollout
 //!   file from before a pause is refused as a rollback);
 //! * malformed metadata is refused and logged and nothing is staged; while the server is
@@ -112,7 +117,7 @@
 //!
 //! Each was seen to fail against a deliberate break: no confirmation, no hash check, no
 //! loader/verifier check in the service (the driver then refuses it, which the test tells
-//! apart), no revert, quarantines not forwarded, rule ids not kept, failed deliveries treated as delivered, the trusted metadata not
+//! apart), no revert, quarantines not forwarded, rule ids not kept, the pin ignored, failed deliveries treated as delivered, the trusted metadata not
 //! persisted, the enrollment not persisted, no byte bound in the spool, redirects followed to any host, no bound while
 //! reading a body, the backoff not exponential.
 //!
@@ -125,6 +130,8 @@
 //!   in-process driver core everywhere today.
 //! * Staging for the next boot: the control protocol's stage request is always hot;
 //!   `StageMode::NextBoot` is refused by [`link::InProcess`] until the protocol has it.
+//! * After a revert or a pin back to last-known-good, the reverted version cannot be staged
+//!   again when the pin lapses: the guard's anti-downgrade floor already includes it.
 //! * Revert: the guard has no revert request. [`link::InProcess`] reopens last-known-good's
 //!   stored envelope (`Admission::Stored`) and installs it, but the guard's record still holds
 //!   the candidate, so a reboot would give it another attempt; the driver needs a revert
