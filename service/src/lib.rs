@@ -97,7 +97,9 @@
 //! * malformed metadata is refused and logged and nothing is staged; while the server is
 //!   unreachable each failed step waits twice as long, up to the maximum, and the agent recovers
 //!   when it is back;
-//! * `status` reads the state directory and never shows the token.
+//! * `status` reads the state directory and never shows the token;
+//! * [`net::LocalDir`] reads exactly what `bulwark-server export` writes (the same bytes as the
+//!   server serves), refuses a name that is not a SHA-256 and a file over the bound.
 //!
 //! `tests/hostile.rs` serves hostile answers over real TLS on loopback (the server's own TLS
 //! listener with an axum router) to [`net::Http`]: a body over the bound with and without a

@@ -780,3 +780,37 @@ fn a_pin_to_last_known_good_takes_the_endpoint_back_to_it() {
     assert_eq!(w.agent.link.status().unwrap().last_known_good, Some(1));
     assert_eq!(w.agent.state().confirmed, Some(1));
 }
+
+#[test]
+fn the_local_directory_source_reads_what_export_writes() {
+    let mut w = World::new("export");
+    w.agent.step();
+    w.publish(1);
+    w.start(1);
+    let out = w.dir.join("export");
+    bulwark_server::export::export(w.store.as_ref(), &out).unwrap();
+    let mut local = bulwark_service::net::LocalDir(out.clone());
+    for which in [Metadata::Releases, Metadata::Rollout] {
+        assert_eq!(
+            local.metadata(which).unwrap(),
+            w.agent.source.inner.metadata(which).unwrap()
+        );
+    }
+    let sha = sha256_hex(&envelope(1));
+    assert_eq!(local.envelope(&sha).unwrap(), envelope(1));
+    assert!(matches!(
+        local.envelope("../../../etc/passwd"),
+        Err(NetError::Malformed(_))
+    ));
+    // Over the bound: refused.
+    let big = out.join("v1/envelopes").join("ab".repeat(32));
+    std::fs::write(
+        &big,
+        vec![0u8; bulwark_service::net::MAX_ENVELOPE_BYTES + 1],
+    )
+    .unwrap();
+    assert!(matches!(
+        local.envelope(&"ab".repeat(32)),
+        Err(NetError::TooLarge { .. })
+    ));
+}
