@@ -399,7 +399,9 @@ fn phase(
                             let version = if a.on_release { 2 } else { 1 };
                             let body = if load == Load::Mixed && n % 10 == 9 {
                                 let guard: Vec<serde_json::Value> = if n % 100 == 99 {
-                                    vec![json!({"release_version": version, "kind": "crash"})]
+                                    // On the baseline: the rollout goes on (crashes on the
+                                    // release would halt it, and the ticks then do nothing).
+                                    vec![json!({"release_version": 1, "kind": "crash"})]
                                 } else {
                                     Vec::new()
                                 };
@@ -563,6 +565,13 @@ fn run(kind: &str, store: Arc<dyn Store>, mode: &Mode) -> u64 {
         )
         .unwrap();
     });
+    let status = store.rollout(CHANNEL).unwrap().map(|r| {
+        serde_json::from_str::<ChannelRollout>(&r.state)
+            .unwrap()
+            .status
+            .name()
+    });
+    println!("  rollout status: {status:?}");
     println!(
         "  controller tick with {n} endpoints: median {:.0} ms (of which the snapshot read {read:.0} ms); \
          dashboard summary {dashboard:.0} ms",

@@ -857,6 +857,8 @@ impl Store for SqliteStore {
             if i64::try_from(n).unwrap_or(i64::MAX) < PRUNE_BATCH {
                 return Ok(total);
             }
+            // Let waiting heartbeats have the writer (the mutex is not fair).
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 
