@@ -152,6 +152,16 @@ pub(crate) fn uncommon_bytes(lit: &[u8]) -> usize {
     uncommon
 }
 
+/// Whether a literal is worth a key in a prefilter scanned on every event: two bytes or more,
+/// or one byte that is rare in Windows paths and command lines (a backtick, say, not a space).
+pub(crate) fn worth_a_key(lit: &[u8]) -> bool {
+    match lit {
+        [] => false,
+        [b] => rare_byte(*b),
+        _ => true,
+    }
+}
+
 /// Whether `b` is rare in Windows paths and command lines (not in [`COMMON`]).
 pub(crate) fn rare_byte(b: u8) -> bool {
     commonness(b) == 0
@@ -896,8 +906,8 @@ impl GramStore {
         }
     }
 
-    /// Calls `on_hit(payload, start, work)` for every occurrence in `text` of every literal of
-    /// `ix` (ASCII case folded; `start` is where it begins; the literals' bytes are in
+    /// Calls `on_hit(payload, start, len, work)` for every occurrence in `text` of every literal
+    /// of `ix` (ASCII case folded; `start` is where it begins, `len` its length; the literals' bytes are in
     /// `arena_text`), in order of where the occurrence's key window ends, until `on_hit` returns
     /// `true`. Returns whether it did. Adds the work it does to `work` (`on_hit` adds its own),
     /// at most [`GramIndex::scan_bound`].
@@ -907,7 +917,7 @@ impl GramStore {
         arena_text: &[u8],
         text: &[u8],
         work: &mut u64,
-        mut on_hit: impl FnMut(u32, usize, &mut u64) -> bool,
+        mut on_hit: impl FnMut(u32, usize, usize, &mut u64) -> bool,
     ) -> bool {
         let bitmap_words = (1usize << 64u32.saturating_sub(ix.bitmap_shift)) / 64;
         let slot_count = 1usize << 64u32.saturating_sub(ix.slot_shift);
@@ -999,7 +1009,7 @@ impl View<'_> {
         ix: &GramIndex,
         text: &[u8],
         meter: &mut Meter,
-        on_hit: &mut impl FnMut(u32, usize, &mut u64) -> bool,
+        on_hit: &mut impl FnMut(u32, usize, usize, &mut u64) -> bool,
     ) -> Option<usize> {
         if ix.strided {
             return self.scan_strided(text, meter, on_hit);
@@ -1073,7 +1083,7 @@ impl View<'_> {
         probes: [(u64, u64); N],
         text: &[u8],
         meter: &mut Meter,
-        on_hit: &mut impl FnMut(u32, usize, &mut u64) -> bool,
+        on_hit: &mut impl FnMut(u32, usize, usize, &mut u64) -> bool,
     ) -> Option<usize> {
         let mut g: u64 = 0;
         for (i, &b) in text.iter().enumerate() {
@@ -1096,7 +1106,7 @@ impl View<'_> {
         table: &[u64],
         text: &[u8],
         meter: &mut Meter,
-        on_hit: &mut impl FnMut(u32, usize, &mut u64) -> bool,
+        on_hit: &mut impl FnMut(u32, usize, usize, &mut u64) -> bool,
     ) -> Option<usize> {
         let mut g: u64 = 0;
         for (i, &b) in text.iter().enumerate() {
@@ -1125,7 +1135,7 @@ impl View<'_> {
         text: &[u8],
         i: usize,
         meter: &mut Meter,
-        on_hit: &mut impl FnMut(u32, usize, &mut u64) -> bool,
+        on_hit: &mut impl FnMut(u32, usize, usize, &mut u64) -> bool,
     ) -> bool {
         for (mask, n) in [(0xFF, 1u64), (0xFFFF, 2)] {
             let key = (g & mask) | (n << 32);
@@ -1143,7 +1153,7 @@ impl View<'_> {
         &self,
         text: &[u8],
         meter: &mut Meter,
-        on_hit: &mut impl FnMut(u32, usize, &mut u64) -> bool,
+        on_hit: &mut impl FnMut(u32, usize, usize, &mut u64) -> bool,
     ) -> Option<usize> {
         for (c, chunk) in text.chunks_exact(STRIDE).enumerate() {
             let key = chunk
@@ -1170,7 +1180,7 @@ impl View<'_> {
         text: &[u8],
         i: usize,
         meter: &mut Meter,
-        on_hit: &mut impl FnMut(u32, usize, &mut u64) -> bool,
+        on_hit: &mut impl FnMut(u32, usize, usize, &mut u64) -> bool,
     ) -> bool {
         let end = i.saturating_add(1);
         // A window longer than the text read so far holds zero bytes that are not there.
@@ -1192,7 +1202,7 @@ impl View<'_> {
         text: &[u8],
         window_end: usize,
         meter: &mut Meter,
-        on_hit: &mut impl FnMut(u32, usize, &mut u64) -> bool,
+        on_hit: &mut impl FnMut(u32, usize, usize, &mut u64) -> bool,
     ) -> bool {
         let store = self.store;
         for lit in store.lits.get(range(e.first, e.end)).unwrap_or(&[]) {
@@ -1214,7 +1224,7 @@ impl View<'_> {
             }
             for &p in store.payloads.get(range(lit.first, lit.end)).unwrap_or(&[]) {
                 meter.add(1);
-                if on_hit(p, start, &mut meter.work) {
+                if on_hit(p, start, len, &mut meter.work) {
                     return true;
                 }
             }
@@ -1279,7 +1289,7 @@ mod tests {
     fn hits((strs, store, ix): &(Strs, GramStore, GramIndex), text: &str) -> Vec<(u32, usize)> {
         let mut out = Vec::new();
         let mut work = 0u64;
-        store.scan(ix, &strs.text, text.as_bytes(), &mut work, |p, s, _| {
+        store.scan(ix, &strs.text, text.as_bytes(), &mut work, |p, s, _, _| {
             out.push((p, s));
             false
         });
@@ -1379,12 +1389,14 @@ mod tests {
         let (strs, store, ix) = build(&[("abc", 1), ("bcd", 2)], false);
         let mut seen = vec![];
         let mut work = 0;
-        assert!(store.scan(&ix, &strs.text, b"xabcd", &mut work, |p, _, _| {
-            seen.push(p);
-            true
-        }));
+        assert!(
+            store.scan(&ix, &strs.text, b"xabcd", &mut work, |p, _, _, _| {
+                seen.push(p);
+                true
+            })
+        );
         assert_eq!(seen, vec![1]);
-        assert!(!store.scan(&ix, &strs.text, b"xyz", &mut work, |_, _, _| true));
+        assert!(!store.scan(&ix, &strs.text, b"xyz", &mut work, |_, _, _, _| true));
     }
 
     proptest::proptest! {

@@ -28,6 +28,7 @@ pub mod event;
 pub mod format;
 mod gramindex;
 mod heapsort;
+mod hits;
 pub mod insn;
 pub mod limits;
 pub mod matching;

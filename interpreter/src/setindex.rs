@@ -154,20 +154,22 @@ impl SetIndex {
             if self.has_empty {
                 return Some(true);
             }
-            return Some(tables.grams.scan(
-                ix,
-                tables.arena,
-                bytes,
-                work,
-                |i, start, work| match case {
-                    Case::Insensitive => true,
-                    Case::Sensitive => item(i).is_some_and(|needle| {
-                        *work = work.saturating_add(units(needle.len()).saturating_add(1));
-                        bytes.get(start..start.saturating_add(needle.len()))
-                            == Some(needle.as_bytes())
-                    }),
-                },
-            ));
+            return Some(
+                tables.grams.scan(
+                    ix,
+                    tables.arena,
+                    bytes,
+                    work,
+                    |i, start, _, work| match case {
+                        Case::Insensitive => true,
+                        Case::Sensitive => item(i).is_some_and(|needle| {
+                            *work = work.saturating_add(units(needle.len()).saturating_add(1));
+                            bytes.get(start..start.saturating_add(needle.len()))
+                                == Some(needle.as_bytes())
+                        }),
+                    },
+                ),
+            );
         }
         let affixes = tables.affixes;
         let mut meter = 0u64;

@@ -14,6 +14,7 @@ use alloc::vec::Vec;
 use crate::anchors::{self, Step};
 use crate::cost::{self, BUDGET_PER_EVENT};
 use crate::gramindex::{Arena, GramIndex, GramScratch, GramStore, Payloads, StringFacts, GRAM};
+use crate::hits::{payload, Kind, MAX_SLOTS};
 use crate::matching::{compare_bound, glob_bound, longest_run};
 use crate::setindex::{AffixStore, SetIndex, SetUse, INDEX_MIN_ITEMS};
 use regex_automata::dfa::sparse;
@@ -127,6 +128,9 @@ pub(crate) enum Insn {
         field: u8,
         regex: u32,
     },
+    /// A string or set test folded into its field's prefilter scan: whether the scan marked
+    /// this slot (see [`crate::hits`]).
+    Hit(u32),
     FieldEq {
         field: u8,
         other: u8,
@@ -176,6 +180,93 @@ pub(crate) struct TypeIndex {
     pub(crate) filters: Vec<FieldFilter>,
 }
 
+/// See [`crate::hits`]: gives each foldable test of the rules' code a slot (tests alike share
+/// one), adds its literals to its field's prefilter list in `anchors` ((event type, field) ->
+/// (string, payload)), and rewrites it to [`Insn::Hit`]. Tests past [`MAX_SLOTS`] stay as they
+/// are.
+fn fold_tests(
+    rules: &[Rule],
+    insns: &mut [Insn],
+    sets: &Ragged<u32>,
+    strings: &Strings,
+    facts: &StringFacts,
+    anchors: &mut BTreeMap<(u8, u8), Vec<(u32, u32)>>,
+) -> usize {
+    // (event type, field, kind, is a set, canonical string or set) -> slot
+    let mut slots: BTreeMap<(u8, u8, Kind, bool, u32), u32> = BTreeMap::new();
+    let worth_a_key = |s: u32| {
+        strings
+            .get(s)
+            .is_some_and(|l| crate::gramindex::worth_a_key(l.as_bytes()))
+    };
+    for rule in rules {
+        let t = rule.event_type.id();
+        let end = rule.code_start.saturating_add(rule.code_len);
+        let Some(code) = insns.get_mut(rule.code_start..end) else {
+            continue;
+        };
+        for insn in code {
+            let (field, op, is_set, target) = match *insn {
+                Insn::Str {
+                    field,
+                    op,
+                    case: Case::Insensitive,
+                    s,
+                } if worth_a_key(s) => (field, op, false, s),
+                Insn::Set {
+                    field,
+                    op,
+                    case: Case::Insensitive,
+                    set,
+                } if sets
+                    .get(usize::try_from(set).unwrap_or(usize::MAX))
+                    .is_some_and(|items| {
+                        !items.is_empty() && items.iter().all(|&s| worth_a_key(s))
+                    }) =>
+                {
+                    (field, op, true, set)
+                }
+                _ => continue,
+            };
+            let kind = match op {
+                StrOp::Contains => Kind::Contains,
+                StrOp::StartsWith => Kind::StartsWith,
+                StrOp::EndsWith => Kind::EndsWith,
+                StrOp::Eq => Kind::Eq,
+            };
+            let canon = if is_set {
+                target
+            } else {
+                facts.canon_of(target)
+            };
+            let key = (t, field, kind, is_set, canon);
+            let slot = match slots.get(&key) {
+                Some(&slot) => slot,
+                None => {
+                    if slots.len() >= MAX_SLOTS {
+                        continue;
+                    }
+                    let slot = u32::try_from(slots.len()).unwrap_or(u32::MAX);
+                    slots.insert(key, slot);
+                    let list = anchors.entry((t, field)).or_default();
+                    let p = payload(kind, slot);
+                    if is_set {
+                        let items = sets
+                            .get(usize::try_from(target).unwrap_or(usize::MAX))
+                            .unwrap_or(&[]);
+                        list.extend(items.iter().map(|&s| (s, p)));
+                    } else {
+                        list.push((target, p));
+                    }
+                    slot
+                }
+            };
+            *insn = Insn::Hit(slot);
+        }
+    }
+    slots.len()
+}
+
 /// A pack that passed [`verify`]: the only content the VM runs.
 #[derive(Clone, Debug)]
 pub struct VerifiedPack {
@@ -198,6 +289,8 @@ pub struct VerifiedPack {
     pub(crate) regex_classes: Vec<usize>,
     pub(crate) rules: Vec<Rule>,
     pub(crate) insns: Vec<Insn>,
+    /// How many test slots the prefilter scans answer (see [`crate::hits`]).
+    pub(crate) hit_slots: usize,
     pub(crate) by_type: Vec<TypeIndex>,
     /// By event type id: the most work units evaluating one event of that type can cost (the
     /// cost model's bound, at most [`BUDGET_PER_EVENT`]).
@@ -413,7 +506,7 @@ impl Verifier<'_> {
                 anchors
                     .entry((event_type.id(), field))
                     .or_default()
-                    .push((s, rule_index));
+                    .push((s, payload(Kind::Rule, rule_index)));
             }
             if rule_anchors.is_empty() {
                 if let Some(word) = always
@@ -451,6 +544,16 @@ impl Verifier<'_> {
                 cost: 0,
             });
         }
+
+        // Each rule's literal tests join their field's prefilter (see `crate::hits`).
+        let hit_slots = fold_tests(
+            &rules,
+            &mut insns,
+            &raw.sets,
+            &strings,
+            &facts,
+            &mut anchors,
+        );
 
         let mut by_type: Vec<TypeIndex> = always
             .into_iter()
@@ -519,6 +622,7 @@ impl Verifier<'_> {
             insns,
             by_type,
             cost_bounds: Vec::new(),
+            hit_slots,
         };
         self.bound_costs(&mut pack)?;
         Ok(pack)
@@ -899,6 +1003,7 @@ impl Implied {
                 Insn::Exists(_)
                 | Insn::Empty(_)
                 | Insn::Regex { .. }
+                | Insn::Hit(_)
                 | Insn::FieldEq { .. }
                 | Insn::Int { .. } => Step::Pred(false),
                 Insn::Not => Step::Not,
@@ -1070,6 +1175,7 @@ impl CostMemo {
             | Insn::Jt(_)
             | Insn::Jf(_)
             | Insn::Jmp(_)
+            | Insn::Hit(_)
             | Insn::Ret => 0,
             Insn::Str { field, op, s, .. } => compare_bound(op, t.max_len(field), len(s)),
             Insn::FieldEq { field, other, .. } => {
@@ -1177,6 +1283,12 @@ impl VerifiedPack {
         if let Some(b) = self.cost_bounds.get_mut(usize::from(t.id())) {
             *b = (*b).min(bound);
         }
+    }
+
+    /// How many distinct string and set tests of the rules the prefilter scans answer (see
+    /// `interpreter/src/hits.rs`), at most 4096; tests past it run as instructions.
+    pub fn folded_tests(&self) -> usize {
+        self.hit_slots
     }
 
     /// The largest of [`VerifiedPack::cost_bound`] over the event types.

@@ -12,6 +12,7 @@ use regex_automata::Input;
 
 use crate::cost;
 use crate::event::Event;
+use crate::hits::SLOT_WORDS;
 use crate::insn::StrOp;
 use crate::limits::MAX_RULES;
 use crate::matching::{compare_metered, glob_match_metered};
@@ -64,21 +65,27 @@ impl VerifiedPack {
         for (slot, word) in candidates.iter_mut().zip(&index.always) {
             *slot = *word;
         }
+        // The slots of the tests the scans answer (see `crate::hits`).
+        let mut hits = [0u64; SLOT_WORDS];
         let arena = self.strings.arena().text;
         for filter in &index.filters {
             let FieldValue::Str(text) = event.get(filter.field) else {
                 continue;
             };
+            let value_len = text.len();
             self.grams.scan(
                 &filter.anchors,
                 arena,
                 text.as_bytes(),
                 &mut meter.work,
-                |r, _, _| {
-                    let r = usize::try_from(r).unwrap_or(usize::MAX);
-                    match candidates.get_mut(r / 64) {
-                        Some(w) => *w |= 1u64 << (r % 64),
-                        None => stats.errors = stats.errors.saturating_add(1),
+                |p, start, len, _| {
+                    let marked = match crate::hits::decode(p, start, len, value_len) {
+                        Some((true, rule)) => crate::hits::set(&mut candidates, rule),
+                        Some((false, slot)) => crate::hits::set(&mut hits, slot),
+                        None => true,
+                    };
+                    if !marked {
+                        stats.errors = stats.errors.saturating_add(1);
                     }
                     false
                 },
@@ -98,7 +105,7 @@ impl VerifiedPack {
                 }
                 stats.rules_run = stats.rules_run.saturating_add(1);
                 meter.work = meter.work.saturating_add(cost::RULE);
-                match self.run_rule(rule, event, &mut meter) {
+                match self.run_rule(rule, event, &hits, &mut meter) {
                     Ok(true) => {
                         stats.matches = stats.matches.saturating_add(1);
                         if let Some(info) = self.rule(r) {
@@ -124,6 +131,7 @@ impl VerifiedPack {
         &self,
         rule: &Rule,
         event: &Event<'_, '_>,
+        hits: &[u64],
         meter: &mut Meter,
     ) -> Result<bool, Fault> {
         let end = rule
@@ -206,6 +214,7 @@ impl VerifiedPack {
                         _ => false,
                     };
                 }
+                Insn::Hit(slot) => acc = crate::hits::get(hits, idx(slot)),
                 Insn::FieldEq { field, other, case } => {
                     acc = match (event.get(field), event.get(other)) {
                         (FieldValue::Str(a), FieldValue::Str(b)) => {
