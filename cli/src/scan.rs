@@ -8,7 +8,7 @@
 //! on (as far as the VM can say: see bulwark_sigma::scan). Exit codes: 0, 1 if the pack is
 //! rejected, 2 for usage or I/O errors, 3 with `--fail-on-detection` when anything fired.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -314,8 +314,11 @@ fn progress_bar(total_bytes: Option<u64>) -> indicatif::ProgressBar {
 }
 
 struct Stats {
+    /// Detections reported (after the filters), by rule and by level.
     per_rule: BTreeMap<u32, u64>,
     per_level: BTreeMap<Level, u64>,
+    /// Every rule that fired, reported or filtered out.
+    fired: BTreeSet<u32>,
 }
 
 fn print_stats(pack: &VerifiedPack, stats: &Stats) {
@@ -335,8 +338,9 @@ fn print_stats(pack: &VerifiedPack, stats: &Stats) {
             stats.per_level.get(&level).copied().unwrap_or(0)
         );
     }
+    // A rule whose detections the filters dropped did fire: it is not dead content.
     let never: Vec<_> = (0..pack.rule_count())
-        .filter(|i| !stats.per_rule.contains_key(&(*i as u32)))
+        .filter(|i| !stats.fired.contains(&(*i as u32)))
         .filter_map(|i| pack.rule(i))
         .collect();
     eprintln!(
@@ -414,6 +418,7 @@ pub fn run(name: &str, m: &ArgMatches) -> Option<ExitCode> {
     let mut stats = Stats {
         per_rule: BTreeMap::new(),
         per_level: BTreeMap::new(),
+        fired: BTreeSet::new(),
     };
     let mut reported = 0u64;
     let started = Instant::now();
@@ -448,6 +453,7 @@ pub fn run(name: &str, m: &ArgMatches) -> Option<ExitCode> {
             &opts,
             &mut totals,
             &mut |record, detections| {
+                stats.fired.extend(detections.iter().map(|d| d.rule.index));
                 for d in detections.iter().filter(|d| filter.keeps(d)) {
                     reported += 1;
                     *stats.per_rule.entry(d.rule.index).or_default() += 1;

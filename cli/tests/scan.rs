@@ -964,6 +964,14 @@ fn outputs_filters_and_stats_on_real_recordings() {
         .unwrap_or_else(|| panic!("{err}"));
     let fired: BTreeSet<&str> = all.iter().filter_map(|d| d["rule_id"].as_str()).collect();
     assert_eq!(never + fired.len(), loaded, "{err}");
+    // A rule whose detections a filter drops still fired: the filters do not change the count.
+    let (code, out, err) = scan(&["--quiet", "--stats", "--rule", "no-such-rule"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(detections(&out).is_empty(), "{out}");
+    assert!(
+        err.contains(&format!("rules that never fired: {never} of {loaded}")),
+        "{err}"
+    );
 
     // --fail-on-detection: 3 when anything was reported, 0 when the filters leave nothing
     let (code, _, _) = scan(&["--quiet", "--fail-on-detection"]);
