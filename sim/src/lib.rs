@@ -1,0 +1,24 @@
+//! Bulwark's fleet simulator (issue 15): a deterministic simulation of a fleet of endpoints, to
+//! measure the blast radius of a bad release and show that the rollout stops it.
+//!
+//! # What is here
+//!
+//! * [`scenario`]: scenarios (TOML): the fleet (OS builds, hardware classes, host groups, when
+//!   machines are on line, heartbeat interval, boot time, the baseline's crashes and detections),
+//!   what the release does (good, crash on load for a stratum or for all with a probability,
+//!   crash on hot update only, a detection storm, a block storm), the rollout (plan, health
+//!   analysis on or off, the guard's threshold and stable period) and the storage faults
+//!   injected into the guard's records. The built-in scenarios are the files in
+//!   `sim/scenarios/`.
+//! * [`rng`]: deterministic randomness, one independent stream per endpoint and purpose, so the
+//!   same seed gives the same run byte for byte.
+//! * [`outcome`]: what a run measured (the `--json` object) and the time series behind the
+//!   report's charts.
+//! * [`report`]: the HTML report with SVG charts (version share over time, crashes and reverts
+//!   per wave, the moment of halt).
+#![forbid(unsafe_code)]
+
+pub mod outcome;
+pub mod report;
+pub mod rng;
+pub mod scenario;
