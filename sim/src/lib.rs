@@ -10,6 +10,8 @@
 //!   analysis on or off, the guard's threshold and stable period) and the storage faults
 //!   injected into the guard's records. The built-in scenarios are the files in
 //!   `sim/scenarios/`.
+//! * [`machine`]: one endpoint's machine: the real boot-count guard, loader and verifier over an
+//!   in-memory store with power cuts and torn writes injected.
 //! * [`rng`]: deterministic randomness, one independent stream per endpoint and purpose, so the
 //!   same seed gives the same run byte for byte.
 //! * [`outcome`]: what a run measured (the `--json` object) and the time series behind the
@@ -17,7 +19,11 @@
 //! * [`report`]: the HTML report with SVG charts (version share over time, crashes and reverts
 //!   per wave, the moment of halt).
 #![forbid(unsafe_code)]
+// The guard's errors carry the loader's reasons (hashes included); they are returned once per
+// stage, not in a loop.
+#![allow(clippy::result_large_err)]
 
+pub mod machine;
 pub mod outcome;
 pub mod report;
 pub mod rng;
