@@ -10,6 +10,8 @@
 //!   analysis on or off, the guard's threshold and stable period) and the storage faults
 //!   injected into the guard's records. The built-in scenarios are the files in
 //!   `sim/scenarios/`.
+//! * [`fleet`]: each endpoint's facts (OS build, hardware class, host group, id) drawn from the
+//!   scenario's shares, and when it is on line.
 //! * [`machine`]: one endpoint's machine: the real boot-count guard, loader and verifier over an
 //!   in-memory store with power cuts and torn writes injected.
 //! * [`rng`]: deterministic randomness, one independent stream per endpoint and purpose, so the
@@ -23,6 +25,7 @@
 // stage, not in a loop.
 #![allow(clippy::result_large_err)]
 
+pub mod fleet;
 pub mod machine;
 pub mod outcome;
 pub mod report;
