@@ -184,7 +184,7 @@ mod tests {
         let s = builtin("good").unwrap();
         let p = &s.fleet.online_by_hour;
         let n = 20_000u32;
-        let mut on_at = vec![0u32; 48];
+        let mut on_at = [0u32; 48];
         let mut ever = 0;
         let mut switches = 0usize;
         for i in 0..n {
