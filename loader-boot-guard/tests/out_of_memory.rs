@@ -31,12 +31,18 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 #[test]
 fn a_stage_under_memory_pressure_is_refused_and_changes_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    // A pack with a 48 KiB string: the verifier's reserve (16 times the pack) dwarfs every other
-    // allocation on the way, so only the reservation meets the ceiling.
-    let text = format!(
-        "rule\n  id \"big\"\n  title \"big\"\n  author \"tests\"\n  level high\n  action alert\n  event process_creation\n  str.contains CommandLine \"{}\"\n  ret\nend\n",
-        "x".repeat(48 * 1024)
-    );
+    // A pack of about 64 KiB (a thousand rules, each with its own 48-byte string): the verifier's
+    // reserve (16 times the pack) dwarfs every other allocation on the way, so only the
+    // reservation meets the ceiling. (One 48 KiB string would be refused by the cost model
+    // instead: a literal that long, confirmed at every position of a field, is over the budget.)
+    let text: String = (0..1000)
+        .map(|i| {
+            format!(
+                "rule\n  id \"big-{i}\"\n  title \"big {i}\"\n  author \"tests\"\n  level high\n  action alert\n  event process_creation\n  str.contains CommandLine \"{i:08}{}\"\n  ret\nend\n",
+                "x".repeat(40)
+            )
+        })
+        .collect();
     let big = bulwark_interpreter::text::asm(&text).unwrap();
     let pack_len = big.len();
     let needed = pack_len * VERIFY_HEAP_FACTOR;
