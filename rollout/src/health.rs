@@ -24,6 +24,11 @@
 //!   never causes, and baselines are usually zero. The wave fails at `max(2, ceil(endpoints *
 //!   100 / 10^6))` quarantines: 2 for any wave up to 20,000 endpoints (so any 2 in canary), one in
 //!   10,000 endpoints above that.
+//! * `rejection-ceiling`: the same ceiling for refusals of the release by the endpoints
+//!   themselves (their verifier, run against the running sensor's schema, or their loader):
+//!   content that does not fit the sensor it was sent to, which a release the server verified
+//!   should never be. The wave fails at `max(1, ceil(endpoints * 100 / 10^6))`: any one refusal in
+//!   a wave up to 10,000 endpoints.
 //!
 //! *Storm family*, per open wave and per rule of the new release (a false-positive storm):
 //! * `detection-storm`, for a rule the baseline release also has: the same conditional binomial
@@ -80,6 +85,12 @@ pub struct HealthConfig {
     pub quarantine_floor: u64,
     /// Quarantines per million endpoints that fail a wave (above the floor).
     pub quarantine_ceiling_per_million: u64,
+    /// Fewest refusals by the endpoints' own verifier or loader that fail a wave.
+    #[serde(default = "default_rejection_floor")]
+    pub rejection_floor: u64,
+    /// Refusals per million endpoints that fail a wave (above the floor).
+    #[serde(default = "default_rejection_ceiling_per_million")]
+    pub rejection_ceiling_per_million: u64,
     /// Seconds without news after which an endpoint that staged counts as silent.
     pub silence_timeout_secs: u64,
 }
@@ -94,9 +105,19 @@ impl Default for HealthConfig {
             new_rule_max_per_endpoint_hour: 0.01,
             quarantine_floor: 2,
             quarantine_ceiling_per_million: 100,
+            rejection_floor: default_rejection_floor(),
+            rejection_ceiling_per_million: default_rejection_ceiling_per_million(),
             silence_timeout_secs: 3600,
         }
     }
+}
+
+fn default_rejection_floor() -> u64 {
+    1
+}
+
+fn default_rejection_ceiling_per_million() -> u64 {
+    100
 }
 
 /// A test's (or the analysis's) outcome, in increasing severity.
@@ -122,7 +143,7 @@ pub enum ExposureUnit {
 /// The record of one test (or of one data check).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TestVerdict {
-    /// The test's name: `crash-rate`, `revert-rate`, `quarantine-rate`, `quarantine-ceiling`,
+    /// The test's name: `crash-rate`, `revert-rate`, `quarantine-rate`, `quarantine-ceiling`, `rejection-ceiling`,
     /// `silence`, `detection-storm`, `new-rule-storm`, or `data` for a missing-data check.
     pub test: String,
     /// The wave whose cohort was tested.
@@ -300,6 +321,7 @@ pub fn analyze(
             base,
         };
         verdicts.push(ctx.quarantine_ceiling(config));
+        verdicts.push(ctx.rejection_ceiling(config));
         if base_ok && cohort.endpoints > 0 {
             verdicts.push(ctx.rate_test(
                 "crash-rate",
@@ -477,6 +499,38 @@ impl Ctx<'_> {
             config.quarantine_floor,
             config.quarantine_ceiling_per_million,
             if q >= ceiling { "reached" } else { "not reached" }
+        );
+        v
+    }
+
+    fn rejection_ceiling(&self, config: &HealthConfig) -> TestVerdict {
+        let mut v = self.verdict("rejection-ceiling", ExposureUnit::Endpoints);
+        let n = self.cohort.endpoints;
+        let scaled = n
+            .saturating_mul(config.rejection_ceiling_per_million)
+            .div_ceil(1_000_000);
+        let ceiling = config.rejection_floor.max(scaled).max(1);
+        let r = self.cohort.rejections;
+        v.new_count = r;
+        v.base_count = self.base.rejections;
+        v.ceiling = Some(ceiling);
+        v.outcome = if r >= ceiling {
+            Outcome::Fail
+        } else {
+            Outcome::Pass
+        };
+        v.reason = format!(
+            "refusals of the release by the endpoints' own verifier or loader: {r} among {n} \
+             endpoints in {}; the ceiling is {ceiling} (at least {}, and {} per million \
+             endpoints): {}",
+            self.where_(),
+            config.rejection_floor,
+            config.rejection_ceiling_per_million,
+            if r >= ceiling {
+                "reached"
+            } else {
+                "not reached"
+            }
         );
         v
     }

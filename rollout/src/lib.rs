@@ -63,7 +63,8 @@
 //! `p ≈ 1e-6`); endpoints silent past a one-hour timeout after staging by Fisher's exact test
 //! against the baseline's silence (a crashed machine cannot report, so silence is failure);
 //! quarantines against an absolute ceiling (2 in any wave up to 20,000 endpoints, one in 10,000
-//! above); each rule's detections against 10x its baseline rate (conditional binomial), or a new
+//! above); refusals of the release by the endpoints' own verifier or loader against a ceiling of
+//! one in any wave up to 10,000 endpoints; each rule's detections against 10x its baseline rate (conditional binomial), or a new
 //! rule's against 0.01 per endpoint-hour (exact Poisson), from 20 detections up. The false-halt
 //! probability of one evaluation is `1e-4`, split between the safety and storm families and by
 //! Bonferroni over every test of each (every rule counts); `p < 1e-2` on the same split holds the

@@ -28,6 +28,10 @@ pub struct EndpointRecord {
     pub reverts: u32,
     /// Quarantines (the guard gave up on a candidate after N failed boots).
     pub quarantines: u32,
+    /// Refusals of the release by the endpoint itself before it reached the driver (its verifier,
+    /// against the running sensor's schema, or its loader): content that does not fit the sensor.
+    #[serde(default)]
+    pub rejections: u32,
     /// Whether it confirmed a healthy boot or hot update on the release.
     pub confirmed_healthy: bool,
     /// Detections by rule id.
@@ -71,6 +75,9 @@ pub struct CohortObservations {
     pub reverts: u64,
     /// Quarantines.
     pub quarantines: u64,
+    /// Refusals of the release by the endpoints' own verifier or loader.
+    #[serde(default)]
+    pub rejections: u64,
     /// Endpoints silent past the timeout (see [`EndpointRecord::is_silent`]).
     pub silent: u64,
     /// Endpoints that confirmed a healthy boot or hot update.
@@ -99,6 +106,7 @@ impl CohortObservations {
             c.crashes = c.crashes.saturating_add(u64::from(r.crashes));
             c.reverts = c.reverts.saturating_add(u64::from(r.reverts));
             c.quarantines = c.quarantines.saturating_add(u64::from(r.quarantines));
+            c.rejections = c.rejections.saturating_add(u64::from(r.rejections));
             c.silent = c
                 .silent
                 .saturating_add(u64::from(r.is_silent(now, silence_timeout_secs)));

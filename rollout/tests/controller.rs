@@ -358,6 +358,30 @@ fn two_quarantines_in_canary_halt_even_against_a_zero_baseline() {
         .any(|v| v.test == "quarantine-ceiling" && v.ceiling == Some(2)));
 }
 
+#[test]
+fn one_refusal_by_an_endpoints_own_verifier_halts_a_canary() {
+    let s = canary_open();
+    let obs = healthy(2, 2, 0);
+    let (ok, _) = step(&s, &obs, T0.plus_hours(4));
+    assert!(!ok.is_halted());
+    // The baseline's refusals (of its own release) do not count against the new one.
+    let mut obs = healthy(2, 2, 0);
+    obs.baseline.rejections = 3;
+    let (ok, _) = step(&s, &obs, T0.plus_hours(4));
+    assert!(!ok.is_halted());
+    obs.waves[1].rejections = 1;
+    let (h, _) = step(&s, &obs, T0.plus_hours(4));
+    let HaltCause::Automatic { failed } = &halt_record(&h).cause else {
+        panic!()
+    };
+    let v = failed
+        .iter()
+        .find(|v| v.test == "rejection-ceiling")
+        .expect("the rejection ceiling failed");
+    assert_eq!((v.new_count, v.ceiling), (1, Some(1)));
+    assert!(v.reason.contains("own verifier"), "{}", v.reason);
+}
+
 /// A good release against a noisy baseline: both cohorts draw their counts from the same rates.
 fn noisy_good_release(rng: &mut Rng) -> HealthObservations {
     let draw =
