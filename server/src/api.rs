@@ -24,8 +24,8 @@ use subtle::ConstantTimeEq;
 
 use crate::metadata::{self, MetadataError, Signing};
 use crate::store::{
-    ApiToken, DetectionRow, EndpointRow, GuardEventKind, GuardEventRow, HeartbeatRow, NewEndpoint,
-    ReleaseRow, Role, RolloutRow, Store, StoreError,
+    AlertRow, ApiToken, DetectionRow, EndpointRow, GuardEventKind, GuardEventRow, HeartbeatRow,
+    NewEndpoint, ReleaseRow, Role, RolloutRow, Store, StoreError, TelemetryBatch,
 };
 use crate::util::{hex, random_token, sha256_hex, unhex};
 
@@ -37,6 +37,13 @@ pub const TELEMETRY_BODY_LIMIT: usize = 1024 * 1024;
 pub const MAX_BATCH_ITEMS: usize = 1000;
 /// Longest text field (facts, channel and rule names, reasons).
 pub const MAX_TEXT: usize = 256;
+/// Longest reason of a rejection (the endpoint's verifier or loader message).
+pub const MAX_REJECTION_REASON: usize = 2048;
+/// Longest context field of an alert (image, command line, user, parent image, hashes, title,
+/// author). The driver's own bounds are smaller; this one keeps a batch within its body limit.
+pub const MAX_ALERT_FIELD: usize = 4096;
+/// Most alerts or rejections one read returns.
+pub const MAX_READ_ITEMS: u32 = 1000;
 /// Body limit of a release upload: the largest envelope the loader accepts.
 pub const RELEASE_BODY_LIMIT: usize = MAX_ENVELOPE_BYTES;
 /// Largest sequence number, version or timestamp the API takes: what both stores hold (a signed
@@ -361,6 +368,8 @@ pub fn router(state: AppState) -> Router {
             post(rollout_command).layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT)),
         )
         .route("/v1/rollouts/{channel}", get(get_rollout))
+        .route("/v1/alerts", get(list_alerts))
+        .route("/v1/rejections", get(list_rejections))
         .route(
             "/v1/metadata/{file}",
             get(get_metadata)
@@ -513,8 +522,60 @@ async fn heartbeat(
 pub struct GuardEventIn {
     /// The release it happened on.
     pub release_version: u64,
-    /// `crash`, `revert` or `quarantine`.
+    /// `crash`, `revert`, `quarantine` or `reject`.
     pub kind: GuardEventKind,
+    /// Why (`reject` only: the endpoint's verifier or loader message).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// One alert in a telemetry batch: a detection with its context. The rule's id, title, author
+/// and level come from the pack the endpoint staged (the Detection Rule License requires the
+/// author); the rest from the event.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertIn {
+    /// The release whose rule fired.
+    pub release_version: u64,
+    /// The rule's id.
+    pub rule: String,
+    /// The rule's title.
+    pub title: String,
+    /// The rule's author.
+    pub author: String,
+    /// The rule's level (`informational`, `low`, `medium`, `high`, `critical`).
+    pub level: String,
+    /// `alert` or `block`.
+    pub action: String,
+    /// Whether the process creation was denied.
+    #[serde(default)]
+    pub blocked: bool,
+    /// When the event happened (endpoint clock, milliseconds since the Unix epoch).
+    pub time_ms: u64,
+    /// The event type (`process_creation`, ...).
+    pub event_type: String,
+    /// The process.
+    pub process_id: u32,
+    /// Its parent.
+    pub parent_process_id: u32,
+    /// The image path.
+    #[serde(default)]
+    pub image: String,
+    /// The command line.
+    #[serde(default)]
+    pub command_line: String,
+    /// The user.
+    #[serde(default)]
+    pub user: String,
+    /// The parent's image path.
+    #[serde(default)]
+    pub parent_image: String,
+    /// The image's hashes.
+    #[serde(default)]
+    pub hashes: String,
+    /// The context fields the driver truncated (names).
+    #[serde(default)]
+    pub truncated: Vec<String>,
 }
 
 /// One detection count in a telemetry batch.
@@ -543,6 +604,18 @@ pub struct TelemetryRequest {
     /// Detection counts (at most [`MAX_BATCH_ITEMS`]).
     #[serde(default)]
     pub detections: Vec<DetectionIn>,
+    /// Alerts with context (at most [`MAX_BATCH_ITEMS`]).
+    #[serde(default)]
+    pub alerts: Vec<AlertIn>,
+}
+
+fn check_long_text(field: &str, value: &str, max: usize) -> ApiResult<()> {
+    if value.len() > max || value.contains('\0') {
+        return Err(ApiError::bad_request(format!(
+            "{field} must be at most {max} bytes without NUL characters"
+        )));
+    }
+    Ok(())
 }
 
 async fn telemetry(
@@ -553,20 +626,69 @@ async fn telemetry(
     let endpoint = endpoint_auth(&state, &headers).await?;
     let req: TelemetryRequest = json_body(body)?;
     channel_config(&state, &req.channel)?;
-    if req.guard_events.len() > MAX_BATCH_ITEMS || req.detections.len() > MAX_BATCH_ITEMS {
+    if req.guard_events.len() > MAX_BATCH_ITEMS
+        || req.detections.len() > MAX_BATCH_ITEMS
+        || req.alerts.len() > MAX_BATCH_ITEMS
+    {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "batch_too_large",
             format!(
-                "a batch holds at most {MAX_BATCH_ITEMS} guard events and {MAX_BATCH_ITEMS} detection counts ({} and {} sent)",
+                "a batch holds at most {MAX_BATCH_ITEMS} guard events, {MAX_BATCH_ITEMS} detection counts and {MAX_BATCH_ITEMS} alerts ({}, {} and {} sent)",
                 req.guard_events.len(),
-                req.detections.len()
+                req.detections.len(),
+                req.alerts.len()
             ),
         ));
     }
     check_integer("seq", req.seq, MAX_INTEGER)?;
     for e in &req.guard_events {
         check_integer("release_version", e.release_version, MAX_INTEGER)?;
+        match (e.kind, &e.reason) {
+            (GuardEventKind::Reject, Some(reason)) => {
+                if reason.is_empty() {
+                    return Err(ApiError::bad_request("a reject's reason must not be empty"));
+                }
+                check_long_text("reason", reason, MAX_REJECTION_REASON)?;
+            }
+            (GuardEventKind::Reject, None) => {
+                return Err(ApiError::bad_request(
+                    "a guard event of kind reject needs a reason",
+                ))
+            }
+            (_, Some(_)) => {
+                return Err(ApiError::bad_request(format!(
+                    "only a reject has a reason (a {} was sent with one)",
+                    e.kind.name()
+                )))
+            }
+            (_, None) => {}
+        }
+    }
+    for a in &req.alerts {
+        check_integer("release_version", a.release_version, MAX_INTEGER)?;
+        check_integer("time_ms", a.time_ms, MAX_INTEGER)?;
+        check_text("rule", &a.rule)?;
+        check_text("level", &a.level)?;
+        check_text("action", &a.action)?;
+        check_text("event_type", &a.event_type)?;
+        for (field, value) in [
+            ("title", &a.title),
+            ("author", &a.author),
+            ("image", &a.image),
+            ("command_line", &a.command_line),
+            ("user", &a.user),
+            ("parent_image", &a.parent_image),
+            ("hashes", &a.hashes),
+        ] {
+            check_long_text(field, value, MAX_ALERT_FIELD)?;
+        }
+        if a.truncated.len() > 16 {
+            return Err(ApiError::bad_request("truncated names at most 16 fields"));
+        }
+        for t in &a.truncated {
+            check_text("truncated", t)?;
+        }
     }
     for d in &req.detections {
         check_text("rule", &d.rule)?;
@@ -583,6 +705,7 @@ async fn telemetry(
             release_version: e.release_version,
             kind: e.kind,
             at,
+            reason: e.reason.clone().unwrap_or_default(),
         })
         .collect();
     let detections: Vec<DetectionRow> = req
@@ -596,13 +719,34 @@ async fn telemetry(
             count: d.count,
         })
         .collect();
-    let (n_events, n_detections) = (events.len(), detections.len());
+    let alerts = req
+        .alerts
+        .iter()
+        .map(|a| {
+            Ok(AlertRow {
+                id: 0,
+                endpoint_id: endpoint.id.clone(),
+                channel: req.channel.clone(),
+                release_version: a.release_version,
+                rule: a.rule.clone(),
+                level: a.level.clone(),
+                received_at: at,
+                body: serde_json::to_string(a).map_err(internal)?,
+            })
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    let (n_events, n_detections, n_alerts) = (events.len(), detections.len(), alerts.len());
+    let batch = TelemetryBatch {
+        guard_events: events,
+        detections,
+        alerts,
+    };
     let seq = req.seq;
     let store = state.store.clone();
-    blocking(move || Ok(store.record_telemetry(&endpoint.id, seq, at, &events, &detections)?))
-        .await?;
+    blocking(move || Ok(store.record_telemetry(&endpoint.id, seq, at, &batch)?)).await?;
     Ok(Json(serde_json::json!({
-        "accepted": true, "guard_events": n_events, "detections": n_detections
+        "accepted": true, "guard_events": n_events, "detections": n_detections,
+        "alerts": n_alerts
     })))
 }
 
@@ -696,6 +840,133 @@ async fn list_releases(
     let store = state.store.clone();
     Ok(Json(
         blocking(move || Ok(store.releases(q.channel.as_deref())?)).await?,
+    ))
+}
+
+// ---- alerts and rejections ----
+
+/// Query of `GET /v1/alerts`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsQuery {
+    /// The channel.
+    pub channel: String,
+    /// Only alerts with a larger id (the `next` of the previous read; 0 from the start).
+    #[serde(default)]
+    pub after: u64,
+    /// At most this many (1..=[`MAX_READ_ITEMS`], default 100).
+    pub limit: Option<u32>,
+}
+
+/// One alert as `GET /v1/alerts` returns it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AlertView {
+    /// Its id (increasing).
+    pub id: u64,
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// When the server received it.
+    pub received_at: u64,
+    /// What the endpoint sent.
+    #[serde(flatten)]
+    pub alert: AlertIn,
+}
+
+/// `GET /v1/alerts`'s answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AlertsView {
+    /// Oldest first.
+    pub alerts: Vec<AlertView>,
+    /// The `after` of the next read (the last id returned, or the one asked for).
+    pub next: u64,
+}
+
+fn read_limit(limit: Option<u32>) -> ApiResult<u32> {
+    let limit = limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_READ_ITEMS {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1 to {MAX_READ_ITEMS} ({limit} sent)"
+        )));
+    }
+    Ok(limit)
+}
+
+async fn list_alerts(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<AlertsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<AlertsView>> {
+    engineer_auth(&state, &headers, ANY_ROLE).await?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    check_integer("after", q.after, MAX_INTEGER)?;
+    let limit = read_limit(q.limit)?;
+    channel_config(&state, &q.channel)?;
+    let store = state.store.clone();
+    let channel = q.channel.clone();
+    let rows = blocking(move || Ok(store.alerts(&channel, q.after, limit)?)).await?;
+    let next = rows.last().map_or(q.after, |r| r.id);
+    let alerts = rows
+        .into_iter()
+        .map(|r| {
+            Ok(AlertView {
+                id: r.id,
+                endpoint_id: r.endpoint_id,
+                received_at: r.received_at,
+                alert: serde_json::from_str(&r.body).map_err(internal)?,
+            })
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(Json(AlertsView { alerts, next }))
+}
+
+/// Query of `GET /v1/rejections`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectionsQuery {
+    /// The channel.
+    pub channel: String,
+    /// Only this release.
+    pub version: Option<u64>,
+    /// At most this many (1..=[`MAX_READ_ITEMS`], default 100).
+    pub limit: Option<u32>,
+}
+
+/// One rejection as `GET /v1/rejections` returns it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RejectionView {
+    /// The endpoint that refused the release.
+    pub endpoint_id: String,
+    /// The release.
+    pub release_version: u64,
+    /// Its verifier's or loader's message.
+    pub reason: String,
+    /// When the server received it.
+    pub at: u64,
+}
+
+async fn list_rejections(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<RejectionsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Vec<RejectionView>>> {
+    engineer_auth(&state, &headers, ANY_ROLE).await?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if let Some(v) = q.version {
+        check_integer("version", v, MAX_INTEGER)?;
+    }
+    let limit = read_limit(q.limit)?;
+    channel_config(&state, &q.channel)?;
+    let store = state.store.clone();
+    let rows = blocking(move || Ok(store.rejections(&q.channel, q.version, limit)?)).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|r| RejectionView {
+                endpoint_id: r.endpoint_id,
+                release_version: r.release_version,
+                reason: r.reason,
+                at: r.at,
+            })
+            .collect(),
     ))
 }
 

@@ -148,6 +148,7 @@ pub fn observe(
                 GuardEventKind::Crash => r.crashes = r.crashes.saturating_add(1),
                 GuardEventKind::Revert => r.reverts = r.reverts.saturating_add(1),
                 GuardEventKind::Quarantine => r.quarantines = r.quarantines.saturating_add(1),
+                GuardEventKind::Reject => r.rejections = r.rejections.saturating_add(1),
             }
         }
         for d in detections_of

@@ -36,8 +36,15 @@
 //! * `POST /v1/heartbeat` (`Authorization: Bearer <endpoint token>`)
 //!   `{"seq", "channel", "content_version", "confirmed_healthy"?, "shutdown"?}`.
 //! * `POST /v1/telemetry` (same token) `{"seq", "channel", "guard_events": [{"release_version",
-//!   "kind": "crash"|"revert"|"quarantine"}], "detections": [{"release_version", "rule",
-//!   "count"}]}`, at most 1000 of each (else 413 `batch_too_large`), stored in one transaction.
+//!   "kind": "crash"|"revert"|"quarantine"|"reject", "reason"?}], "detections":
+//!   [{"release_version", "rule", "count"}], "alerts": [{"release_version", "rule", "title",
+//!   "author", "level", "action", "blocked", "time_ms", "event_type", "process_id",
+//!   "parent_process_id", "image", "command_line", "user", "parent_image", "hashes",
+//!   "truncated"}]}`, at most 1000 of each (else 413 `batch_too_large`), stored in one
+//!   transaction. A `reject` (the endpoint refused the release before its driver saw it) carries
+//!   the endpoint's verifier or loader message (at most 2048 bytes) and no other kind has one;
+//!   the controller counts rejections against the `rejection-ceiling`. Alert context fields are
+//!   at most 4096 bytes each; the newest 1,000,000 alerts are kept.
 //!
 //! `seq` is strictly increasing per endpoint across heartbeats and telemetry: a replayed or
 //! reordered message is 409 `replayed`. Missing token: 401 `missing_token`; unknown: 401
@@ -65,6 +72,10 @@
 //!   are written in one transaction, guarded against a concurrent change. Returns
 //!   `{"state", "thresholds", "events"}`.
 //! * `GET /v1/rollouts/{channel}` (any role): the same, with the whole audit log.
+//! * `GET /v1/alerts?channel=NAME&after=ID&limit=N` (any role): alerts with an id above `after`,
+//!   oldest first (1 to 1000, default 100), and `next`, the `after` of the next read.
+//! * `GET /v1/rejections?channel=NAME&version=N&limit=N` (any role): the endpoints' refusals of a
+//!   release (or of any), newest first, with their reasons.
 //!
 //! ## The static fetch path (no authentication)
 //!
@@ -94,6 +105,8 @@
 //!   with its cache headers, and `export` writing exactly the fetch path;
 //! * the controller: 20 endpoints, a 25% first wave; one quarantine in the canaries changes
 //!   nothing, the second halts the rollout with `revert`, recorded as the `controller`'s event;
+//! * rejections and alerts: a canary's refusal is read back with its reason and halts the
+//!   rollout (`rejection-ceiling`); alerts are read back page by page with their context;
 //! * refusals, each with its status, code, message and the whole database (every row of every
 //!   table) unchanged: wrong or truncated enrollment secret, malformed JSON, unknown field,
 //!   oversized bodies (enrollment, 9 MiB upload), oversized batch, unknown event kind, missing,

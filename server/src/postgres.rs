@@ -34,6 +34,7 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
+use crate::store::{AlertRow, TelemetryBatch, MAX_ALERTS_KEPT};
 use crate::store::{
     ApiToken, ChannelData, DetectionRow, DocumentRow, EndpointRow, GuardEventKind, GuardEventRow,
     HeartbeatRow, NewEndpoint, ReleaseRow, Role, RolloutRow, ShareRow, Store, StoreError,
@@ -166,6 +167,22 @@ ALTER TABLE heartbeats RENAME CONSTRAINT heartbeats_latest_endpoint_id_fkey
     TO heartbeats_endpoint_id_fkey;
 ALTER TABLE endpoints SET (fillfactor = 80);
 ",
+    // 3: why an endpoint refused a release (guard events of kind `reject`), and alerts: detections
+    // with their context, the newest `MAX_ALERTS_KEPT` kept.
+    r"
+ALTER TABLE guard_events ADD COLUMN reason TEXT NOT NULL DEFAULT '';
+CREATE TABLE alerts (
+    id BIGSERIAL PRIMARY KEY,
+    endpoint_id TEXT NOT NULL REFERENCES endpoints(id),
+    channel TEXT NOT NULL,
+    release_version BIGINT NOT NULL,
+    rule TEXT NOT NULL,
+    level TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX alerts_by_channel ON alerts (channel, id);
+",
 ];
 
 /// The tables, for [`Store::table_counts`].
@@ -178,6 +195,7 @@ const TABLES: &[&str] = &[
     "version_share",
     "guard_events",
     "detections",
+    "alerts",
     "rollouts",
     "rollout_events",
     "api_tokens",
@@ -656,16 +674,19 @@ impl Store for PostgresStore {
         endpoint_id: &str,
         seq: u64,
         at: u64,
-        events: &[GuardEventRow],
-        detections: &[DetectionRow],
+        batch: &TelemetryBatch,
     ) -> Result<(), StoreError> {
+        let events = &batch.guard_events;
+        let detections = &batch.detections;
         // One multi-row insert per table: columns as arrays.
         let mut ev_endpoint = Vec::with_capacity(events.len());
         let mut ev_channel = Vec::with_capacity(events.len());
         let mut ev_version = Vec::with_capacity(events.len());
         let mut ev_kind = Vec::with_capacity(events.len());
         let mut ev_at = Vec::with_capacity(events.len());
+        let mut ev_reason = Vec::with_capacity(events.len());
         for e in events {
+            ev_reason.push(e.reason.as_str());
             ev_endpoint.push(e.endpoint_id.as_str());
             ev_channel.push(e.channel.as_str());
             ev_version.push(to_i64(e.release_version)?);
@@ -705,11 +726,20 @@ impl Store for PostgresStore {
             advance_seq(&tx, &update, endpoint_id, seq, at).await?;
             if !events.is_empty() {
                 tx.execute(
-                    "INSERT INTO guard_events (endpoint_id, channel, release_version, kind, at)
-                     SELECT e, c, v, k, a FROM UNNEST($1::text[], $2::text[], $3::bigint[],
-                         $4::text[], $5::bigint[]) WITH ORDINALITY AS t(e, c, v, k, a, n)
+                    "INSERT INTO guard_events (endpoint_id, channel, release_version, kind, at,
+                         reason)
+                     SELECT e, c, v, k, a, r FROM UNNEST($1::text[], $2::text[], $3::bigint[],
+                         $4::text[], $5::bigint[], $6::text[])
+                         WITH ORDINALITY AS t(e, c, v, k, a, r, n)
                      ORDER BY n",
-                    &[&ev_endpoint, &ev_channel, &ev_version, &ev_kind, &ev_at],
+                    &[
+                        &ev_endpoint,
+                        &ev_channel,
+                        &ev_version,
+                        &ev_kind,
+                        &ev_at,
+                        &ev_reason,
+                    ],
                 )
                 .await?;
             }
@@ -721,6 +751,36 @@ impl Store for PostgresStore {
                      ON CONFLICT (endpoint_id, channel, release_version, rule)
                      DO UPDATE SET count = detections.count + excluded.count",
                     &[&d_endpoint, &d_channel, &d_version, &d_rule, &d_count],
+                )
+                .await?;
+            }
+            if !batch.alerts.is_empty() {
+                let ins = tx
+                    .prepare(
+                        "INSERT INTO alerts (endpoint_id, channel, release_version, rule, level,
+                             received_at, body)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .await?;
+                for a in &batch.alerts {
+                    tx.execute(
+                        &ins,
+                        &[
+                            &a.endpoint_id,
+                            &a.channel,
+                            &to_i64(a.release_version)?,
+                            &a.rule,
+                            &a.level,
+                            &to_i64(a.received_at)?,
+                            &a.body,
+                        ],
+                    )
+                    .await?;
+                }
+                // Ids increase: the oldest are those below the newest minus the bound.
+                tx.execute(
+                    "DELETE FROM alerts WHERE id <= (SELECT MAX(id) FROM alerts) - $1",
+                    &[&to_i64(MAX_ALERTS_KEPT)?],
                 )
                 .await?;
             }
@@ -780,6 +840,56 @@ impl Store for PostgresStore {
             tx.commit().await?;
             Ok(())
         })
+    }
+
+    fn alerts(&self, channel: &str, after: u64, limit: u32) -> Result<Vec<AlertRow>, StoreError> {
+        let c = self.client()?;
+        let rows = block_on(c.query(
+            "SELECT id, endpoint_id, channel, release_version, rule, level, received_at, body
+             FROM alerts WHERE channel = $1 AND id > $2 ORDER BY id LIMIT $3",
+            &[&channel, &to_i64(after)?, &i64::from(limit)],
+        ))?;
+        Ok(rows
+            .iter()
+            .map(|r| AlertRow {
+                id: to_u64(r.get(0)),
+                endpoint_id: r.get(1),
+                channel: r.get(2),
+                release_version: to_u64(r.get(3)),
+                rule: r.get(4),
+                level: r.get(5),
+                received_at: to_u64(r.get(6)),
+                body: r.get(7),
+            })
+            .collect())
+    }
+
+    fn rejections(
+        &self,
+        channel: &str,
+        version: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<GuardEventRow>, StoreError> {
+        let c = self.client()?;
+        let version = version.map(to_i64).transpose()?;
+        let rows = block_on(c.query(
+            "SELECT endpoint_id, channel, release_version, at, reason FROM guard_events
+             WHERE channel = $1 AND kind = 'reject'
+                 AND ($2::bigint IS NULL OR release_version = $2)
+             ORDER BY id DESC LIMIT $3",
+            &[&channel, &version, &i64::from(limit)],
+        ))?;
+        Ok(rows
+            .iter()
+            .map(|r| GuardEventRow {
+                endpoint_id: r.get(0),
+                channel: r.get(1),
+                release_version: to_u64(r.get(2)),
+                kind: GuardEventKind::Reject,
+                at: to_u64(r.get(3)),
+                reason: r.get(4),
+            })
+            .collect())
     }
 
     fn releases(&self, channel: Option<&str>) -> Result<Vec<ReleaseRow>, StoreError> {
@@ -1015,7 +1125,8 @@ impl Store for PostgresStore {
                 .collect();
             for r in tx
                 .query(
-                    "SELECT endpoint_id, channel, release_version, kind, at FROM guard_events
+                    "SELECT endpoint_id, channel, release_version, kind, at, reason
+                     FROM guard_events
                      WHERE channel = $1 AND ($2::bigint[] IS NULL OR release_version = ANY($2))
                      ORDER BY id",
                     &[&channel, &versions],
@@ -1034,6 +1145,7 @@ impl Store for PostgresStore {
                     release_version: to_u64(r.get(2)),
                     kind,
                     at: to_u64(r.get(4)),
+                    reason: r.get(5),
                 });
             }
             data.detections = tx

@@ -12,10 +12,11 @@ use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
 
+use crate::store::{AlertRow, MAX_ALERTS_KEPT};
 use crate::store::{
     ApiToken, ChannelData, DetectionRow, DocumentRow, EndpointRow, GuardEventKind, GuardEventRow,
     HeartbeatRow, NewEndpoint, ReleaseRow, Role, RolloutRow, ShareRow, Store, StoreError,
-    VersionRow,
+    TelemetryBatch, VersionRow,
 };
 
 /// Read-only connections of a file database.
@@ -148,6 +149,22 @@ CREATE INDEX version_share_by_time ON version_share (at);
 DROP TABLE heartbeats;
 ALTER TABLE heartbeats_latest RENAME TO heartbeats;
 ",
+    // 3: why an endpoint refused a release (guard events of kind `reject`), and alerts: detections
+    // with their context, the newest `MAX_ALERTS_KEPT` kept.
+    r"
+ALTER TABLE guard_events ADD COLUMN reason TEXT NOT NULL DEFAULT '';
+CREATE TABLE alerts (
+    id INTEGER PRIMARY KEY,
+    endpoint_id TEXT NOT NULL REFERENCES endpoints(id),
+    channel TEXT NOT NULL,
+    release_version INTEGER NOT NULL,
+    rule TEXT NOT NULL,
+    level TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX alerts_by_channel ON alerts (channel, id);
+",
 ];
 
 /// The tables, for [`Store::table_counts`].
@@ -160,6 +177,7 @@ const TABLES: &[&str] = &[
     "version_share",
     "guard_events",
     "detections",
+    "alerts",
     "rollouts",
     "rollout_events",
     "api_tokens",
@@ -426,24 +444,24 @@ impl Store for SqliteStore {
         endpoint_id: &str,
         seq: u64,
         at: u64,
-        events: &[GuardEventRow],
-        detections: &[DetectionRow],
+        batch: &TelemetryBatch,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         advance_seq(&tx, endpoint_id, seq, at)?;
         {
             let mut ins = tx.prepare_cached(
-                "INSERT INTO guard_events (endpoint_id, channel, release_version, kind, at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO guard_events (endpoint_id, channel, release_version, kind, at, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
-            for e in events {
+            for e in &batch.guard_events {
                 ins.execute(params![
                     e.endpoint_id,
                     e.channel,
                     to_i64(e.release_version)?,
                     e.kind.name(),
-                    to_i64(e.at)?
+                    to_i64(e.at)?,
+                    e.reason
                 ])?;
             }
             let mut up = tx.prepare_cached(
@@ -452,7 +470,7 @@ impl Store for SqliteStore {
                  ON CONFLICT (endpoint_id, channel, release_version, rule)
                  DO UPDATE SET count = count + excluded.count",
             )?;
-            for d in detections {
+            for d in &batch.detections {
                 up.execute(params![
                     d.endpoint_id,
                     d.channel,
@@ -461,9 +479,83 @@ impl Store for SqliteStore {
                     to_i64(d.count)?
                 ])?;
             }
+            if !batch.alerts.is_empty() {
+                let mut alert = tx.prepare_cached(
+                    "INSERT INTO alerts (endpoint_id, channel, release_version, rule, level,
+                         received_at, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for a in &batch.alerts {
+                    alert.execute(params![
+                        a.endpoint_id,
+                        a.channel,
+                        to_i64(a.release_version)?,
+                        a.rule,
+                        a.level,
+                        to_i64(a.received_at)?,
+                        a.body
+                    ])?;
+                }
+                // Ids increase: the oldest are those below the newest minus the bound.
+                tx.execute(
+                    "DELETE FROM alerts WHERE id <= (SELECT MAX(id) FROM alerts) - ?1",
+                    [to_i64(MAX_ALERTS_KEPT)?],
+                )?;
+            }
         }
         tx.commit()?;
         Ok(())
+    }
+
+    fn alerts(&self, channel: &str, after: u64, limit: u32) -> Result<Vec<AlertRow>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, endpoint_id, channel, release_version, rule, level, received_at, body
+             FROM alerts WHERE channel = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+        )?;
+        let rows = stmt
+            .query_map(params![channel, to_i64(after)?, i64::from(limit)], |r| {
+                Ok(AlertRow {
+                    id: to_u64(r.get(0)?),
+                    endpoint_id: r.get(1)?,
+                    channel: r.get(2)?,
+                    release_version: to_u64(r.get(3)?),
+                    rule: r.get(4)?,
+                    level: r.get(5)?,
+                    received_at: to_u64(r.get(6)?),
+                    body: r.get(7)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn rejections(
+        &self,
+        channel: &str,
+        version: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<GuardEventRow>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(
+            "SELECT endpoint_id, channel, release_version, at, reason FROM guard_events
+             WHERE channel = ?1 AND kind = 'reject' AND (?2 IS NULL OR release_version = ?2)
+             ORDER BY id DESC LIMIT ?3",
+        )?;
+        let version = version.map(to_i64).transpose()?;
+        let rows = stmt
+            .query_map(params![channel, version, i64::from(limit)], |r| {
+                Ok(GuardEventRow {
+                    endpoint_id: r.get(0)?,
+                    channel: r.get(1)?,
+                    release_version: to_u64(r.get(2)?),
+                    kind: GuardEventKind::Reject,
+                    at: to_u64(r.get(3)?),
+                    reason: r.get(4)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
     }
 
     fn publish_release(&self, r: &ReleaseRow, envelope: &[u8]) -> Result<(), StoreError> {
@@ -739,17 +831,24 @@ impl Store for SqliteStore {
             .collect::<Result<_, _>>()?;
         drop(stmt);
         let mut stmt = tx.prepare(&format!(
-            "SELECT endpoint_id, channel, release_version, kind, at FROM guard_events
+            "SELECT endpoint_id, channel, release_version, kind, at, reason FROM guard_events
              WHERE channel = ?1{} ORDER BY id",
             filter_on("release_version")
         ))?;
-        let events: Vec<(String, String, i64, String, i64)> = stmt
+        let events: Vec<(String, String, i64, String, i64, String)> = stmt
             .query_map(params_from_iter(args()), |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
             })?
             .collect::<Result<_, _>>()?;
         drop(stmt);
-        for (endpoint_id, channel, version, kind, at) in events {
+        for (endpoint_id, channel, version, kind, at, reason) in events {
             let Some(kind) = GuardEventKind::parse(&kind) else {
                 return Err(StoreError::Backend(format!(
                     "unknown guard event kind {kind:?}"
@@ -761,6 +860,7 @@ impl Store for SqliteStore {
                 release_version: to_u64(version),
                 kind,
                 at: to_u64(at),
+                reason,
             });
         }
         let mut stmt = tx.prepare(&format!(

@@ -108,6 +108,9 @@ pub enum GuardEventKind {
     Revert,
     /// The guard quarantined the candidate.
     Quarantine,
+    /// The endpoint refused the release before it reached the driver (its verifier, against the
+    /// running sensor's schema, or its loader); the row's `reason` says why.
+    Reject,
 }
 
 impl GuardEventKind {
@@ -118,6 +121,7 @@ impl GuardEventKind {
             GuardEventKind::Crash => "crash",
             GuardEventKind::Revert => "revert",
             GuardEventKind::Quarantine => "quarantine",
+            GuardEventKind::Reject => "reject",
         }
     }
 
@@ -128,6 +132,7 @@ impl GuardEventKind {
             "crash" => Some(GuardEventKind::Crash),
             "revert" => Some(GuardEventKind::Revert),
             "quarantine" => Some(GuardEventKind::Quarantine),
+            "reject" => Some(GuardEventKind::Reject),
             _ => None,
         }
     }
@@ -146,6 +151,45 @@ pub struct GuardEventRow {
     pub kind: GuardEventKind,
     /// When the server received it (the endpoint's clock is not trusted).
     pub at: u64,
+    /// Why, for a [`GuardEventKind::Reject`] (the endpoint's verifier or loader message); empty
+    /// otherwise.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// One alert: a detection with its context, as the endpoint's service forwarded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRow {
+    /// Its number, increasing in the order alerts were stored (0 before it is stored).
+    pub id: u64,
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// The channel.
+    pub channel: String,
+    /// The release whose rule fired.
+    pub release_version: u64,
+    /// The rule's id.
+    pub rule: String,
+    /// The rule's level.
+    pub level: String,
+    /// When the server received it.
+    pub received_at: u64,
+    /// The alert as the endpoint sent it (JSON: title, author, time, process, command line...).
+    pub body: String,
+}
+
+/// Alerts kept by the server: older ones are deleted as new ones arrive.
+pub const MAX_ALERTS_KEPT: u64 = 1_000_000;
+
+/// A telemetry batch, stored in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct TelemetryBatch {
+    /// Guard events (rejections included).
+    pub guard_events: Vec<GuardEventRow>,
+    /// Detection counts.
+    pub detections: Vec<DetectionRow>,
+    /// Alerts with context.
+    pub alerts: Vec<AlertRow>,
 }
 
 /// Detections of one rule by one endpoint on one release (counts add up).
@@ -301,15 +345,25 @@ pub trait Store: Send + Sync {
     /// sequence number (and moves it forward): the endpoint's latest heartbeat on the channel,
     /// and its first heartbeat and healthy confirmation on the version (see the module doc).
     fn record_heartbeat(&self, seq: u64, heartbeat: &HeartbeatRow) -> Result<(), StoreError>;
-    /// Records a telemetry batch in one transaction, after the same sequence check.
+    /// Records a telemetry batch in one transaction, after the same sequence check; keeps the
+    /// newest [`MAX_ALERTS_KEPT`] alerts.
     fn record_telemetry(
         &self,
         endpoint_id: &str,
         seq: u64,
         at: u64,
-        events: &[GuardEventRow],
-        detections: &[DetectionRow],
+        batch: &TelemetryBatch,
     ) -> Result<(), StoreError>;
+    /// A channel's alerts with an id above `after`, oldest first, at most `limit`.
+    fn alerts(&self, channel: &str, after: u64, limit: u32) -> Result<Vec<AlertRow>, StoreError>;
+    /// A channel's rejections (guard events of kind [`GuardEventKind::Reject`]), of one version
+    /// or all, newest first, at most `limit`.
+    fn rejections(
+        &self,
+        channel: &str,
+        version: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<GuardEventRow>, StoreError>;
     /// Stores an envelope by its SHA-256 and publishes a release in one transaction. A release
     /// not newer than every release already on its channel is a [`StoreError::Conflict`].
     fn publish_release(&self, release: &ReleaseRow, envelope: &[u8]) -> Result<(), StoreError>;

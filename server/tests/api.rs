@@ -440,7 +440,7 @@ async fn enroll_report_publish_roll_out_and_fetch(backend: Backend) {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         body,
-        json!({"accepted": true, "guard_events": 2, "detections": 2})
+        json!({"accepted": true, "guard_events": 2, "detections": 2, "alerts": 0})
     );
     let counts = h.store.table_counts().unwrap();
     assert_eq!(counts["heartbeats"], 1);
@@ -762,6 +762,188 @@ async fn controller_halts_on_quarantines_in_the_first_wave(backend: Backend) {
     );
 }
 
+/// An alert as an endpoint's service sends it.
+fn alert_json(version: u64, rule: &str, command_line: &str) -> Value {
+    json!({"release_version": version, "rule": rule, "title": format!("Title of {rule}"),
+        "author": "Florian Roth", "level": "high", "action": "alert", "blocked": false,
+        "time_ms": 1_700_000_000_000u64, "event_type": "process_creation", "process_id": 4242,
+        "parent_process_id": 7, "image": "C:\\Windows\\System32\\cmd.exe",
+        "command_line": command_line, "user": "CORP\\alice",
+        "parent_image": "C:\\Windows\\explorer.exe", "hashes": "SHA256=00ff", "truncated": []})
+}
+
+on_both_stores!(
+    rejections_and_alerts_are_kept_read_back_and_a_rejection_halts,
+    rejections_and_alerts_are_kept_read_back_and_a_rejection_halts_sqlite,
+    rejections_and_alerts_are_kept_read_back_and_a_rejection_halts_postgres
+);
+async fn rejections_and_alerts_are_kept_read_back_and_a_rejection_halts(backend: Backend) {
+    let h = Harness::new("rejections", backend).await;
+    let publisher = h.token(Role::Publisher, "pat");
+    let operator = h.token(Role::Operator, "olga");
+    let viewer = h.token(Role::Viewer, "vic");
+    let mut endpoints = Vec::new();
+    for _ in 0..20 {
+        endpoints.push(h.enroll("22631").await);
+    }
+    let (status, body) = h
+        .post_raw(
+            "/v1/releases?channel=stable",
+            Some(&publisher),
+            envelope(&RELEASE_KEY, 1),
+            "application/octet-stream",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = h
+        .put_raw(
+            "/v1/metadata/releases.json",
+            Some(&publisher),
+            releases_file(&RELEASE_KEY, 1, &[(1, &envelope(&RELEASE_KEY, 1))]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = h
+        .post_json(
+            "/v1/rollouts/stable/start",
+            Some(&operator),
+            &json!({"version": 1, "plan": {"waves": [
+            {"name": "canary", "fraction_ppm": 250_000, "bake_secs": 3600, "min_healthy": 1},
+            {"name": "all", "fraction_ppm": 1_000_000, "bake_secs": 3600, "min_healthy": 1}]}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let view: RolloutView = serde_json::from_value(body).unwrap();
+    let (first, rest): (Vec<_>, Vec<_>) = endpoints
+        .iter()
+        .partition(|e| view.thresholds.wave_of(&facts(&e.endpoint_id, "22631")) == Some(0));
+    // Everyone reports on the baseline at T0: the canaries have not taken the release.
+    h.set_time(T0);
+    for e in rest.iter().chain(first.iter()) {
+        let (status, _) = h
+            .post_json(
+                "/v1/heartbeat",
+                Some(&e.token),
+                &json!({"seq": 1, "channel": "stable", "content_version": 0}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let now = T0 + 600;
+    h.set_time(now);
+    assert!(h.tick(now).is_empty());
+
+    // One canary's verifier refuses the release, and another sends two alerts of the baseline.
+    let reason =
+        "verifier: rule 3 (\"Suspicious Child\"): field 21 of process_creation does not exist";
+    let (status, body) = h
+        .post_json(
+            "/v1/telemetry",
+            Some(&first[0].token),
+            &json!({"seq": 2, "channel": "stable",
+                "guard_events": [{"release_version": 1, "kind": "reject", "reason": reason}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let long = "ü".repeat(2000);
+    let (status, body) = h
+        .post_json(
+            "/v1/telemetry",
+            Some(&first[1].token),
+            &json!({"seq": 2, "channel": "stable",
+                "alerts": [alert_json(0, "rule-a", "cmd.exe /c whoami"), alert_json(0, "rule-b", &long)]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["alerts"], json!(2));
+
+    // Read back: the rejection with its reason, the alerts with their context and ids.
+    let got: Value = h
+        .get("/v1/rejections?channel=stable&version=1", Some(&viewer))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        json!([{"endpoint_id": first[0].endpoint_id, "release_version": 1, "reason": reason, "at": now}])
+    );
+    let none: Value = h
+        .get("/v1/rejections?channel=stable&version=2", Some(&viewer))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(none, json!([]));
+    let page: Value = h
+        .get("/v1/alerts?channel=stable&limit=1", Some(&viewer))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let alerts = page["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0]["rule"], json!("rule-a"));
+    assert_eq!(alerts[0]["author"], json!("Florian Roth"));
+    assert_eq!(alerts[0]["command_line"], json!("cmd.exe /c whoami"));
+    assert_eq!(alerts[0]["endpoint_id"], json!(first[1].endpoint_id));
+    assert_eq!(alerts[0]["received_at"], json!(now));
+    let next = page["next"].as_u64().unwrap();
+    let page: Value = h
+        .get(
+            &format!("/v1/alerts?channel=stable&after={next}"),
+            Some(&viewer),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let alerts = page["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0]["command_line"], json!(long));
+    let after = page["next"].as_u64().unwrap();
+    assert!(after > next);
+    let page: Value = h
+        .get(
+            &format!("/v1/alerts?channel=stable&after={after}"),
+            Some(&viewer),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page, json!({"alerts": [], "next": after}));
+    let resp = h
+        .get("/v1/alerts?channel=stable&limit=0", Some(&viewer))
+        .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let resp = h.get("/v1/alerts?channel=nope", Some(&viewer)).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let resp = h.get("/v1/alerts?channel=stable", None).await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+
+    // The controller counts the rejection: the canary wave fails its ceiling and the rollout halts.
+    let changed = h.tick(now);
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    let got: Value = h
+        .get("/v1/rollouts/stable", Some(&viewer))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let last = got["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["actor"], json!("controller"));
+    let failed = &last["event"]["Halted"]["record"]["cause"]["Automatic"]["failed"];
+    assert!(
+        failed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["test"] == json!("rejection-ceiling")),
+        "{last}"
+    );
+}
+
 /// Sends a request that must be refused and checks the status, the error code, a part of the
 /// message, and that the database did not change.
 async fn refused(
@@ -938,6 +1120,43 @@ async fn refusals_store_nothing(backend: Backend) {
     .await;
     refused(&h, h.post_json("/v1/telemetry", Some(&e.token), &json!({"seq": 6, "channel": "stable", "guard_events": [{"release_version": 0, "kind": "explosion"}]})).await,
         StatusCode::BAD_REQUEST, "malformed_json", "unknown variant `explosion`", s).await;
+    refused(&h, h.post_json("/v1/telemetry", Some(&e.token), &json!({"seq": 6, "channel": "stable", "guard_events": [{"release_version": 0, "kind": "reject"}]})).await,
+        StatusCode::BAD_REQUEST, "bad_request", "a guard event of kind reject needs a reason", s).await;
+    refused(&h, h.post_json("/v1/telemetry", Some(&e.token), &json!({"seq": 6, "channel": "stable", "guard_events": [{"release_version": 0, "kind": "crash", "reason": "why"}]})).await,
+        StatusCode::BAD_REQUEST, "bad_request", "only a reject has a reason (a crash was sent with one)", s).await;
+    refused(&h, h.post_json("/v1/telemetry", Some(&e.token), &json!({"seq": 6, "channel": "stable", "guard_events": [{"release_version": 0, "kind": "reject", "reason": "x".repeat(2049)}]})).await,
+        StatusCode::BAD_REQUEST, "bad_request", "reason must be at most 2048 bytes", s).await;
+    refused(
+        &h,
+        h.post_json(
+            "/v1/telemetry",
+            Some(&e.token),
+            &json!({"seq": 6, "channel": "stable", "alerts": [alert_json(1, "r", "cmd\u{0}line")]}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "command_line must be at most 4096 bytes without NUL",
+        s,
+    )
+    .await;
+    refused(&h, h.post_json("/v1/telemetry", Some(&e.token), &json!({"seq": 6, "channel": "stable", "alerts": [alert_json(1, "r", &"x".repeat(4097))]})).await,
+        StatusCode::BAD_REQUEST, "bad_request", "command_line must be at most 4096 bytes", s).await;
+    let many_alerts: Vec<Value> = (0..1001).map(|_| alert_json(1, "r", "c")).collect();
+    refused(
+        &h,
+        h.post_json(
+            "/v1/telemetry",
+            Some(&e.token),
+            &json!({"seq": 6, "channel": "stable", "alerts": many_alerts}),
+        )
+        .await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "batch_too_large",
+        "1000 alerts (0, 0 and 1001 sent)",
+        s,
+    )
+    .await;
 
     // Roles.
     let good = envelope(&RELEASE_KEY, 1);
