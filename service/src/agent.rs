@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::link::{schema_field_counts, DriverLink, StageMode};
+use crate::admin::{self, AdminControls};
+use crate::link::{schema_field_counts, DriverLink, DriverStatus, StageMode};
 use crate::net::{ContentSource, Delivered, Enrolled, Enrollment, Metadata, TelemetrySink};
 use crate::spool::{Kind, Spool};
 
@@ -108,6 +109,43 @@ pub struct Staged {
     pub version: u64,
     /// When it was staged.
     pub at: u64,
+    /// The sensor's evaluated-events counter when it was staged: the health window waits until
+    /// events have flowed through the new content.
+    #[serde(default)]
+    pub events_at_stage: u64,
+}
+
+/// A rule of a staged pack, as alerts name it (the Detection Rule License requires the author,
+/// title and id in alerts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleMeta {
+    /// The rule's id.
+    pub id: String,
+    /// Its title.
+    pub title: String,
+    /// Its author.
+    pub author: String,
+    /// Its level.
+    pub level: String,
+}
+
+/// Most alerts (detections with context) forwarded per step; beyond it, detections are still
+/// counted, and the alerts left out are logged with their number.
+pub const MAX_ALERTS_PER_STEP: usize = 1000;
+
+/// Longest rejection reason sent to the server (the server's bound).
+pub const MAX_REASON_BYTES: usize = 2048;
+
+/// `s` cut to at most `max` bytes on a character boundary.
+pub fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// What the agent keeps in its state directory (`state.json`).
@@ -123,10 +161,13 @@ pub struct PersistedState {
     pub rejections: Vec<Rejection>,
     /// The versions reverted on the controller's instruction.
     pub reverted: Vec<u64>,
-    /// The rule ids of the packs this agent staged (newest 8), by content version: a detection
-    /// names its rule by index, telemetry by id.
+    /// The rules of the packs this agent staged (newest 8), by content version: a detection
+    /// names its rule by index, telemetry by id, title, author and level.
     #[serde(default)]
-    pub rules: std::collections::BTreeMap<u64, Vec<String>>,
+    pub rule_meta: std::collections::BTreeMap<u64, Vec<RuleMeta>>,
+    /// The administrator's revert requests carried out (see [`crate::admin`]).
+    #[serde(default)]
+    pub admin_reverts_done: u64,
 }
 
 /// What `bulwark-service status` prints.
@@ -189,11 +230,22 @@ pub struct Agent<L, S, T, C, R> {
     failures: u32,
     next_heartbeat: u64,
     last_error: Option<String>,
+    /// Whether the health window is over and the agent waits for events to flow (logged once).
+    waiting_for_events: bool,
+    /// The administrator's controls as last read (kept when the file is damaged).
+    admin: AdminControls,
+    /// The last admin-file error logged (logged once).
+    admin_error: Option<String>,
     /// Log lines (the service writes them to its log).
     pub log: Vec<String>,
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Seconds between checks once a health window is over and events have not flowed yet.
+pub const EVENTS_POLL_SECS: u64 = 15;
+
+/// Writes `bytes` to `path` through a temporary file next to it, fsynced and renamed, and fsyncs
+/// the directory.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp)?;
@@ -252,6 +304,9 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random> Age
             failures: 0,
             next_heartbeat: 0,
             last_error: None,
+            waiting_for_events: false,
+            admin: AdminControls::default(),
+            admin_error: None,
             log: Vec::new(),
         })
     }
@@ -355,7 +410,9 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random> Age
                 let mut wait = until_heartbeat.max(1);
                 if let Some(s) = &self.state.staged {
                     let due = s.at.saturating_add(self.config.health_window_secs);
-                    wait = wait.min(due.saturating_sub(self.clock.now()).max(1));
+                    let until = due.saturating_sub(self.clock.now());
+                    // Past the window (waiting for events to flow): poll, not spin.
+                    wait = wait.min(if until == 0 { EVENTS_POLL_SECS } else { until });
                 }
                 wait
             }
@@ -437,25 +494,57 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random> Age
     }
 
     fn forward_detections(&mut self) -> Result<(), AgentError> {
+        let detections = self.link.detections()?;
+        if detections.is_empty() {
+            return Ok(());
+        }
         let mut counts: std::collections::BTreeMap<(u64, String), u64> = Default::default();
-        for (version, index) in self.link.detections()? {
-            let rule = self
+        let mut alerts = Vec::new();
+        let mut left_out = 0usize;
+        for d in &detections {
+            let meta = self
                 .state
-                .rules
-                .get(&version)
-                .and_then(|ids| ids.get(index as usize))
-                .cloned()
-                .unwrap_or_else(|| format!("#{index}"));
-            *counts.entry((version, rule)).or_default() += 1;
+                .rule_meta
+                .get(&d.content_version)
+                .and_then(|rules| rules.get(d.rule_index as usize));
+            let rule = meta.map_or_else(|| format!("#{}", d.rule_index), |m| m.id.clone());
+            *counts.entry((d.content_version, rule.clone())).or_default() += 1;
+            if alerts.len() >= MAX_ALERTS_PER_STEP {
+                left_out += 1;
+                continue;
+            }
+            let (title, author, level) = meta
+                .map_or((String::new(), String::new(), "unknown"), |m| {
+                    (m.title.clone(), m.author.clone(), m.level.as_str())
+                });
+            alerts.push(json!({
+                "release_version": d.content_version, "rule": rule, "title": title,
+                "author": author, "level": level, "action": d.action, "blocked": d.blocked,
+                "time_ms": d.unix_ms(), "event_type": d.event_type, "process_id": d.process_id,
+                "parent_process_id": d.parent_process_id, "image": d.image,
+                "command_line": d.command_line, "user": d.user, "parent_image": d.parent_image,
+                "hashes": d.hashes, "truncated": d.truncated,
+            }));
+        }
+        if left_out > 0 {
+            self.note(format!(
+                "{left_out} detections of this step were counted but not sent as alerts (at most \
+                 {MAX_ALERTS_PER_STEP} per step)"
+            ));
         }
         let all: Vec<serde_json::Value> = counts
             .into_iter()
             .map(|((v, rule), count)| json!({"release_version": v, "rule": rule, "count": count}))
             .collect();
-        // The server takes at most 1000 per batch.
+        // The server takes at most 1000 of each per batch; alerts go in batches of 100 so a batch
+        // stays well inside its body limit (each alert's context is bounded by the driver).
         for batch in all.chunks(1000) {
             let body = json!({"channel": self.config.channel, "guard_events": [],
                 "detections": batch});
+            self.spool.push(Kind::Telemetry, body)?;
+        }
+        for batch in alerts.chunks(100) {
+            let body = json!({"channel": self.config.channel, "alerts": batch});
             self.spool.push(Kind::Telemetry, body)?;
         }
         Ok(())
@@ -537,7 +626,52 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random> Age
         })
     }
 
+    /// Reads the administrator's controls; a damaged file is logged once and the controls read
+    /// before it stay in force.
+    fn read_admin(&mut self) -> AdminControls {
+        match admin::load(&self.dir) {
+            Ok(a) => {
+                self.admin_error = None;
+                self.admin = a;
+            }
+            Err(e) => {
+                let e = e.to_string();
+                if self.admin_error.as_ref() != Some(&e) {
+                    self.note(format!("{e}; the controls read before stay in force"));
+                    self.admin_error = Some(e);
+                }
+            }
+        }
+        self.admin.clone()
+    }
+
+    /// The administrator's controls, then the rollout's decision.
     fn act(&mut self, now: u64) -> Result<(), AgentError> {
+        let admin = self.read_admin();
+        if admin.reverts_requested > self.state.admin_reverts_done {
+            let status = self.link.status()?;
+            let answer = self.link.revert()?;
+            self.note(format!(
+                "revert asked by the administrator: {}",
+                answer.message
+            ));
+            if answer.accepted {
+                self.reverted(status.content_version)?;
+            }
+            // Carried out once, accepted or refused (the refusal is logged with its reason).
+            self.state.admin_reverts_done = admin.reverts_requested;
+            return self.save();
+        }
+        if admin.paused {
+            return Ok(());
+        }
+        if let Some(version) = admin.pinned {
+            let status = self.link.status()?;
+            if version != status.content_version {
+                self.go_to_pinned(version, &status, now)?;
+            }
+            return Ok(());
+        }
         let ts = Timestamp(now);
         let decision = {
             let Some(signed) = self.trust.current(ts)? else {
@@ -564,32 +698,7 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random> Age
                 }
             }
             Decision::Pinned { version, .. } if version != status.content_version => {
-                if status.last_known_good == Some(version) {
-                    // Pinned to the guard's last-known-good: go back to it.
-                    let answer = self.link.revert()?;
-                    self.note(format!("pinned to {version}: {}", answer.message));
-                    if answer.accepted {
-                        self.state.staged = None;
-                        self.save()?;
-                    }
-                } else if version > status.content_version
-                    && !self.state.rejections.iter().any(|r| r.version == version)
-                {
-                    let pack_hash = self
-                        .trust
-                        .releases()
-                        .and_then(|r| r.get(&self.config.channel, version))
-                        .map(|p| p.pack_sha256);
-                    if let Some(pack_hash) = pack_hash {
-                        self.fetch_and_stage(version, pack_hash, now)?;
-                    }
-                } else {
-                    self.note(format!(
-                        "pinned to {version}, which is neither newer than {} nor last-known-good: \
-                         the guard cannot go back to it",
-                        status.content_version
-                    ));
-                }
+                self.go_to_pinned(version, &status, now)?;
             }
             Decision::RevertToLastKnownGood { halted_version }
                 if status.content_version == halted_version =>
@@ -597,11 +706,7 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random> Age
                 let answer = self.link.revert()?;
                 self.note(format!("revert of {halted_version}: {}", answer.message));
                 if answer.accepted {
-                    self.state.staged = None;
-                    self.state.reverted.push(halted_version);
-                    self.save()?;
-                    self.telemetry(vec![json!({"release_version": halted_version,
-                        "kind": "revert"})])?;
+                    self.reverted(halted_version)?;
                 }
             }
             _ => {}
@@ -609,8 +714,61 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random> Age
         Ok(())
     }
 
+    /// After an accepted revert away from `version`: not staged any more, not taken again, and
+    /// reported.
+    fn reverted(&mut self, version: u64) -> Result<(), AgentError> {
+        self.state.staged = None;
+        if !self.state.reverted.contains(&version) {
+            self.state.reverted.push(version);
+        }
+        self.save()?;
+        self.telemetry(vec![json!({"release_version": version, "kind": "revert"})])
+    }
+
+    /// Pinned (by policy or by the administrator) to `version`, which is not running.
+    fn go_to_pinned(
+        &mut self,
+        version: u64,
+        status: &DriverStatus,
+        now: u64,
+    ) -> Result<(), AgentError> {
+        if status.last_known_good == Some(version) {
+            // Pinned to the guard's last-known-good: go back to it.
+            let answer = self.link.revert()?;
+            self.note(format!("pinned to {version}: {}", answer.message));
+            if answer.accepted {
+                self.state.staged = None;
+                self.save()?;
+            }
+        } else if version > status.content_version
+            && !self.state.rejections.iter().any(|r| r.version == version)
+        {
+            let pack_hash = self
+                .trust
+                .releases()
+                .and_then(|r| r.get(&self.config.channel, version))
+                .map(|p| p.pack_sha256);
+            match pack_hash {
+                Some(pack_hash) => self.fetch_and_stage(version, pack_hash, now)?,
+                None => self.note(format!(
+                    "pinned to {version}, which the signed releases metadata does not hold"
+                )),
+            }
+        } else {
+            self.note(format!(
+                "pinned to {version}, which is neither newer than {} nor last-known-good: \
+                 the guard cannot go back to it",
+                status.content_version
+            ));
+        }
+        Ok(())
+    }
+
     fn reject(&mut self, version: u64, reason: String, now: u64) -> Result<(), AgentError> {
         self.note(format!("content version {version} refused: {reason}"));
+        // Reported to the server: the controller halts a release endpoints refuse.
+        self.telemetry(vec![json!({"release_version": version, "kind": "reject",
+            "reason": truncate_utf8(&reason, MAX_REASON_BYTES)})])?;
         self.state.rejections.push(Rejection {
             version,
             reason,
@@ -703,12 +861,19 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random> Age
         }
         // The loader ran the verifier; run it again on its own so its message is the one
         // reported (the pack bytes are the envelope's tail).
-        let mut rule_ids = Vec::new();
+        let mut rule_meta = Vec::new();
         if let Ok((_, pack)) = bulwark_loader_boot_guard::envelope::parse(&envelope) {
             match bulwark_interpreter::verify(pack) {
                 Ok(p) => {
-                    rule_ids = (0..p.rule_count())
-                        .filter_map(|i| p.rule(i).map(|r| r.id.to_owned()))
+                    rule_meta = (0..p.rule_count())
+                        .filter_map(|i| {
+                            p.rule(i).map(|r| RuleMeta {
+                                id: r.id.to_owned(),
+                                title: r.title.to_owned(),
+                                author: r.author.to_owned(),
+                                level: r.level.name().to_owned(),
+                            })
+                        })
                         .collect();
                 }
                 Err(e) => return self.reject(version, format!("verifier: {e}"), now),
@@ -731,10 +896,14 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random> Age
             "staged content version {version}: {}",
             answer.message
         ));
-        self.state.staged = Some(Staged { version, at: now });
-        self.state.rules.insert(version, rule_ids);
-        while self.state.rules.len() > 8 {
-            self.state.rules.pop_first();
+        self.state.staged = Some(Staged {
+            version,
+            at: now,
+            events_at_stage: status.events_evaluated,
+        });
+        self.state.rule_meta.insert(version, rule_meta);
+        while self.state.rule_meta.len() > 8 {
+            self.state.rule_meta.pop_first();
         }
         self.save()
     }
@@ -756,6 +925,25 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random> Age
             self.state.staged = None;
             return self.save();
         }
+        // Events must have gone through the new content: a sensor that runs but sees nothing is
+        // not healthy. After a reboot (staged for the next boot) the counter starts again.
+        let flowed = if status.events_evaluated >= staged.events_at_stage {
+            status.events_evaluated > staged.events_at_stage
+        } else {
+            status.events_evaluated > 0
+        };
+        if !flowed {
+            if !self.waiting_for_events {
+                self.note(format!(
+                    "content version {} ran through its health window but no event has gone \
+                     through it yet: not confirmed until events flow",
+                    staged.version
+                ));
+                self.waiting_for_events = true;
+            }
+            return Ok(());
+        }
+        self.waiting_for_events = false;
         let answer = self.link.confirm_healthy()?;
         self.note(format!("confirm {}: {}", staged.version, answer.message));
         self.state.staged = None;
@@ -798,6 +986,10 @@ pub fn offline_status(dir: &Path) -> Result<serde_json::Value, AgentError> {
         "confirmed": state.confirmed,
         "rejections": state.rejections,
         "reverted": state.reverted,
+        "admin": match admin::load(dir) {
+            Ok(a) => json!(a),
+            Err(e) => json!({"error": e.to_string()}),
+        },
         "trusted_metadata": trusted,
         "spooled": spooled,
         "spool_dropped": dropped,

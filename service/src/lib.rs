@@ -19,6 +19,8 @@
 //!   timeout on every request, every body bounded while it is read, redirects only to the same
 //!   host and port); [`net::LocalDir`] reads what `bulwark-server export DIR` writes.
 //! * [`spool`]: the crash-safe telemetry spool (SQLite, WAL, `synchronous=FULL`).
+//! * [`admin`]: the administrator's local controls (`pin`, `unpin`, `pause`, `resume`,
+//!   `revert`), kept in `STATE/admin.json` and obeyed before the rollout's decision.
 //! * [`config`]: the TOML configuration; `src/main.rs`: `bulwark-service run --config FILE`
 //!   (foreground) and `bulwark-service status --config FILE` (JSON from the state directory; the
 //!   token is never printed).
@@ -34,24 +36,33 @@
 //!    no freeze). The newest trusted files are kept in `STATE/trust.json` and restored (verified
 //!    again) at start, so an older file is a rollback across restarts too. A refused file is
 //!    logged and the held metadata stays.
-//! 4. Decide with `bulwark_rollout::decide`, the signed state, thresholds and policies.
+//! 4. The administrator's controls first: a revert asked for and not yet carried out, then
+//!    pause (no new content), then a local pin (as a policy pin below). Otherwise decide with
+//!    `bulwark_rollout::decide`, the signed state, thresholds and policies.
 //!    * `Run` a version not running: look it up in the signed releases metadata, download the
 //!      envelope by its SHA-256, check the hash; check that the driver's schema (hash and
 //!      per-type field counts from its status) is the one this verifier was built with; open it
 //!      with the loader's own `open` (trusted release keys, channel, anti-downgrade against the
 //!      running and last-known-good versions, and the verifier); check the envelope's version and
 //!      pack hash against the decision and the releases metadata; run the verifier on the pack
-//!      again for its message. Any failure: the pack never reaches the driver and is recorded as
-//!      a [`agent::Rejection`] with the loader's or verifier's message (`status` shows it). Then
+//!      again for its message. Any failure: the pack never reaches the driver, is recorded as
+//!      a [`agent::Rejection`] with the loader's or verifier's message (`status` shows it), and
+//!      is reported to the server as a `reject` guard event with that message (the controller
+//!      halts a release endpoints refuse: its `rejection-ceiling`). Then
 //!      stage it (hot, or for the next boot per the configuration).
 //!    * `RevertToLastKnownGood` while running the halted version: revert through the link, and
 //!      report a `revert` guard event.
 //!    * `Pinned` to another version: back to last-known-good if that is the pinned version,
 //!      fetch and stage it as above if it is newer; an older version that is not last-known-good
 //!      cannot be reached (the guard refuses downgrades) and is logged.
-//! 5. After the health window (the staged version still running), confirm healthy: the guard
-//!    blesses it, and a heartbeat with `confirmed_healthy` is spooled.
-//! 6. Forward the driver's detections: counts by content version and rule id.
+//! 5. After the health window (the staged version still running, and events have gone through
+//!    the sensor since it was staged: a sensor that sees nothing is not healthy), confirm
+//!    healthy: the guard blesses it, and a heartbeat with `confirmed_healthy` is spooled. Until
+//!    events flow the agent polls every [`agent::EVENTS_POLL_SECS`] seconds and logs it once.
+//! 6. Forward the driver's detections: counts by content version and rule id (what the
+//!    controller's storm tests read), and alerts (at most [`agent::MAX_ALERTS_PER_STEP`] a step)
+//!    with the rule's id, title, author and level from the pack the agent staged and the event's
+//!    context from the driver.
 //! 7. Spool a heartbeat when due: the next one after a uniformly random 0..=interval (full
 //!    jitter).
 //! 8. Deliver the spool, oldest first, stopping at the first failure.
@@ -98,6 +109,14 @@
 //!   unreachable each failed step waits twice as long, up to the maximum, and the agent recovers
 //!   when it is back;
 //! * `status` reads the state directory and never shows the token;
+//! * a release is not confirmed until events flow through the sensor (logged once, polled, then
+//!   confirmed when a process starts);
+//! * the administrator's pause (release 2 not taken, heartbeats go on), resume, revert (back to
+//!   last-known-good, reported, not taken again), pin to a newer release (kept across a restart),
+//!   and a damaged controls file (logged once, the pin read before stays);
+//! * refusals (forged envelope, verifier) reach the server with their reason, and the verifier's
+//!   refusal halts the rollout there; a good release's detections arrive as alerts with the
+//!   rule's title, author and level;
 //! * [`net::LocalDir`] reads exactly what `bulwark-server export` writes (the same bytes as the
 //!   server serves), refuses a name that is not a SHA-256 and a file over the bound.
 //!
@@ -139,24 +158,16 @@
 //!   stored envelope (`Admission::Stored`) and installs it, but the guard's record still holds
 //!   the candidate, so a reboot would give it another attempt; the driver needs a revert
 //!   request that demotes (or quarantines) the candidate in the record.
-//! * Reporting rejections to the server: the telemetry API has no field for a refused pack, so
-//!   rejections are in the local state and log only.
-//! * Detections: forwarded as telemetry counts by content version and rule id (the ids kept
-//!   from the packs the agent staged, `#INDEX` for content it did not stage); not yet: the
-//!   protocol extension with the event's key fields, and the rule's title, author and level in
-//!   what is forwarded (the server's telemetry takes only counts).
-//! * The health window only checks that the driver answers and the staged version still runs;
-//!   whether events flow is not looked at yet.
 //! * Guard events read from the driver but not yet spooled when the process dies in between
 //!   are lost (the driver's ring is drained on read). The kill -9 tests cover the enrollment and
 //!   the spool's writes, not a kill between reading guard events and spooling them.
-//! * Local admin controls (`pin`, `unpin`, `revert`, `pause`), `install`/`uninstall`.
 //! * Hostile responses: `tests/hostile.rs` covers the transport (above); not yet tested: truncated
 //!   bodies, wrong content types, and the whole agent against each hostile answer (only
 //!   malformed metadata and an unreachable server are tested through the agent).
 //! * The README section on installing and configuring the service.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod agent;
 pub mod config;
 pub mod link;

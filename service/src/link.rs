@@ -27,6 +27,53 @@ pub struct DriverStatus {
     pub source: ContentSource,
     /// The guard's last-known-good version, if any.
     pub last_known_good: Option<u64>,
+    /// Events the sensor has evaluated since it started (all types): the health window checks
+    /// that they flow while a new release runs.
+    pub events_evaluated: u64,
+}
+
+/// One detection as the driver reported it, with the event's context.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Detection {
+    /// The driver's sequence number (gaps mean drops).
+    pub seq: u64,
+    /// When, in 100 ns units since 1601-01-01 UTC.
+    pub time: u64,
+    /// The content version whose rule fired.
+    pub content_version: u64,
+    /// The rule's index in that pack.
+    pub rule_index: u32,
+    /// The event type's schema name.
+    pub event_type: String,
+    /// `alert` or `block`.
+    pub action: String,
+    /// Whether the process creation was denied.
+    pub blocked: bool,
+    /// The process.
+    pub process_id: u32,
+    /// Its parent.
+    pub parent_process_id: u32,
+    /// The image path.
+    pub image: String,
+    /// The command line.
+    pub command_line: String,
+    /// The user.
+    pub user: String,
+    /// The parent's image path.
+    pub parent_image: String,
+    /// The image's hashes.
+    pub hashes: String,
+    /// The context fields the driver truncated.
+    pub truncated: Vec<String>,
+}
+
+impl Detection {
+    /// Milliseconds since the Unix epoch (0 for a time before it).
+    pub fn unix_ms(&self) -> u64 {
+        /// 100 ns units from 1601-01-01 to 1970-01-01.
+        const EPOCH_DIFF: u64 = 116_444_736_000_000_000;
+        self.time.saturating_sub(EPOCH_DIFF) / 10_000
+    }
 }
 
 /// How a pack is staged.
@@ -75,8 +122,8 @@ pub trait DriverLink {
     fn revert(&mut self) -> Result<Answer, LinkError>;
     /// Guard events not read yet, oldest first.
     fn guard_events(&mut self) -> Result<Vec<GuardEventRecord>, LinkError>;
-    /// Detections not read yet: (content version, rule index) per detection.
-    fn detections(&mut self) -> Result<Vec<(u64, u32)>, LinkError>;
+    /// Detections not read yet, oldest first.
+    fn detections(&mut self) -> Result<Vec<Detection>, LinkError>;
 }
 
 /// The per-type field counts of the interpreter's schema (the schema the driver was built with).
@@ -178,6 +225,24 @@ impl InProcess {
     }
 }
 
+/// A driver's detection record as the agent keeps it.
+pub fn detection(d: &bulwark_client::Detection) -> Detection {
+    Detection {
+        seq: d.seq,
+        time: d.time,
+        content_version: d.content_version,
+        rule_index: d.rule_index,
+        event_type: bulwark_interpreter::EventType::from_id(d.event_type)
+            .map_or_else(|| format!("#{}", d.event_type), |t| t.name().to_owned()),
+        action: if d.action == 1 { "block" } else { "alert" }.to_owned(),
+        blocked: d.blocked,
+        process_id: d.process_id,
+        parent_process_id: d.parent_process_id,
+        image: d.image.clone(),
+        ..Detection::default()
+    }
+}
+
 fn answer(a: bulwark_client::Answer) -> Answer {
     Answer {
         accepted: a.accepted,
@@ -200,6 +265,11 @@ impl DriverLink for InProcess {
             content_version: s.content.version,
             source: s.content.source,
             last_known_good,
+            events_evaluated: s
+                .counters
+                .events
+                .iter()
+                .fold(0u64, |a, b| a.saturating_add(*b)),
         })
     }
 
@@ -267,13 +337,13 @@ impl DriverLink for InProcess {
         Ok(self.client().read_guard_events(u32::MAX)?.records)
     }
 
-    fn detections(&mut self) -> Result<Vec<(u64, u32)>, LinkError> {
+    fn detections(&mut self) -> Result<Vec<Detection>, LinkError> {
         Ok(self
             .client()
             .read_detections(u32::MAX)?
             .records
             .into_iter()
-            .map(|d| (d.content_version, d.rule_index))
+            .map(|d| detection(&d))
             .collect())
     }
 }

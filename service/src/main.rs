@@ -1,9 +1,11 @@
-//! `bulwark-service run --config FILE` (foreground) and `bulwark-service status --config FILE`.
+//! `bulwark-service run --config FILE` (foreground), `bulwark-service status --config FILE`, and
+//! the administrator's `pin VERSION | unpin | pause | resume | revert --config FILE`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use bulwark_service::admin::Command;
 use bulwark_service::agent::{offline_status, Agent, OsRandom, SystemClock};
 use bulwark_service::config::ServiceConfig;
 use bulwark_service::link::InProcess;
@@ -30,21 +32,41 @@ impl ContentSource for Source {
     }
 }
 
-const USAGE: &str =
-    "usage: bulwark-service run --config FILE\n       bulwark-service status --config FILE";
+const USAGE: &str = "usage: bulwark-service run --config FILE
+       bulwark-service status --config FILE
+       bulwark-service pin VERSION --config FILE   stay on this content version
+       bulwark-service unpin --config FILE         follow the rollout again
+       bulwark-service pause --config FILE         take no new content
+       bulwark-service resume --config FILE        take new content again
+       bulwark-service revert --config FILE        back to last-known-good now";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (cmd, config) = match args.as_slice() {
-        [cmd, flag, file] if flag == "--config" => (cmd.as_str(), PathBuf::from(file)),
+    let (cmd, version, config) = match args.as_slice() {
+        [cmd, flag, file] if flag == "--config" => (cmd.as_str(), None, PathBuf::from(file)),
+        [cmd, version, flag, file] if flag == "--config" && cmd == "pin" => {
+            match version.parse::<u64>() {
+                Ok(v) => (cmd.as_str(), Some(v), PathBuf::from(file)),
+                Err(_) => {
+                    eprintln!("bulwark-service: pin: {version:?} is not a content version (a whole number)");
+                    return ExitCode::from(2);
+                }
+            }
+        }
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
     };
-    let result = match cmd {
-        "run" => run(&config),
-        "status" => status(&config),
+    let admin = |c| admin(&config, c);
+    let result = match (cmd, version) {
+        ("run", None) => run(&config),
+        ("status", None) => status(&config),
+        ("pin", Some(v)) => admin(Command::Pin(v)),
+        ("unpin", None) => admin(Command::Unpin),
+        ("pause", None) => admin(Command::Pause),
+        ("resume", None) => admin(Command::Resume),
+        ("revert", None) => admin(Command::Revert),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -57,6 +79,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// An administrator's command: written to the state directory, carried out by the running
+/// service at its next step.
+fn admin(path: &Path, command: Command) -> Result<(), String> {
+    let config = ServiceConfig::load(path).map_err(|e| e.to_string())?;
+    let controls =
+        bulwark_service::admin::apply(&config.state_dir, command).map_err(|e| e.to_string())?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&controls).map_err(|e| e.to_string())?
+    );
+    eprintln!("bulwark-service: the running service carries this out at its next step");
+    Ok(())
 }
 
 fn status(path: &Path) -> Result<(), String> {
@@ -113,11 +149,19 @@ fn run(path: &Path) -> Result<(), String> {
         OsRandom,
     )
     .map_err(|e| e.to_string())?;
+    let mut admin_file = bulwark_service::admin::Watcher::default();
+    admin_file.changed(&config.state_dir);
     loop {
         let wait = agent.step();
         for line in agent.log.drain(..) {
             eprintln!("bulwark-service: {line}");
         }
-        std::thread::sleep(Duration::from_secs(wait));
+        // Sleep until the next step is due, or an administrator's command arrives.
+        for _ in 0..wait {
+            std::thread::sleep(Duration::from_secs(1));
+            if admin_file.changed(&config.state_dir) {
+                break;
+            }
+        }
     }
 }

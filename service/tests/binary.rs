@@ -1,5 +1,6 @@
 //! The `bulwark-service` binary: `run --config FILE` against a real server enrolls and keeps
-//! its enrollment across a kill -9 and a restart; `status` prints the state as JSON.
+//! its enrollment across a kill -9 and a restart; `status` prints the state as JSON; the
+//! administrator's `pin`, `unpin`, `pause`, `resume` and `revert` write the controls `status` shows.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
@@ -145,6 +146,41 @@ backoff_max_secs = 1
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+    // The administrator's commands write the controls and print them; status shows them.
+    let admin = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_bulwark-service"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let out = admin(&["pin", "7"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["pinned"], serde_json::json!(7));
+    assert!(admin(&["pause"]).status.success());
+    assert!(admin(&["revert"]).status.success());
+    let s = status(&config);
+    assert_eq!(
+        s["admin"],
+        serde_json::json!({"pinned": 7, "paused": true, "reverts_requested": 1}),
+        "{s}"
+    );
+    assert!(admin(&["unpin"]).status.success());
+    assert!(admin(&["resume"]).status.success());
+    assert_eq!(
+        status(&config)["admin"],
+        serde_json::json!({"pinned": null, "paused": false, "reverts_requested": 1})
+    );
+    let out = admin(&["pin", "seven"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"seven\" is not a content version"));
+    assert_eq!(admin(&["unpin", "7"]).status.code(), Some(2));
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

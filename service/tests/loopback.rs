@@ -215,6 +215,9 @@ struct World {
     offline: Rc<Cell<bool>>,
     garbage: Rc<Cell<bool>>,
     listed: Vec<(u64, Vec<u8>)>,
+    /// Whether a benign process starts at every step (events flow through the sensor).
+    traffic: bool,
+    next_pid: u32,
 }
 
 fn token(store: &Arc<dyn Store>, role: Role) -> String {
@@ -352,7 +355,33 @@ impl World {
             offline,
             garbage,
             listed: Vec::new(),
+            traffic: true,
+            next_pid: 1000,
         }
+    }
+
+    /// A process starts on the endpoint.
+    fn process(&mut self, command_line: &str) {
+        let image: Vec<u16> = "\\??\\C:\\Windows\\System32\\cmd.exe"
+            .encode_utf16()
+            .collect();
+        let cmd: Vec<u16> = command_line.encode_utf16().collect();
+        self.next_pid += 4;
+        self.agent.link.sensor().on_process_create(
+            &bulwark_driver_core::events::ProcessCreateFacts {
+                process_id: self.next_pid,
+                create_time: u64::from(self.next_pid),
+                parent_process_id: 4,
+                parent_create_time: None,
+                image_file_name: Some(&image),
+                command_line: Some(&cmd),
+                user: None,
+                integrity: None,
+                logon_id: None,
+                session_id: None,
+            },
+            self.now(),
+        );
     }
 
     fn send(&self, method: reqwest::Method, path: &str, token: &str, body: Vec<u8>) -> Value {
@@ -427,6 +456,9 @@ impl World {
     fn run_for(&mut self, secs: u64) {
         let end = self.now() + secs;
         while self.now() < end {
+            if self.traffic {
+                self.process("svchost.exe -k netsvcs");
+            }
             let wait = self.agent.step();
             self.advance(wait.min(end - self.now()).max(1));
         }
@@ -502,7 +534,19 @@ fn a_good_release_is_fetched_verified_staged_confirmed_and_reported() {
             .any(|x| x.release_version == 1 && x.rule == "rule-1" && x.count == 2),
         "{:?}",
         d.detections
-    );
+    ); // And as alerts with the rule's title, author and level from the pack, and the event's
+       // context from the driver.
+    let alerts = w.store.alerts("stable", 0, 100).unwrap();
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    let a: Value = serde_json::from_str(&alerts[0].body).unwrap();
+    assert_eq!(a["rule"], json!("rule-1"));
+    assert_eq!(a["title"], json!("test rule 1"));
+    assert_eq!(a["author"], json!("tests"));
+    assert_eq!(a["level"], json!("high"));
+    assert_eq!(a["event_type"], json!("process_creation"));
+    assert_eq!(a["process_id"], json!(100));
+    assert_eq!(a["parent_process_id"], json!(4));
+    assert_eq!(a["image"], json!("C:\\Windows\\System32\\cmd.exe"));
 }
 
 #[test]
@@ -518,6 +562,10 @@ fn a_forged_envelope_is_never_staged_and_is_reported() {
     assert_eq!(rej.len(), 1, "{rej:?}");
     assert!(rej[0].reason.contains("SHA-256"), "{rej:?}");
     assert!(w.agent.status().state.rejections == rej);
+    // Reported to the server with the reason, where the controller counts it.
+    let reported = w.store.rejections("stable", Some(1), 10).unwrap();
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert_eq!(reported[0].reason, rej[0].reason);
 }
 
 #[test]
@@ -622,6 +670,116 @@ fn a_pack_the_verifier_refuses_is_never_staged_and_is_reported() {
     assert!(rej[0].reason.contains("verif"), "{rej:?}");
     // The driver's guard never saw it: no refusal recorded there either.
     assert_eq!(w.agent.link.status().unwrap().last_known_good, None);
+    // The server has the refusal with the verifier's message, and its controller halts the
+    // rollout on it (one refusal in a wave of one endpoint reaches the rejection ceiling).
+    let reported = w.store.rejections("stable", Some(1), 10).unwrap();
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert_eq!(reported[0].reason, rej[0].reason);
+    bulwark_server::controller::tick(w.store.as_ref(), w.now()).unwrap();
+    let row = w.store.rollout("stable").unwrap().unwrap();
+    let state: bulwark_rollout::ChannelRollout = serde_json::from_str(&row.state).unwrap();
+    assert!(state.is_halted(), "{state:?}");
+}
+
+#[test]
+fn a_release_is_not_confirmed_until_events_flow_through_it() {
+    let mut w = World::new("quiet");
+    w.traffic = false;
+    w.agent.step();
+    w.publish(1);
+    w.start(1);
+    w.run_for(WINDOW + 600);
+    assert_eq!(w.running(), 1, "{:?}", w.agent.log);
+    assert_eq!(w.agent.state().confirmed, None, "{:?}", w.agent.log);
+    assert!(w.agent.state().staged.is_some());
+    assert_eq!(w.agent.link.status().unwrap().last_known_good, None);
+    assert_eq!(
+        w.agent
+            .log
+            .iter()
+            .filter(|l| l.contains("no event has gone through it yet"))
+            .count(),
+        1,
+        "logged once: {:?}",
+        w.agent.log
+    );
+    // Waiting polls; it does not spin.
+    let wait = w.agent.step();
+    assert_eq!(wait, bulwark_service::agent::EVENTS_POLL_SECS);
+    // A process starts: events flow, and the next step confirms.
+    w.process("notepad.exe");
+    w.run_for(60);
+    assert_eq!(w.agent.state().confirmed, Some(1), "{:?}", w.agent.log);
+    assert_eq!(w.agent.link.status().unwrap().last_known_good, Some(1));
+}
+
+#[test]
+fn the_administrators_pause_pin_and_revert_are_obeyed() {
+    use bulwark_service::admin::{apply, Command};
+    let mut w = World::new("admin");
+    let state_dir = w.dir.join("agent");
+    w.agent.step();
+    w.publish(1);
+    w.start(1);
+    w.run_for(WINDOW + 120);
+    assert_eq!(w.agent.state().confirmed, Some(1), "{:?}", w.agent.log);
+    w.advance(3600);
+    bulwark_server::controller::tick(w.store.as_ref(), w.now()).unwrap();
+    // Paused: release 2 is not taken; reporting goes on.
+    apply(&state_dir, Command::Pause).unwrap();
+    w.publish(2);
+    w.start(2);
+    let seq = w.agent.spool().next_seq().unwrap();
+    w.run_for(600);
+    assert_eq!(w.running(), 1, "{:?}", w.agent.log);
+    assert!(
+        w.agent.spool().next_seq().unwrap() > seq,
+        "heartbeats go on"
+    );
+    // Resumed: it is.
+    apply(&state_dir, Command::Resume).unwrap();
+    w.run_for(60);
+    assert_eq!(w.running(), 2, "{:?}", w.agent.log);
+    // Revert asked locally: back to last-known-good at once, reported, and 2 not taken again.
+    apply(&state_dir, Command::Revert).unwrap();
+    w.run_for(60);
+    assert_eq!(w.running(), 1, "{:?}", w.agent.log);
+    assert_eq!(w.agent.state().reverted, vec![2]);
+    assert_eq!(w.agent.state().admin_reverts_done, 1);
+    w.run_for(WINDOW + 60);
+    assert_eq!(w.running(), 1, "{:?}", w.agent.log);
+    assert!(w
+        .data()
+        .guard_events
+        .iter()
+        .any(|g| g.release_version == 2 && g.kind == GuardEventKind::Revert));
+    // Pinned to a newer release: it is fetched and staged whatever the rollout says; a restart
+    // of the service keeps the pin (it is in the state directory).
+    w.publish(3);
+    apply(&state_dir, Command::Pin(3)).unwrap();
+    w.agent.restart().unwrap();
+    w.run_for(60);
+    assert_eq!(w.running(), 3, "{:?}", w.agent.log);
+    // A damaged controls file is logged once and the pin read before it stays in force.
+    std::fs::write(state_dir.join("admin.json"), b"{\"pinned\": ").unwrap();
+    w.run_for(600);
+    assert_eq!(w.running(), 3, "{:?}", w.agent.log);
+    assert_eq!(
+        w.agent
+            .log
+            .iter()
+            .filter(|l| l.contains("admin.json: not valid admin controls"))
+            .count(),
+        1,
+        "{:?}",
+        w.agent.log
+    );
+    // The status shows the file's error.
+    let s = bulwark_service::agent::offline_status(&state_dir).unwrap();
+    assert!(
+        s["admin"]["error"].as_str().unwrap().contains("admin.json"),
+        "{s}"
+    );
 }
 
 #[test]
