@@ -123,9 +123,13 @@
 //! `tests/hostile.rs` serves hostile answers over real TLS on loopback (the server's own TLS
 //! listener with an axum router) to [`net::Http`]: a body over the bound with and without a
 //! `Content-Length`, a redirect to another host (refused) and on the same host (followed), a
-//! response slower than the timeout, malformed JSON, 409 `replayed` (delivered) and another 409
-//! (not), a certificate nobody trusts, and a plain `http://` URL.
-//!
+//! response slower than the timeout, a body cut off in the middle, the wrong `Content-Type`
+//! (metadata must be `application/json`, envelopes `application/octet-stream`), malformed JSON,
+//! 409 `replayed` (delivered) and another 409 (not), a certificate nobody trusts, and a plain
+//! `http://` URL. Then the whole agent against each hostile metadata answer (oversized,
+//! redirected away, slow, malformed, wrong type, truncated, 500): each is a clear log line, a
+//! backoff that grows, nothing staged and nothing recorded as a rejection.
+
 //! `tests/binary.rs` runs the `bulwark-service` binary with a TOML configuration against a real
 //! server: `run` enrolls, is killed with SIGKILL and started again with the same enrollment;
 //! `status` prints the state as JSON; a bad command line exits 2.
@@ -161,9 +165,6 @@
 //! * Guard events read from the driver but not yet spooled when the process dies in between
 //!   are lost (the driver's ring is drained on read). The kill -9 tests cover the enrollment and
 //!   the spool's writes, not a kill between reading guard events and spooling them.
-//! * Hostile responses: `tests/hostile.rs` covers the transport (above); not yet tested: truncated
-//!   bodies, wrong content types, and the whole agent against each hostile answer (only
-//!   malformed metadata and an unreachable server are tested through the agent).
 //! * The README section on installing and configuring the service.
 #![forbid(unsafe_code)]
 

@@ -39,6 +39,14 @@ pub enum NetError {
     /// The response did not parse.
     #[error("malformed response: {0}")]
     Malformed(String),
+    /// The response's `Content-Type` is not what the request asked for.
+    #[error("response of type {got:?} where {expected} was expected")]
+    ContentType {
+        /// The media type expected.
+        expected: &'static str,
+        /// What the response said (empty: no `Content-Type`).
+        got: String,
+    },
     /// A local file could not be read.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -164,13 +172,31 @@ impl Http {
         })
     }
 
-    fn send(&self, req: reqwest::RequestBuilder, limit: usize) -> Result<(u16, Vec<u8>), NetError> {
+    /// Sends `req` and reads the response, at most `limit` bytes; a 200 must have the media
+    /// type `expected` (parameters such as `charset` aside) when one is given.
+    fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        limit: usize,
+        expected: Option<&'static str>,
+    ) -> Result<(u16, Vec<u8>), NetError> {
         self.runtime.block_on(async {
             let mut resp = req
                 .send()
                 .await
                 .map_err(|e| NetError::Transport(e.to_string()))?;
             let status = resp.status().as_u16();
+            if let Some(expected) = expected.filter(|_| status == 200) {
+                let got = resp
+                    .headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .unwrap_or_default();
+                let media = got.split(';').next().unwrap_or("").trim();
+                if !media.eq_ignore_ascii_case(expected) {
+                    return Err(NetError::ContentType { expected, got });
+                }
+            }
             if resp.content_length().is_some_and(|n| n > limit as u64) {
                 return Err(NetError::TooLarge { limit });
             }
@@ -189,8 +215,12 @@ impl Http {
         })
     }
 
-    fn get(&self, path: &str, limit: usize) -> Result<Vec<u8>, NetError> {
-        let (status, body) = self.send(self.client.get(format!("{}{path}", self.base)), limit)?;
+    fn get(&self, path: &str, limit: usize, expected: &'static str) -> Result<Vec<u8>, NetError> {
+        let (status, body) = self.send(
+            self.client.get(format!("{}{path}", self.base)),
+            limit,
+            Some(expected),
+        )?;
         if status != 200 {
             return Err(status_error(status, &body));
         }
@@ -204,7 +234,7 @@ impl Http {
             .bearer_auth(token)
             .header("content-type", "application/json")
             .body(body.to_vec());
-        let (status, reply) = self.send(req, MAX_REPLY_BYTES)?;
+        let (status, reply) = self.send(req, MAX_REPLY_BYTES, None)?;
         match status {
             200 => Ok(Delivered::Stored),
             409 if error_code(&reply).as_deref() == Some("replayed") => Ok(Delivered::Replayed),
@@ -231,6 +261,7 @@ impl ContentSource for Http {
         let body = self.get(
             &format!("/v1/metadata/{}", which.file()),
             MAX_METADATA_BYTES,
+            "application/json",
         )?;
         String::from_utf8(body).map_err(|e| NetError::Malformed(e.to_string()))
     }
@@ -239,7 +270,11 @@ impl ContentSource for Http {
         if sha256_hex.len() != 64 || !sha256_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(NetError::Malformed("not a SHA-256".into()));
         }
-        self.get(&format!("/v1/envelopes/{sha256_hex}"), MAX_ENVELOPE_BYTES)
+        self.get(
+            &format!("/v1/envelopes/{sha256_hex}"),
+            MAX_ENVELOPE_BYTES,
+            "application/octet-stream",
+        )
     }
 }
 
@@ -252,7 +287,7 @@ impl TelemetrySink for Http {
             .post(format!("{}/v1/enroll", self.base))
             .header("content-type", "application/json")
             .body(body);
-        let (status, reply) = self.send(req, MAX_REPLY_BYTES)?;
+        let (status, reply) = self.send(req, MAX_REPLY_BYTES, Some("application/json"))?;
         if status != 200 {
             return Err(status_error(status, &reply));
         }
