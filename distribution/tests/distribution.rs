@@ -167,6 +167,34 @@ fn happy_path_and_newer_rollout() {
 }
 
 #[test]
+fn the_same_file_again_is_unchanged_but_still_expires() {
+    let k = keys();
+    let mut trust = trusted(&k);
+    let releases = releases_file(&k, 1, T0.plus_secs(30 * DAY), &[release(1, 5)]);
+    let v1 = rollout_file(&k, 1, T0.plus_secs(DAY), 1, state(release(1, 5)));
+    assert_eq!(trust.update_rollout(&v1, T0), Ok(Update::Updated));
+    // The same bytes again (what a polling endpoint fetches most of the time): unchanged.
+    assert_eq!(trust.update_releases(&releases, T0), Ok(Update::Unchanged));
+    assert_eq!(trust.update_rollout(&v1, T0), Ok(Update::Unchanged));
+    // Not checking the signatures again does not skip the expiry: the same file, once expired,
+    // is refused as such (no freeze).
+    let later = T0.plus_secs(2 * DAY);
+    assert!(
+        matches!(
+            trust.update_rollout(&v1, later),
+            Err(bulwark_distribution::Error::Expired { .. })
+        ),
+        "{:?}",
+        trust.update_rollout(&v1, later)
+    );
+    let much_later = T0.plus_secs(31 * DAY);
+    assert!(matches!(
+        trust.update_releases(&releases, much_later),
+        Err(bulwark_distribution::Error::Expired { .. })
+    ));
+}
+
+#[test]
 fn signature_by_an_unlisted_key_is_refused() {
     let k = keys();
     let mut trust = trusted(&k);
