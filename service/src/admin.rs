@@ -75,16 +75,21 @@ pub enum AdminError {
 pub fn load(state_dir: &Path) -> Result<AdminControls, AdminError> {
     let path = state_dir.join(FILE);
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| AdminError::Malformed {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        }),
+        Ok(bytes) => parse(&bytes, &path.display().to_string()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AdminControls::default()),
         Err(source) => Err(AdminError::Io {
             path: path.display().to_string(),
             source,
         }),
     }
+}
+
+/// Parses the controls file's bytes (`path` names it in the error).
+pub fn parse(bytes: &[u8], path: &str) -> Result<AdminControls, AdminError> {
+    serde_json::from_slice(bytes).map_err(|e| AdminError::Malformed {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 /// Applies `command` to the controls in `state_dir` (created if needed) and returns them.

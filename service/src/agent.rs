@@ -1,7 +1,7 @@
 //! The agent core: one [`Agent::step`] at a time, driven by an injected clock and randomness, so
 //! the same code runs in the service, in tests and in a fleet simulator.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bulwark_distribution::{PersistedTrust, TrustState, Update};
 use bulwark_loader_boot_guard::state::EventKind;
@@ -14,7 +14,8 @@ use sha2::{Digest, Sha256};
 use crate::admin::{self, AdminControls};
 use crate::link::{schema_field_counts, DriverLink, DriverStatus, StageMode};
 use crate::net::{ContentSource, Delivered, Enrolled, Enrollment, Metadata, TelemetrySink};
-use crate::spool::{Kind, Spool};
+use crate::spool::{Kind, SpoolStore};
+use crate::storage::{DirStorage, Storage};
 
 /// Seconds since the Unix epoch.
 pub trait Clock {
@@ -212,10 +213,11 @@ pub enum AgentError {
     Other(String),
 }
 
-/// The agent.
-pub struct Agent<L, S, T, C, R> {
+/// The agent. `D` is where it keeps what survives a restart: the state directory, or memory in
+/// the fleet simulator.
+pub struct Agent<L, S, T, C, R, D: Storage = DirStorage> {
     config: AgentConfig,
-    dir: PathBuf,
+    storage: D,
     /// The driver.
     pub link: L,
     /// Where content comes from.
@@ -226,7 +228,7 @@ pub struct Agent<L, S, T, C, R> {
     random: R,
     trust: TrustState,
     state: PersistedState,
-    spool: Spool,
+    spool: D::Spool,
     failures: u32,
     next_heartbeat: u64,
     last_error: Option<String>,
@@ -275,7 +277,9 @@ fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
-impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random> Agent<L, S, T, C, R> {
+impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random>
+    Agent<L, S, T, C, R, DirStorage>
+{
     /// Opens the agent's state in `dir` (created if needed): the enrollment, the newest trusted
     /// metadata (never older than what it saw before a restart) and the spool.
     #[allow(clippy::too_many_arguments)]
@@ -288,11 +292,29 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random> Age
         clock: C,
         random: R,
     ) -> Result<Self, AgentError> {
-        std::fs::create_dir_all(dir)?;
-        let (state, trust, spool) = Self::load(&config, dir)?;
+        let storage = DirStorage::open(dir)?;
+        Self::with_storage(config, storage, link, source, sink, clock, random)
+    }
+}
+
+impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: Storage>
+    Agent<L, S, T, C, R, D>
+{
+    /// Opens the agent over `storage`: as [`Agent::open`], wherever the state is kept.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_storage(
+        config: AgentConfig,
+        mut storage: D,
+        link: L,
+        source: S,
+        sink: T,
+        clock: C,
+        random: R,
+    ) -> Result<Self, AgentError> {
+        let (state, trust, spool) = Self::load(&config, &mut storage)?;
         Ok(Agent {
             config,
-            dir: dir.to_owned(),
+            storage,
             link,
             source,
             sink,
@@ -311,40 +333,40 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random> Age
         })
     }
 
-    /// A restart of the service: everything in memory is dropped and read again from the state
-    /// directory (enrollment, trusted metadata, spool), as a new process would.
+    /// A restart of the service: everything in memory is dropped and read again from storage
+    /// (enrollment, trusted metadata, spool), as a new process would.
     pub fn restart(&mut self) -> Result<(), AgentError> {
-        let (state, trust, spool) = Self::load(&self.config, &self.dir)?;
+        let (state, trust, spool) = Self::load(&self.config, &mut self.storage)?;
         self.state = state;
         self.trust = trust;
         self.spool = spool;
         self.failures = 0;
         self.next_heartbeat = 0;
         self.last_error = None;
+        self.waiting_for_events = false;
         Ok(())
     }
 
     fn load(
         config: &AgentConfig,
-        dir: &Path,
-    ) -> Result<(PersistedState, TrustState, Spool), AgentError> {
-        let state = match std::fs::read(dir.join("state.json")) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| AgentError::Other(e.to_string()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => PersistedState::default(),
-            Err(e) => return Err(e.into()),
+        storage: &mut D,
+    ) -> Result<(PersistedState, TrustState, D::Spool), AgentError> {
+        let state = match storage.read("state.json")? {
+            Some(b) => serde_json::from_slice(&b).map_err(|e| {
+                AgentError::Other(format!("{}: {e}", storage.describe("state.json")))
+            })?,
+            None => PersistedState::default(),
         };
-        let trust = match std::fs::read(dir.join("trust.json")) {
-            Ok(b) => {
-                let p: PersistedTrust =
-                    serde_json::from_slice(&b).map_err(|e| AgentError::Other(e.to_string()))?;
+        let trust = match storage.read("trust.json")? {
+            Some(b) => {
+                let p: PersistedTrust = serde_json::from_slice(&b).map_err(|e| {
+                    AgentError::Other(format!("{}: {e}", storage.describe("trust.json")))
+                })?;
                 TrustState::restore(&p)?
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                TrustState::bootstrap(&config.root)?
-            }
-            Err(e) => return Err(e.into()),
+            None => TrustState::bootstrap(&config.root)?,
         };
-        let spool = Spool::open(&dir.join("spool.sqlite"), config.spool_max_bytes)?;
+        let spool = storage.open_spool(config.spool_max_bytes)?;
         Ok((state, trust, spool))
     }
 
@@ -354,7 +376,7 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random> Age
     }
 
     /// The spool.
-    pub fn spool(&self) -> &Spool {
+    pub fn spool(&self) -> &D::Spool {
         &self.spool
     }
 
@@ -377,17 +399,17 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random> Age
         }
     }
 
-    fn save(&self) -> Result<(), AgentError> {
+    fn save(&mut self) -> Result<(), AgentError> {
         let bytes =
             serde_json::to_vec_pretty(&self.state).map_err(|e| AgentError::Other(e.to_string()))?;
-        write_atomic(&self.dir.join("state.json"), &bytes)?;
+        self.storage.write("state.json", &bytes)?;
         Ok(())
     }
 
-    fn save_trust(&self) -> Result<(), AgentError> {
+    fn save_trust(&mut self) -> Result<(), AgentError> {
         let bytes = serde_json::to_vec(&self.trust.persisted())
             .map_err(|e| AgentError::Other(e.to_string()))?;
-        write_atomic(&self.dir.join("trust.json"), &bytes)?;
+        self.storage.write("trust.json", &bytes)?;
         Ok(())
     }
 
@@ -629,13 +651,21 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random> Age
     /// Reads the administrator's controls; a damaged file is logged once and the controls read
     /// before it stay in force.
     fn read_admin(&mut self) -> AdminControls {
-        match admin::load(&self.dir) {
+        let read =
+            self.storage
+                .read(admin::FILE)
+                .map_err(|e| e.to_string())
+                .and_then(|b| match b {
+                    Some(b) => admin::parse(&b, &self.storage.describe(admin::FILE))
+                        .map_err(|e| e.to_string()),
+                    None => Ok(AdminControls::default()),
+                });
+        match read {
             Ok(a) => {
                 self.admin_error = None;
                 self.admin = a;
             }
             Err(e) => {
-                let e = e.to_string();
                 if self.admin_error.as_ref() != Some(&e) {
                     self.note(format!("{e}; the controls read before stay in force"));
                     self.admin_error = Some(e);
@@ -975,7 +1005,7 @@ pub fn offline_status(dir: &Path) -> Result<serde_json::Value, AgentError> {
     // Not created by `status`: before the service first ran there is no spool.
     let spool_path = dir.join("spool.sqlite");
     let (spooled, dropped, next_seq) = if spool_path.exists() {
-        let spool = Spool::open(&spool_path, u64::MAX)?;
+        let spool = crate::spool::Spool::open(&spool_path, u64::MAX)?;
         (spool.len()?, spool.dropped()?, spool.next_seq()?)
     } else {
         (0, 0, 1)

@@ -18,7 +18,12 @@
 //!   [`net::Http`] implements both against bulwark-server (reqwest + rustls, HTTPS only, a
 //!   timeout on every request, every body bounded while it is read, redirects only to the same
 //!   host and port); [`net::LocalDir`] reads what `bulwark-server export DIR` writes.
-//! * [`spool`]: the crash-safe telemetry spool (SQLite, WAL, `synchronous=FULL`).
+//! * [`spool`]: the crash-safe telemetry spool (SQLite, WAL, `synchronous=FULL`; the bodies'
+//!   total kept beside them, so a push costs the same however full it is), and a memory spool
+//!   with the same promises.
+//! * [`storage`]: where the agent keeps what survives a restart, behind the
+//!   [`storage::Storage`] trait: the state directory ([`storage::DirStorage`]) or memory
+//!   ([`storage::MemoryStorage`], the fleet simulator's).
 //! * [`admin`]: the administrator's local controls (`pin`, `unpin`, `pause`, `resume`,
 //!   `revert`), kept in `STATE/admin.json` and obeyed before the rollout's decision.
 //! * [`config`]: the TOML configuration; `src/main.rs`: `bulwark-service run --config FILE`
@@ -174,3 +179,4 @@ pub mod config;
 pub mod link;
 pub mod net;
 pub mod spool;
+pub mod storage;

@@ -3,8 +3,15 @@
 //! server has it. The sequence counter lives in the same database, so numbers are strictly
 //! increasing across restarts. The spool is bounded in bytes: over the bound the oldest messages
 //! are dropped first and counted.
+//!
+//! [`SpoolStore`] is what the agent needs of a spool: [`Spool`] is the SQLite one the service
+//! runs; [`MemorySpool`] keeps the same promises in memory for the fleet simulator (a "restart"
+//! there keeps what was pushed, as the file would).
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::path::Path;
+use std::rc::Rc;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -51,7 +58,41 @@ pub struct Spool {
 }
 
 /// A spool failure.
-pub type SpoolError = rusqlite::Error;
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// The database failed.
+    #[error("spool database: {0}")]
+    Database(#[from] rusqlite::Error),
+}
+
+/// What the agent needs of a spool.
+pub trait SpoolStore {
+    /// Numbers `body` (a JSON object; its `seq` is set here) and stores it, dropping the oldest
+    /// messages (counted) while the bodies are over the bound. Returns the sequence number.
+    fn push(&mut self, kind: Kind, body: serde_json::Value) -> Result<u64, SpoolError>;
+    /// The oldest message not yet delivered.
+    fn oldest(&self) -> Result<Option<Message>, SpoolError>;
+    /// The server has message `seq`: forget it.
+    fn delivered(&mut self, seq: u64) -> Result<(), SpoolError>;
+    /// Messages waiting.
+    fn len(&self) -> Result<u64, SpoolError>;
+    /// Whether nothing is waiting.
+    fn is_empty(&self) -> Result<bool, SpoolError> {
+        Ok(self.len()? == 0)
+    }
+    /// Messages dropped because the spool was full.
+    fn dropped(&self) -> Result<u64, SpoolError>;
+    /// The next sequence number.
+    fn next_seq(&self) -> Result<u64, SpoolError>;
+}
+
+/// `body` numbered `seq`, as bytes.
+fn numbered(seq: u64, mut body: serde_json::Value) -> Vec<u8> {
+    if let Some(o) = body.as_object_mut() {
+        o.insert("seq".into(), seq.into());
+    }
+    serde_json::to_vec(&body).unwrap_or_default()
+}
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -71,26 +112,26 @@ impl Spool {
             "CREATE TABLE IF NOT EXISTS spool (seq INTEGER PRIMARY KEY, kind INTEGER NOT NULL,
                  body BLOB NOT NULL);
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-             INSERT OR IGNORE INTO meta VALUES ('next_seq', 1), ('dropped', 0);",
+             INSERT OR IGNORE INTO meta VALUES ('next_seq', 1), ('dropped', 0);
+             INSERT OR IGNORE INTO meta SELECT 'bytes', COALESCE(SUM(LENGTH(body)), 0) FROM spool;",
         )?;
         Ok(Spool { db, max_bytes })
     }
 
     fn meta(tx: &Connection, key: &str) -> Result<u64, SpoolError> {
-        tx.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .map(to_u64)
+        Ok(tx
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .map(to_u64)?)
     }
 
     /// Numbers `body` (a JSON object; its `seq` is set here) and stores it, in one
     /// transaction, dropping the oldest messages if the spool is over its bound. Returns the
-    /// sequence number.
-    pub fn push(&mut self, kind: Kind, mut body: serde_json::Value) -> Result<u64, SpoolError> {
+    /// sequence number. The bodies' total is kept in the database, so a push costs the same
+    /// however full the spool is.
+    pub fn push(&mut self, kind: Kind, body: serde_json::Value) -> Result<u64, SpoolError> {
         let tx = self.db.transaction()?;
         let seq = Self::meta(&tx, "next_seq")?;
-        if let Some(o) = body.as_object_mut() {
-            o.insert("seq".into(), seq.into());
-        }
-        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let bytes = numbered(seq, body);
         tx.execute(
             "INSERT INTO spool (seq, kind, body) VALUES (?1, ?2, ?3)",
             params![to_i64(seq), kind.code(), bytes],
@@ -99,34 +140,37 @@ impl Spool {
             "UPDATE meta SET value = ?1 WHERE key = 'next_seq'",
             [to_i64(seq.saturating_add(1))],
         )?;
-        loop {
-            let total: i64 = tx.query_row(
-                "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM spool",
-                [],
-                |r| r.get(0),
-            )?;
-            if to_u64(total) <= self.max_bytes {
+        let mut total = Self::meta(&tx, "bytes")?.saturating_add(bytes.len() as u64);
+        while total > self.max_bytes {
+            let oldest: Option<(i64, i64)> = tx
+                .query_row(
+                    "SELECT seq, LENGTH(body) FROM spool ORDER BY seq LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((oldest, len)) = oldest else {
                 break;
-            }
-            let n = tx.execute(
-                "DELETE FROM spool WHERE seq = (SELECT MIN(seq) FROM spool)",
-                [],
-            )?;
-            if n == 0 {
-                break;
-            }
+            };
+            tx.execute("DELETE FROM spool WHERE seq = ?1", [oldest])?;
             tx.execute(
                 "UPDATE meta SET value = value + 1 WHERE key = 'dropped'",
                 [],
             )?;
+            total = total.saturating_sub(to_u64(len));
         }
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'bytes'",
+            [to_i64(total)],
+        )?;
         tx.commit()?;
         Ok(seq)
     }
 
     /// The oldest message not yet delivered.
     pub fn oldest(&self) -> Result<Option<Message>, SpoolError> {
-        self.db
+        Ok(self
+            .db
             .query_row(
                 "SELECT seq, kind, body FROM spool ORDER BY seq LIMIT 1",
                 [],
@@ -138,21 +182,36 @@ impl Spool {
                     })
                 },
             )
-            .optional()
+            .optional()?)
     }
 
     /// The server has message `seq`: forget it.
     pub fn delivered(&mut self, seq: u64) -> Result<(), SpoolError> {
-        self.db
-            .execute("DELETE FROM spool WHERE seq = ?1", [to_i64(seq)])?;
+        let tx = self.db.transaction()?;
+        let len: Option<i64> = tx
+            .query_row(
+                "SELECT LENGTH(body) FROM spool WHERE seq = ?1",
+                [to_i64(seq)],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(len) = len {
+            tx.execute("DELETE FROM spool WHERE seq = ?1", [to_i64(seq)])?;
+            tx.execute(
+                "UPDATE meta SET value = MAX(value - ?1, 0) WHERE key = 'bytes'",
+                [len],
+            )?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
     /// Messages waiting.
     pub fn len(&self) -> Result<u64, SpoolError> {
-        self.db
+        Ok(self
+            .db
             .query_row("SELECT COUNT(*) FROM spool", [], |r| r.get(0))
-            .map(to_u64)
+            .map(to_u64)?)
     }
 
     /// Whether nothing is waiting.
@@ -168,6 +227,96 @@ impl Spool {
     /// The next sequence number.
     pub fn next_seq(&self) -> Result<u64, SpoolError> {
         Self::meta(&self.db, "next_seq")
+    }
+}
+
+impl SpoolStore for Spool {
+    fn push(&mut self, kind: Kind, body: serde_json::Value) -> Result<u64, SpoolError> {
+        Spool::push(self, kind, body)
+    }
+    fn oldest(&self) -> Result<Option<Message>, SpoolError> {
+        Spool::oldest(self)
+    }
+    fn delivered(&mut self, seq: u64) -> Result<(), SpoolError> {
+        Spool::delivered(self, seq)
+    }
+    fn len(&self) -> Result<u64, SpoolError> {
+        Spool::len(self)
+    }
+    fn dropped(&self) -> Result<u64, SpoolError> {
+        Spool::dropped(self)
+    }
+    fn next_seq(&self) -> Result<u64, SpoolError> {
+        Spool::next_seq(self)
+    }
+}
+
+#[derive(Debug, Default)]
+struct MemoryInner {
+    messages: VecDeque<Message>,
+    bytes: u64,
+    next_seq: u64,
+    dropped: u64,
+}
+
+/// A spool in memory with the same numbering, bound and drop counting as [`Spool`]. Clones
+/// share it: a simulated service restart opens the same one again.
+#[derive(Debug, Clone)]
+pub struct MemorySpool {
+    inner: Rc<RefCell<MemoryInner>>,
+    max_bytes: u64,
+}
+
+impl MemorySpool {
+    /// An empty spool bounded to `max_bytes` of bodies.
+    pub fn new(max_bytes: u64) -> MemorySpool {
+        MemorySpool {
+            inner: Rc::new(RefCell::new(MemoryInner {
+                next_seq: 1,
+                ..MemoryInner::default()
+            })),
+            max_bytes,
+        }
+    }
+}
+
+impl SpoolStore for MemorySpool {
+    fn push(&mut self, kind: Kind, body: serde_json::Value) -> Result<u64, SpoolError> {
+        let mut m = self.inner.borrow_mut();
+        let seq = m.next_seq;
+        m.next_seq = seq.saturating_add(1);
+        let body = numbered(seq, body);
+        m.bytes = m.bytes.saturating_add(body.len() as u64);
+        m.messages.push_back(Message { seq, kind, body });
+        while m.bytes > self.max_bytes {
+            let Some(old) = m.messages.pop_front() else {
+                break;
+            };
+            m.bytes = m.bytes.saturating_sub(old.body.len() as u64);
+            m.dropped = m.dropped.saturating_add(1);
+        }
+        Ok(seq)
+    }
+    fn oldest(&self) -> Result<Option<Message>, SpoolError> {
+        Ok(self.inner.borrow().messages.front().cloned())
+    }
+    fn delivered(&mut self, seq: u64) -> Result<(), SpoolError> {
+        let mut m = self.inner.borrow_mut();
+        if let Some(i) = m.messages.iter().position(|x| x.seq == seq) {
+            if let Some(x) = m.messages.remove(i) {
+                m.bytes = m.bytes.saturating_sub(x.body.len() as u64);
+            }
+        }
+        Ok(())
+    }
+    fn len(&self) -> Result<u64, SpoolError> {
+        Ok(self.inner.borrow().messages.len() as u64)
+    }
+    fn dropped(&self) -> Result<u64, SpoolError> {
+        Ok(self.inner.borrow().dropped)
+    }
+    fn next_seq(&self) -> Result<u64, SpoolError> {
+        Ok(self.inner.borrow().next_seq)
     }
 }
 
@@ -217,6 +366,58 @@ mod tests {
         assert_eq!(body["seq"], serde_json::json!(oldest.seq));
         s.delivered(oldest.seq).unwrap();
         assert_ne!(s.oldest().unwrap().unwrap().seq, oldest.seq);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// The same pushes and deliveries on both spools: the same numbers, drops and bodies.
+    fn script(s: &mut dyn SpoolStore) -> Vec<(u64, u64, u64, Option<u64>)> {
+        let mut seen = Vec::new();
+        for i in 0..40u64 {
+            let body = serde_json::json!({"n": i, "pad": "y".repeat((i as usize * 7) % 60)});
+            let kind = if i % 3 == 0 {
+                Kind::Heartbeat
+            } else {
+                Kind::Telemetry
+            };
+            s.push(kind, body).unwrap();
+            if i % 5 == 4 {
+                if let Some(m) = s.oldest().unwrap() {
+                    s.delivered(m.seq).unwrap();
+                }
+            }
+            seen.push((
+                s.len().unwrap(),
+                s.dropped().unwrap(),
+                s.next_seq().unwrap(),
+                s.oldest().unwrap().map(|m| m.seq),
+            ));
+        }
+        seen
+    }
+
+    #[test]
+    fn the_memory_spool_keeps_the_sqlite_spools_promises() {
+        let d = dir("same");
+        let mut sqlite = Spool::open(&d.join("spool.sqlite"), 400).unwrap();
+        let mut memory = MemorySpool::new(400);
+        let a = script(&mut sqlite);
+        assert_eq!(a, script(&mut memory));
+        assert!(a.iter().any(|x| x.1 > 0), "the bound was reached: {a:?}");
+        assert_eq!(
+            sqlite.oldest().unwrap().unwrap().body,
+            memory.oldest().unwrap().unwrap().body
+        );
+        // The running total survives a reopen: the bound holds as before.
+        drop(sqlite);
+        let mut sqlite = Spool::open(&d.join("spool.sqlite"), 400).unwrap();
+        let mut reopened = memory.clone();
+        for i in 0..10 {
+            let body = serde_json::json!({"again": i});
+            sqlite.push(Kind::Telemetry, body.clone()).unwrap();
+            reopened.push(Kind::Telemetry, body).unwrap();
+        }
+        assert_eq!(sqlite.len().unwrap(), reopened.len().unwrap());
+        assert_eq!(sqlite.dropped().unwrap(), reopened.dropped().unwrap());
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -28,6 +28,8 @@ use bulwark_server::{
 use bulwark_service::agent::{Agent, AgentConfig, Clock, Random};
 use bulwark_service::link::{DriverLink, InProcess};
 use bulwark_service::net::{ContentSource, Http, Metadata, NetError};
+use bulwark_service::spool::SpoolStore;
+use bulwark_service::storage::{DirStorage, MemoryStorage, Storage};
 use serde_json::{json, Value};
 
 const SECRET: &str = "enrollment-secret-for-tests";
@@ -197,9 +199,9 @@ impl bulwark_service::net::TelemetrySink for Sink {
     }
 }
 
-type TestAgent = Agent<InProcess, Tamper, Sink, TestClock, MaxRandom>;
+type TestAgent<D> = Agent<InProcess, Tamper, Sink, TestClock, MaxRandom, D>;
 
-struct World {
+struct World<D: Storage = DirStorage> {
     _server: Running,
     rt: tokio::runtime::Runtime,
     dir: PathBuf,
@@ -210,7 +212,7 @@ struct World {
     base: String,
     publisher: String,
     operator: String,
-    agent: TestAgent,
+    agent: TestAgent<D>,
     flip: Rc<Cell<bool>>,
     offline: Rc<Cell<bool>>,
     garbage: Rc<Cell<bool>>,
@@ -241,6 +243,13 @@ impl World {
             std::env::temp_dir().join(format!("bulwark-service-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        let storage = DirStorage::open(&dir.join("agent")).unwrap();
+        World::new_in(dir, storage)
+    }
+}
+
+impl<D: Storage> World<D> {
+    fn new_in(dir: PathBuf, storage: D) -> World<D> {
         let time = Arc::new(AtomicU64::new(T0));
         let t = time.clone();
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -304,7 +313,7 @@ impl World {
             T0,
         )
         .unwrap();
-        let agent = Agent::open(
+        let agent = Agent::with_storage(
             AgentConfig {
                 channel: "stable".into(),
                 channel_number: CHANNEL,
@@ -321,7 +330,7 @@ impl World {
                 spool_max_bytes: 1 << 20,
                 hot: true,
             },
-            &dir.join("agent"),
+            storage,
             link,
             Tamper {
                 inner: http(),
@@ -473,7 +482,7 @@ impl World {
     }
 }
 
-impl Drop for World {
+impl<D: Storage> Drop for World<D> {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -971,4 +980,30 @@ fn the_local_directory_source_reads_what_export_writes() {
         local.envelope(&"ab".repeat(32)),
         Err(NetError::TooLarge { .. })
     ));
+}
+
+#[test]
+fn the_same_agent_runs_over_memory_storage() {
+    let dir = std::env::temp_dir().join(format!("bulwark-service-memory-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut w = World::new_in(dir.clone(), MemoryStorage::new());
+    w.agent.step();
+    w.publish(1);
+    w.start(1);
+    w.run_for(WINDOW + 120);
+    assert_eq!(w.agent.state().confirmed, Some(1), "{:?}", w.agent.log);
+    assert!(w.agent.spool().is_empty().unwrap());
+    // A restart reads back the enrollment, the metadata and the spool's numbering from memory.
+    let enrolled = w.agent.state().enrolled.clone();
+    let next = w.agent.spool().next_seq().unwrap();
+    let versions = w.agent.trust().versions();
+    w.agent.restart().unwrap();
+    assert_eq!(w.agent.state().enrolled, enrolled);
+    assert_eq!(w.agent.spool().next_seq().unwrap(), next);
+    assert_eq!(w.agent.trust().versions(), versions);
+    w.run_for(600);
+    assert!(w.agent.spool().is_empty().unwrap(), "{:?}", w.agent.log);
+    // Nothing of the agent's went to disk (the guard's records are the in-process driver's).
+    assert!(!dir.join("agent").exists());
 }
