@@ -12,28 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulwark_rollout::{
-    controller, ChannelRollout, CohortObservations, ControllerEvent, EndpointRecord, HealthConfig,
-    HealthObservations, Status, Timestamp, WaveThresholds,
+    controller, ChannelRollout, ControllerEvent, EndpointFacts, EndpointReports, GuardReport,
+    GuardReportKind, HealthConfig, HealthObservations, Status, Timestamp, WaveThresholds,
 };
 
 use crate::api::{facts, persist, ApiError};
-use crate::store::{
-    ChannelData, DetectionRow, GuardEventKind, GuardEventRow, Store, SHARE_BUCKET_SECS,
-    SHARE_RETENTION_SECS,
-};
+use crate::store::{ChannelData, GuardEventKind, Store, SHARE_BUCKET_SECS, SHARE_RETENTION_SECS};
 
-/// What the heartbeats say of one endpoint on a channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Heard {
-    /// Its last heartbeat.
-    pub last: u64,
-    /// Whether that one announced a shutdown.
-    pub shutdown: bool,
-    /// Its first heartbeat on the release.
-    pub staged: Option<u64>,
-    /// Whether it confirmed healthy on the release.
-    pub healthy: bool,
-}
+pub use bulwark_rollout::Heard;
 
 /// Per endpoint heard from on the channel, what its heartbeats say with respect to `version`.
 #[must_use]
@@ -60,15 +46,8 @@ pub fn heard(data: &ChannelData, version: u64) -> HashMap<&str, Heard> {
     heard
 }
 
-/// The observations of `state`'s rollout in `data` at `now`.
-///
-/// Each endpoint heard from on the channel is placed by `thresholds` (what endpoints were told):
-/// in an open wave it belongs to that wave's cohort once it has reported running the release or a
-/// guard event on it (observed from the first such report; before that it is not counted), so a
-/// machine whose guard reverted the release before it ever ran is counted; in a wave not yet
-/// open it belongs to the baseline cohort (observed from the rollout's start, on the baseline
-/// release). Guard events and detections count for the cohort's release only, events from the
-/// start of the observation on. Endpoints never heard from on the channel are left out.
+/// The observations of `state`'s rollout in `data` at `now`: the rows grouped by endpoint,
+/// then [`bulwark_rollout::observe`] (see it for who counts in which cohort).
 #[must_use]
 pub fn observe(
     state: &ChannelRollout,
@@ -79,116 +58,44 @@ pub fn observe(
     now: Timestamp,
     config: &HealthConfig,
 ) -> HealthObservations {
-    let version = state.release.version;
-    let baseline_version = state.baseline_version;
-    let started = state.opened_at(0).unwrap_or(now);
-    let open = state.open_waves as usize;
-    let heard = heard(data, version);
-    let mut events_of: HashMap<&str, Vec<&GuardEventRow>> = HashMap::new();
+    let heard = heard(data, state.release.version);
+    let mut events_of: HashMap<&str, Vec<GuardReport>> = HashMap::new();
     for g in &data.guard_events {
-        events_of.entry(g.endpoint_id.as_str()).or_default().push(g);
+        events_of
+            .entry(g.endpoint_id.as_str())
+            .or_default()
+            .push(GuardReport {
+                release_version: g.release_version,
+                kind: match g.kind {
+                    GuardEventKind::Crash => GuardReportKind::Crash,
+                    GuardEventKind::Revert => GuardReportKind::Revert,
+                    GuardEventKind::Quarantine => GuardReportKind::Quarantine,
+                    GuardEventKind::Reject => GuardReportKind::Reject,
+                },
+                at: g.at,
+            });
     }
-    let mut detections_of: HashMap<&str, Vec<&DetectionRow>> = HashMap::new();
+    let mut detections_of: HashMap<&str, Vec<(u64, &str, u64)>> = HashMap::new();
     for d in &data.detections {
         detections_of
             .entry(d.endpoint_id.as_str())
             .or_default()
-            .push(d);
+            .push((d.release_version, d.rule.as_str(), d.count));
     }
-    let mut waves: Vec<Vec<EndpointRecord>> = vec![Vec::new(); open];
-    let mut baseline: Vec<EndpointRecord> = Vec::new();
-    for f in facts(&data.endpoints) {
-        let id = crate::util::hex(&f.id.0);
-        let Some(&Heard {
-            last,
-            shutdown,
-            staged,
-            healthy,
-        }) = heard.get(id.as_str())
-        else {
-            continue;
-        };
-        let Some(wave) = thresholds.wave_of(&f) else {
-            continue;
-        };
-        let (cohort_version, since) = if wave < open {
-            // Staged: its first heartbeat on the release, or, for a machine that never got to run
-            // it (crashed on load until its guard reverted), its first guard event on the release
-            // after the wave opened: those are the reports that matter most.
-            let opened = state.opened_at(wave).map_or(started.0, |t| t.0);
-            let first_event = events_of
-                .get(id.as_str())
-                .into_iter()
-                .flatten()
-                .filter(|g| g.release_version == version && g.at >= opened)
-                .map(|g| g.at)
-                .min();
-            match (staged, first_event) {
-                (Some(s), Some(e)) => (Some(version), s.min(e)),
-                (Some(s), None) | (None, Some(s)) => (Some(version), s),
-                (None, None) => continue,
-            }
-        } else {
-            (baseline_version, started.0)
-        };
-        let mut r = EndpointRecord {
-            observed_since: Timestamp(since),
-            last_heartbeat: Some(Timestamp(last)),
-            shutdown_announced: shutdown,
-            confirmed_healthy: wave < open && healthy,
-            ..EndpointRecord::default()
-        };
-        for g in events_of
-            .get(id.as_str())
-            .into_iter()
-            .flatten()
-            .filter(|g| Some(g.release_version) == cohort_version && g.at >= since)
-        {
-            match g.kind {
-                GuardEventKind::Crash => r.crashes = r.crashes.saturating_add(1),
-                GuardEventKind::Revert => r.reverts = r.reverts.saturating_add(1),
-                GuardEventKind::Quarantine => r.quarantines = r.quarantines.saturating_add(1),
-                GuardEventKind::Reject => r.rejections = r.rejections.saturating_add(1),
-            }
-        }
-        for d in detections_of
-            .get(id.as_str())
-            .into_iter()
-            .flatten()
-            .filter(|d| Some(d.release_version) == cohort_version)
-        {
-            let n = r.detections.entry(d.rule.clone()).or_insert(0);
-            *n = n.saturating_add(d.count);
-        }
-        if wave < open {
-            if let Some(w) = waves.get_mut(wave) {
-                w.push(r);
-            }
-        } else {
-            baseline.push(r);
-        }
-    }
-    let timeout = config.silence_timeout_secs;
-    HealthObservations {
-        release_version: version,
-        baseline: CohortObservations::aggregate(
-            &baseline,
-            baseline_rules.iter().map(String::as_str),
-            now,
-            timeout,
-        ),
-        waves: waves
-            .iter()
-            .map(|w| {
-                CohortObservations::aggregate(
-                    w,
-                    release_rules.iter().map(String::as_str),
-                    now,
-                    timeout,
-                )
-            })
-            .collect(),
-    }
+    let rows: Vec<(String, EndpointFacts)> = facts(&data.endpoints)
+        .into_iter()
+        .map(|f| (crate::util::hex(&f.id.0), f))
+        .collect();
+    let reports = rows.iter().filter_map(|(id, f)| {
+        let heard = *heard.get(id.as_str())?;
+        Some(EndpointReports {
+            wave: thresholds.wave_of(f),
+            heard,
+            guard_events: events_of.get(id.as_str()).map_or(&[], Vec::as_slice),
+            detections: detections_of.get(id.as_str()).map_or(&[], Vec::as_slice),
+        })
+    });
+    bulwark_rollout::observe(state, reports, release_rules, baseline_rules, now, config)
 }
 
 /// One controller pass over every channel at `now`: samples the version share (once per

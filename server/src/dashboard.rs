@@ -6,7 +6,7 @@
 //! * per channel, its releases (newest first, at most [`MAX_RELEASES`]);
 //! * its rollout: status, and per wave whether it is open, the bake time left, healthy
 //!   confirmations against those needed, the cohort's counts and each test's verdict, from the
-//!   same observations and analysis the controller uses (`controller::observe`, then
+//!   same observations and analysis the controller uses (`controller::observe`, which calls `bulwark_rollout::observe`, then
 //!   `bulwark_rollout::analyze`) at the server's clock;
 //! * every halt in the channel's audit log, with its reason (an operator's words, or the failed
 //!   tests with their numbers);
