@@ -632,13 +632,9 @@ async fn enroll_report_publish_roll_out_and_fetch(backend: Backend) {
     );
 }
 
-on_both_stores!(
-    controller_halts_on_quarantines_in_the_first_wave,
-    controller_halts_on_quarantines_in_the_first_wave_sqlite,
-    controller_halts_on_quarantines_in_the_first_wave_postgres
-);
-async fn controller_halts_on_quarantines_in_the_first_wave(backend: Backend) {
-    let h = Harness::new("controller", backend).await;
+/// 20 endpoints enrolled, release 1 published and listed, and its rollout started with a 25%
+/// canary wave: the endpoints of the canary and the rest.
+async fn canary_rollout(h: &Harness) -> (Vec<EnrollResponse>, Vec<EnrollResponse>) {
     let publisher = h.token(Role::Publisher, "pat");
     let operator = h.token(Role::Operator, "olga");
     let mut endpoints = Vec::new();
@@ -674,11 +670,22 @@ async fn controller_halts_on_quarantines_in_the_first_wave(backend: Backend) {
     assert_eq!(status, StatusCode::OK, "{body}");
     let view: RolloutView = serde_json::from_value(body).unwrap();
     let (first, rest): (Vec<_>, Vec<_>) = endpoints
-        .iter()
+        .into_iter()
         .partition(|e| view.thresholds.wave_of(&facts(&e.endpoint_id, "22631")) == Some(0));
+    (first, rest)
+}
+
+on_both_stores!(
+    controller_halts_on_quarantines_in_the_first_wave,
+    controller_halts_on_quarantines_in_the_first_wave_sqlite,
+    controller_halts_on_quarantines_in_the_first_wave_postgres
+);
+async fn controller_halts_on_quarantines_in_the_first_wave(backend: Backend) {
+    let h = Harness::new("controller", backend).await;
+    let (first, rest) = canary_rollout(&h).await;
     assert_eq!((first.len(), rest.len()), (5, 15));
     // Everyone reports at T0 (the canaries on the release), and again ten minutes later.
-    let canary = first[0];
+    let canary = &first[0];
     for (seq, t) in [(1, T0), (2, T0 + 600)] {
         h.set_time(t);
         for (e, version) in rest
@@ -779,44 +786,8 @@ on_both_stores!(
 );
 async fn rejections_and_alerts_are_kept_read_back_and_a_rejection_halts(backend: Backend) {
     let h = Harness::new("rejections", backend).await;
-    let publisher = h.token(Role::Publisher, "pat");
-    let operator = h.token(Role::Operator, "olga");
     let viewer = h.token(Role::Viewer, "vic");
-    let mut endpoints = Vec::new();
-    for _ in 0..20 {
-        endpoints.push(h.enroll("22631").await);
-    }
-    let (status, body) = h
-        .post_raw(
-            "/v1/releases?channel=stable",
-            Some(&publisher),
-            envelope(&RELEASE_KEY, 1),
-            "application/octet-stream",
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = h
-        .put_raw(
-            "/v1/metadata/releases.json",
-            Some(&publisher),
-            releases_file(&RELEASE_KEY, 1, &[(1, &envelope(&RELEASE_KEY, 1))]),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = h
-        .post_json(
-            "/v1/rollouts/stable/start",
-            Some(&operator),
-            &json!({"version": 1, "plan": {"waves": [
-            {"name": "canary", "fraction_ppm": 250_000, "bake_secs": 3600, "min_healthy": 1},
-            {"name": "all", "fraction_ppm": 1_000_000, "bake_secs": 3600, "min_healthy": 1}]}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let view: RolloutView = serde_json::from_value(body).unwrap();
-    let (first, rest): (Vec<_>, Vec<_>) = endpoints
-        .iter()
-        .partition(|e| view.thresholds.wave_of(&facts(&e.endpoint_id, "22631")) == Some(0));
+    let (first, rest) = canary_rollout(&h).await;
     // Everyone reports on the baseline at T0: the canaries have not taken the release.
     h.set_time(T0);
     for e in rest.iter().chain(first.iter()) {
