@@ -178,15 +178,25 @@ pub enum GuardError {
     Store(StoreError),
     #[error("no candidate is running (staged candidates are tried at the next boot)")]
     NoCandidateRunning,
+    #[error("nothing to revert: no candidate is staged or running")]
+    NothingToRevert,
+    #[error("no last-known-good content to go back to")]
+    NoLkg,
+    #[error("the stored last-known-good could not be loaded (loader code {0}); nothing runs")]
+    LkgUnusable(u32),
 }
 
 impl GuardError {
-    /// A stable reason code: the loader's codes (100..=199), 200 + store, 210 nothing to bless.
+    /// A stable reason code: the loader's codes (100..=199), 200 store, 210 nothing to bless,
+    /// 211 nothing to revert, 212 no last-known-good, 213 last-known-good unusable.
     pub fn code(&self) -> u16 {
         match self {
             GuardError::Load(e) => e.code(),
             GuardError::Store(_) => 200,
             GuardError::NoCandidateRunning => 210,
+            GuardError::NothingToRevert => 211,
+            GuardError::NoLkg => 212,
+            GuardError::LkgUnusable(_) => 213,
         }
     }
 }
@@ -650,6 +660,33 @@ impl<S: Store> Guard<S> {
         };
         self.commit(next, now).map_err(GuardError::Store)?;
         Ok(id)
+    }
+
+    /// The service asks to go back to last-known-good ([`State::revert`]): the candidate is
+    /// quarantined and last-known-good made what runs, in the record first; then last-known-good
+    /// is read and opened again (as at boot) for the caller to swap in. Refused, changing
+    /// nothing, when there is no candidate or no last-known-good, or the record cannot be
+    /// written. If last-known-good cannot be loaded, the record says so and nothing should run.
+    pub fn revert(&mut self, keys: &TrustedKeys, now: u64) -> Result<Opened, GuardError> {
+        if self.state.candidate.is_none() {
+            return Err(GuardError::NothingToRevert);
+        }
+        let mut next = self.draft();
+        let Some(lkg) = next.revert(now) else {
+            self.spare = Some(next);
+            return Err(GuardError::NoLkg);
+        };
+        self.commit(next, now).map_err(GuardError::Store)?;
+        self.running_secs = 0;
+        match self.load_stored(lkg, keys) {
+            Ok(opened) => Ok(opened),
+            Err(detail) => {
+                let mut next = self.draft();
+                next.lkg_unusable(detail, now);
+                self.commit_or_adopt(next, now);
+                Err(GuardError::LkgUnusable(detail))
+            }
+        }
     }
 
     /// A clean shutdown (the driver's shutdown notification or unload): the running attempt is

@@ -194,6 +194,9 @@ codes! {
         StablePeriod = 9 => "ran the stable period",
         /// Blessed because the user-mode service confirmed a healthy boot.
         ServiceConfirmed = 10 => "the service confirmed a healthy boot",
+        /// The user-mode service asked to go back to last-known-good (the rollout controller's
+        /// revert, or an administrator's): the candidate was quarantined.
+        RevertRequested = 11 => "the service asked to go back to last-known-good",
     }
 }
 
@@ -498,6 +501,30 @@ impl State {
             self.active = Active::Candidate;
         }
         self.push_event(now, EventKind::Staged, u32::from(activate), id);
+    }
+
+    /// The service asks to go back to last-known-good: the candidate (staged or running) is
+    /// quarantined, so that no boot tries it again and it is refused if offered again, and
+    /// last-known-good becomes what runs (an unfinished run of it, as at boot). Returns
+    /// last-known-good, or `None` (and changes nothing) when there is no candidate or no
+    /// last-known-good.
+    pub fn revert(&mut self, now: u64) -> Option<ContentId> {
+        let (c, l) = (self.candidate?, self.lkg?);
+        self.push_quarantine(c);
+        self.push_event(
+            now,
+            EventKind::Quarantined,
+            Reason::RevertRequested as u32,
+            c,
+        );
+        self.candidate = None;
+        self.attempts = 0;
+        if self.active != Active::Lkg {
+            self.lkg_attempts = self.lkg_attempts.saturating_add(1);
+        }
+        self.active = Active::Lkg;
+        self.push_event(now, EventKind::Reverted, Reason::RevertRequested as u32, l);
+        Some(l)
     }
 
     /// A refusal, for the event log.

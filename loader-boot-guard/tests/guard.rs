@@ -121,6 +121,15 @@ fn redeliver_quarantined(m: &mut Machine) {
     m.run(600);
 }
 
+fn revert_requested(m: &mut Machine) {
+    m.stage(&env(GOOD), true);
+    m.revert();
+    // Reverted: quarantined, refused if offered again; a newer release still comes through.
+    m.stage(&env(GOOD), true);
+    m.stage(&env(GOOD2), true);
+    m.run(600);
+}
+
 fn replace_candidate(m: &mut Machine) {
     m.stage(&env(BAD), false);
     m.stage(&env(GOOD2), false);
@@ -151,11 +160,12 @@ fn check_end(m: &Machine, name: &str, what: &str) {
         "{name} {what}: bad pack blessed"
     );
     // A good candidate that ran and crashed fewer than N times ends as last-known-good.
-    let last_good = if name.contains("quarantined") || name.contains("replace") {
-        id(GOOD2)
-    } else {
-        id(GOOD)
-    };
+    let last_good =
+        if name.contains("quarantined") || name.contains("replace") || name.contains("revert") {
+            id(GOOD2)
+        } else {
+            id(GOOD)
+        };
     let crashes = m.crashed_with.iter().filter(|c| **c == last_good).count();
     if m.loads_of(&last_good.hash) > 0 && crashes < n {
         assert_eq!(
@@ -244,6 +254,62 @@ exhaustive! {
     faults_healthy => healthy,
     faults_redeliver_quarantined => redeliver_quarantined,
     faults_replace_candidate => replace_candidate,
+    faults_revert_requested => revert_requested,
+}
+
+#[test]
+fn a_revert_quarantines_the_candidate_and_last_known_good_runs_from_then_on() {
+    // Nothing to revert.
+    let mut m = prelude(3);
+    assert_eq!(
+        m.revert().unwrap().unwrap_err(),
+        GuardError::NothingToRevert
+    );
+    // A running candidate (hot update).
+    m.stage(&env(GOOD), true).unwrap().unwrap();
+    assert_eq!(m.running, Some(id(GOOD)));
+    assert_eq!(m.revert().unwrap().unwrap(), id_of(0, 1));
+    assert_eq!(m.running, Some(id_of(0, 1)));
+    let s = m.state();
+    assert_eq!(
+        (s.candidate, s.active, s.lkg),
+        (None, Active::Lkg, Some(id_of(0, 1)))
+    );
+    assert!(s.is_quarantined(&id(GOOD).hash));
+    let events: Vec<(EventKind, u32)> = s.events().map(|e| (e.kind, e.detail)).collect();
+    assert!(events.ends_with(&[
+        (EventKind::Quarantined, Reason::RevertRequested as u32),
+        (EventKind::Reverted, Reason::RevertRequested as u32)
+    ]));
+    // No boot tries it again, and it is refused if offered again.
+    m.shutdown();
+    assert!(matches!(m.boot(), Some(Decision::Lkg { .. })));
+    assert_eq!(m.loads_of(&id(GOOD).hash), 1);
+    assert!(matches!(
+        m.stage(&env(GOOD), false).unwrap().unwrap_err(),
+        GuardError::Load(LoadError::Quarantined { .. })
+    ));
+    // A newer release stages; staged for the next boot, it can be reverted before it ever runs.
+    m.stage(&env(GOOD2), false).unwrap().unwrap();
+    assert_eq!(m.revert().unwrap().unwrap(), id_of(0, 1));
+    m.shutdown();
+    assert!(matches!(m.boot(), Some(Decision::Lkg { .. })));
+    assert_eq!(m.loads_of(&id(GOOD2).hash), 0);
+}
+
+#[test]
+fn without_last_known_good_a_revert_is_refused_and_changes_nothing() {
+    let mut m = Machine::new(cfg(3), MemStore::default());
+    m.boot();
+    m.stage(&env(GOOD), true).unwrap().unwrap();
+    let before = m.state().clone();
+    let writes = m.store().writes;
+    assert_eq!(m.revert().unwrap().unwrap_err(), GuardError::NoLkg);
+    assert_eq!(m.state(), &before);
+    assert_eq!(m.store().writes, writes);
+    assert_eq!(m.running, Some(id(GOOD)));
+    assert_eq!(GuardError::NoLkg.code(), 212);
+    assert_eq!(GuardError::NothingToRevert.code(), 211);
 }
 
 #[test]

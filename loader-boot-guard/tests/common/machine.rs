@@ -247,6 +247,21 @@ impl Machine {
         Some(r)
     }
 
+    /// The service asks to go back to last-known-good.
+    pub fn revert(&mut self) -> Option<Result<ContentId, GuardError>> {
+        self.tick_clock();
+        let now = self.now;
+        let g = self.guard.as_mut()?;
+        let r = g.revert(&self.keys, now).map(|o| o.id);
+        self.after();
+        if let Ok(id) = r {
+            if self.is_up() {
+                self.activate(id);
+            }
+        }
+        Some(r)
+    }
+
     pub fn shutdown(&mut self) {
         self.tick_clock();
         let now = self.now;
