@@ -29,9 +29,19 @@ pub fn commands() -> Vec<Command> {
         .subcommand(
             Command::new("stage")
                 .about("Stage a signed envelope: loader and guard run in the driver; exit 1 if refused")
-                .arg(Arg::new("envelope").required(true).value_parser(value_parser!(PathBuf))),
+                .arg(Arg::new("envelope").required(true).value_parser(value_parser!(PathBuf)))
+                .arg(
+                    Arg::new("next-boot")
+                        .long("next-boot")
+                        .action(clap::ArgAction::SetTrue)
+                        .help("stage it as the candidate for the next boot instead of running it now"),
+                ),
         )
-        .subcommand(Command::new("confirm").about("Confirm a healthy boot: bless the running candidate"))]
+        .subcommand(Command::new("confirm").about("Confirm a healthy boot: bless the running candidate"))
+        .subcommand(
+            Command::new("revert")
+                .about("Back to last-known-good: the candidate is quarantined; exit 1 if refused"),
+        )]
 }
 
 pub fn run(name: &str, m: &ArgMatches) -> Option<ExitCode> {
@@ -204,7 +214,11 @@ fn drive<T: Transport>(
                     return Ok(ExitCode::from(EXIT_USAGE));
                 }
             };
-            let a = client.stage(&bytes)?;
+            let a = if m.get_flag("next-boot") {
+                client.stage_next_boot(&bytes)?
+            } else {
+                client.stage(&bytes)?
+            };
             if a.accepted {
                 println!("{}: staged: {}", path.display(), a.message);
                 Ok(ExitCode::SUCCESS)
@@ -225,6 +239,16 @@ fn drive<T: Transport>(
                 Ok(ExitCode::SUCCESS)
             } else {
                 eprintln!("not confirmed (code {}): {}", a.code, a.message);
+                Ok(ExitCode::from(1))
+            }
+        }
+        "revert" => {
+            let a = client.revert()?;
+            if a.accepted {
+                println!("reverted: {}", a.message);
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("not reverted (code {}): {}", a.code, a.message);
                 Ok(ExitCode::from(1))
             }
         }

@@ -177,4 +177,14 @@ impl<T: Transport> Client<T> {
     pub fn confirm_healthy(&mut self) -> Result<Answer, ClientError> {
         self.outcome(&Request::ConfirmHealthy)
     }
+
+    /// Stages a signed envelope for the next boot: it becomes the candidate without running.
+    pub fn stage_next_boot(&mut self, envelope: &[u8]) -> Result<Answer, ClientError> {
+        self.outcome(&Request::StageNextBoot { envelope })
+    }
+
+    /// Back to last-known-good: the candidate is quarantined and last-known-good runs.
+    pub fn revert(&mut self) -> Result<Answer, ClientError> {
+        self.outcome(&Request::Revert)
+    }
 }

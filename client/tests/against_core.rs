@@ -18,8 +18,15 @@ struct VerifyOnly {
 }
 
 impl ControlPlane for VerifyOnly {
-    fn stage(&mut self, envelope: &[u8], _now: u64, swap: &mut dyn FnMut(Content)) -> OutcomeBuf {
+    fn stage(
+        &mut self,
+        envelope: &[u8],
+        hot: bool,
+        _now: u64,
+        swap: &mut dyn FnMut(Content),
+    ) -> OutcomeBuf {
         match verify(envelope) {
+            Ok(_) if !hot => OutcomeBuf::new(true, 0, "staged for the next boot"),
             Ok(pack) => {
                 self.staged += 1;
                 self.blessed = false;
@@ -41,6 +48,9 @@ impl ControlPlane for VerifyOnly {
             return OutcomeBuf::new(true, 0, "blessed");
         }
         OutcomeBuf::new(false, 3, "no candidate to bless")
+    }
+    fn revert(&mut self, _now: u64, _swap: &mut dyn FnMut(Content)) -> OutcomeBuf {
+        OutcomeBuf::new(false, 212, "no last-known-good content to go back to")
     }
     fn running_source(&self) -> ContentSource {
         if self.blessed {
@@ -195,6 +205,17 @@ fn status_stage_detect_block_and_read() {
     let a = client.confirm_healthy().unwrap();
     assert!(!a.accepted);
     assert_eq!(a.message, "no candidate to bless");
+    // The next-boot stage and the revert reach the control plane as their own requests.
+    let a = client.stage_next_boot(&pack(Action::Alert)).unwrap();
+    assert!(a.accepted);
+    assert_eq!(a.message, "staged for the next boot");
+    assert_eq!(client.status().unwrap().content.version, 1);
+    let a = client.revert().unwrap();
+    assert!(!a.accepted);
+    assert_eq!(
+        (a.code, a.message.as_str()),
+        (212, "no last-known-good content to go back to")
+    );
 }
 
 #[test]

@@ -139,12 +139,12 @@ fn setup() -> &'static Setup {
 
         let mut stores = vec![Mem::default()];
         let (mut c, _) = Control::start(Mem::default(), config(), keys.clone(), 1);
-        assert!(c.stage(&envelopes[0], 2, &mut |_| {}).accepted);
+        assert!(c.stage(&envelopes[0], true, 2, &mut |_| {}).accepted);
         assert!(c.confirm_healthy(3).accepted);
         let lkg = c.guard().expect("guard").store().clone();
         stores.push(lkg.clone());
         let (mut c, _) = Control::start(lkg, config(), keys.clone(), 4);
-        assert!(c.stage(&envelopes[1], 5, &mut |_| {}).accepted);
+        assert!(c.stage(&envelopes[1], true, 5, &mut |_| {}).accepted);
         stores.push(c.guard().expect("guard").store().clone()); // crashed: no clean shutdown
         stores.push(Mem {
             records: [vec![0xFF; 64], vec![0xAB; 64]],
@@ -316,6 +316,23 @@ impl Machine {
                 assert!(count as u32 <= pending.guard_events_pending);
                 assert!(count <= CAPACITY);
             }
+            Op::StageNextBoot => {
+                Outcome::parse(op, reply).expect("outcome parses");
+                // Accepted or not, nothing else runs until the next boot.
+                assert_eq!(
+                    self.sensor.content_status().version,
+                    version_before,
+                    "staged for the next boot, but the content changed"
+                );
+            }
+            Op::Revert => {
+                let o = Outcome::parse(op, reply).expect("outcome parses");
+                if o.accepted {
+                    assert_eq!(self.control.running_source(), ContentSource::LastKnownGood);
+                } else {
+                    assert_eq!(self.sensor.content_status().version, version_before);
+                }
+            }
             Op::StagePack | Op::ConfirmHealthy => {
                 let o = Outcome::parse(op, reply).expect("outcome parses");
                 let version = self.sensor.content_status().version;
@@ -363,7 +380,7 @@ fn run(u: &mut Unstructured) -> Result<()> {
         match command % 16 {
             // Any operation, framed correctly around any body.
             c @ 0..=4 => {
-                let op = Op::ALL[usize::from(c)];
+                let op = Op::ALL[usize::from(c) + if u.ratio(2, 7)? { 2 } else { 0 }];
                 let body = bytes(u)?;
                 m.ioctl(op.ioctl(), &framed(op, body), out_len);
             }
@@ -391,7 +408,20 @@ fn run(u: &mut Unstructured) -> Result<()> {
                 } else {
                     out_len
                 };
-                m.ioctl(Op::StagePack.ioctl(), &framed(Op::StagePack, &env), out_len);
+                // Hot, or for the next boot; and now and then a revert after it.
+                let op = if u.ratio(1, 4)? {
+                    Op::StageNextBoot
+                } else {
+                    Op::StagePack
+                };
+                m.ioctl(op.ioctl(), &framed(op, &env), out_len);
+                if u.ratio(1, 4)? {
+                    m.ioctl(
+                        Op::Revert.ioctl(),
+                        &framed(Op::Revert, &[]),
+                        Op::Revert.max_reply_len(),
+                    );
+                }
             }
             // Reads with a well-formed body and a buffer that fits what was asked.
             10 | 11 => {

@@ -33,16 +33,24 @@ pub enum Op {
     StagePack = 4,
     /// The service confirms a healthy boot: the candidate is blessed.
     ConfirmHealthy = 5,
+    /// Back to last-known-good: the candidate (running or staged) is quarantined and
+    /// last-known-good runs.
+    Revert = 6,
+    /// Stage a signed pack for the next boot: it goes through the loader and the guard and
+    /// becomes the candidate, without running until the machine boots again.
+    StageNextBoot = 7,
 }
 
 impl Op {
     /// Every operation, in code order.
-    pub const ALL: [Op; 5] = [
+    pub const ALL: [Op; 7] = [
         Op::Status,
         Op::ReadDetections,
         Op::ReadGuardEvents,
         Op::StagePack,
         Op::ConfirmHealthy,
+        Op::Revert,
+        Op::StageNextBoot,
     ];
 
     /// The operation with this number.
@@ -58,6 +66,8 @@ impl Op {
             Op::ReadGuardEvents => "read-guard-events",
             Op::StagePack => "stage-pack",
             Op::ConfirmHealthy => "confirm-healthy",
+            Op::Revert => "revert",
+            Op::StageNextBoot => "stage-next-boot",
         }
     }
 
@@ -65,7 +75,9 @@ impl Op {
     pub const fn ioctl(self) -> u32 {
         let access = match self {
             Op::Status | Op::ReadDetections | Op::ReadGuardEvents => FILE_READ_ACCESS,
-            Op::StagePack | Op::ConfirmHealthy => FILE_WRITE_ACCESS,
+            Op::StagePack | Op::ConfirmHealthy | Op::Revert | Op::StageNextBoot => {
+                FILE_WRITE_ACCESS
+            }
         };
         ctl_code(
             FILE_DEVICE_UNKNOWN,
@@ -95,7 +107,9 @@ impl Op {
             Op::Status => REPLY_HEADER_LEN + StatusReply::LEN,
             Op::ReadDetections => DETECTIONS,
             Op::ReadGuardEvents => GUARD_EVENTS,
-            Op::StagePack | Op::ConfirmHealthy => REPLY_HEADER_LEN + Outcome::LEN,
+            Op::StagePack | Op::ConfirmHealthy | Op::Revert | Op::StageNextBoot => {
+                REPLY_HEADER_LEN + Outcome::LEN
+            }
         }
     }
 }
@@ -122,6 +136,13 @@ pub enum Request<'a> {
     },
     /// See [`Op::ConfirmHealthy`].
     ConfirmHealthy,
+    /// See [`Op::Revert`].
+    Revert,
+    /// See [`Op::StageNextBoot`]: the signed envelope, 1..=[`MAX_STAGE_BYTES`] bytes.
+    StageNextBoot {
+        /// The envelope's bytes, exactly as `bulwark sign` wrote them.
+        envelope: &'a [u8],
+    },
 }
 
 impl<'a> Request<'a> {
@@ -133,6 +154,8 @@ impl<'a> Request<'a> {
             Request::ReadGuardEvents { .. } => Op::ReadGuardEvents,
             Request::StagePack { .. } => Op::StagePack,
             Request::ConfirmHealthy => Op::ConfirmHealthy,
+            Request::Revert => Op::Revert,
+            Request::StageNextBoot { .. } => Op::StageNextBoot,
         }
     }
 
@@ -189,6 +212,10 @@ impl<'a> Request<'a> {
                 exact(0)?;
                 Request::ConfirmHealthy
             }
+            Op::Revert => {
+                exact(0)?;
+                Request::Revert
+            }
             Op::ReadDetections | Op::ReadGuardEvents => {
                 exact(8)?;
                 let at = r.position();
@@ -217,7 +244,7 @@ impl<'a> Request<'a> {
                     Request::ReadGuardEvents { max }
                 }
             }
-            Op::StagePack => {
+            Op::StagePack | Op::StageNextBoot => {
                 if body_len == 0 || body_len > MAX_STAGE_BYTES {
                     return Err(ProtocolError::BodyLength {
                         op: op.name(),
@@ -225,8 +252,11 @@ impl<'a> Request<'a> {
                         got: body_len,
                     });
                 }
-                Request::StagePack {
-                    envelope: r.bytes(body_len, "envelope")?,
+                let envelope = r.bytes(body_len, "envelope")?;
+                if op == Op::StagePack {
+                    Request::StagePack { envelope }
+                } else {
+                    Request::StageNextBoot { envelope }
                 }
             }
         };
@@ -237,9 +267,9 @@ impl<'a> Request<'a> {
     /// The size of the encoded request.
     pub fn encoded_len(&self) -> usize {
         REQUEST_HEADER_LEN.saturating_add(match self {
-            Request::Status | Request::ConfirmHealthy => 0,
+            Request::Status | Request::ConfirmHealthy | Request::Revert => 0,
             Request::ReadDetections { .. } | Request::ReadGuardEvents { .. } => 8,
-            Request::StagePack { envelope } => envelope.len(),
+            Request::StagePack { envelope } | Request::StageNextBoot { envelope } => envelope.len(),
         })
     }
 
@@ -252,12 +282,14 @@ impl<'a> Request<'a> {
         w.u16(self.op() as u16)?;
         w.u32(u32::try_from(body_len).unwrap_or(u32::MAX))?;
         match self {
-            Request::Status | Request::ConfirmHealthy => {}
+            Request::Status | Request::ConfirmHealthy | Request::Revert => {}
             Request::ReadDetections { max } | Request::ReadGuardEvents { max } => {
                 w.u32(*max)?;
                 w.zeros(4)?;
             }
-            Request::StagePack { envelope } => w.bytes(envelope)?,
+            Request::StagePack { envelope } | Request::StageNextBoot { envelope } => {
+                w.bytes(envelope)?
+            }
         }
         Ok(w.len())
     }
@@ -858,7 +890,8 @@ pub mod alloc_free {
     }
 }
 
-/// The result of [`Op::StagePack`] or [`Op::ConfirmHealthy`]: accepted, or refused with a reason.
+/// The result of [`Op::StagePack`], [`Op::StageNextBoot`], [`Op::ConfirmHealthy`] or
+/// [`Op::Revert`]: accepted, or refused with a reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome<'a> {
     /// Whether the driver accepted.

@@ -28,6 +28,8 @@ fn valid_requests(envelope: &[u8]) -> Vec<Request<'_>> {
         Request::ReadGuardEvents { max: 7 },
         Request::StagePack { envelope },
         Request::ConfirmHealthy,
+        Request::Revert,
+        Request::StageNextBoot { envelope },
     ]
 }
 
@@ -50,7 +52,9 @@ fn ioctl_codes_are_distinct_buffered_and_access_checked() {
         assert_eq!(code >> 16, FILE_DEVICE_UNKNOWN);
         let access = (code >> 14) & 3;
         match op {
-            Op::StagePack | Op::ConfirmHealthy => assert_eq!(access, FILE_WRITE_ACCESS),
+            Op::StagePack | Op::ConfirmHealthy | Op::Revert | Op::StageNextBoot => {
+                assert_eq!(access, FILE_WRITE_ACCESS)
+            }
             _ => assert_eq!(access, FILE_READ_ACCESS),
         }
         assert_eq!(Op::from_ioctl(code), Ok(op));
@@ -100,7 +104,7 @@ fn extra_bytes_are_refused() {
         bytes[8..12].copy_from_slice(&declared.to_le_bytes());
         let parsed = Request::parse(req.op().ioctl(), &bytes);
         match req {
-            Request::StagePack { .. } => assert!(parsed.is_ok()),
+            Request::StagePack { .. } | Request::StageNextBoot { .. } => assert!(parsed.is_ok()),
             _ => assert!(
                 matches!(parsed, Err(ProtocolError::BodyLength { .. })),
                 "{req:?}: {parsed:?}"
@@ -201,24 +205,42 @@ fn record_counts_are_bounded() {
 
 #[test]
 fn stage_size_is_bounded() {
-    let code = Op::StagePack.ioctl();
-    let e = Request::parse(code, &encode(&Request::StagePack { envelope: &[] })).unwrap_err();
-    assert!(matches!(e, ProtocolError::BodyLength { got: 0, .. }), "{e}");
-    let big = vec![0u8; MAX_STAGE_BYTES + 1];
-    let e = Request::parse(code, &encode(&Request::StagePack { envelope: &big })).unwrap_err();
-    assert!(
-        matches!(e, ProtocolError::BodyLength { got, .. } if got == MAX_STAGE_BYTES + 1),
-        "{e}"
-    );
-    let max = vec![0u8; MAX_STAGE_BYTES];
-    let longest = encode(&Request::StagePack { envelope: &max });
-    assert!(Request::parse(code, &longest).is_ok());
-    // The driver refuses inputs longer than MAX_REQUEST_LEN before copying them: no request that
-    // parses is longer.
-    assert_eq!(longest.len(), bulwark_protocol::MAX_REQUEST_LEN);
-    let mut over = longest;
-    over.push(0);
-    assert!(Request::parse(code, &over).is_err());
+    type Make = for<'a> fn(&'a [u8]) -> Request<'a>;
+    let makes: [(Op, Make); 2] = [
+        (Op::StagePack, |envelope| Request::StagePack { envelope }),
+        (Op::StageNextBoot, |envelope| Request::StageNextBoot {
+            envelope,
+        }),
+    ];
+    for (op, make) in makes {
+        let code = op.ioctl();
+        let e = Request::parse(code, &encode(&make(&[]))).unwrap_err();
+        assert!(matches!(e, ProtocolError::BodyLength { got: 0, .. }), "{e}");
+        let big = vec![0u8; MAX_STAGE_BYTES + 1];
+        let e = Request::parse(code, &encode(&make(&big))).unwrap_err();
+        assert!(
+            matches!(e, ProtocolError::BodyLength { got, .. } if got == MAX_STAGE_BYTES + 1),
+            "{e}"
+        );
+        let max = vec![0u8; MAX_STAGE_BYTES];
+        let longest = encode(&make(&max));
+        assert!(Request::parse(code, &longest).is_ok());
+        // The driver refuses inputs longer than MAX_REQUEST_LEN before copying them: no request
+        // that parses is longer.
+        assert_eq!(longest.len(), bulwark_protocol::MAX_REQUEST_LEN);
+        let mut over = longest;
+        over.push(0);
+        assert!(Request::parse(code, &over).is_err());
+    }
+    // A stage request sent with the other stage operation's code is refused, not reinterpreted.
+    let bytes = encode(&Request::StagePack { envelope: b"x" });
+    assert!(matches!(
+        Request::parse(Op::StageNextBoot.ioctl(), &bytes),
+        Err(ProtocolError::OpMismatch {
+            ioctl: 7,
+            header: 4
+        })
+    ));
 }
 
 fn sample_status() -> StatusReply {
@@ -419,7 +441,12 @@ fn guard_events_and_outcomes_round_trip() {
     let list = parse_guard_events(&buf[..n]).unwrap();
     assert_eq!(list.records.collect::<Vec<_>>(), vec![ev]);
 
-    for (op, accepted) in [(Op::StagePack, false), (Op::ConfirmHealthy, true)] {
+    for (op, accepted) in [
+        (Op::StagePack, false),
+        (Op::ConfirmHealthy, true),
+        (Op::Revert, true),
+        (Op::StageNextBoot, false),
+    ] {
         let o = Outcome {
             accepted,
             code: if accepted { 0 } else { 4 },

@@ -110,10 +110,14 @@ pub struct Staged {
     pub version: u64,
     /// When it was staged.
     pub at: u64,
-    /// The sensor's evaluated-events counter when it was staged: the health window waits until
-    /// events have flowed through the new content.
+    /// The sensor's evaluated-events counter when it started running: the health window waits
+    /// until events have flowed through the new content.
     #[serde(default)]
     pub events_at_stage: u64,
+    /// When it started running (at once when staged hot; after the reboot when staged for the
+    /// next boot): the health window counts from here.
+    #[serde(default)]
+    pub running_since: Option<u64>,
 }
 
 /// A rule of a staged pack, as alerts name it (the Detection Rule License requires the author,
@@ -431,7 +435,9 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
                 let until_heartbeat = self.next_heartbeat.saturating_sub(self.clock.now());
                 let mut wait = until_heartbeat.max(1);
                 if let Some(s) = &self.state.staged {
-                    let due = s.at.saturating_add(self.config.health_window_secs);
+                    // Not running yet (staged for the next boot): look again at the next poll.
+                    let since = s.running_since.unwrap_or_else(|| self.clock.now());
+                    let due = since.saturating_add(self.config.health_window_secs);
                     let until = due.saturating_sub(self.clock.now());
                     // Past the window (waiting for events to flow): poll, not spin.
                     wait = wait.min(if until == 0 { EVENTS_POLL_SECS } else { until });
@@ -721,7 +727,15 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
         let status = self.link.status()?;
         match decision {
             Decision::Run { version, pack_hash } if version != status.content_version => {
-                let already = self.state.rejections.iter().any(|r| r.version == version)
+                // Staged for the next boot, the guard holds it: nothing to do until then.
+                let waiting = self
+                    .state
+                    .staged
+                    .as_ref()
+                    .is_some_and(|s| s.version == version)
+                    && status.candidate == Some(version);
+                let already = waiting
+                    || self.state.rejections.iter().any(|r| r.version == version)
                     || self.state.reverted.contains(&version);
                 if !already {
                     self.fetch_and_stage(version, pack_hash, now)?;
@@ -930,6 +944,7 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
             version,
             at: now,
             events_at_stage: status.events_evaluated,
+            running_since: (mode == StageMode::Hot).then_some(now),
         });
         self.state.rule_meta.insert(version, rule_meta);
         while self.state.rule_meta.len() > 8 {
@@ -942,18 +957,30 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
         let Some(staged) = self.state.staged.clone() else {
             return Ok(());
         };
-        if now < staged.at.saturating_add(self.config.health_window_secs) {
-            return Ok(());
-        }
         let status = self.link.status()?;
         if status.content_version != staged.version {
-            // The guard went back (a revert): nothing to confirm.
+            if status.candidate == Some(staged.version) && staged.running_since.is_none() {
+                // Staged for the next boot and not booted yet: nothing to watch.
+                return Ok(());
+            }
+            // The guard went back (a crash, a revert): nothing to confirm.
             self.note(format!(
                 "content version {} is no longer running ({} is)",
                 staged.version, status.content_version
             ));
             self.state.staged = None;
             return self.save();
+        }
+        let Some(since) = staged.running_since else {
+            // It runs now (the machine rebooted): the window starts, and events count, from here.
+            if let Some(s) = self.state.staged.as_mut() {
+                s.running_since = Some(now);
+                s.events_at_stage = status.events_evaluated;
+            }
+            return self.save();
+        };
+        if now < since.saturating_add(self.config.health_window_secs) {
+            return Ok(());
         }
         // Events must have gone through the new content: a sensor that runs but sees nothing is
         // not healthy. After a reboot (staged for the next boot) the counter starts again.

@@ -99,8 +99,11 @@
 //! * a pack the verifier refuses, signed by the release key and served as if released (put in the
 //!   server's store directly: its upload path would refuse it), is refused by the service itself
 //!   with the verifier's message and never staged;
-//! * a halted rollout with `revert` makes the agent go back to last-known-good, report the
-//!   revert, and stay there;
+//! * a halted rollout with `revert` makes the agent go back to last-known-good (the driver's
+//!   revert request: the guard quarantines the candidate), report the revert, and stay there,
+//!   across a clean reboot and a crash;
+//! * with `hot = false` a release is staged for the next boot: not offered again while it
+//!   waits, its health window starts when it runs after the reboot, then it is confirmed;
 //! * the server unreachable through the health window, then back: the spooled heartbeats,
 //!   including the confirmation, all reach it;
 //! * a candidate that crashes the simulated kernel at three boots (`InProcess::crash_and_reboot`)
@@ -159,14 +162,9 @@
 //!   LocalSystem), the event log and a rotating log file, the cross-build in CI, and the Wine
 //!   smoke test (one fetch, stage and confirm beside the Wine-loaded driver). `run` uses the
 //!   in-process driver core everywhere today.
-//! * Staging for the next boot: the control protocol's stage request is always hot;
-//!   `StageMode::NextBoot` is refused by [`link::InProcess`] until the protocol has it.
 //! * After a revert or a pin back to last-known-good, the reverted version cannot be staged
-//!   again when the pin lapses: the guard's anti-downgrade floor already includes it.
-//! * Revert: the guard has no revert request. [`link::InProcess`] reopens last-known-good's
-//!   stored envelope (`Admission::Stored`) and installs it, but the guard's record still holds
-//!   the candidate, so a reboot would give it another attempt; the driver needs a revert
-//!   request that demotes (or quarantines) the candidate in the record.
+//!   again when the pin lapses: the guard quarantined it (the driver's revert request), and its
+//!   anti-downgrade floor already includes it.
 //! * Guard events read from the driver but not yet spooled when the process dies in between
 //!   are lost (the driver's ring is drained on read). The kill -9 tests cover the enrollment and
 //!   the spool's writes, not a kill between reading guard events and spooling them.

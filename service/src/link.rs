@@ -6,11 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use bulwark_client::{Client, ClientError, Transport};
-use bulwark_driver_core::content::Content;
 use bulwark_driver_core::control::Control;
 use bulwark_driver_core::sensor::{Capacities, Sensor};
 use bulwark_loader_boot_guard::host::DirStore;
-use bulwark_loader_boot_guard::{Admission, Config, TrustedKeys};
+use bulwark_loader_boot_guard::{Config, TrustedKeys};
 use bulwark_protocol::{ContentSource, GuardEventRecord};
 
 /// What the driver says about itself, as far as the agent needs it.
@@ -27,6 +26,8 @@ pub struct DriverStatus {
     pub source: ContentSource,
     /// The guard's last-known-good version, if any.
     pub last_known_good: Option<u64>,
+    /// The guard's candidate (staged, running or waiting for the next boot), if any.
+    pub candidate: Option<u64>,
     /// Events the sensor has evaluated since it started (all types): the health window checks
     /// that they flow while a new release runs.
     pub events_evaluated: u64,
@@ -265,6 +266,10 @@ impl DriverLink for InProcess {
             content_version: s.content.version,
             source: s.content.source,
             last_known_good,
+            candidate: s
+                .guard
+                .candidate_staged
+                .then_some(s.guard.candidate_version),
             events_evaluated: s
                 .counters
                 .events
@@ -274,12 +279,11 @@ impl DriverLink for InProcess {
     }
 
     fn stage(&mut self, envelope: &[u8], mode: StageMode) -> Result<Answer, LinkError> {
-        match mode {
-            StageMode::Hot => Ok(answer(self.client().stage(envelope)?)),
-            StageMode::NextBoot => Err(LinkError::Unsupported(
-                "the control protocol stages hot only; staging for the next boot is not built yet",
-            )),
-        }
+        let mut client = self.client();
+        Ok(answer(match mode {
+            StageMode::Hot => client.stage(envelope)?,
+            StageMode::NextBoot => client.stage_next_boot(envelope)?,
+        }))
     }
 
     fn confirm_healthy(&mut self) -> Result<Answer, LinkError> {
@@ -287,50 +291,7 @@ impl DriverLink for InProcess {
     }
 
     fn revert(&mut self) -> Result<Answer, LinkError> {
-        // The guard keeps last-known-good's envelope; it is opened again exactly as a boot
-        // would (Admission::Stored: this version and hash) and installed as last-known-good.
-        let Some(lkg) = self.device.control.guard().and_then(|g| g.state().lkg) else {
-            return Ok(Answer {
-                accepted: false,
-                code: 1,
-                message: "the guard holds no last-known-good".into(),
-            });
-        };
-        let store = DirStore::new(&self.dir).map_err(|e| LinkError::Store(e.to_string()))?;
-        let bytes =
-            std::fs::read(store.blob_path(&lkg)).map_err(|e| LinkError::Store(e.to_string()))?;
-        let keys = TrustedKeys::new(&self.keys).map_err(|e| LinkError::Store(e.to_string()))?;
-        match bulwark_loader_boot_guard::open(
-            &bytes,
-            &keys,
-            Admission::Stored {
-                channel: self.config.channel,
-                id: lkg,
-            },
-        ) {
-            Ok(opened) => {
-                self.device.sensor.install(
-                    Content {
-                        channel: opened.header.channel,
-                        version: opened.id.version,
-                        hash: opened.id.hash,
-                        pack: opened.pack,
-                        source: ContentSource::LastKnownGood,
-                    },
-                    &mut || {},
-                );
-                Ok(Answer {
-                    accepted: true,
-                    code: 0,
-                    message: format!("reverted to last-known-good version {}", lkg.version),
-                })
-            }
-            Err(e) => Ok(Answer {
-                accepted: false,
-                code: e.code(),
-                message: format!("last-known-good does not open: {e}"),
-            }),
-        }
+        Ok(answer(self.client().revert()?))
     }
 
     fn guard_events(&mut self) -> Result<Vec<GuardEventRecord>, LinkError> {

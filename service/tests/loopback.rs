@@ -244,12 +244,22 @@ impl World {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let storage = DirStorage::open(&dir.join("agent")).unwrap();
-        World::new_in(dir, storage)
+        World::new_in(dir, storage, true)
+    }
+
+    /// An endpoint whose service stages for the next boot.
+    fn next_boot(name: &str) -> World {
+        let dir =
+            std::env::temp_dir().join(format!("bulwark-service-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let storage = DirStorage::open(&dir.join("agent")).unwrap();
+        World::new_in(dir, storage, false)
     }
 }
 
 impl<D: Storage> World<D> {
-    fn new_in(dir: PathBuf, storage: D) -> World<D> {
+    fn new_in(dir: PathBuf, storage: D, hot: bool) -> World<D> {
         let time = Arc::new(AtomicU64::new(T0));
         let t = time.clone();
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -328,7 +338,7 @@ impl<D: Storage> World<D> {
                 backoff_base_secs: 5,
                 backoff_max_secs: 600,
                 spool_max_bytes: 1 << 20,
-                hot: true,
+                hot,
             },
             storage,
             link,
@@ -598,6 +608,12 @@ fn a_halted_and_reverted_rollout_makes_the_agent_revert() {
     assert_eq!(w.running(), 1, "{:?}", w.agent.log);
     assert_eq!(w.agent.state().reverted, vec![2]);
     assert!(w.agent.spool().is_empty().unwrap());
+    // The guard quarantined 2: a reboot runs last-known-good, not the reverted candidate.
+    let now = w.now();
+    w.agent.link.reboot(now).unwrap();
+    assert_eq!(w.running(), 1, "{:?}", w.agent.log);
+    w.agent.link.crash_and_reboot(now).unwrap();
+    assert_eq!(w.running(), 1, "{:?}", w.agent.log);
     let d = w.data();
     assert!(
         d.guard_events
@@ -987,7 +1003,7 @@ fn the_same_agent_runs_over_memory_storage() {
     let dir = std::env::temp_dir().join(format!("bulwark-service-memory-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut w = World::new_in(dir.clone(), MemoryStorage::new());
+    let mut w = World::new_in(dir.clone(), MemoryStorage::new(), true);
     w.agent.step();
     w.publish(1);
     w.start(1);
@@ -1006,4 +1022,36 @@ fn the_same_agent_runs_over_memory_storage() {
     assert!(w.agent.spool().is_empty().unwrap(), "{:?}", w.agent.log);
     // Nothing of the agent's went to disk (the guard's records are the in-process driver's).
     assert!(!dir.join("agent").exists());
+}
+
+#[test]
+fn a_release_staged_for_the_next_boot_runs_and_is_confirmed_after_it() {
+    let mut w = World::next_boot("nextboot");
+    w.agent.step();
+    w.publish(1);
+    w.start(1);
+    w.run_for(60);
+    // Staged, not running: the guard holds it as the candidate for the next boot.
+    assert_eq!(w.running(), 0, "{:?}", w.agent.log);
+    assert!(w.agent.state().staged.is_some(), "{:?}", w.agent.log);
+    assert!(
+        w.agent
+            .log
+            .iter()
+            .any(|l| l.contains("staged as the candidate for the next boot")),
+        "{:?}",
+        w.agent.log
+    );
+    // Not confirmed while it does not run, however long, and not offered again (the guard would
+    // refuse it as a replay, which must not read as a refusal of the release).
+    w.run_for(WINDOW + 60);
+    assert_eq!(w.agent.state().confirmed, None, "{:?}", w.agent.log);
+    assert!(w.agent.state().rejections.is_empty(), "{:?}", w.agent.log);
+    // The machine reboots: it runs, events flow, and it is confirmed after the window.
+    let now = w.now();
+    w.agent.link.reboot(now).unwrap();
+    assert_eq!(w.running(), 1);
+    w.run_for(WINDOW + 120);
+    assert_eq!(w.agent.state().confirmed, Some(1), "{:?}", w.agent.log);
+    assert_eq!(w.agent.link.status().unwrap().last_known_good, Some(1));
 }

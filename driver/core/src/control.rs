@@ -195,7 +195,13 @@ fn unavailable(e: &OpenError) -> OutcomeBuf {
 }
 
 impl<S: Store> ControlPlane for Control<S> {
-    fn stage(&mut self, envelope: &[u8], now: u64, swap: &mut dyn FnMut(Content)) -> OutcomeBuf {
+    fn stage(
+        &mut self,
+        envelope: &[u8],
+        hot: bool,
+        now: u64,
+        swap: &mut dyn FnMut(Content),
+    ) -> OutcomeBuf {
         if ResetRequest::is_reset_request(envelope) {
             return self.reset(envelope, now);
         }
@@ -205,11 +211,22 @@ impl<S: Store> ControlPlane for Control<S> {
             Err(e) => return unavailable(e),
         };
         // A hot update: the candidate runs at once, its attempt counted durably first, so a crash
-        // while it runs counts against it at the next boot.
-        match guard.stage(&self.keys, envelope, true, now) {
+        // while it runs counts against it at the next boot. Otherwise it is recorded as the
+        // candidate and tried at the next boot.
+        match guard.stage(&self.keys, envelope, hot, now) {
             Ok(opened) => {
                 let version = opened.id.version;
                 let rules = opened.pack.rule_count();
+                if !hot {
+                    return OutcomeBuf::format(
+                        true,
+                        0,
+                        format_args!(
+                            "content version {version} ({rules} rules) is staged as the candidate \
+                             for the next boot"
+                        ),
+                    );
+                }
                 swap(content(opened, ContentSource::Candidate));
                 OutcomeBuf::format(
                     true,
@@ -218,6 +235,29 @@ impl<S: Store> ControlPlane for Control<S> {
                         "content version {version} ({rules} rules) is running as the candidate; \
                          it becomes last-known-good after {} s or a confirmed healthy boot",
                         stable_secs
+                    ),
+                )
+            }
+            Err(e) => OutcomeBuf::format(false, e.code(), format_args!("{e}")),
+        }
+    }
+
+    fn revert(&mut self, now: u64, swap: &mut dyn FnMut(Content)) -> OutcomeBuf {
+        let guard = match self.guard.as_mut() {
+            Ok(g) => g,
+            Err(e) => return unavailable(e),
+        };
+        let reverted = guard.state().candidate.map_or(0, |c| c.version);
+        match guard.revert(&self.keys, now) {
+            Ok(opened) => {
+                let version = opened.id.version;
+                swap(content(opened, ContentSource::LastKnownGood));
+                OutcomeBuf::format(
+                    true,
+                    0,
+                    format_args!(
+                        "content version {reverted} is quarantined; last-known-good version \
+                         {version} is running"
                     ),
                 )
             }
@@ -319,7 +359,7 @@ pub struct Starting {
 }
 
 impl ControlPlane for Starting {
-    fn stage(&mut self, _: &[u8], _: u64, _: &mut dyn FnMut(Content)) -> OutcomeBuf {
+    fn stage(&mut self, _: &[u8], _: bool, _: u64, _: &mut dyn FnMut(Content)) -> OutcomeBuf {
         OutcomeBuf::new(
             false,
             CODE_STARTING,
@@ -328,6 +368,14 @@ impl ControlPlane for Starting {
     }
 
     fn confirm_healthy(&mut self, _: u64) -> OutcomeBuf {
+        OutcomeBuf::new(
+            false,
+            CODE_STARTING,
+            "the driver is still starting; try again",
+        )
+    }
+
+    fn revert(&mut self, _: u64, _: &mut dyn FnMut(Content)) -> OutcomeBuf {
         OutcomeBuf::new(
             false,
             CODE_STARTING,

@@ -122,11 +122,20 @@ impl Record for GuardEventSlot {
 /// runs.
 pub trait ControlPlane {
     /// A signed envelope arrived: open it (size, signature, version, verifier), stage it with the
-    /// guard, and on success make it the running content through `swap`. A refusal leaves the
-    /// running content untouched.
-    fn stage(&mut self, envelope: &[u8], now: u64, swap: &mut dyn FnMut(Content)) -> OutcomeBuf;
+    /// guard, and on success, with `hot`, make it the running content through `swap` (without,
+    /// it runs from the next boot). A refusal leaves the running content untouched.
+    fn stage(
+        &mut self,
+        envelope: &[u8],
+        hot: bool,
+        now: u64,
+        swap: &mut dyn FnMut(Content),
+    ) -> OutcomeBuf;
     /// The user-mode service confirms a healthy boot: bless the candidate.
     fn confirm_healthy(&mut self, now: u64) -> OutcomeBuf;
+    /// The user-mode service asks to go back to last-known-good: the guard quarantines the
+    /// candidate and last-known-good becomes the running content through `swap`.
+    fn revert(&mut self, now: u64, swap: &mut dyn FnMut(Content)) -> OutcomeBuf;
     /// The guard's state for the status reply.
     fn guard_status(&self) -> GuardStatus;
     /// Where the running content came from, according to the guard (a candidate becomes
@@ -641,11 +650,19 @@ impl Sensor {
                 |e, w| e.0.encode(w),
             ),
             Request::StagePack { envelope } => outcome_reply(output, op, || {
-                control.stage(envelope, now, &mut |content| {
+                control.stage(envelope, true, now, &mut |content| {
+                    self.content.swap(content, backoff);
+                })
+            }),
+            Request::StageNextBoot { envelope } => outcome_reply(output, op, || {
+                control.stage(envelope, false, now, &mut |content| {
                     self.content.swap(content, backoff);
                 })
             }),
             Request::ConfirmHealthy => outcome_reply(output, op, || control.confirm_healthy(now)),
+            Request::Revert => outcome_reply(output, op, || {
+                control.revert(now, &mut |content| self.install(content, backoff))
+            }),
         }
     }
 

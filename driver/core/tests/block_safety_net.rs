@@ -28,7 +28,10 @@ struct Guard {
 }
 
 impl ControlPlane for Guard {
-    fn stage(&mut self, _: &[u8], _: u64, _: &mut dyn FnMut(Content)) -> OutcomeBuf {
+    fn stage(&mut self, _: &[u8], _: bool, _: u64, _: &mut dyn FnMut(Content)) -> OutcomeBuf {
+        OutcomeBuf::new(false, 0, "no")
+    }
+    fn revert(&mut self, _: u64, _: &mut dyn FnMut(Content)) -> OutcomeBuf {
         OutcomeBuf::new(false, 0, "no")
     }
     fn confirm_healthy(&mut self, _: u64) -> OutcomeBuf {

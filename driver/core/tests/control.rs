@@ -88,7 +88,7 @@ impl Machine {
         let sensor = &self.sensor;
         let outcome = self
             .control
-            .stage(env, 5, &mut |c| sensor.install(c, &mut || {}));
+            .stage(env, true, 5, &mut |c| sensor.install(c, &mut || {}));
         self.sensor.forward_guard_events(&mut self.control);
         (outcome.accepted, outcome.message().to_owned())
     }
@@ -115,7 +115,10 @@ impl Machine {
 struct ReadOnly<'a>(&'a Control<Mem>);
 
 impl ControlPlane for ReadOnly<'_> {
-    fn stage(&mut self, _: &[u8], _: u64, _: &mut dyn FnMut(Content)) -> OutcomeBuf {
+    fn stage(&mut self, _: &[u8], _: bool, _: u64, _: &mut dyn FnMut(Content)) -> OutcomeBuf {
+        OutcomeBuf::new(false, 0, "read-only")
+    }
+    fn revert(&mut self, _: u64, _: &mut dyn FnMut(Content)) -> OutcomeBuf {
         OutcomeBuf::new(false, 0, "read-only")
     }
     fn confirm_healthy(&mut self, _: u64) -> OutcomeBuf {
@@ -179,6 +182,83 @@ fn a_blessed_candidate_is_last_known_good_at_the_next_boot() {
         m.decision
     );
     assert!(m.detects("mimikatz"));
+}
+
+/// An outcome request through the protocol handler: accepted, code, message.
+fn outcome(m: &mut Machine, req: bulwark_protocol::Request<'_>) -> (bool, u16, String) {
+    let op = req.op();
+    let reply = common::request(&m.sensor, &mut m.control, req, 30);
+    m.sensor.forward_guard_events(&mut m.control);
+    let o = bulwark_protocol::Outcome::parse(op, &reply).unwrap();
+    (o.accepted, o.code, o.message.to_owned())
+}
+
+#[test]
+fn a_pack_staged_for_the_next_boot_runs_only_from_the_next_boot() {
+    use bulwark_protocol::Request;
+    let mut m = boot(Mem::default(), 1);
+    assert!(m.stage(&envelope(1, "mimikatz")).0);
+    assert!(m.control.confirm_healthy(10).accepted);
+    let env = envelope(2, "rubeus");
+    let (ok, code, msg) = outcome(&mut m, Request::StageNextBoot { envelope: &env });
+    assert!(ok, "{code} {msg}");
+    assert!(
+        msg.contains("staged as the candidate for the next boot"),
+        "{msg}"
+    );
+    // Still version 1 running, the candidate staged.
+    assert_eq!(m.sensor.content_status().version, 1);
+    assert!(m.detects("mimikatz") && !m.detects("rubeus"));
+    let g = m.control.guard_status();
+    assert!(g.candidate_staged);
+    assert_eq!(g.candidate_version, 2);
+    let m = boot(m.into_store(), 40);
+    assert!(
+        matches!(m.decision, Some(Decision::Candidate { .. })),
+        "{:?}",
+        m.decision
+    );
+    assert!(m.detects("rubeus"));
+}
+
+#[test]
+fn a_revert_request_runs_last_known_good_and_the_candidate_never_again() {
+    use bulwark_protocol::Request;
+    let mut m = boot(Mem::default(), 1);
+    // Nothing to revert yet.
+    let (ok, code, msg) = outcome(&mut m, Request::Revert);
+    assert!(!ok);
+    assert_eq!(code, 211, "{msg}");
+    assert!(m.stage(&envelope(1, "mimikatz")).0);
+    // A candidate but no last-known-good.
+    let (ok, code, msg) = outcome(&mut m, Request::Revert);
+    assert!(!ok);
+    assert_eq!(code, 212, "{msg}");
+    assert_eq!(m.sensor.content_status().version, 1);
+    assert!(m.control.confirm_healthy(10).accepted);
+    assert!(m.stage(&envelope(2, "rubeus")).0);
+    assert!(m.detects("rubeus"));
+    let (ok, code, msg) = outcome(&mut m, Request::Revert);
+    assert!(ok, "{code} {msg}");
+    assert_eq!(
+        msg,
+        "content version 2 is quarantined; last-known-good version 1 is running"
+    );
+    assert_eq!(m.sensor.content_status().version, 1);
+    assert_eq!(m.control.running_source(), ContentSource::LastKnownGood);
+    assert!(m.detects("mimikatz") && !m.detects("rubeus"));
+    let names = m.guard_event_names();
+    assert!(names.ends_with(&["quarantined", "reverted"]), "{names:?}");
+    // At the next boot, and after, last-known-good; version 2 is refused if offered again.
+    let mut m = boot(m.into_store(), 50);
+    assert!(
+        matches!(m.decision, Some(Decision::Lkg { .. })),
+        "{:?}",
+        m.decision
+    );
+    let (ok, msg) = m.stage(&envelope(2, "rubeus"));
+    assert!(!ok);
+    assert!(msg.contains("quarantine"), "{msg}");
 }
 
 #[test]
@@ -261,7 +341,9 @@ fn unusable_records_mean_no_content_and_a_clear_refusal() {
     assert!(start.content.is_none());
     let e = start.error.expect("both slots are garbage");
     assert!(e.to_string().contains("slot A"), "{e}");
-    let o = control.stage(&envelope(1, "x"), 2, &mut |c| sensor.install(c, &mut || {}));
+    let o = control.stage(&envelope(1, "x"), true, 2, &mut |c| {
+        sensor.install(c, &mut || {})
+    });
     assert!(!o.accepted);
     assert!(o.message().contains("unusable"), "{}", o.message());
 }
@@ -303,7 +385,7 @@ fn lost_records_refuse_content_until_an_administrator_resets_them() {
         let sensor = &m.sensor;
         let o = m
             .control
-            .stage(bytes, now, &mut |c| sensor.install(c, &mut || {}));
+            .stage(bytes, true, now, &mut |c| sensor.install(c, &mut || {}));
         m.sensor.forward_guard_events(&mut m.control);
         (o.accepted, o.code, o.message().to_owned())
     };

@@ -19,10 +19,13 @@ use bulwark_protocol::{ContentSource, GuardEventRecord, GuardStatus};
 struct NoControl;
 
 impl ControlPlane for NoControl {
-    fn stage(&mut self, _: &[u8], _: u64, _: &mut dyn FnMut(Content)) -> OutcomeBuf {
+    fn stage(&mut self, _: &[u8], _: bool, _: u64, _: &mut dyn FnMut(Content)) -> OutcomeBuf {
         OutcomeBuf::new(false, 0, "no")
     }
     fn confirm_healthy(&mut self, _: u64) -> OutcomeBuf {
+        OutcomeBuf::new(false, 0, "no")
+    }
+    fn revert(&mut self, _: u64, _: &mut dyn FnMut(Content)) -> OutcomeBuf {
         OutcomeBuf::new(false, 0, "no")
     }
     fn guard_status(&self) -> GuardStatus {
