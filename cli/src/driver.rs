@@ -169,6 +169,11 @@ fn drive<T: Transport>(
                     "process_id": d.process_id,
                     "parent_process_id": d.parent_process_id,
                     "image": d.image,
+                    "command_line": d.command_line,
+                    "user": d.user,
+                    "parent_image": d.parent_image,
+                    "hashes": d.hashes,
+                    "truncated": d.truncated,
                 });
                 println!("{v}");
             }

@@ -63,6 +63,16 @@ pub struct Detection {
     pub parent_process_id: u32,
     /// Image path.
     pub image: String,
+    /// The event's command line (empty when its type has none).
+    pub command_line: String,
+    /// The event's user.
+    pub user: String,
+    /// The event's parent image.
+    pub parent_image: String,
+    /// The event's hashes.
+    pub hashes: String,
+    /// The fields the driver cut to their capacity.
+    pub truncated: Vec<&'static str>,
 }
 
 /// A batch of detections.
@@ -141,6 +151,11 @@ impl<T: Transport> Client<T> {
                     process_id: r.process_id,
                     parent_process_id: r.parent_process_id,
                     image: r.image.to_owned(),
+                    command_line: r.command_line.to_owned(),
+                    user: r.user.to_owned(),
+                    parent_image: r.parent_image.to_owned(),
+                    hashes: r.hashes.to_owned(),
+                    truncated: r.truncated_fields().collect(),
                 })
                 .collect(),
         })

@@ -294,3 +294,73 @@ fn a_too_small_output_buffer_takes_nothing() {
     let mut client = Client::new(&mut dev);
     assert_eq!(client.read_guard_events(1).unwrap().records.len(), 1);
 }
+
+#[test]
+fn a_detection_carries_the_events_command_line_user_and_parent_cut_on_char_boundaries() {
+    use bulwark_driver_core::identity::Sid;
+    let mut dev = InProcess {
+        sensor: Sensor::new(Capacities::default(), 1, 1).unwrap(),
+        control: VerifyOnly {
+            staged: 0,
+            blessed: false,
+        },
+    };
+    let mut client = Client::new(&mut dev);
+    assert!(client.stage(&pack(Action::Alert)).unwrap().accepted);
+    // The parent, then the child: its ParentImage comes from the process table.
+    let explorer: Vec<u16> = "\\??\\C:\\Windows\\explorer.exe".encode_utf16().collect();
+    let cmd_exe: Vec<u16> = "\\??\\C:\\Windows\\System32\\cmd.exe"
+        .encode_utf16()
+        .collect();
+    let facts = |pid: u32, ppid: u32, image: &[u16], cmd: &[u16]| {
+        let image: Vec<u16> = image.to_vec();
+        let cmd: Vec<u16> = cmd.to_vec();
+        (pid, ppid, image, cmd)
+    };
+    let system = [18u32];
+    let sid = Sid {
+        revision: 1,
+        authority: [0, 0, 0, 0, 0, 5],
+        sub_authorities: &system,
+    };
+    // A command line longer than the record keeps, with a two-byte character on the cut.
+    let long = format!("whoami {}", "é".repeat(400));
+    for (pid, ppid, image, cmd) in [
+        facts(
+            8,
+            4,
+            &explorer,
+            &"explorer.exe".encode_utf16().collect::<Vec<_>>(),
+        ),
+        facts(12, 8, &cmd_exe, &long.encode_utf16().collect::<Vec<_>>()),
+    ] {
+        dev.sensor.on_process_create(
+            &ProcessCreateFacts {
+                process_id: pid,
+                create_time: u64::from(pid),
+                parent_process_id: ppid,
+                parent_create_time: (ppid == 8).then_some(8),
+                image_file_name: Some(&image),
+                command_line: Some(&cmd),
+                user: Some(sid),
+                integrity: None,
+                logon_id: None,
+                session_id: None,
+            },
+            2000,
+        );
+    }
+    let mut client = Client::new(&mut dev);
+    let d = client.read_detections(16).unwrap();
+    assert_eq!(d.records.len(), 1);
+    let r = &d.records[0];
+    assert_eq!(r.process_id, 12);
+    assert_eq!(r.image, "C:\\Windows\\System32\\cmd.exe");
+    assert_eq!(r.user, "NT AUTHORITY\\SYSTEM");
+    assert_eq!(r.parent_image, "C:\\Windows\\explorer.exe");
+    assert!(long.starts_with(&r.command_line));
+    assert!(r.command_line.len() <= bulwark_protocol::limits::DETECTION_COMMAND_LINE_BYTES);
+    assert!(r.command_line.len() >= bulwark_protocol::limits::DETECTION_COMMAND_LINE_BYTES - 1);
+    assert_eq!(r.truncated, ["command_line"]);
+    assert_eq!(r.hashes, "");
+}

@@ -19,7 +19,9 @@ pub use error::ProtocolError;
 pub use message::*;
 
 /// The protocol version this crate speaks. A request with any other version is refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version 2: detection records carry the command line, user, parent image and hashes, and the
+/// revert and next-boot stage operations exist.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// `BWRQ`: the first four bytes of every request.
 pub const REQUEST_MAGIC: u32 = u32::from_le_bytes(*b"BWRQ");
@@ -48,6 +50,15 @@ pub mod limits {
     pub const MAX_GUARD_EVENTS_PER_READ: u32 = 64;
     /// Bytes of the image path kept in a detection record (UTF-8, truncated on a char boundary).
     pub const DETECTION_IMAGE_BYTES: usize = 256;
+    /// Bytes of the command line kept in a detection record (UTF-8, truncated on a char
+    /// boundary, flagged in `truncated`).
+    pub const DETECTION_COMMAND_LINE_BYTES: usize = 512;
+    /// Bytes of the user (`DOMAIN\name`) kept in a detection record.
+    pub const DETECTION_USER_BYTES: usize = 128;
+    /// Bytes of the parent's image path kept in a detection record.
+    pub const DETECTION_PARENT_IMAGE_BYTES: usize = 256;
+    /// Bytes of the image's hashes (`SHA256=...,IMPHASH=...`) kept in a detection record.
+    pub const DETECTION_HASHES_BYTES: usize = 192;
     /// Bytes of the reason kept in a stage or confirm reply (UTF-8, truncated on a char boundary).
     pub const MESSAGE_BYTES: usize = 256;
 }

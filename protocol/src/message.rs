@@ -2,8 +2,9 @@
 
 use crate::codec::{Reader, Writer};
 use crate::limits::{
-    DETECTION_IMAGE_BYTES, MAX_DETECTIONS_PER_READ, MAX_GUARD_EVENTS_PER_READ, MAX_STAGE_BYTES,
-    MESSAGE_BYTES,
+    DETECTION_COMMAND_LINE_BYTES, DETECTION_HASHES_BYTES, DETECTION_IMAGE_BYTES,
+    DETECTION_PARENT_IMAGE_BYTES, DETECTION_USER_BYTES, MAX_DETECTIONS_PER_READ,
+    MAX_GUARD_EVENTS_PER_READ, MAX_STAGE_BYTES, MESSAGE_BYTES,
 };
 use crate::{
     ctl_code, ProtocolError, FILE_DEVICE_UNKNOWN, FILE_READ_ACCESS, FILE_WRITE_ACCESS,
@@ -620,9 +621,9 @@ impl StatusReply {
 /// Size of the header of a list reply (count, reserved, dropped total).
 pub const LIST_HEADER_LEN: usize = 16;
 
-/// One detection, as the driver reports it. Rule id, title and author come from the pack the
-/// record's `content_version` names (the service has it; the Detection Rule License requires the
-/// author in alerts).
+/// One detection, as the driver reports it, with the event's key fields. Rule id, title and
+/// author come from the pack the record's `content_version` names (the service has it; the
+/// Detection Rule License requires the author in alerts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DetectionRecord<'a> {
     /// Sequence number, increasing by one per detection raised (gaps mean drops).
@@ -639,17 +640,65 @@ pub struct DetectionRecord<'a> {
     pub action: u8,
     /// Whether the process creation was denied.
     pub blocked: bool,
+    /// Which text fields were cut to their capacity: [`DetectionRecord::TRUNCATED_IMAGE`] and
+    /// the others.
+    pub truncated: u8,
     /// The process the event is about.
     pub process_id: u32,
     /// Its parent.
     pub parent_process_id: u32,
-    /// The image path, `C:\...` form, UTF-8, truncated to [`DETECTION_IMAGE_BYTES`].
+    /// The image path, `C:\...` form, UTF-8, at most [`DETECTION_IMAGE_BYTES`].
     pub image: &'a str,
+    /// The event's `CommandLine` (empty when its type has none), at most
+    /// [`DETECTION_COMMAND_LINE_BYTES`].
+    pub command_line: &'a str,
+    /// The event's `User`, at most [`DETECTION_USER_BYTES`].
+    pub user: &'a str,
+    /// The event's `ParentImage`, at most [`DETECTION_PARENT_IMAGE_BYTES`].
+    pub parent_image: &'a str,
+    /// The event's `Hashes`, at most [`DETECTION_HASHES_BYTES`].
+    pub hashes: &'a str,
 }
 
 impl<'a> DetectionRecord<'a> {
     /// The encoded size of one record.
-    pub const LEN: usize = 8 + 8 + 8 + 4 + 4 + 4 + 4 + 2 + DETECTION_IMAGE_BYTES;
+    pub const LEN: usize = 8
+        + 8
+        + 8
+        + 4
+        + 4
+        + 4
+        + 4
+        + (2 + DETECTION_IMAGE_BYTES)
+        + (2 + DETECTION_COMMAND_LINE_BYTES)
+        + (2 + DETECTION_USER_BYTES)
+        + (2 + DETECTION_PARENT_IMAGE_BYTES)
+        + (2 + DETECTION_HASHES_BYTES);
+
+    /// `truncated` bit: the image path was cut.
+    pub const TRUNCATED_IMAGE: u8 = 1;
+    /// `truncated` bit: the command line was cut.
+    pub const TRUNCATED_COMMAND_LINE: u8 = 2;
+    /// `truncated` bit: the user was cut.
+    pub const TRUNCATED_USER: u8 = 4;
+    /// `truncated` bit: the parent image was cut.
+    pub const TRUNCATED_PARENT_IMAGE: u8 = 8;
+    /// `truncated` bit: the hashes were cut.
+    pub const TRUNCATED_HASHES: u8 = 16;
+
+    /// The names of the fields `truncated` says were cut.
+    pub fn truncated_fields(&self) -> impl Iterator<Item = &'static str> + '_ {
+        [
+            (Self::TRUNCATED_IMAGE, "image"),
+            (Self::TRUNCATED_COMMAND_LINE, "command_line"),
+            (Self::TRUNCATED_USER, "user"),
+            (Self::TRUNCATED_PARENT_IMAGE, "parent_image"),
+            (Self::TRUNCATED_HASHES, "hashes"),
+        ]
+        .into_iter()
+        .filter(|(bit, _)| self.truncated & bit != 0)
+        .map(|(_, name)| name)
+    }
 
     /// Writes the record.
     pub fn encode(&self, w: &mut Writer<'_>) -> Result<(), ProtocolError> {
@@ -660,10 +709,14 @@ impl<'a> DetectionRecord<'a> {
         w.u8(self.event_type)?;
         w.u8(self.action)?;
         w.u8(u8::from(self.blocked))?;
-        w.u8(0)?;
+        w.u8(self.truncated)?;
         w.u32(self.process_id)?;
         w.u32(self.parent_process_id)?;
-        w.fixed_str(self.image, DETECTION_IMAGE_BYTES)
+        w.fixed_str(self.image, DETECTION_IMAGE_BYTES)?;
+        w.fixed_str(self.command_line, DETECTION_COMMAND_LINE_BYTES)?;
+        w.fixed_str(self.user, DETECTION_USER_BYTES)?;
+        w.fixed_str(self.parent_image, DETECTION_PARENT_IMAGE_BYTES)?;
+        w.fixed_str(self.hashes, DETECTION_HASHES_BYTES)
     }
 
     fn parse(r: &mut Reader<'a>) -> Result<Self, ProtocolError> {
@@ -674,7 +727,16 @@ impl<'a> DetectionRecord<'a> {
         let event_type = r.u8("detection event type")?;
         let action = r.u8("detection action")?;
         let blocked = r.bool("detection blocked")?;
-        r.reserved(1, "detection reserved")?;
+        let at = r.position();
+        let truncated = r.u8("detection truncated")?;
+        if truncated >= 32 {
+            return Err(ProtocolError::BadField {
+                field: "detection truncated",
+                offset: at,
+                value: u64::from(truncated),
+                expected: "bits 0 to 4",
+            });
+        }
         Ok(DetectionRecord {
             seq,
             time,
@@ -683,9 +745,18 @@ impl<'a> DetectionRecord<'a> {
             event_type,
             action,
             blocked,
+            truncated,
             process_id: r.u32("detection process id")?,
             parent_process_id: r.u32("detection parent process id")?,
             image: r.fixed_str(DETECTION_IMAGE_BYTES, "detection image")?.0,
+            command_line: r
+                .fixed_str(DETECTION_COMMAND_LINE_BYTES, "detection command line")?
+                .0,
+            user: r.fixed_str(DETECTION_USER_BYTES, "detection user")?.0,
+            parent_image: r
+                .fixed_str(DETECTION_PARENT_IMAGE_BYTES, "detection parent image")?
+                .0,
+            hashes: r.fixed_str(DETECTION_HASHES_BYTES, "detection hashes")?.0,
         })
     }
 }

@@ -124,14 +124,15 @@ fn header_fields_are_checked_and_named() {
     assert!(matches!(e, ProtocolError::BadMagic { .. }));
     assert!(e.to_string().contains("byte 0"), "{e}");
 
+    // Version 1 (detections without context) is no longer spoken.
     let mut b = good.clone();
-    b[4] = 2;
+    b[4] = 1;
     let e = Request::parse(code, &b).unwrap_err();
     assert_eq!(
         e,
         ProtocolError::UnsupportedVersion {
-            found: 2,
-            supported: 1
+            found: 1,
+            supported: 2
         }
     );
 
@@ -332,9 +333,14 @@ fn detections_reply(images: &[&str]) -> Vec<u8> {
                 event_type: 0,
                 action: 1,
                 blocked: true,
+                truncated: 0,
                 process_id: 4242,
                 parent_process_id: 4,
                 image,
+                command_line: "cmd.exe /c whoami",
+                user: "CORP\\alice",
+                parent_image: "C:\\Windows\\explorer.exe",
+                hashes: "SHA256=00FF",
             }
             .encode(w)?;
         }
@@ -359,6 +365,53 @@ fn detection_lists_round_trip_and_truncate_images_on_char_boundaries() {
     assert!(records[1].image.len() <= DETECTION_IMAGE_BYTES);
     assert!(long.starts_with(records[1].image));
     assert!(records[1].image.len() > DETECTION_IMAGE_BYTES - 4);
+    assert_eq!(records[0].command_line, "cmd.exe /c whoami");
+    assert_eq!(records[0].user, "CORP\\alice");
+    assert_eq!(records[0].parent_image, "C:\\Windows\\explorer.exe");
+    assert_eq!(records[0].hashes, "SHA256=00FF");
+    assert_eq!(records[0].truncated_fields().count(), 0);
+}
+
+#[test]
+fn a_detections_context_fields_round_trip_with_their_truncation_flags() {
+    let long = "é".repeat(400); // 800 bytes, each character two
+    let record = DetectionRecord {
+        seq: 1,
+        time: 2,
+        content_version: 3,
+        rule_index: 4,
+        event_type: 0,
+        action: 0,
+        blocked: false,
+        truncated: DetectionRecord::TRUNCATED_COMMAND_LINE | DetectionRecord::TRUNCATED_HASHES,
+        process_id: 5,
+        parent_process_id: 6,
+        image: "i",
+        command_line: &long,
+        user: "u",
+        parent_image: "p",
+        hashes: &long,
+    };
+    let mut buf = vec![0u8; Op::ReadDetections.max_reply_len()];
+    let n = encode_reply(&mut buf, Op::ReadDetections, ReplyStatus::Ok, |w| {
+        encode_list_header(w, 1, 0)?;
+        record.encode(w)
+    })
+    .unwrap();
+    assert_eq!(n, 16 + LIST_HEADER_LEN + DetectionRecord::LEN);
+    let got = parse_detections(&buf[..n]).unwrap().records.next().unwrap();
+    // Cut to the field's capacity on a character boundary: 512 and 192 bytes, whole 'é's.
+    assert_eq!(got.command_line, "é".repeat(256));
+    assert_eq!(got.hashes, "é".repeat(96));
+    assert_eq!(
+        got.truncated_fields().collect::<Vec<_>>(),
+        ["command_line", "hashes"]
+    );
+    // A flag the protocol does not define is refused, naming the field.
+    let flags_at = 16 + LIST_HEADER_LEN + 31;
+    buf[flags_at] = 0x40;
+    let e = parse_detections(&buf[..n]).unwrap_err();
+    assert!(e.to_string().contains("detection truncated"), "{e}");
 }
 
 #[test]

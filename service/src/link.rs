@@ -240,7 +240,11 @@ pub fn detection(d: &bulwark_client::Detection) -> Detection {
         process_id: d.process_id,
         parent_process_id: d.parent_process_id,
         image: d.image.clone(),
-        ..Detection::default()
+        command_line: d.command_line.clone(),
+        user: d.user.clone(),
+        parent_image: d.parent_image.clone(),
+        hashes: d.hashes.clone(),
+        truncated: d.truncated.iter().map(|t| (*t).to_owned()).collect(),
     }
 }
 

@@ -566,6 +566,8 @@ fn a_good_release_is_fetched_verified_staged_confirmed_and_reported() {
     assert_eq!(a["process_id"], json!(100));
     assert_eq!(a["parent_process_id"], json!(4));
     assert_eq!(a["image"], json!("C:\\Windows\\System32\\cmd.exe"));
+    assert_eq!(a["command_line"], json!("cmd /c marker-1 100"));
+    assert_eq!(a["truncated"], json!([]));
 }
 
 #[test]

@@ -4,6 +4,10 @@
 //! and a record that finds the ring full (or the lock busy) is dropped and counted, so a flood of
 //! events can cost detections but never stall a kernel callback. Records carry a sequence number,
 //! so user mode sees gaps where records were dropped.
+//!
+//! Records are written and read in place ([`Ring::push_with`], [`Ring::drain`]): a detection
+//! record is about 1.4 KiB, too large to pass by value through the frames of a kernel callback
+//! on a small stack.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -14,14 +18,16 @@ use crate::text::NoMemory;
 /// How many times a push tries the lock before it drops its record.
 pub const PUSH_LOCK_TRIES: u32 = 1024;
 
-/// A record kept in a ring: plain data, copied in and out.
+/// A record kept in a ring: plain data.
 pub trait Record: Copy {
+    /// A blank record, what every slot holds before it is first written.
+    const EMPTY: Self;
     /// Sets the record's sequence number when it is pushed.
     fn set_seq(&mut self, seq: u64);
 }
 
 struct State<T> {
-    buf: Box<[Option<T>]>,
+    buf: Box<[T]>,
     head: usize,
     len: usize,
 }
@@ -39,7 +45,7 @@ impl<T: Record> Ring<T> {
         let mut buf = Vec::new();
         buf.try_reserve_exact(capacity).map_err(|_| NoMemory)?;
         // Within the capacity just reserved: neither this nor `into_boxed_slice` allocates.
-        buf.resize_with(capacity, || None);
+        buf.resize(capacity, T::EMPTY);
         Ok(Ring {
             state: spin::Mutex::new(State {
                 buf: buf.into_boxed_slice(),
@@ -63,9 +69,15 @@ impl<T: Record> Ring<T> {
 
     /// Appends a record, giving it the next sequence number. Returns `false` (and counts a drop)
     /// when the ring is full or its lock stayed busy.
-    pub fn push(&self, mut record: T) -> bool {
+    pub fn push(&self, record: T) -> bool {
+        self.push_with(|slot| *slot = record)
+    }
+
+    /// Appends a record written in place by `fill` (into a slot holding an older record), giving
+    /// it the next sequence number. Returns `false` (and counts a drop, `fill` not called) when
+    /// the ring is full or its lock stayed busy.
+    pub fn push_with(&self, fill: impl FnOnce(&mut T)) -> bool {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        record.set_seq(seq);
         let Some(mut s) = self.try_lock() else {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return false;
@@ -78,7 +90,8 @@ impl<T: Record> Ring<T> {
         }
         let at = s.head.wrapping_add(s.len).checked_rem(cap).unwrap_or(0);
         if let Some(slot) = s.buf.get_mut(at) {
-            *slot = Some(record);
+            fill(slot);
+            slot.set_seq(seq);
             s.len = s.len.saturating_add(1);
             true
         } else {
@@ -86,7 +99,8 @@ impl<T: Record> Ring<T> {
         }
     }
 
-    /// Removes up to `max` records, oldest first, handing each to `f`. Returns how many.
+    /// Removes up to `max` records, oldest first, handing each to `f` in place (under the
+    /// ring's lock: `f` must be short). Returns how many.
     pub fn drain(&self, max: usize, mut f: impl FnMut(&T)) -> usize {
         let mut taken = 0;
         while taken < max {
@@ -98,14 +112,12 @@ impl<T: Record> Ring<T> {
                 break;
             }
             let head = s.head;
-            let record = s.buf.get_mut(head).and_then(Option::take);
-            s.head = head.wrapping_add(1).checked_rem(cap).unwrap_or(0);
-            s.len = s.len.saturating_sub(1);
-            drop(s);
-            if let Some(r) = record {
-                f(&r);
+            if let Some(r) = s.buf.get(head) {
+                f(r);
                 taken = taken.saturating_add(1);
             }
+            s.head = head.wrapping_add(1).checked_rem(cap).unwrap_or(0);
+            s.len = s.len.saturating_sub(1);
         }
         taken
     }
@@ -135,6 +147,7 @@ mod tests {
         v: u32,
     }
     impl Record for R {
+        const EMPTY: R = R { seq: 0, v: 0 };
         fn set_seq(&mut self, seq: u64) {
             self.seq = seq;
         }

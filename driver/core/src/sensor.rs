@@ -17,8 +17,11 @@
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use bulwark_interpreter::{Action, Event, EventType, VerifiedPack};
-use bulwark_protocol::limits::DETECTION_IMAGE_BYTES;
+use bulwark_interpreter::{Action, Event, EventType, FieldValue, VerifiedPack};
+use bulwark_protocol::limits::{
+    DETECTION_COMMAND_LINE_BYTES, DETECTION_HASHES_BYTES, DETECTION_IMAGE_BYTES,
+    DETECTION_PARENT_IMAGE_BYTES, DETECTION_USER_BYTES,
+};
 use bulwark_protocol::{
     encode_list_header, encode_reply, ContentSource, ContentStatus, Counters, DetectionRecord,
     GuardEventRecord, GuardStatus, Outcome, ProtocolError, ReplyStatus, Request, StatusReply,
@@ -40,7 +43,8 @@ use crate::text::NoMemory;
 pub struct Capacities {
     /// Processes remembered for parent fields.
     pub processes: usize,
-    /// Detections buffered until user mode reads them.
+    /// Detections buffered until user mode reads them (each slot about 1.4 KiB with the event's
+    /// context: 2,048 take about 2.8 MiB; a full ring drops and counts the newest).
     pub detections: usize,
     /// Guard events buffered until user mode reads them.
     pub guard_events: usize,
@@ -52,7 +56,7 @@ impl Default for Capacities {
     fn default() -> Self {
         Capacities {
             processes: crate::process::DEFAULT_CAPACITY,
-            detections: 4096,
+            detections: 2048,
             guard_events: 256,
             block_policy: BlockPolicy::default(),
         }
@@ -62,7 +66,38 @@ impl Default for Capacities {
 /// How many times a callback tries a lock before it gives up (and counts it).
 const LOCK_TRIES: u32 = 4096;
 
-/// A detection as kept in the ring: fixed size, no heap.
+/// Text kept in a fixed-size field of a ring record: its bytes and length.
+#[derive(Debug, Clone, Copy)]
+struct FixedText<const N: usize> {
+    bytes: [u8; N],
+    len: u16,
+}
+
+impl<const N: usize> FixedText<N> {
+    const EMPTY: Self = FixedText {
+        bytes: [0; N],
+        len: 0,
+    };
+
+    /// Keeps `text`, cut to `N` bytes on a char boundary; whether it was cut.
+    fn set(&mut self, text: &str) -> bool {
+        let kept = bulwark_protocol::truncate_utf8(text, N);
+        if let Some(dst) = self.bytes.get_mut(..kept.len()) {
+            dst.copy_from_slice(kept.as_bytes());
+        }
+        self.len = u16::try_from(kept.len()).unwrap_or(0);
+        kept.len() < text.len()
+    }
+
+    fn get(&self) -> &str {
+        self.bytes
+            .get(..usize::from(self.len))
+            .and_then(|b| core::str::from_utf8(b).ok())
+            .unwrap_or("")
+    }
+}
+
+/// A detection as kept in the ring: fixed size (about 1.4 KiB), no heap, written in place.
 #[derive(Debug, Clone, Copy)]
 pub struct DetectionSlot {
     seq: u64,
@@ -72,24 +107,95 @@ pub struct DetectionSlot {
     event_type: u8,
     action: u8,
     blocked: bool,
+    truncated: u8,
     process_id: u32,
     parent_process_id: u32,
-    image: [u8; DETECTION_IMAGE_BYTES],
-    image_len: u16,
+    image: FixedText<DETECTION_IMAGE_BYTES>,
+    command_line: FixedText<DETECTION_COMMAND_LINE_BYTES>,
+    user: FixedText<DETECTION_USER_BYTES>,
+    parent_image: FixedText<DETECTION_PARENT_IMAGE_BYTES>,
+    hashes: FixedText<DETECTION_HASHES_BYTES>,
 }
 
 impl Record for DetectionSlot {
+    const EMPTY: Self = DetectionSlot {
+        seq: 0,
+        time: 0,
+        content_version: 0,
+        rule_index: 0,
+        event_type: 0,
+        action: 0,
+        blocked: false,
+        truncated: 0,
+        process_id: 0,
+        parent_process_id: 0,
+        image: FixedText::EMPTY,
+        command_line: FixedText::EMPTY,
+        user: FixedText::EMPTY,
+        parent_image: FixedText::EMPTY,
+        hashes: FixedText::EMPTY,
+    };
+
     fn set_seq(&mut self, seq: u64) {
         self.seq = seq;
     }
 }
 
+/// A text field of `ev` by its schema name ("" when the type has no such field or it is absent).
+fn text_field<'e>(ev: &Event<'e, '_>, name: &str) -> &'e str {
+    match ev.event_type().field_by_name(name).map(|f| ev.get(f.index)) {
+        Some(FieldValue::Str(s)) => s,
+        _ => "",
+    }
+}
+
 impl DetectionSlot {
-    fn image(&self) -> &str {
-        self.image
-            .get(..usize::from(self.image_len))
-            .and_then(|b| core::str::from_utf8(b).ok())
-            .unwrap_or("")
+    /// Writes the detection of `rule` on `ev` in place: its identity, and the event's image,
+    /// command line, user, parent image and hashes, each cut to its field on a char boundary
+    /// (flagged in `truncated`).
+    #[allow(clippy::too_many_arguments)]
+    fn fill(
+        &mut self,
+        now: u64,
+        content_version: u64,
+        rule: (u32, u8),
+        blocked: bool,
+        ev: &Event<'_, '_>,
+        pids: (u32, u32),
+        image: &str,
+    ) {
+        self.time = now;
+        self.content_version = content_version;
+        self.rule_index = rule.0;
+        self.action = rule.1;
+        self.event_type = ev.event_type().id();
+        self.blocked = blocked;
+        self.process_id = pids.0;
+        self.parent_process_id = pids.1;
+        let mut truncated = 0;
+        let mut flag = |cut: bool, bit: u8| {
+            if cut {
+                truncated |= bit;
+            }
+        };
+        flag(self.image.set(image), DetectionRecord::TRUNCATED_IMAGE);
+        flag(
+            self.command_line.set(text_field(ev, "CommandLine")),
+            DetectionRecord::TRUNCATED_COMMAND_LINE,
+        );
+        flag(
+            self.user.set(text_field(ev, "User")),
+            DetectionRecord::TRUNCATED_USER,
+        );
+        flag(
+            self.parent_image.set(text_field(ev, "ParentImage")),
+            DetectionRecord::TRUNCATED_PARENT_IMAGE,
+        );
+        flag(
+            self.hashes.set(text_field(ev, "Hashes")),
+            DetectionRecord::TRUNCATED_HASHES,
+        );
+        self.truncated = truncated;
     }
 
     fn record(&self) -> DetectionRecord<'_> {
@@ -101,9 +207,14 @@ impl DetectionSlot {
             event_type: self.event_type,
             action: self.action,
             blocked: self.blocked,
+            truncated: self.truncated,
             process_id: self.process_id,
             parent_process_id: self.parent_process_id,
-            image: self.image(),
+            image: self.image.get(),
+            command_line: self.command_line.get(),
+            user: self.user.get(),
+            parent_image: self.parent_image.get(),
+            hashes: self.hashes.get(),
         }
     }
 }
@@ -113,6 +224,16 @@ impl DetectionSlot {
 pub struct GuardEventSlot(pub GuardEventRecord);
 
 impl Record for GuardEventSlot {
+    const EMPTY: Self = GuardEventSlot(GuardEventRecord {
+        seq: 0,
+        time: 0,
+        kind: 0,
+        attempts: 0,
+        detail: 0,
+        version: 0,
+        hash: [0; 32],
+    });
+
     fn set_seq(&mut self, seq: u64) {
         self.0.seq = seq;
     }
@@ -458,24 +579,18 @@ impl Sensor {
                 }
                 block |= blocks;
                 self.stats.detections.fetch_add(1, Ordering::Relaxed);
-                // The image is copied into the record only when a rule matches.
-                let image = bulwark_protocol::truncate_utf8(image, DETECTION_IMAGE_BYTES);
-                let mut image_buf = [0u8; DETECTION_IMAGE_BYTES];
-                if let Some(dst) = image_buf.get_mut(..image.len()) {
-                    dst.copy_from_slice(image.as_bytes());
-                }
-                self.detections.push(DetectionSlot {
-                    seq: 0,
-                    time: now,
-                    content_version: content.version,
-                    rule_index: rule.index,
-                    event_type: ev.event_type().id(),
-                    action: rule.action as u8,
-                    blocked: blocks,
-                    process_id,
-                    parent_process_id,
-                    image: image_buf,
-                    image_len: image.len() as u16,
+                // The event's text is copied into the ring's slot, in place, only when a rule
+                // matches.
+                self.detections.push_with(|slot| {
+                    slot.fill(
+                        now,
+                        content.version,
+                        (rule.index, rule.action as u8),
+                        blocks,
+                        ev,
+                        (process_id, parent_process_id),
+                        image,
+                    );
                 });
             });
             if stats.errors > 0 {
