@@ -473,6 +473,8 @@ pub struct GuardStatus {
     pub stable_period_secs: u32,
     /// Seconds the running candidate has run so far.
     pub stable_elapsed_secs: u32,
+    /// Last-known-good's content version (0 when there is none).
+    pub lkg_version: u64,
 }
 
 /// Counters, in [`StatusReply`].
@@ -509,7 +511,8 @@ pub struct Counters {
 
 impl StatusReply {
     /// The encoded size of the body.
-    pub const LEN: usize = 4 + 32 + (4 + 4 + 8 + 32 + 4) + (4 + 8 + 4 + 4 + 4) + (8 * 12 + 4 + 4);
+    pub const LEN: usize =
+        4 + 32 + (4 + 4 + 8 + 32 + 4) + (4 + 8 + 4 + 4 + 4 + 8) + (8 * 12 + 4 + 4);
 
     /// Writes the body.
     pub fn encode(&self, w: &mut Writer<'_>) -> Result<(), ProtocolError> {
@@ -531,6 +534,7 @@ impl StatusReply {
         w.u32(g.quarantined)?;
         w.u32(g.stable_period_secs)?;
         w.u32(g.stable_elapsed_secs)?;
+        w.u64(g.lkg_version)?;
         let n = &self.counters;
         for v in n.events {
             w.u64(v)?;
@@ -588,6 +592,7 @@ impl StatusReply {
             quarantined: r.u32("quarantined")?,
             stable_period_secs: r.u32("stable period")?,
             stable_elapsed_secs: r.u32("stable elapsed")?,
+            lkg_version: r.u64("last-known-good version")?,
         };
         let mut events = [0u64; 3];
         for e in &mut events {

@@ -263,6 +263,7 @@ fn sample_status() -> StatusReply {
             quarantined: 1,
             stable_period_secs: 600,
             stable_elapsed_secs: 12,
+            lkg_version: 41,
         },
         counters: Counters {
             events: [1, 2, 3],

@@ -61,6 +61,22 @@ pub struct ServiceConfig {
     /// Network timeout.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// The log file (rotated by size); none: standard error only (and, as a Windows service,
+    /// the event log).
+    pub log_file: Option<PathBuf>,
+    /// The log file's size bound before it is rotated.
+    #[serde(default = "default_log_max")]
+    pub log_max_bytes: u64,
+    /// Rotated log files kept.
+    #[serde(default = "default_log_keep")]
+    pub log_keep: u32,
+}
+
+fn default_log_max() -> u64 {
+    10 << 20
+}
+fn default_log_keep() -> u32 {
+    5
 }
 
 fn default_group() -> String {

@@ -175,6 +175,10 @@ pub mod admin;
 pub mod agent;
 pub mod config;
 pub mod link;
+pub mod logfile;
 pub mod net;
+pub mod runner;
 pub mod spool;
 pub mod storage;
+#[cfg(windows)]
+pub mod windows;

@@ -259,11 +259,7 @@ fn answer(a: bulwark_client::Answer) -> Answer {
 impl DriverLink for InProcess {
     fn status(&mut self) -> Result<DriverStatus, LinkError> {
         let s = self.client().status()?;
-        let last_known_good = self
-            .device
-            .control
-            .guard()
-            .and_then(|g| g.state().lkg.map(|id| id.version));
+        let last_known_good = (s.guard.lkg_version != 0).then_some(s.guard.lkg_version);
         Ok(DriverStatus {
             schema_hash: s.schema_hash,
             field_counts: schema_field_counts(),

@@ -1,36 +1,15 @@
-//! `bulwark-service run --config FILE` (foreground), `bulwark-service status --config FILE`, and
-//! the administrator's `pin VERSION | unpin | pause | resume | revert --config FILE`.
+//! `bulwark-service run --config FILE` (foreground), `bulwark-service status --config FILE`, the
+//! administrator's `pin VERSION | unpin | pause | resume | revert --config FILE`, and on Windows
+//! `install | uninstall | start | stop` through the service control manager (`service` is the
+//! entry point `install` registers).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use bulwark_service::admin::Command;
-use bulwark_service::agent::{offline_status, Agent, OsRandom, SystemClock};
+use bulwark_service::agent::offline_status;
 use bulwark_service::config::ServiceConfig;
-use bulwark_service::link::InProcess;
-use bulwark_service::net::{ContentSource, Http, LocalDir, Metadata, NetError};
-
-/// The configured content source.
-enum Source {
-    Http(Http),
-    Dir(LocalDir),
-}
-
-impl ContentSource for Source {
-    fn metadata(&mut self, which: Metadata) -> Result<String, NetError> {
-        match self {
-            Source::Http(h) => h.metadata(which),
-            Source::Dir(d) => d.metadata(which),
-        }
-    }
-    fn envelope(&mut self, sha256_hex: &str) -> Result<Vec<u8>, NetError> {
-        match self {
-            Source::Http(h) => h.envelope(sha256_hex),
-            Source::Dir(d) => d.envelope(sha256_hex),
-        }
-    }
-}
+use bulwark_service::runner::{self, Logger, Stop};
 
 const USAGE: &str = "usage: bulwark-service run --config FILE
        bulwark-service status --config FILE
@@ -38,7 +17,9 @@ const USAGE: &str = "usage: bulwark-service run --config FILE
        bulwark-service unpin --config FILE         follow the rollout again
        bulwark-service pause --config FILE         take no new content
        bulwark-service resume --config FILE        take new content again
-       bulwark-service revert --config FILE        back to last-known-good now";
+       bulwark-service revert --config FILE        back to last-known-good now
+       bulwark-service install --config FILE       (Windows) register the service, LocalSystem, automatic start
+       bulwark-service uninstall | start | stop --config FILE   (Windows) the registered service";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -67,6 +48,7 @@ fn main() -> ExitCode {
         ("pause", None) => admin(Command::Pause),
         ("resume", None) => admin(Command::Resume),
         ("revert", None) => admin(Command::Revert),
+        ("install" | "uninstall" | "start" | "stop" | "service", None) => scm(cmd, &config),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -107,61 +89,69 @@ fn status(path: &Path) -> Result<(), String> {
 
 fn run(path: &Path) -> Result<(), String> {
     let config = ServiceConfig::load(path).map_err(|e| e.to_string())?;
-    let agent_config = config.agent(path).map_err(|e| e.to_string())?;
-    let timeout = Duration::from_secs(config.timeout_secs);
-    let ca = match &config.ca_cert {
-        Some(p) => Some(std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?),
-        None => None,
+    let mut stderr = |line: &str| eprintln!("bulwark-service: {line}");
+    let mut logger = Logger::open(&config, &mut stderr)?;
+    // Runs until the process is killed (a stop from the service control manager is `service`'s).
+    let stop = Stop::new();
+    #[cfg(windows)]
+    let link = bulwark_service::windows::DeviceLink::open().map_err(|e| e.to_string())?;
+    #[cfg(not(windows))]
+    let link = {
+        // Off Windows the driver core runs in this process, its guard's records in guard_dir.
+        let guard_dir = config
+            .guard_dir
+            .clone()
+            .unwrap_or_else(|| config.state_dir.join("guard"));
+        let keys = config.agent(path).map_err(|e| e.to_string())?.release_keys;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        bulwark_service::link::InProcess::boot(
+            &guard_dir,
+            bulwark_loader_boot_guard::Config {
+                channel: config.channel_number,
+                threshold: 3,
+                stable_secs: 600,
+            },
+            &keys,
+            now,
+        )
+        .map_err(|e| e.to_string())?
     };
-    let http =
-        || Http::new(&config.server_url, ca.as_deref(), None, timeout).map_err(|e| e.to_string());
-    let source = match &config.content_dir {
-        Some(d) => Source::Dir(LocalDir(d.clone())),
-        None => Source::Http(http()?),
-    };
-    // Off Windows (and until the DeviceIoControl link is wired in), the driver core runs in
-    // this process with its guard's records in guard_dir.
-    let guard_dir = config
-        .guard_dir
-        .clone()
-        .unwrap_or_else(|| config.state_dir.join("guard"));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let link = InProcess::boot(
-        &guard_dir,
-        bulwark_loader_boot_guard::Config {
-            channel: config.channel_number,
-            threshold: 3,
-            stable_secs: 600,
-        },
-        &agent_config.release_keys,
-        now,
-    )
-    .map_err(|e| e.to_string())?;
-    let mut agent = Agent::open(
-        agent_config,
-        &config.state_dir,
-        link,
-        source,
-        http()?,
-        SystemClock,
-        OsRandom,
-    )
-    .map_err(|e| e.to_string())?;
-    let mut admin_file = bulwark_service::admin::Watcher::default();
-    admin_file.changed(&config.state_dir);
-    loop {
-        let wait = agent.step();
-        for line in agent.log.drain(..) {
-            eprintln!("bulwark-service: {line}");
+    runner::run(path, &config, link, &stop, &mut logger)
+}
+
+/// The service control manager's commands.
+#[cfg(windows)]
+fn scm(cmd: &str, config: &Path) -> Result<(), String> {
+    use bulwark_service::windows;
+    match cmd {
+        "install" => {
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            windows::install(&exe, config)?;
+            println!("installed {} ({})", windows::SERVICE_NAME, exe.display());
         }
-        // Sleep until the next step is due, or an administrator's command arrives.
-        for _ in 0..wait {
-            std::thread::sleep(Duration::from_secs(1));
-            if admin_file.changed(&config.state_dir) {
-                break;
-            }
+        "uninstall" => {
+            windows::uninstall()?;
+            println!("uninstalled {}", windows::SERVICE_NAME);
         }
+        "start" => {
+            windows::start()?;
+            println!("started {}", windows::SERVICE_NAME);
+        }
+        "stop" => {
+            windows::stop()?;
+            println!("stopping {}", windows::SERVICE_NAME);
+        }
+        _ => windows::dispatch(config)?,
     }
+    Ok(())
+}
+
+#[cfg(not(windows))]
+fn scm(cmd: &str, _config: &Path) -> Result<(), String> {
+    Err(format!(
+        "{cmd}: the service control manager is Windows'; here, run the service in the \
+         foreground with `bulwark-service run --config FILE` (under systemd or the like)"
+    ))
 }

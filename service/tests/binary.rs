@@ -113,6 +113,7 @@ release_keys = ["{release_key}"]
 state_dir = "{dir}/state"
 backoff_base_secs = 1
 backoff_max_secs = 1
+log_file = "{dir}/logs/bulwark-service.log"
 "#,
             port = server.addr.port(),
             dir = dir.display()
@@ -140,6 +141,23 @@ backoff_max_secs = 1
     assert!(s["next_seq"].as_u64().is_some(), "{s}");
     child.kill().unwrap();
     child.wait().unwrap();
+    // The log file has what the service did, stamped in UTC.
+    let log = std::fs::read_to_string(dir.join("logs/bulwark-service.log")).unwrap();
+    assert!(
+        log.lines().all(|l| l.len() > 21 && &l[19..21] == "Z "),
+        "{log}"
+    );
+    assert!(log.contains(" started\n"), "{log}");
+    assert!(log.contains(&format!(" enrolled as {id}\n")), "{log}");
+    // The service control manager's commands are Windows'.
+    let out = Command::new(env!("CARGO_BIN_EXE_bulwark-service"))
+        .args(["install", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("install: the service control manager is Windows'"));
     // A bad command line is a usage error.
     let out = Command::new(env!("CARGO_BIN_EXE_bulwark-service"))
         .arg("frobnicate")

@@ -307,6 +307,7 @@ impl<S: Store> ControlPlane for Control<S> {
             } else {
                 0
             },
+            lkg_version: s.lkg.map_or(0, |l| l.version),
         }
     }
 
