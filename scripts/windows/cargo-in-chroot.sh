@@ -3,6 +3,7 @@
 #   cargo-in-chroot.sh fetch
 #   cargo-in-chroot.sh driver PROFILE JOBS    x86_64-pc-windows-msvc, build-std core+alloc, lld-link
 #   cargo-in-chroot.sh cli PROFILE JOBS       x86_64-pc-windows-gnu, build-std std, mingw gcc
+#   cargo-in-chroot.sh service PROFILE JOBS   bulwark-service.exe, the same way as the CLI
 # BULWARK_TRUSTED_KEYS (optional) names the trusted-key list build.rs compiles into the driver.
 set -euo pipefail
 B=/build/bulwark
@@ -35,6 +36,11 @@ driver)
   ;;
 cli)
   exec cargo build -j"$jobs" -p bulwark-cli "${release[@]}" \
+    --target x86_64-pc-windows-gnu -Zbuild-std=std,panic_abort \
+    --config 'target.x86_64-pc-windows-gnu.linker="x86_64-w64-mingw32-gcc"'
+  ;;
+service)
+  exec cargo build -j"$jobs" -p bulwark-service "${release[@]}" \
     --target x86_64-pc-windows-gnu -Zbuild-std=std,panic_abort \
     --config 'target.x86_64-pc-windows-gnu.linker="x86_64-w64-mingw32-gcc"'
   ;;

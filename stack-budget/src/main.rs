@@ -66,6 +66,19 @@ const BOUNDED_RECURSION: [(&str, u32); 2] = [
 
 /// The panic path: a panic ends in `KeBugCheckEx` (wdk-panic), so cycles through it (a message
 /// that could panic while formatted) are cut, not refused.
+/// The methods of the driver core's `ControlPlane` trait (see `sensor_code`).
+const CONTROL_PLANE_METHODS: [&str; 6] = [
+    "stage",
+    "confirm_healthy",
+    "revert",
+    "guard_status",
+    "running_source",
+    "take_events",
+];
+
+/// The crates a regex-automata search may call through a pointer (see `search_code`).
+const SEARCH_CRATES: [&str; 3] = ["regex_automata::", "memchr::", "aho_corasick::"];
+
 const PANIC_PATH: [&str; 4] = [
     "core::panicking::",
     "core::str::slice_error_fail",
@@ -614,6 +627,43 @@ fn run() -> Result<bool, String> {
             if f.name.starts_with(prefix) {
                 policy.bounded_recursion.insert(i, levels);
             }
+        }
+    }
+
+    // regex-automata calls through pointers only into its own code (its prefilters, `dyn
+    // PrefilterI`), the searchers below them (memchr, aho-corasick) and the formatting machinery:
+    // its vtable calls read slots that other traits' vtables also have (a `dyn ControlPlane`
+    // method in the same slot is not reachable from a DFA search).
+    let search_code: BTreeSet<usize> = functions
+        .iter()
+        .enumerate()
+        .filter(|(i, f)| {
+            SEARCH_CRATES.iter().any(|c| f.name.starts_with(c)) || formatting.contains(i)
+        })
+        .map(|(i, _)| i)
+        .collect();
+    for (i, f) in functions.iter().enumerate() {
+        if f.name.starts_with("regex_automata::") {
+            policy.indirect_filter.insert(i, search_code.clone());
+        }
+    }
+    // The control plane's methods (`dyn ControlPlane`: stage, revert, confirm...) are called
+    // through a pointer by the sensor's request handling only (on the large stack, for the
+    // IOCTLs), never by an evaluation's pointer calls that read the same vtable slot.
+    let sensor_code: BTreeSet<usize> = functions
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.name.starts_with("bulwark_driver_core::sensor::"))
+        .map(|(i, _)| i)
+        .collect();
+    for (i, f) in functions.iter().enumerate() {
+        let base = without_generics(&f.name);
+        if base.starts_with("bulwark_driver_core::control::")
+            && CONTROL_PLANE_METHODS
+                .iter()
+                .any(|m| base.ends_with(&format!("::{m}")))
+        {
+            policy.only_from.insert(i, sensor_code.clone());
         }
     }
 
