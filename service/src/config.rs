@@ -61,6 +61,10 @@ pub struct ServiceConfig {
     /// Network timeout.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// Confirm a release only once events have gone through it (see
+    /// [`AgentConfig::health_requires_events`]).
+    #[serde(default = "default_hot")]
+    pub health_requires_events: bool,
     /// The log file (rotated by size); none: standard error only (and, as a Windows service,
     /// the event log).
     pub log_file: Option<PathBuf>,
@@ -167,6 +171,7 @@ impl ServiceConfig {
             backoff_max_secs: self.backoff_max_secs,
             spool_max_bytes: self.spool_max_bytes,
             hot: self.hot,
+            health_requires_events: self.health_requires_events,
         })
     }
 }

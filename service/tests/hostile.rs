@@ -378,6 +378,7 @@ fn the_agent_logs_each_hostile_answer_backs_off_and_stages_nothing() {
             backoff_max_secs: 600,
             spool_max_bytes: 1 << 20,
             hot: true,
+            health_requires_events: true,
         },
         &dir.join("agent"),
         link,

@@ -244,7 +244,7 @@ impl World {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let storage = DirStorage::open(&dir.join("agent")).unwrap();
-        World::new_in(dir, storage, true)
+        World::new_in(dir, storage, true, true)
     }
 
     /// An endpoint whose service stages for the next boot.
@@ -254,12 +254,22 @@ impl World {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let storage = DirStorage::open(&dir.join("agent")).unwrap();
-        World::new_in(dir, storage, false)
+        World::new_in(dir, storage, false, true)
+    }
+
+    /// An endpoint whose service confirms without waiting for events (the Wine smoke test's).
+    fn without_events(name: &str) -> World {
+        let dir =
+            std::env::temp_dir().join(format!("bulwark-service-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let storage = DirStorage::open(&dir.join("agent")).unwrap();
+        World::new_in(dir, storage, true, false)
     }
 }
 
 impl<D: Storage> World<D> {
-    fn new_in(dir: PathBuf, storage: D, hot: bool) -> World<D> {
+    fn new_in(dir: PathBuf, storage: D, hot: bool, events: bool) -> World<D> {
         let time = Arc::new(AtomicU64::new(T0));
         let t = time.clone();
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -339,6 +349,7 @@ impl<D: Storage> World<D> {
                 backoff_max_secs: 600,
                 spool_max_bytes: 1 << 20,
                 hot,
+                health_requires_events: events,
             },
             storage,
             link,
@@ -738,6 +749,14 @@ fn a_release_is_not_confirmed_until_events_flow_through_it() {
     w.run_for(60);
     assert_eq!(w.agent.state().confirmed, Some(1), "{:?}", w.agent.log);
     assert_eq!(w.agent.link.status().unwrap().last_known_good, Some(1));
+    // Configured not to wait for events, the same quiet machine confirms after the window.
+    let mut w = World::without_events("quiet-ok");
+    w.traffic = false;
+    w.agent.step();
+    w.publish(1);
+    w.start(1);
+    w.run_for(WINDOW + 120);
+    assert_eq!(w.agent.state().confirmed, Some(1), "{:?}", w.agent.log);
 }
 
 #[test]
@@ -1005,7 +1024,7 @@ fn the_same_agent_runs_over_memory_storage() {
     let dir = std::env::temp_dir().join(format!("bulwark-service-memory-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut w = World::new_in(dir.clone(), MemoryStorage::new(), true);
+    let mut w = World::new_in(dir.clone(), MemoryStorage::new(), true, true);
     w.agent.step();
     w.publish(1);
     w.start(1);
