@@ -114,6 +114,7 @@ fn drive<T: Transport>(
                     "quarantined": s.guard.quarantined,
                     "stable_period_secs": s.guard.stable_period_secs,
                     "stable_elapsed_secs": s.guard.stable_elapsed_secs,
+                    "last_known_good_version": s.guard.lkg_version,
                 },
                 "counters": {
                     "process_creation_events": s.counters.events[0],

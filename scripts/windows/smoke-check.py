@@ -149,6 +149,36 @@ check(has_event(evs, "boot-lkg", version=1) and has_event(evs, "clean-shutdown")
 check(not any(has_event(events(n), "crash-counted") for n in
               ("guard-events-staged", "guard-events-confirmed", "guard-events-reloaded")),
       "the driver never died under Wine (no crash-counted guard event)")
+# The endpoint service, under Wine's service control manager, against a server on the host.
+check(rc("svc-install") == 0 and "installed BulwarkService" in text("svc-install", "out"),
+      "bulwark-service install: registered with the service control manager",
+      (text("svc-install", "out") + text("svc-install", "err"))[:300])
+qc = text("svc-qc", "out")
+check(rc("svc-qc") == 0 and "AUTO_START" in qc and "LocalSystem" in qc
+      and "service --config" in qc.replace("\\", "/").replace('"', ""),
+      "sc qc: automatic start, LocalSystem, `service --config FILE`", qc[:400])
+check(rc("svc-start") == 0, "bulwark-service start", text("svc-start", "err")[:300])
+# The pack is the same as v1's (signed again as version 2): its hash and rule count.
+content_is("status-after-service", "last-known-good", 2)
+s = status("status-after-service") or {}
+check(s.get("guard", {}).get("candidate_staged") is False
+      and s.get("guard", {}).get("last_known_good_version") == 2,
+      "status: no candidate left, last-known-good is release 2 (the service's confirmation)",
+      str(s.get("guard")))
+st = status("svc-status") or {}
+check(rc("svc-status") == 0 and st.get("confirmed") == 2 and st.get("enrolled")
+      and st.get("rejections") == [],
+      "bulwark-service status: enrolled, release 2 confirmed, nothing refused",
+      text("svc-status", "out")[:400])
+check(rc("svc-stop") == 0 and "STOPPED" in text("svc-query-stopped", "out"),
+      "bulwark-service stop: the service stopped", text("svc-query-stopped", "out")[:300])
+check(rc("svc-uninstall") == 0 and rc("svc-query-uninstalled") not in (0, None),
+      "bulwark-service uninstall: the service is gone", text("svc-query-uninstalled", "out")[:300])
+svc_log = text("svc-log", "out")
+check(all(f" {w}" in svc_log for w in ("started", "enrolled as", "staged content version 2",
+                                          "confirm 2:", "stopped")),
+      "the service's log file: started, enrolled, staged 2, confirmed 2, stopped", svc_log[-800:])
+
 check(rc("sc-stop-again") == 0 and "STOPPED" in text("sc-stop-again", "out"), "stopped again")
 
 # From the service's creation on (Wine's own start-up is noisy); ntoskrnl errors about Wine's

@@ -82,6 +82,31 @@ bw status-stopped status
 run sc-start-again wine64 sc start bulwark
 bw status-reloaded status
 bw guard-events-reloaded guard-events
+
+# The endpoint service (scripts/windows-smoke set up a server on the host's loopback with release
+# 2 and the default host group pinned to it): installed with the service control manager, it
+# fetches, verifies, stages and confirms release 2 through the driver.
+cp "$IN/bulwark-service.exe" "$WINEPREFIX/drive_c/bulwark-service.exe"
+rm -rf "$WINEPREFIX/drive_c/svc"; cp -r "$IN/svc" "$WINEPREFIX/drive_c/svc"
+svc() { local name=$1; shift; run "$name" wine64 'C:\bulwark-service.exe' "$@" --config 'C:\svc\service.toml'; }
+svc svc-install install
+run svc-qc wine64 sc qc BulwarkService
+svc svc-start start
+# Until the driver runs release 2 as last-known-good, at most 90 s.
+for i in $(seq 1 45); do
+  WINEDEBUG=-all timeout 60 wine64 'C:\bulwark.exe' driver status 2>/dev/null | tr -d ' \n' \
+    > "$OUT/svc-poll.out"
+  grep -q '"source":"last-known-good","version":2}' "$OUT/svc-poll.out" && break
+  sleep 2
+done
+bw status-after-service status
+svc svc-status status
+svc svc-stop stop
+sleep 3
+run svc-query-stopped wine64 sc query BulwarkService
+svc svc-uninstall uninstall
+run svc-query-uninstalled wine64 sc query BulwarkService
+cat "$WINEPREFIX/drive_c/svc/logs/bulwark-service.log" > "$OUT/svc-log.out" 2>&1
 run sc-stop-again wine64 sc stop bulwark
 mark end
 exec 3>&-            # EOF: the keeper's cmd.exe exits
