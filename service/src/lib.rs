@@ -155,20 +155,27 @@
 //! persisted, no byte bound in the spool, redirects followed to any host, no bound while reading
 //! a body, the backoff not exponential.
 //!
-//! # Not done yet (issue 14)
+//! # Windows
 //!
-//! * Windows: the `DriverLink` over `bulwark_client::DeviceTransport` (DeviceIoControl), the
-//!   service control manager (`install`, `uninstall`, `start`, `stop` with `windows-service`,
-//!   LocalSystem), the event log and a rotating log file, the cross-build in CI, and the Wine
-//!   smoke test (one fetch, stage and confirm beside the Wine-loaded driver). `run` uses the
-//!   in-process driver core everywhere today.
+//! [`windows`] (cfg(windows)): `install` (LocalSystem, automatic start, restart on failure, the
+//! event log source), `uninstall`, `start`, `stop`, the dispatcher's entry point (`service`),
+//! and [`windows::DeviceLink`], the driver link over `\\.\Bulwark`. [`runner`] is the loop both
+//! the foreground `run` and the service run (a stop ends it within a second); [`logfile`] the
+//! size-rotated log. Cross-built and run under Wine by `scripts/windows-smoke` (install, start,
+//! fetch, verify, stage and confirm a release through the Wine-loaded driver against a
+//! bulwark-server on the host, status, stop, uninstall); built by the Windows workflow.
+//!
+//! # Known limits
+//!
 //! * After a revert or a pin back to last-known-good, the reverted version cannot be staged
 //!   again when the pin lapses: the guard quarantined it (the driver's revert request), and its
 //!   anti-downgrade floor already includes it.
 //! * Guard events read from the driver but not yet spooled when the process dies in between
 //!   are lost (the driver's ring is drained on read). The kill -9 tests cover the enrollment and
-//!   the spool's writes, not a kill between reading guard events and spooling them.
-//! * The README section on installing and configuring the service.
+//!   the spool's writes, not a kill between reading guard events and spooling them; closing it
+//!   needs a read that the service acknowledges after its spool commit.
+//! * The event log's entries, the state directory's ACL and a real boot are not checked by the
+//!   Wine run (Wine is not Windows).
 #![forbid(unsafe_code)]
 
 pub mod admin;
