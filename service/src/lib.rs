@@ -157,9 +157,9 @@
 //!
 //! # Windows
 //!
-//! [`windows`] (cfg(windows)): `install` (LocalSystem, automatic start, restart on failure, the
+//! `windows` (src/windows.rs, Windows only): `install` (LocalSystem, automatic start, restart on failure, the
 //! event log source), `uninstall`, `start`, `stop`, the dispatcher's entry point (`service`),
-//! and [`windows::DeviceLink`], the driver link over `\\.\Bulwark`. [`runner`] is the loop both
+//! and `windows::DeviceLink`, the driver link over `\\.\Bulwark`. [`runner`] is the loop both
 //! the foreground `run` and the service run (a stop ends it within a second); [`logfile`] the
 //! size-rotated log. Cross-built and run under Wine by `scripts/windows-smoke` (install, start,
 //! fetch, verify, stage and confirm a release through the Wine-loaded driver against a
