@@ -153,10 +153,11 @@ check(not any(has_event(events(n), "crash-counted") for n in
 check(rc("svc-install") == 0 and "installed BulwarkService" in text("svc-install", "out"),
       "bulwark-service install: registered with the service control manager",
       (text("svc-install", "out") + text("svc-install", "err"))[:300])
-qc = text("svc-qc", "out")
-check(rc("svc-qc") == 0 and "AUTO_START" in qc and "LocalSystem" in qc
-      and "service --config" in qc.replace("\\", "/").replace('"', ""),
-      "sc qc: automatic start, LocalSystem, `service --config FILE`", qc[:400])
+reg = text("svc-registered", "out")
+check(rc("svc-registered") == 0 and re.search(r"Start\s+REG_DWORD\s+0x2\b", reg)
+      and re.search(r"ObjectName\s+REG_SZ\s+LocalSystem", reg)
+      and "service --config" in reg.replace('"', ""),
+      "the service's key: automatic start, LocalSystem, `service --config FILE`", reg[:600])
 check(rc("svc-start") == 0, "bulwark-service start", text("svc-start", "err")[:300])
 # The pack is the same as v1's (signed again as version 2): its hash and rule count.
 content_is("status-after-service", "last-known-good", 2)

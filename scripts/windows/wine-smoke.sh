@@ -90,7 +90,7 @@ cp "$IN/bulwark-service.exe" "$WINEPREFIX/drive_c/bulwark-service.exe"
 rm -rf "$WINEPREFIX/drive_c/svc"; cp -r "$IN/svc" "$WINEPREFIX/drive_c/svc"
 svc() { local name=$1; shift; run "$name" wine64 'C:\bulwark-service.exe' "$@" --config 'C:\svc\service.toml'; }
 svc svc-install install
-run svc-qc wine64 sc qc BulwarkService
+run svc-registered wine64 reg query 'HKLM\System\CurrentControlSet\Services\BulwarkService'
 svc svc-start start
 # Until the driver runs release 2 as last-known-good, at most 90 s.
 for i in $(seq 1 45); do

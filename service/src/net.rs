@@ -154,13 +154,13 @@ impl Http {
             }));
         if let Some(pem) = ca_pem {
             let cert = reqwest::Certificate::from_pem(pem)
-                .map_err(|e| NetError::Transport(e.to_string()))?;
+                .map_err(|e| NetError::Transport(with_causes(&e)))?;
             b = b.tls_built_in_root_certs(false).add_root_certificate(cert);
         }
         if let Some((host, addr)) = resolve {
             b = b.resolve(host, addr);
         }
-        let client = b.build().map_err(|e| NetError::Transport(e.to_string()))?;
+        let client = b.build().map_err(|e| NetError::Transport(with_causes(&e)))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -184,7 +184,7 @@ impl Http {
             let mut resp = req
                 .send()
                 .await
-                .map_err(|e| NetError::Transport(e.to_string()))?;
+                .map_err(|e| NetError::Transport(with_causes(&e)))?;
             let status = resp.status().as_u16();
             if let Some(expected) = expected.filter(|_| status == 200) {
                 let got = resp
@@ -204,7 +204,7 @@ impl Http {
             while let Some(chunk) = resp
                 .chunk()
                 .await
-                .map_err(|e| NetError::Transport(e.to_string()))?
+                .map_err(|e| NetError::Transport(with_causes(&e)))?
             {
                 if body.len().saturating_add(chunk.len()) > limit {
                     return Err(NetError::TooLarge { limit });
@@ -241,6 +241,22 @@ impl Http {
             _ => Err(status_error(status, &reply)),
         }
     }
+}
+
+/// An error with its causes, outermost first (`error sending request: client error (Connect):
+/// tcp connect error: Connection refused`): reqwest's own message names only the outermost.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 fn error_code(body: &[u8]) -> Option<String> {
