@@ -160,7 +160,9 @@ impl Http {
         if let Some((host, addr)) = resolve {
             b = b.resolve(host, addr);
         }
-        let client = b.build().map_err(|e| NetError::Transport(with_causes(&e)))?;
+        let client = b
+            .build()
+            .map_err(|e| NetError::Transport(with_causes(&e)))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
