@@ -107,6 +107,9 @@ pub enum LoadError {
 }
 
 impl LoadError {
+    /// The code of [`LoadError::Quarantined`]: the guard quarantined this pack on this machine.
+    pub const QUARANTINED_CODE: u16 = 121;
+
     /// A stable reason code (for telemetry and the control protocol): 100..=199.
     pub fn code(&self) -> u16 {
         match self {
@@ -119,7 +122,7 @@ impl LoadError {
             LoadError::UnknownKey { .. } => 110,
             LoadError::BadSignature { .. } => 111,
             LoadError::WrongChannel { .. } => 120,
-            LoadError::Quarantined { .. } => 121,
+            LoadError::Quarantined { .. } => Self::QUARANTINED_CODE,
             LoadError::Downgrade { .. } => 122,
             LoadError::NotTheStoredContent { .. } => 123,
             LoadError::SchemaMismatch { .. } => 124,

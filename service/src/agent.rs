@@ -939,11 +939,18 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
         };
         let answer = self.link.stage(&envelope, mode)?;
         if !answer.accepted {
-            return self.reject(
-                version,
-                format!("driver refused ({}): {}", answer.code, answer.message),
-                now,
-            );
+            let reason = format!("driver refused ({}): {}", answer.code, answer.message);
+            if answer.code == bulwark_loader_boot_guard::LoadError::QUARANTINED_CODE {
+                // The guard quarantined this release on this machine (failed boots, or a
+                // revert): that was reported as such; not taking it again is no refusal of the
+                // content by this endpoint's verifier.
+                self.note(format!(
+                    "content version {version} is quarantined here: {reason}"
+                ));
+                self.state.reverted.push(version);
+                return self.save();
+            }
+            return self.reject(version, reason, now);
         }
         self.note(format!(
             "staged content version {version}: {}",

@@ -916,6 +916,15 @@ fn a_candidate_that_crashes_three_boots_is_quarantined_by_the_guard_and_reported
         .collect();
     assert!(kinds.contains(&GuardEventKind::Quarantine), "{kinds:?}");
     assert!(kinds.contains(&GuardEventKind::Crash), "{kinds:?}");
+    // Offered again, the guard refuses the quarantined release: not a refusal of the content by
+    // this endpoint's verifier (which would count against the release a second time).
+    assert!(!kinds.contains(&GuardEventKind::Reject), "{kinds:?}");
+    assert!(
+        w.agent.state().rejections.is_empty(),
+        "{:?}",
+        w.agent.state().rejections
+    );
+    assert!(w.agent.state().reverted.contains(&2));
 }
 
 #[test]
