@@ -16,6 +16,13 @@
 //!   in-memory store with power cuts and torn writes injected.
 //! * [`rng`]: deterministic randomness, one independent stream per endpoint and purpose, so the
 //!   same seed gives the same run byte for byte.
+//! * [`engine`]: the run: every endpoint's agent, machine and schedule as discrete events, the
+//!   controller's ticks, samples, and the [`outcome::Outcome`] at the end.
+//! * [`link`]: the endpoint service's driver link to a simulated machine ([`link::SimLink`]):
+//!   the service's real agent core reaches the machine's guard through it.
+//! * [`server`]: the rollout server in process: signed metadata, the real controller stepped on
+//!   `bulwark_rollout::observe`, and the service's fetch path and reports ([`server::SimSource`],
+//!   [`server::SimSink`]).
 //! * [`outcome`]: what a run measured (the `--json` object) and the time series behind the
 //!   report's charts.
 //! * [`report`]: the HTML report with SVG charts (version share over time, crashes and reverts
@@ -25,9 +32,12 @@
 // stage, not in a loop.
 #![allow(clippy::result_large_err)]
 
+pub mod engine;
 pub mod fleet;
+pub mod link;
 pub mod machine;
 pub mod outcome;
 pub mod report;
 pub mod rng;
 pub mod scenario;
+pub mod server;

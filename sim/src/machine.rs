@@ -343,6 +343,17 @@ impl Machine {
         Ok(opened.id)
     }
 
+    /// The service asks to go back to last-known-good: the guard quarantines the candidate and
+    /// last-known-good runs (if the machine is up).
+    pub fn revert(&mut self, keys: &TrustedKeys, now: u64) -> Result<ContentId, GuardError> {
+        let g = self.guard_mut().ok_or(GuardError::NothingToRevert)?;
+        let opened = g.revert(keys, now)?;
+        if self.up {
+            self.running = Some(opened.id);
+        }
+        Ok(opened.id)
+    }
+
     /// The service confirms a healthy boot: the running candidate is blessed.
     pub fn confirm_healthy(&mut self, now: u64) -> Result<ContentId, GuardError> {
         match self.guard_mut() {

@@ -1,0 +1,554 @@
+//! The simulation: a deterministic discrete-event run of a fleet in which every endpoint runs the
+//! endpoint service's real agent core (`bulwark_service::agent::Agent`, memory storage) over the
+//! real guard, loader and verifier ([`crate::machine`], reached through [`crate::link::SimLink`]),
+//! against the real rollout controller and signed metadata ([`crate::server`]).
+//!
+//! The fleet runs the previous release (version 1, last-known-good everywhere) until the
+//! scenario's release (version 2) is published and its rollout started. Machines follow their
+//! on-line schedule ([`crate::fleet::OnlineSchedule`]): powered on (the guard's boot decision,
+//! then the service's first step after the boot time), shut down cleanly at the end of an
+//! interval. A release that crashes a machine does so when the machine loads it: at a hot stage
+//! (the service's stage request) or at a boot that chooses it, with the scenario's probability
+//! per load; a crashed machine reboots after the boot time, and the guard counts the failed boot.
+//! Baseline crashes unrelated to content come as a Poisson process. The controller steps every
+//! `controller_tick_secs`; a sample of the fleet is taken every [`SAMPLE_MINUTES`].
+//!
+//! Not modelled yet: detection storms (`fp-storm`, `block-storm` release only what the agent
+//! reports of crashes), storage power cuts are configured by the scenario's faults.
+
+use std::cell::{Cell, RefCell};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::rc::Rc;
+
+use bulwark_loader_boot_guard::{Config as GuardConfig, TrustedKeys};
+use bulwark_rollout::controller::ControllerEvent;
+use bulwark_rollout::Status;
+use bulwark_service::agent::{Agent, AgentConfig, Clock, Random};
+use bulwark_service::storage::MemoryStorage;
+
+use crate::fleet::{Endpoint, OnlineSchedule, DAY};
+use crate::link::{Node, SimLink};
+use crate::machine::Machine;
+use crate::outcome::{EndpointTally, Outcome, Sample, Timeline, WaveStats};
+use crate::rng::{Purpose, Rng};
+use crate::scenario::{Behaviour, Scenario};
+use crate::server::{Keys, ServerError, SimServer, SimSink, SimSource};
+
+/// Minutes between samples of the fleet.
+pub const SAMPLE_MINUTES: u64 = 10;
+/// The simulation's epoch (seconds since 1970): any fixed time works.
+const EPOCH: u64 = 1_800_000_000;
+/// The previous release's version, and the scenario's.
+const PREVIOUS: u64 = 1;
+const RELEASE: u64 = 2;
+
+/// The shared simulated clock.
+#[derive(Clone)]
+struct SimClock(Rc<Cell<u64>>);
+
+impl Clock for SimClock {
+    fn now(&self) -> u64 {
+        self.0.get()
+    }
+}
+
+/// The agent's jitter from the endpoint's own stream.
+struct SimRandom(Rng);
+
+impl Random for SimRandom {
+    fn below_or_eq(&mut self, max: u64) -> u64 {
+        self.0.below_or_eq(max)
+    }
+}
+
+type SimAgent = Agent<SimLink, SimSource, SimSink, SimClock, SimRandom, MemoryStorage>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Ev {
+    /// A new day: plan every endpoint's on-line intervals.
+    Day(u64),
+    /// The release is published and its rollout started.
+    Release,
+    /// The controller steps.
+    Tick,
+    /// A sample of the fleet.
+    Sample,
+    /// Power on (the epoch of the node when scheduled).
+    PowerOn(u32),
+    /// Clean shutdown at the end of an on-line interval.
+    PowerOff(u32),
+    /// The service's next step.
+    Step(u32),
+    /// The machine crashes.
+    Crash(u32),
+}
+
+struct EndpointSim {
+    facts: bulwark_rollout::EndpointFacts,
+    /// Whether the release ran on it at least once.
+    ran_release: bool,
+    node: Rc<RefCell<Node>>,
+    agent: SimAgent,
+    /// Bumped whenever the machine goes down: events scheduled before are stale.
+    epoch: u32,
+    schedule: OnlineSchedule,
+    /// Whether the release crashes this machine at a load (drawn per load).
+    fate: Rng,
+    affected: bool,
+    on_until: u64,
+    release_crashes: u64,
+    baseline_crashes: u64,
+    life: Rng,
+}
+
+/// Why a run could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The server model refused.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// An agent could not be opened.
+    #[error("agent: {0}")]
+    Agent(String),
+}
+
+/// A run of `scenario` seeded with `seed`.
+pub struct Sim {
+    scenario: Scenario,
+    seed: u64,
+    clock: Rc<Cell<u64>>,
+    server: Rc<RefCell<SimServer>>,
+    keys: Rc<TrustedKeys>,
+    fleet: Vec<EndpointSim>,
+    queue: BinaryHeap<Reverse<(u64, u64, Ev, u32)>>,
+    next: u64,
+    release_envelope: Vec<u8>,
+    timeline: Timeline,
+    first_crash: Option<u64>,
+}
+
+fn envelope(secret: &[u8; 32], version: u64, rules: usize) -> Vec<u8> {
+    let mut text = String::new();
+    for r in 0..rules {
+        text.push_str(&format!(
+            "rule\n  id \"sim-{version}-{r}\"\n  title \"simulated rule {r}\"\n  author \"bulwark sim\"\n  level medium\n  action alert\n  event process_creation\n  str.contains CommandLine \"sim-marker-{version}-{r}\"\n  ret\nend\n"
+        ));
+    }
+    let pack = bulwark_interpreter::text::asm(&text).unwrap_or_default();
+    bulwark_loader_boot_guard::seal(
+        secret,
+        1,
+        version,
+        bulwark_interpreter::schema_hash(),
+        &pack,
+    )
+    .unwrap_or_default()
+}
+
+impl Sim {
+    /// Sets up the fleet: every machine running the previous release as last-known-good, every
+    /// agent enrolled.
+    pub fn new(scenario: &Scenario, seed: u64) -> Result<Sim, SimError> {
+        let clock = Rc::new(Cell::new(EPOCH));
+        let keys = Keys::from_seed(seed);
+        let secret = keys.release_secret();
+        let trusted = Rc::new(
+            TrustedKeys::new(&[keys.release_public()])
+                .map_err(|e| SimError::Agent(e.to_string()))?,
+        );
+        let server = Rc::new(RefCell::new(SimServer::new(keys, "stable", EPOCH)?));
+        let previous = envelope(&secret, PREVIOUS, 4);
+        let release_envelope = envelope(&secret, RELEASE, 4);
+        server.borrow_mut().publish(PREVIOUS, &previous)?;
+        server
+            .borrow_mut()
+            .set_health(if scenario.rollout.health_analysis {
+                scenario.rollout.health.clone()
+            } else {
+                // No analysis (July 2024): nothing halts or holds a wave; bake times alone.
+                bulwark_rollout::HealthConfig {
+                    alpha_halt: 0.0,
+                    alpha_hold: 0.0,
+                    storm_min_count: u64::MAX,
+                    quarantine_floor: u64::MAX,
+                    rejection_floor: u64::MAX,
+                    ..scenario.rollout.health.clone()
+                }
+            });
+        let r = &scenario.rollout;
+        let guard = GuardConfig {
+            channel: 1,
+            threshold: r.threshold,
+            stable_secs: r.stable_secs,
+        };
+        let root = server.borrow().root().to_owned();
+        let mut fleet = Vec::new();
+        for index in 0..u32::try_from(scenario.fleet.endpoints).unwrap_or(u32::MAX) {
+            let e = Endpoint::generate(scenario, seed, index);
+            let facts = e.facts(scenario);
+            let mut machine = Machine::for_endpoint(
+                guard,
+                seed,
+                u64::from(index),
+                scenario.faults.power_cut_per_write,
+                scenario.faults.torn_share,
+            );
+            // The previous release, installed and blessed before the simulation starts.
+            machine.boot(&trusted, EPOCH);
+            let _ = machine.stage(&trusted, &previous, true, EPOCH);
+            let _ = machine.confirm_healthy(EPOCH);
+            machine.shutdown(EPOCH);
+            let _ = machine.take_events();
+            let node = Rc::new(RefCell::new(Node::new(machine)));
+            // The link flags every hot stage of the release; whether it crashes is drawn here.
+            node.borrow_mut().crashes_on = Some(RELEASE);
+            let agent = Agent::with_storage(
+                AgentConfig {
+                    channel: "stable".into(),
+                    channel_number: 1,
+                    enrollment_secret: "simulated-enrollment-secret".into(),
+                    os_build: facts.os_build.clone(),
+                    hw_class: facts.hw_class.clone(),
+                    host_group: facts.host_group.clone(),
+                    release_keys: vec![server.borrow().keys().release_public()],
+                    root: root.clone(),
+                    heartbeat_secs: scenario.fleet.heartbeat_secs,
+                    health_window_secs: r.health_window_secs,
+                    backoff_base_secs: 30,
+                    backoff_max_secs: 900,
+                    spool_max_bytes: 1 << 20,
+                    hot: r.stage_hot,
+                    health_requires_events: true,
+                },
+                MemoryStorage::new(),
+                SimLink::new(node.clone(), trusted.clone()),
+                SimSource(server.clone()),
+                SimSink {
+                    server: server.clone(),
+                    facts: facts.clone(),
+                },
+                SimClock(clock.clone()),
+                SimRandom(Rng::stream(seed, u64::from(index), Purpose::Agent)),
+            )
+            .map_err(|e| SimError::Agent(e.to_string()))?;
+            fleet.push(EndpointSim {
+                facts,
+                ran_release: false,
+                node,
+                agent,
+                epoch: 0,
+                schedule: OnlineSchedule::new(seed, index),
+                fate: Rng::stream(seed, u64::from(index), Purpose::Release),
+                affected: e.affected(scenario),
+                on_until: 0,
+                release_crashes: 0,
+                baseline_crashes: 0,
+                life: Rng::stream(seed ^ 0x5eed, u64::from(index), Purpose::Life),
+            });
+        }
+        let timeline = Timeline {
+            endpoints: scenario.fleet.endpoints,
+            sample_minutes: SAMPLE_MINUTES,
+            release_start_minute: scenario.release.start_minute,
+            halt_minute: None,
+            halt_reason: None,
+            samples: Vec::new(),
+            waves: Vec::new(),
+        };
+        let mut sim = Sim {
+            scenario: scenario.clone(),
+            seed,
+            clock,
+            server,
+            keys: trusted,
+            fleet,
+            queue: BinaryHeap::new(),
+            next: 0,
+            release_envelope,
+            timeline,
+            first_crash: None,
+        };
+        sim.push(EPOCH, Ev::Day(0), 0);
+        sim.push(EPOCH + scenario.release.start_minute * 60, Ev::Release, 0);
+        sim.push(EPOCH, Ev::Tick, 0);
+        sim.push(EPOCH, Ev::Sample, 0);
+        Ok(sim)
+    }
+
+    fn push(&mut self, at: u64, ev: Ev, epoch: u32) {
+        self.next += 1;
+        self.queue.push(Reverse((at, self.next, ev, epoch)));
+    }
+
+    fn crash_fate(&mut self, i: usize) -> bool {
+        let behaviour = self.scenario.release.behaviour;
+        let p = self.scenario.release.probability;
+        let Some(e) = self.fleet.get_mut(i) else {
+            return false;
+        };
+        matches!(
+            behaviour,
+            Behaviour::CrashOnLoad | Behaviour::CrashOnHotUpdate
+        ) && e.affected
+            && e.fate.chance(p)
+    }
+
+    /// Runs to the end of the scenario's hours and returns what it measured.
+    pub fn run(mut self) -> Result<Outcome, SimError> {
+        let end = EPOCH + self.scenario.fleet.hours * 3600;
+        while let Some(Reverse((at, _, ev, epoch))) = self.queue.pop() {
+            if at > end {
+                break;
+            }
+            self.clock.set(at);
+            self.event(at, ev, epoch)?;
+        }
+        Ok(self.outcome())
+    }
+
+    fn event(&mut self, now: u64, ev: Ev, epoch: u32) -> Result<(), SimError> {
+        let boot_secs = self.scenario.fleet.boot_secs;
+        match ev {
+            Ev::Day(day) => {
+                let hours = self.scenario.fleet.online_by_hour.clone();
+                for i in 0..self.fleet.len() {
+                    let intervals = match self.fleet.get_mut(i) {
+                        Some(e) => e.schedule.day(&hours, day),
+                        None => continue,
+                    };
+                    let index = u32::try_from(i).unwrap_or(u32::MAX);
+                    for (on, off) in intervals {
+                        self.push(EPOCH + on, Ev::PowerOn(index), 0);
+                        self.push(EPOCH + off, Ev::PowerOff(index), 0);
+                    }
+                }
+                self.push(EPOCH + (day + 1) * DAY, Ev::Day(day + 1), 0);
+            }
+            Ev::Release => {
+                let mut s = self.server.borrow_mut();
+                s.now = now;
+                s.publish(RELEASE, &self.release_envelope)?;
+                let plan = self.scenario.rollout.plan();
+                s.start(RELEASE, plan)?;
+            }
+            Ev::Tick => {
+                let events = self.server.borrow_mut().tick(now)?;
+                for e in events {
+                    if let ControllerEvent::Halted { record } = &e {
+                        if self.timeline.halt_minute.is_none() {
+                            self.timeline.halt_minute = Some((now - EPOCH) / 60);
+                            self.timeline.halt_reason = Some(format!("{:?}", record.cause));
+                        }
+                    }
+                }
+                self.push(
+                    now + self.scenario.rollout.controller_tick_secs.max(1),
+                    Ev::Tick,
+                    0,
+                );
+            }
+            Ev::Sample => {
+                self.sample(now);
+                self.push(now + SAMPLE_MINUTES * 60, Ev::Sample, 0);
+            }
+            Ev::PowerOn(i) => {
+                let idx = i as usize;
+                let crash = {
+                    let Some(e) = self.fleet.get_mut(idx) else {
+                        return Ok(());
+                    };
+                    let mut n = e.node.borrow_mut();
+                    if n.machine.is_up() {
+                        return Ok(());
+                    }
+                    n.now = now;
+                    n.machine.boot(&self.keys, now);
+                    n.events = 0;
+                    e.epoch += 1;
+                    e.on_until = e.on_until.max(now);
+                    let runs = n.machine.running().map(|c| c.version) == Some(RELEASE);
+                    e.ran_release |= runs;
+                    runs
+                };
+                let epoch = self.fleet.get(idx).map_or(0, |e| e.epoch);
+                let on_boot = self.scenario.release.behaviour == Behaviour::CrashOnLoad;
+                if crash && on_boot && self.crash_fate(idx) {
+                    self.push(now + 30, Ev::Crash(i), epoch);
+                } else {
+                    self.push(now + boot_secs, Ev::Step(i), epoch);
+                }
+                // Baseline crashes: the next one of this run.
+                let mean = 86_400.0
+                    / self
+                        .scenario
+                        .fleet
+                        .baseline_crashes_per_endpoint_day
+                        .max(1e-9);
+                let next = self
+                    .fleet
+                    .get_mut(idx)
+                    .map_or(f64::MAX, |e| e.life.exponential(mean));
+                if next < 30.0 * 86_400.0 {
+                    self.push(now + next as u64, Ev::Crash(i | 0x8000_0000), epoch);
+                }
+            }
+            Ev::PowerOff(i) => {
+                if let Some(e) = self.fleet.get_mut(i as usize) {
+                    let mut n = e.node.borrow_mut();
+                    if n.machine.is_up() {
+                        n.machine.shutdown(now);
+                        e.epoch += 1;
+                    }
+                }
+            }
+            Ev::Step(i) => {
+                let idx = i as usize;
+                let Some(e) = self.fleet.get_mut(idx) else {
+                    return Ok(());
+                };
+                if e.epoch != epoch || !e.node.borrow().machine.is_up() {
+                    return Ok(());
+                }
+                {
+                    let mut n = e.node.borrow_mut();
+                    n.now = now;
+                    // Processes start: events flow through the sensor.
+                    n.events = n.events.saturating_add(1);
+                }
+                self.server.borrow_mut().now = now;
+                let wait = e.agent.step();
+                e.agent.log.clear();
+                // A hot stage of the release this step: the load that may crash the machine.
+                let staged_release = {
+                    let mut n = e.node.borrow_mut();
+                    e.ran_release |= n.machine.running().map(|c| c.version) == Some(RELEASE);
+                    std::mem::take(&mut n.crash_pending)
+                };
+                let epoch = e.epoch;
+                if staged_release && self.crash_fate(idx) {
+                    self.push(now + 5, Ev::Crash(i), epoch);
+                } else {
+                    self.push(now + wait.max(1), Ev::Step(i), epoch);
+                }
+            }
+            Ev::Crash(raw) => {
+                let baseline = raw & 0x8000_0000 != 0;
+                let idx = (raw & 0x7fff_ffff) as usize;
+                let Some(e) = self.fleet.get_mut(idx) else {
+                    return Ok(());
+                };
+                if e.epoch != epoch || !e.node.borrow().machine.is_up() {
+                    return Ok(());
+                }
+                let mut n = e.node.borrow_mut();
+                n.machine.crash();
+                e.epoch += 1;
+                if baseline {
+                    e.baseline_crashes += 1;
+                } else {
+                    e.release_crashes += 1;
+                    if self.first_crash.is_none() {
+                        self.first_crash = Some(now);
+                    }
+                }
+                drop(n);
+                // The machine restarts by itself after a crash.
+                let reboot = now + self.scenario.fleet.boot_secs;
+                let index = u32::try_from(idx).unwrap_or(u32::MAX);
+                self.push(reboot, Ev::PowerOn(index), 0);
+            }
+        }
+        Ok(())
+    }
+
+    fn sample(&mut self, now: u64) {
+        let mut s = Sample {
+            minute: (now - EPOCH) / 60,
+            online: 0,
+            on_release: 0,
+            on_previous: 0,
+            down: 0,
+            release_crashes: self.fleet.iter().map(|e| e.release_crashes).sum(),
+            baseline_crashes: self.fleet.iter().map(|e| e.baseline_crashes).sum(),
+            reverts: 0,
+        };
+        for e in &self.fleet {
+            let n = e.node.borrow();
+            if n.machine.is_up() {
+                s.online += 1;
+            }
+            match n.machine.content().map(|c| c.version) {
+                Some(RELEASE) => s.on_release += 1,
+                Some(PREVIOUS) => s.on_previous += 1,
+                _ => {}
+            }
+        }
+        self.timeline.samples.push(s);
+    }
+
+    fn outcome(&mut self) -> Outcome {
+        let server = self.server.borrow();
+        if let Some(state) = server.rollout_state() {
+            self.timeline.waves = state
+                .plan
+                .waves
+                .iter()
+                .enumerate()
+                .map(|(w, wave)| WaveStats {
+                    name: wave.name.clone(),
+                    opened_after_minutes: state.opened_at(w).map(|t| {
+                        t.0.saturating_sub(EPOCH + self.scenario.release.start_minute * 60) / 60
+                    }),
+                    ..WaveStats::default()
+                })
+                .collect();
+            if let Status::Halted { .. } = state.status {
+                if self.timeline.halt_minute.is_none() {
+                    self.timeline.halt_minute = Some(self.timeline.release_start_minute);
+                }
+            }
+        }
+        for e in &self.fleet {
+            let Some(w) = server
+                .wave_of(&e.facts)
+                .and_then(|w| self.timeline.waves.get_mut(w))
+            else {
+                continue;
+            };
+            w.endpoints += 1;
+            w.exposed += u64::from(e.ran_release);
+            w.crashed += u64::from(e.release_crashes > 0);
+            w.crashes += e.release_crashes;
+            let n = e.node.borrow();
+            let state = n.machine.guard().map(|g| g.state());
+            w.quarantines += u64::from(
+                state.is_some_and(|s| s.quarantine().iter().any(|c| c.version == RELEASE)),
+            );
+        }
+        let tallies: Vec<EndpointTally> = self
+            .fleet
+            .iter()
+            .map(|e| {
+                let n = e.node.borrow();
+                // Unusable: no content it can run (records lost, or nothing left).
+                let bricked = n.machine.guard().is_none() || n.machine.content().is_none();
+                EndpointTally {
+                    release_crashes: e.release_crashes,
+                    bricked,
+                }
+            })
+            .collect();
+        let first = self.first_crash.map(|t| {
+            t.saturating_sub(EPOCH + self.scenario.release.start_minute * 60) as f64 / 60.0
+        });
+        Outcome::from_run(
+            &self.scenario.name,
+            self.seed,
+            self.scenario.fleet.hours,
+            &self.timeline,
+            &tallies,
+            first,
+        )
+    }
+}

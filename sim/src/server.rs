@@ -1,0 +1,470 @@
+//! The rollout server in the simulation, in process: real signed distribution metadata (root,
+//! releases and rollout files signed with ed25519 keys, as `bulwark-server` signs them), the real
+//! rollout controller (`bulwark_rollout::controller`) stepped on observations made by the same
+//! pure function the server uses (`bulwark_rollout::observe`), and per-endpoint reports kept in
+//! memory. The endpoints' agents reach it through [`SimSource`] (the fetch path) and [`SimSink`]
+//! (enrollment, heartbeats, telemetry), the service's own traits.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use bulwark_distribution::{sign, Releases, Role, Rollout, Root};
+use bulwark_rollout::controller::{self, ControllerEvent};
+use bulwark_rollout::{
+    observe, Census, Channel, ChannelRollout, EndpointFacts, EndpointReports, GuardReport,
+    GuardReportKind, HealthConfig, Heard, Plan, PolicyTable, Release, RolloutState, Timestamp,
+    WaveThresholds,
+};
+use bulwark_service::net::{
+    ContentSource, Delivered, Enrolled, Enrollment, Metadata, NetError, TelemetrySink,
+};
+use ed25519_dalek::SigningKey;
+use sha2::{Digest, Sha256};
+
+/// Seconds a signed rollout file lives (re-signed on every change).
+const ROLLOUT_LIFETIME: u64 = 7 * 86_400;
+
+/// What the server knows of one endpoint.
+#[derive(Debug, Clone)]
+struct Endpoint {
+    facts: EndpointFacts,
+    last_seq: u64,
+    /// Last heartbeat, whether it announced a shutdown.
+    last: Option<(u64, bool)>,
+    /// First heartbeat on the release under rollout, and whether it confirmed it.
+    staged: Option<u64>,
+    healthy: bool,
+    guard_events: Vec<GuardReport>,
+    detections: BTreeMap<(u64, String), u64>,
+}
+
+/// The signing keys (the root's, the release engineers', the server's online key).
+pub struct Keys {
+    root: SigningKey,
+    release: SigningKey,
+    online: SigningKey,
+}
+
+impl Keys {
+    /// Keys derived from `seed` (deterministic runs).
+    #[must_use]
+    pub fn from_seed(seed: u64) -> Keys {
+        let derive = |label: &str| {
+            let mut h = Sha256::new();
+            h.update(seed.to_le_bytes());
+            h.update(label.as_bytes());
+            SigningKey::from_bytes(&h.finalize().into())
+        };
+        Keys {
+            root: derive("root"),
+            release: derive("release"),
+            online: derive("online"),
+        }
+    }
+
+    /// The release key's secret bytes (envelopes are sealed with it).
+    #[must_use]
+    pub fn release_secret(&self) -> [u8; 32] {
+        self.release.to_bytes()
+    }
+
+    /// The release key's public key (the endpoints' guards trust it).
+    #[must_use]
+    pub fn release_public(&self) -> [u8; 32] {
+        self.release.verifying_key().to_bytes()
+    }
+}
+
+/// The simulated rollout server.
+pub struct SimServer {
+    keys: Keys,
+    channel: String,
+    root: String,
+    releases: String,
+    releases_version: u64,
+    listed: Vec<Release>,
+    rules: BTreeMap<u64, Vec<String>>,
+    envelopes: BTreeMap<String, Rc<[u8]>>,
+    rollout: String,
+    rollout_version: u64,
+    state: Option<ChannelRollout>,
+    thresholds: Option<WaveThresholds>,
+    policies: PolicyTable,
+    endpoints: Vec<Endpoint>,
+    tokens: BTreeMap<String, usize>,
+    config: HealthConfig,
+    /// The controller's events, with the time they happened.
+    pub events: Vec<(u64, ControllerEvent)>,
+    /// The server's clock (seconds).
+    pub now: u64,
+}
+
+/// Why the server refused something.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Metadata could not be signed.
+    #[error("signing: {0}")]
+    Sign(String),
+    /// The rollout command was refused.
+    #[error("rollout: {0}")]
+    Rollout(String),
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl SimServer {
+    /// A server for `channel` at `now`, its root signed by `keys`.
+    pub fn new(keys: Keys, channel: &str, now: u64) -> Result<SimServer, ServerError> {
+        let public = |k: &SigningKey| k.verifying_key().to_bytes();
+        let root = Root::new(1, Timestamp(now.saturating_add(365 * 86_400)))
+            .with_role(Role::Root, &[public(&keys.root)], 1)
+            .with_role(Role::Releases, &[public(&keys.release)], 1)
+            .with_role(Role::Rollout, &[public(&keys.online)], 1);
+        let root = sign(&root, &[&keys.root]).map_err(|e| ServerError::Sign(e.to_string()))?;
+        Ok(SimServer {
+            keys,
+            channel: channel.to_owned(),
+            root,
+            releases: String::new(),
+            releases_version: 0,
+            listed: Vec::new(),
+            rules: BTreeMap::new(),
+            envelopes: BTreeMap::new(),
+            rollout: String::new(),
+            rollout_version: 0,
+            state: None,
+            thresholds: None,
+            policies: PolicyTable::default(),
+            endpoints: Vec::new(),
+            tokens: BTreeMap::new(),
+            config: HealthConfig::default(),
+            events: Vec::new(),
+            now,
+        })
+    }
+
+    /// The health analysis's parameters (the scenario's).
+    pub fn set_health(&mut self, config: HealthConfig) {
+        self.config = config;
+    }
+
+    /// The root metadata endpoints ship with.
+    #[must_use]
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// The keys.
+    #[must_use]
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The wave of an endpoint under the rollout's thresholds.
+    #[must_use]
+    pub fn wave_of(&self, facts: &EndpointFacts) -> Option<usize> {
+        self.thresholds.as_ref().and_then(|t| t.wave_of(facts))
+    }
+
+    /// The rollout under way, if any.
+    #[must_use]
+    pub fn rollout_state(&self) -> Option<&ChannelRollout> {
+        self.state.as_ref()
+    }
+
+    /// Publishes a sealed envelope: stored by its SHA-256, listed in newly signed releases
+    /// metadata with its rule ids kept for the controller's storm tests.
+    pub fn publish(&mut self, version: u64, envelope: &[u8]) -> Result<(), ServerError> {
+        let (_, pack) = bulwark_loader_boot_guard::envelope::parse(envelope)
+            .map_err(|e| ServerError::Sign(e.to_string()))?;
+        let verified =
+            bulwark_interpreter::verify(pack).map_err(|e| ServerError::Sign(e.to_string()))?;
+        let ids = (0..verified.rule_count())
+            .filter_map(|i| verified.rule(i).map(|r| r.id.to_owned()))
+            .collect();
+        self.rules.insert(version, ids);
+        let envelope_sha256: [u8; 32] = Sha256::digest(envelope).into();
+        self.envelopes
+            .insert(hex(&envelope_sha256), Rc::from(envelope));
+        self.listed.push(Release {
+            channel: self.channel.clone(),
+            version,
+            pack_hash: Sha256::digest(pack).into(),
+            envelope_sha256,
+            notes: String::new(),
+        });
+        self.releases_version += 1;
+        let body = self.listed.iter().fold(
+            Releases::new(
+                self.releases_version,
+                Timestamp(self.now.saturating_add(90 * 86_400)),
+            ),
+            Releases::with,
+        );
+        self.releases =
+            sign(&body, &[&self.keys.release]).map_err(|e| ServerError::Sign(e.to_string()))?;
+        self.sign_rollout()
+    }
+
+    /// Starts rolling out `version` with `plan`: the waves' thresholds from the census of the
+    /// endpoints enrolled so far.
+    pub fn start(&mut self, version: u64, plan: Plan) -> Result<(), ServerError> {
+        let release = self
+            .listed
+            .iter()
+            .find(|r| r.version == version)
+            .cloned()
+            .ok_or_else(|| ServerError::Rollout(format!("release {version} is not published")))?;
+        let channel = Channel {
+            name: self.channel.clone(),
+            critical: false,
+        };
+        let (state, events) = controller::start(
+            channel,
+            release,
+            plan.clone(),
+            self.state.as_ref(),
+            Timestamp(self.now),
+        )
+        .map_err(|e| ServerError::Rollout(e.to_string()))?;
+        let census = Census::from_endpoints(&self.channel, self.endpoints.iter().map(|e| &e.facts));
+        let thresholds = WaveThresholds::compute(&plan, &census, &self.channel)
+            .map_err(|e| ServerError::Rollout(e.to_string()))?;
+        self.events
+            .extend(events.into_iter().map(|e| (self.now, e)));
+        self.state = Some(state);
+        self.thresholds = Some(thresholds);
+        for e in &mut self.endpoints {
+            e.staged = None;
+            e.healthy = false;
+        }
+        self.sign_rollout()
+    }
+
+    fn sign_rollout(&mut self) -> Result<(), ServerError> {
+        if self.releases.is_empty() {
+            return Ok(());
+        }
+        let mut state = RolloutState::default();
+        let mut thresholds = BTreeMap::new();
+        if let (Some(s), Some(t)) = (&self.state, &self.thresholds) {
+            state.channels.insert(self.channel.clone(), s.clone());
+            thresholds.insert(self.channel.clone(), t.clone());
+        }
+        self.rollout_version += 1;
+        let body = Rollout::new(
+            self.rollout_version,
+            Timestamp(self.now.saturating_add(ROLLOUT_LIFETIME)),
+            self.releases_version,
+            state,
+            thresholds,
+            self.policies.clone(),
+        );
+        self.rollout =
+            sign(&body, &[&self.keys.online]).map_err(|e| ServerError::Sign(e.to_string()))?;
+        Ok(())
+    }
+
+    /// One controller pass at `now`: observe the rollout from every endpoint's reports, step it,
+    /// and sign a new rollout file if it changed. Returns the events of the step.
+    pub fn tick(&mut self, now: u64) -> Result<Vec<ControllerEvent>, ServerError> {
+        self.now = now;
+        let (Some(state), Some(thresholds)) = (&self.state, &self.thresholds) else {
+            return Ok(Vec::new());
+        };
+        if state.is_halted() {
+            return Ok(Vec::new());
+        }
+        let version = state.release.version;
+        let no_rules = Vec::new();
+        let release_rules = self.rules.get(&version).unwrap_or(&no_rules);
+        let baseline_rules = state
+            .baseline_version
+            .and_then(|v| self.rules.get(&v))
+            .unwrap_or(&no_rules);
+        let detections: Vec<Vec<(u64, &str, u64)>> = self
+            .endpoints
+            .iter()
+            .map(|e| {
+                e.detections
+                    .iter()
+                    .map(|((v, rule), n)| (*v, rule.as_str(), *n))
+                    .collect()
+            })
+            .collect();
+        let reports = self.endpoints.iter().zip(&detections).filter_map(|(e, d)| {
+            let (last, shutdown) = e.last?;
+            Some(EndpointReports {
+                wave: thresholds.wave_of(&e.facts),
+                heard: Heard {
+                    last,
+                    shutdown,
+                    staged: e.staged,
+                    healthy: e.healthy,
+                },
+                guard_events: &e.guard_events,
+                detections: d,
+            })
+        });
+        let obs = observe(
+            state,
+            reports,
+            release_rules,
+            baseline_rules,
+            Timestamp(now),
+            &self.config,
+        );
+        let (next, events) = controller::step_with(state, &obs, Timestamp(now), &self.config);
+        let changed = &next != state;
+        self.events.extend(events.iter().cloned().map(|e| (now, e)));
+        if changed {
+            self.state = Some(next);
+            self.sign_rollout()?;
+        }
+        Ok(events)
+    }
+
+    fn endpoint(&mut self, token: &str) -> Result<&mut Endpoint, NetError> {
+        let i = *self.tokens.get(token).ok_or(NetError::Status {
+            status: 401,
+            body: "bad_token".into(),
+        })?;
+        self.endpoints.get_mut(i).ok_or(NetError::Status {
+            status: 401,
+            body: "bad_token".into(),
+        })
+    }
+
+    fn sequenced(&mut self, token: &str, body: &[u8]) -> Result<serde_json::Value, NetError> {
+        let v: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| NetError::Malformed(e.to_string()))?;
+        let seq = v["seq"].as_u64().unwrap_or(0);
+        let now = self.now;
+        let e = self.endpoint(token)?;
+        if seq <= e.last_seq {
+            return Err(NetError::Status {
+                status: 409,
+                body: "replayed".into(),
+            });
+        }
+        e.last_seq = seq;
+        e.last = Some((now, false));
+        Ok(v)
+    }
+}
+
+/// An endpoint's view of the server's fetch path.
+pub struct SimSource(pub Rc<RefCell<SimServer>>);
+
+impl ContentSource for SimSource {
+    fn metadata(&mut self, which: Metadata) -> Result<String, NetError> {
+        let s = self.0.borrow();
+        let file = match which {
+            Metadata::Root => &s.root,
+            Metadata::Releases => &s.releases,
+            Metadata::Rollout => &s.rollout,
+        };
+        if file.is_empty() {
+            return Err(NetError::Status {
+                status: 404,
+                body: "not_found".into(),
+            });
+        }
+        Ok(file.clone())
+    }
+
+    fn envelope(&mut self, sha256_hex: &str) -> Result<Vec<u8>, NetError> {
+        self.0
+            .borrow()
+            .envelopes
+            .get(sha256_hex)
+            .map(|e| e.to_vec())
+            .ok_or(NetError::Status {
+                status: 404,
+                body: "not_found".into(),
+            })
+    }
+}
+
+/// An endpoint's reports to the server: it enrolls as the fleet's endpoint `facts`.
+pub struct SimSink {
+    /// The server.
+    pub server: Rc<RefCell<SimServer>>,
+    /// Who this endpoint is.
+    pub facts: EndpointFacts,
+}
+
+impl TelemetrySink for SimSink {
+    fn enroll(&mut self, _enrollment: &Enrollment) -> Result<Enrolled, NetError> {
+        let mut s = self.server.borrow_mut();
+        let id = hex(&self.facts.id.0);
+        let token = format!("bwe_{id}");
+        if !s.tokens.contains_key(&token) {
+            let i = s.endpoints.len();
+            s.endpoints.push(Endpoint {
+                facts: self.facts.clone(),
+
+                last_seq: 0,
+                last: None,
+                staged: None,
+                healthy: false,
+                guard_events: Vec::new(),
+                detections: BTreeMap::new(),
+            });
+            s.tokens.insert(token.clone(), i);
+        }
+        Ok(Enrolled {
+            endpoint_id: id,
+            token,
+        })
+    }
+
+    fn heartbeat(&mut self, token: &str, body: &[u8]) -> Result<Delivered, NetError> {
+        let mut s = self.server.borrow_mut();
+        let v = s.sequenced(token, body)?;
+        let release = s.state.as_ref().map(|r| r.release.version);
+        let now = s.now;
+        let e = s.endpoint(token)?;
+        let version = v["content_version"].as_u64().unwrap_or(0);
+        if Some(version) == release {
+            e.staged.get_or_insert(now);
+            e.healthy |= v["confirmed_healthy"].as_bool().unwrap_or(false);
+        }
+        if v["shutdown"].as_bool().unwrap_or(false) {
+            e.last = Some((now, true));
+        }
+        Ok(Delivered::Stored)
+    }
+
+    fn telemetry(&mut self, token: &str, body: &[u8]) -> Result<Delivered, NetError> {
+        let mut s = self.server.borrow_mut();
+        let v = s.sequenced(token, body)?;
+        let now = s.now;
+        let e = s.endpoint(token)?;
+        for g in v["guard_events"].as_array().into_iter().flatten() {
+            let kind = match g["kind"].as_str() {
+                Some("crash") => GuardReportKind::Crash,
+                Some("revert") => GuardReportKind::Revert,
+                Some("quarantine") => GuardReportKind::Quarantine,
+                Some("reject") => GuardReportKind::Reject,
+                _ => continue,
+            };
+            e.guard_events.push(GuardReport {
+                release_version: g["release_version"].as_u64().unwrap_or(0),
+                kind,
+                at: now,
+            });
+        }
+        for d in v["detections"].as_array().into_iter().flatten() {
+            let key = (
+                d["release_version"].as_u64().unwrap_or(0),
+                d["rule"].as_str().unwrap_or("").to_owned(),
+            );
+            *e.detections.entry(key).or_default() += d["count"].as_u64().unwrap_or(0);
+        }
+        Ok(Delivered::Stored)
+    }
+}
