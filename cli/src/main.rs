@@ -15,6 +15,7 @@ mod keys;
 mod metadata;
 mod scan;
 mod server;
+mod sim;
 
 /// The exit code for usage and I/O errors.
 pub const EXIT_USAGE: u8 = 2;
@@ -33,6 +34,7 @@ fn cli() -> clap::Command {
         .subcommands(guard::commands())
         .subcommands(server::commands())
         .subcommands(metadata::commands())
+        .subcommands(sim::commands())
 }
 
 fn main() -> ExitCode {
@@ -72,6 +74,9 @@ fn main() -> ExitCode {
         return code;
     }
     if let Some(code) = metadata::run(name, sub) {
+        return code;
+    }
+    if let Some(code) = sim::run(name, sub) {
         return code;
     }
     eprintln!("bulwark: unknown command {name}");

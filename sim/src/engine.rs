@@ -295,7 +295,12 @@ impl Sim {
     }
 
     /// Runs to the end of the scenario's hours and returns what it measured.
-    pub fn run(mut self) -> Result<Outcome, SimError> {
+    pub fn run(self) -> Result<Outcome, SimError> {
+        self.run_with_timeline().map(|(o, _)| o)
+    }
+
+    /// [`Sim::run`], with the time series behind the report's charts.
+    pub fn run_with_timeline(mut self) -> Result<(Outcome, Timeline), SimError> {
         let end = EPOCH + self.scenario.fleet.hours * 3600;
         while let Some(Reverse((at, _, ev, epoch))) = self.queue.pop() {
             if at > end {
@@ -304,7 +309,8 @@ impl Sim {
             self.clock.set(at);
             self.event(at, ev, epoch)?;
         }
-        Ok(self.outcome())
+        let outcome = self.outcome();
+        Ok((outcome, self.timeline))
     }
 
     fn event(&mut self, now: u64, ev: Ev, epoch: u32) -> Result<(), SimError> {
