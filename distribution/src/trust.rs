@@ -59,6 +59,10 @@ pub struct TrustState {
     root: Trusted<Root>,
     releases: Option<Trusted<Releases>>,
     rollout: Option<Trusted<Rollout>>,
+    /// Whether the held rollout's references were checked against the held releases metadata
+    /// since either changed: they are pure functions of the two bodies, so they are not checked
+    /// again on every poll.
+    references_checked: core::cell::Cell<bool>,
 }
 
 /// Parses `file` and checks its signatures against `root`'s keys for `M`'s role.
@@ -246,6 +250,7 @@ impl TrustState {
             },
             releases: None,
             rollout: None,
+            references_checked: core::cell::Cell::new(false),
         })
     }
 
@@ -256,6 +261,10 @@ impl TrustState {
     /// the releases or rollout role's keys or threshold, that role's trusted metadata is dropped:
     /// the new keys start afresh, and metadata signed by the old keys is refused.
     pub fn update_root(&mut self, file: &str) -> Result<Update, Error> {
+        if file == self.root.file {
+            // The very file trusted already (its expiry is checked where it matters).
+            return Ok(Update::Unchanged);
+        }
         let (signed, body, signed_sha256) = parse::<Root>(file)?;
         let trusted = self.root.body.version;
         if body.version < trusted {
@@ -285,9 +294,11 @@ impl TrustState {
         check_signatures(Role::Root, &signed, &body)?;
         if body.role(Role::Releases) != self.root.body.role(Role::Releases) {
             self.releases = None;
+            self.references_checked.set(false);
         }
         if body.role(Role::Rollout) != self.root.body.role(Role::Rollout) {
             self.rollout = None;
+            self.references_checked.set(false);
         }
         self.root = Trusted {
             body,
@@ -317,6 +328,7 @@ impl TrustState {
         let update = check_version(self.releases.as_ref(), &new)?;
         check_expiry(&new.body, now)?;
         self.releases = Some(new);
+        self.references_checked.set(false);
         Ok(update)
     }
 
@@ -343,6 +355,7 @@ impl TrustState {
         check_expiry(&releases.body, now)?;
         check_references(&new.body, &releases.body)?;
         self.rollout = Some(new);
+        self.references_checked.set(true);
         Ok(update)
     }
 
@@ -362,7 +375,10 @@ impl TrustState {
         };
         check_expiry(&releases.body, now)?;
         check_expiry(&rollout.body, now)?;
-        check_references(&rollout.body, &releases.body)?;
+        if !self.references_checked.get() {
+            check_references(&rollout.body, &releases.body)?;
+            self.references_checked.set(true);
+        }
         Ok(Some(&rollout.body))
     }
 
@@ -420,6 +436,7 @@ impl TrustState {
             };
             check_references(&rollout.body, &releases.body)?;
             state.rollout = Some(rollout);
+            state.references_checked.set(true);
         }
         Ok(state)
     }

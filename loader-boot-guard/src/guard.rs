@@ -187,12 +187,15 @@ pub enum GuardError {
 }
 
 impl GuardError {
+    /// The code of [`GuardError::Store`]: the machine's own storage failed, whatever the content.
+    pub const STORE_CODE: u16 = 200;
+
     /// A stable reason code: the loader's codes (100..=199), 200 store, 210 nothing to bless,
     /// 211 nothing to revert, 212 no last-known-good, 213 last-known-good unusable.
     pub fn code(&self) -> u16 {
         match self {
             GuardError::Load(e) => e.code(),
-            GuardError::Store(_) => 200,
+            GuardError::Store(_) => Self::STORE_CODE,
             GuardError::NoCandidateRunning => 210,
             GuardError::NothingToRevert => 211,
             GuardError::NoLkg => 212,

@@ -98,8 +98,48 @@ pub fn decide(
     thresholds: &WaveThresholds,
     now: Timestamp,
 ) -> Decision {
+    decide_with(state, facts, policy, thresholds, now, Checks::Run)
+}
+
+/// [`decide`] for a state and thresholds already validated together: `state.validate()` and
+/// `thresholds.validate(&state.plan, &state.channel.name)` both passed (verified rollout metadata
+/// has been: `bulwark-distribution` checks them when it accepts the file). An endpoint polling
+/// every few minutes then does not validate the same metadata again. Given anything else it
+/// decides as if they were valid.
+#[must_use]
+pub fn decide_validated(
+    state: &ChannelRollout,
+    facts: &EndpointFacts,
+    policy: &Policy,
+    thresholds: &WaveThresholds,
+    now: Timestamp,
+) -> Decision {
+    debug_assert!(state.validate().is_ok());
+    debug_assert!(thresholds
+        .validate(&state.plan, &state.channel.name)
+        .is_ok());
+    decide_with(state, facts, policy, thresholds, now, Checks::Done)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Checks {
+    Run,
+    Done,
+}
+
+fn decide_with(
+    state: &ChannelRollout,
+    facts: &EndpointFacts,
+    policy: &Policy,
+    thresholds: &WaveThresholds,
+    now: Timestamp,
+    checks: Checks,
+) -> Decision {
     let policy = policy.effective(&state.channel, now);
-    let valid = state.validate();
+    let valid = match checks {
+        Checks::Run => state.validate(),
+        Checks::Done => Ok(()),
+    };
     let reverting = valid.is_ok() && state.revert && state.is_halted();
     let revert = Decision::RevertToLastKnownGood {
         halted_version: state.release.version,
@@ -158,8 +198,10 @@ pub fn decide(
     let invalid = |error: String| Decision::Stay {
         reason: StayReason::InvalidThresholds { error },
     };
-    if let Err(e) = thresholds.validate(&state.plan, &state.channel.name) {
-        return invalid(e.to_string());
+    if checks == Checks::Run {
+        if let Err(e) = thresholds.validate(&state.plan, &state.channel.name) {
+            return invalid(e.to_string());
+        }
     }
     let Some(wave) = thresholds.wave_of(facts) else {
         return invalid("no wave's threshold is above the endpoint's position".to_owned());

@@ -126,7 +126,7 @@ pub mod time;
 pub use census::Census;
 pub use channel::Channel;
 pub use controller::{halt, pause, resume, revert, start, step, step_with, ControllerEvent};
-pub use decision::{decide, Decision, StayReason};
+pub use decision::{decide, decide_validated, Decision, StayReason};
 pub use endpoint::{EndpointFacts, EndpointId, Stratum};
 pub use health::{analyze, HealthConfig, HealthReport, Outcome, TestVerdict};
 pub use observations::{CohortObservations, EndpointRecord, HealthObservations};

@@ -4,7 +4,7 @@ mod common;
 
 use bulwark_rollout::census::Census;
 use bulwark_rollout::channel::Channel;
-use bulwark_rollout::decision::{decide, Decision, StayReason};
+use bulwark_rollout::decision::{decide, decide_validated, Decision, StayReason};
 use bulwark_rollout::endpoint::EndpointFacts;
 use bulwark_rollout::plan::Plan;
 use bulwark_rollout::policy::Policy;
@@ -414,6 +414,49 @@ fn complete_rollout_runs_everywhere_policies_allow() {
             stay(StayReason::PolicyPause)
         );
     }
+}
+
+/// Given valid inputs, the decision that skips their validation is the same decision, for every
+/// status, policy, wave and time of these fixtures.
+#[test]
+fn decide_validated_agrees_with_decide_on_valid_inputs() {
+    let f = fixture(detections());
+    let states = [
+        progressing(&f.channel),
+        paused(&f.channel),
+        halted(&f.channel, true),
+        halted(&f.channel, false),
+        complete(&f.channel),
+    ];
+    let policies = [
+        Policy::Ga,
+        Policy::Early,
+        Policy::Pause,
+        delay(3),
+        delay(72),
+        Policy::Pin {
+            version: 6,
+            expires_at: T0.plus_hours(10),
+        },
+    ];
+    let mut compared = 0;
+    for s in &states {
+        assert!(s.validate().is_ok());
+        for p in &policies {
+            for e in &f.in_wave {
+                for h in [0, 1, 2, 5, 11, 100, 400] {
+                    let now = T0.plus_hours(h);
+                    assert_eq!(
+                        decide_validated(s, e, p, &f.thresholds, now),
+                        decide(s, e, p, &f.thresholds, now),
+                        "{s:?} {p:?} {e:?} {now:?}"
+                    );
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(compared, 5 * 6 * 5 * 7);
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::path::Path;
 use bulwark_distribution::{PersistedTrust, TrustState, Update};
 use bulwark_loader_boot_guard::state::EventKind;
 use bulwark_loader_boot_guard::{Admission, TrustedKeys};
-use bulwark_rollout::{decide, Decision, EndpointFacts, EndpointId, Timestamp};
+use bulwark_rollout::{decide_validated, Decision, EndpointFacts, EndpointId, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -622,25 +622,35 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
     fn update_metadata(&mut self, now: u64) -> Result<(), AgentError> {
         let ts = Timestamp(now);
         let mut changed = false;
+        let held = self.trust.versions();
         // A newer root is optional on the fetch path.
-        if let Ok(root) = self.source.metadata(Metadata::Root) {
+        if let Ok(Some(root)) = self.source.metadata_newer(Metadata::Root, Some(held.root)) {
             match self.trust.update_root(&root) {
                 Ok(Update::Updated) => changed = true,
                 Ok(Update::Unchanged) => {}
                 Err(e) => self.note(format!("root.json refused: {e}")),
             }
         }
-        let releases = self.source.metadata(Metadata::Releases)?;
-        match self.trust.update_releases(&releases, ts) {
-            Ok(Update::Updated) => changed = true,
-            Ok(Update::Unchanged) => {}
-            Err(e) => self.note(format!("releases.json refused: {e}")),
+        // Not newer than the file held: its expiry is checked where the rollout is acted on.
+        if let Some(releases) = self
+            .source
+            .metadata_newer(Metadata::Releases, held.releases)?
+        {
+            match self.trust.update_releases(&releases, ts) {
+                Ok(Update::Updated) => changed = true,
+                Ok(Update::Unchanged) => {}
+                Err(e) => self.note(format!("releases.json refused: {e}")),
+            }
         }
-        let rollout = self.source.metadata(Metadata::Rollout)?;
-        match self.trust.update_rollout(&rollout, ts) {
-            Ok(Update::Updated) => changed = true,
-            Ok(Update::Unchanged) => {}
-            Err(e) => self.note(format!("rollout.json refused: {e}")),
+        if let Some(rollout) = self
+            .source
+            .metadata_newer(Metadata::Rollout, held.rollout)?
+        {
+            match self.trust.update_rollout(&rollout, ts) {
+                Ok(Update::Updated) => changed = true,
+                Ok(Update::Unchanged) => {}
+                Err(e) => self.note(format!("rollout.json refused: {e}")),
+            }
         }
         if changed {
             self.save_trust()?;
@@ -731,7 +741,8 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
             let policy = signed
                 .policies
                 .resolve(&self.config.host_group, &self.config.channel);
-            decide(state, &self.facts()?, policy, thresholds, ts)
+            // `current` returns only metadata whose state and thresholds were validated.
+            decide_validated(state, &self.facts()?, policy, thresholds, ts)
         };
         let status = self.link.status()?;
         match decision {
@@ -949,6 +960,14 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
                 ));
                 self.state.reverted.push(version);
                 return self.save();
+            }
+            if answer.code == bulwark_loader_boot_guard::GuardError::STORE_CODE {
+                // This machine's storage failed: no judgement on the content. Not reported as a
+                // refusal (the controller would halt a good release for one bad disk) and not
+                // remembered as one: the step fails, and the stage is tried again after backoff.
+                return Err(AgentError::Other(format!(
+                    "content version {version} could not be staged: {reason}"
+                )));
             }
             return self.reject(version, reason, now);
         }

@@ -77,6 +77,17 @@ impl Metadata {
 pub trait ContentSource {
     /// A metadata file's text.
     fn metadata(&mut self, which: Metadata) -> Result<String, NetError>;
+    /// The metadata file, or `None` when the source knows its version is not newer than
+    /// `held` (the version the endpoint trusts): a conditional fetch. A source that cannot tell
+    /// returns the file, which the endpoint then compares with what it holds.
+    fn metadata_newer(
+        &mut self,
+        which: Metadata,
+        held: Option<u64>,
+    ) -> Result<Option<String>, NetError> {
+        let _ = held;
+        self.metadata(which).map(Some)
+    }
     /// An envelope by its SHA-256 (lowercase hex).
     fn envelope(&mut self, sha256_hex: &str) -> Result<Vec<u8>, NetError>;
 }

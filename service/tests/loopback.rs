@@ -601,6 +601,53 @@ fn a_forged_envelope_is_never_staged_and_is_reported() {
 }
 
 #[test]
+fn a_stage_the_machines_own_storage_fails_is_retried_and_not_reported_as_a_refusal() {
+    let mut w = World::new("storage-fails");
+    w.agent.step();
+    w.publish(1);
+    // The guard's store cannot write the envelope: a directory stands where its temporary file
+    // goes (the driver answers 200, a storage failure, whatever the content).
+    let env = envelope(1);
+    let (_, pack) = bulwark_loader_boot_guard::envelope::parse(&env).unwrap();
+    let blocker =
+        w.dir
+            .join("guard")
+            .join("packs")
+            .join(format!("{:020}-{}.tmp", 1, sha256_hex(pack)));
+    std::fs::create_dir_all(&blocker).unwrap();
+    w.start(1);
+    w.run_for(120);
+    assert_eq!(w.running(), 0, "{:?}", w.agent.log);
+    assert!(
+        w.agent
+            .log
+            .iter()
+            .any(|l| l.contains("could not be staged")),
+        "{:?}",
+        w.agent.log
+    );
+    // Not a refusal of the release: none remembered, none reported, the rollout goes on.
+    assert!(
+        w.agent.state().rejections.is_empty(),
+        "{:?}",
+        w.agent.state().rejections
+    );
+    assert!(w
+        .store
+        .rejections("stable", Some(1), 10)
+        .unwrap()
+        .is_empty());
+    bulwark_server::controller::tick(w.store.as_ref(), w.now()).unwrap();
+    let row = w.store.rollout("stable").unwrap().unwrap();
+    let state: bulwark_rollout::ChannelRollout = serde_json::from_str(&row.state).unwrap();
+    assert!(!state.is_halted(), "{state:?}");
+    // The disk is fixed: the next attempt stages it.
+    std::fs::remove_dir(&blocker).unwrap();
+    w.run_for(900);
+    assert_eq!(w.running(), 1, "{:?}", w.agent.log);
+}
+
+#[test]
 fn a_halted_and_reverted_rollout_makes_the_agent_revert() {
     let mut w = World::new("revert");
     w.agent.step();

@@ -187,19 +187,18 @@ impl Sim {
         for index in 0..u32::try_from(scenario.fleet.endpoints).unwrap_or(u32::MAX) {
             let e = Endpoint::generate(scenario, seed, index);
             let facts = e.facts(scenario);
-            let mut machine = Machine::for_endpoint(
-                guard,
-                seed,
-                u64::from(index),
-                scenario.faults.power_cut_per_write,
-                scenario.faults.torn_share,
-            );
-            // The previous release, installed and blessed before the simulation starts.
+            let mut machine = Machine::for_endpoint(guard, seed, u64::from(index), 0.0, 0.0);
+            // The previous release, installed and blessed before the simulation starts (the
+            // installer checks what it installed: no faults here), then power cuts from now on.
             machine.boot(&trusted, EPOCH);
             let _ = machine.stage(&trusted, &previous, true, EPOCH);
             let _ = machine.confirm_healthy(EPOCH);
             machine.shutdown(EPOCH);
             let _ = machine.take_events();
+            machine.set_faults(
+                scenario.faults.power_cut_per_write,
+                scenario.faults.torn_share,
+            );
             let node = Rc::new(RefCell::new(Node::new(machine)));
             // The link flags every hot stage of the release; whether it crashes is drawn here.
             node.borrow_mut().crashes_on = Some(RELEASE);

@@ -224,6 +224,20 @@ impl Machine {
         )
     }
 
+    /// From now on, power cuts hit each write with `cut_probability` and tear it with
+    /// `torn_share` (a machine is installed without faults, then used with them).
+    pub fn set_faults(&mut self, cut_probability: f64, torn_share: f64) {
+        let store = match &mut self.guard {
+            Some(Ok(g)) => Some(g.store_mut()),
+            Some(Err((_, s))) => Some(s),
+            None => None,
+        };
+        if let Some(s) = store {
+            s.cut_probability = cut_probability;
+            s.torn_share = torn_share;
+        }
+    }
+
     /// Whether the machine is up (booted, not crashed or off).
     #[must_use]
     pub fn is_up(&self) -> bool {

@@ -22,6 +22,8 @@ use bulwark_service::net::{
 use ed25519_dalek::SigningKey;
 use sha2::{Digest, Sha256};
 
+/// The root's version (the simulated server never rotates its root keys).
+const ROOT_VERSION: u64 = 1;
 /// Seconds a signed rollout file lives (re-signed on every change).
 const ROLLOUT_LIFETIME: u64 = 7 * 86_400;
 
@@ -37,6 +39,8 @@ struct Endpoint {
     healthy: bool,
     guard_events: Vec<GuardReport>,
     detections: BTreeMap<(u64, String), u64>,
+    /// Its wave under the current thresholds (computed when the rollout starts).
+    wave: Option<usize>,
 }
 
 /// The signing keys (the root's, the release engineers', the server's online key).
@@ -119,7 +123,7 @@ impl SimServer {
     /// A server for `channel` at `now`, its root signed by `keys`.
     pub fn new(keys: Keys, channel: &str, now: u64) -> Result<SimServer, ServerError> {
         let public = |k: &SigningKey| k.verifying_key().to_bytes();
-        let root = Root::new(1, Timestamp(now.saturating_add(365 * 86_400)))
+        let root = Root::new(ROOT_VERSION, Timestamp(now.saturating_add(365 * 86_400)))
             .with_role(Role::Root, &[public(&keys.root)], 1)
             .with_role(Role::Releases, &[public(&keys.release)], 1)
             .with_role(Role::Rollout, &[public(&keys.online)], 1);
@@ -236,11 +240,12 @@ impl SimServer {
         self.events
             .extend(events.into_iter().map(|e| (self.now, e)));
         self.state = Some(state);
-        self.thresholds = Some(thresholds);
         for e in &mut self.endpoints {
             e.staged = None;
             e.healthy = false;
+            e.wave = thresholds.wave_of(&e.facts);
         }
+        self.thresholds = Some(thresholds);
         self.sign_rollout()
     }
 
@@ -272,7 +277,7 @@ impl SimServer {
     /// and sign a new rollout file if it changed. Returns the events of the step.
     pub fn tick(&mut self, now: u64) -> Result<Vec<ControllerEvent>, ServerError> {
         self.now = now;
-        let (Some(state), Some(thresholds)) = (&self.state, &self.thresholds) else {
+        let (Some(state), Some(_)) = (&self.state, &self.thresholds) else {
             return Ok(Vec::new());
         };
         if state.is_halted() {
@@ -298,7 +303,7 @@ impl SimServer {
         let reports = self.endpoints.iter().zip(&detections).filter_map(|(e, d)| {
             let (last, shutdown) = e.last?;
             Some(EndpointReports {
-                wave: thresholds.wave_of(&e.facts),
+                wave: e.wave,
                 heard: Heard {
                     last,
                     shutdown,
@@ -338,10 +343,10 @@ impl SimServer {
         })
     }
 
-    fn sequenced(&mut self, token: &str, body: &[u8]) -> Result<serde_json::Value, NetError> {
-        let v: serde_json::Value =
-            serde_json::from_slice(body).map_err(|e| NetError::Malformed(e.to_string()))?;
-        let seq = v["seq"].as_u64().unwrap_or(0);
+    /// Parses a report and checks its sequence number (a replay is refused, as the server does).
+    fn sequenced<T: Report>(&mut self, token: &str, body: &[u8]) -> Result<T, NetError> {
+        let v: T = serde_json::from_slice(body).map_err(|e| NetError::Malformed(e.to_string()))?;
+        let seq = v.seq();
         let now = self.now;
         let e = self.endpoint(token)?;
         if seq <= e.last_seq {
@@ -353,6 +358,62 @@ impl SimServer {
         e.last_seq = seq;
         e.last = Some((now, false));
         Ok(v)
+    }
+}
+
+/// What the server reads of an endpoint's reports (the rest is ignored, as the server's
+/// controller ignores it).
+trait Report: serde::de::DeserializeOwned {
+    fn seq(&self) -> u64;
+}
+
+#[derive(serde::Deserialize)]
+struct HeartbeatReport {
+    seq: u64,
+    #[serde(default)]
+    content_version: u64,
+    #[serde(default)]
+    confirmed_healthy: bool,
+    #[serde(default)]
+    shutdown: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct TelemetryReport {
+    seq: u64,
+    #[serde(default)]
+    guard_events: Vec<GuardEventReport>,
+    #[serde(default)]
+    detections: Vec<DetectionReport>,
+}
+
+#[derive(serde::Deserialize)]
+struct GuardEventReport {
+    #[serde(default)]
+    release_version: u64,
+    #[serde(default)]
+    kind: String,
+}
+
+#[derive(serde::Deserialize)]
+struct DetectionReport {
+    #[serde(default)]
+    release_version: u64,
+    #[serde(default)]
+    rule: String,
+    #[serde(default)]
+    count: u64,
+}
+
+impl Report for HeartbeatReport {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl Report for TelemetryReport {
+    fn seq(&self) -> u64 {
+        self.seq
     }
 }
 
@@ -374,6 +435,26 @@ impl ContentSource for SimSource {
             });
         }
         Ok(file.clone())
+    }
+
+    fn metadata_newer(
+        &mut self,
+        which: Metadata,
+        held: Option<u64>,
+    ) -> Result<Option<String>, NetError> {
+        // The server knows the version of each file it serves.
+        let current = {
+            let s = self.0.borrow();
+            match which {
+                Metadata::Root => ROOT_VERSION,
+                Metadata::Releases => s.releases_version,
+                Metadata::Rollout => s.rollout_version,
+            }
+        };
+        if held.is_some_and(|h| h >= current) {
+            return Ok(None);
+        }
+        self.metadata(which).map(Some)
     }
 
     fn envelope(&mut self, sha256_hex: &str) -> Result<Vec<u8>, NetError> {
@@ -404,9 +485,10 @@ impl TelemetrySink for SimSink {
         let token = format!("bwe_{id}");
         if !s.tokens.contains_key(&token) {
             let i = s.endpoints.len();
+            let wave = s.thresholds.as_ref().and_then(|t| t.wave_of(&self.facts));
             s.endpoints.push(Endpoint {
                 facts: self.facts.clone(),
-
+                wave,
                 last_seq: 0,
                 last: None,
                 staged: None,
@@ -424,16 +506,15 @@ impl TelemetrySink for SimSink {
 
     fn heartbeat(&mut self, token: &str, body: &[u8]) -> Result<Delivered, NetError> {
         let mut s = self.server.borrow_mut();
-        let v = s.sequenced(token, body)?;
+        let v: HeartbeatReport = s.sequenced(token, body)?;
         let release = s.state.as_ref().map(|r| r.release.version);
         let now = s.now;
         let e = s.endpoint(token)?;
-        let version = v["content_version"].as_u64().unwrap_or(0);
-        if Some(version) == release {
+        if Some(v.content_version) == release {
             e.staged.get_or_insert(now);
-            e.healthy |= v["confirmed_healthy"].as_bool().unwrap_or(false);
+            e.healthy |= v.confirmed_healthy;
         }
-        if v["shutdown"].as_bool().unwrap_or(false) {
+        if v.shutdown {
             e.last = Some((now, true));
         }
         Ok(Delivered::Stored)
@@ -441,29 +522,25 @@ impl TelemetrySink for SimSink {
 
     fn telemetry(&mut self, token: &str, body: &[u8]) -> Result<Delivered, NetError> {
         let mut s = self.server.borrow_mut();
-        let v = s.sequenced(token, body)?;
+        let v: TelemetryReport = s.sequenced(token, body)?;
         let now = s.now;
         let e = s.endpoint(token)?;
-        for g in v["guard_events"].as_array().into_iter().flatten() {
-            let kind = match g["kind"].as_str() {
-                Some("crash") => GuardReportKind::Crash,
-                Some("revert") => GuardReportKind::Revert,
-                Some("quarantine") => GuardReportKind::Quarantine,
-                Some("reject") => GuardReportKind::Reject,
+        for g in v.guard_events {
+            let kind = match g.kind.as_str() {
+                "crash" => GuardReportKind::Crash,
+                "revert" => GuardReportKind::Revert,
+                "quarantine" => GuardReportKind::Quarantine,
+                "reject" => GuardReportKind::Reject,
                 _ => continue,
             };
             e.guard_events.push(GuardReport {
-                release_version: g["release_version"].as_u64().unwrap_or(0),
+                release_version: g.release_version,
                 kind,
                 at: now,
             });
         }
-        for d in v["detections"].as_array().into_iter().flatten() {
-            let key = (
-                d["release_version"].as_u64().unwrap_or(0),
-                d["rule"].as_str().unwrap_or("").to_owned(),
-            );
-            *e.detections.entry(key).or_default() += d["count"].as_u64().unwrap_or(0);
+        for d in v.detections {
+            *e.detections.entry((d.release_version, d.rule)).or_default() += d.count;
         }
         Ok(Delivered::Stored)
     }

@@ -99,3 +99,18 @@ fn a_good_release_is_taken_by_the_fleet_and_the_same_seed_gives_the_same_run() {
     assert_eq!(run(&s, 11).to_json(), o.to_json());
     assert_ne!(run(&s, 12).to_json(), o.to_json());
 }
+
+/// Power cuts at one write in twenty, half of them tearing the write: the guard keeps every
+/// machine usable, and a stage that fails on a machine's own storage is retried, not reported as a
+/// refusal of the release (one such report would halt a good release under the rejection
+/// ceiling).
+#[test]
+fn power_cuts_brick_nothing_and_a_failed_write_is_no_refusal_of_a_good_release() {
+    let mut s = scenario("good", true);
+    s.faults.power_cut_per_write = 0.05;
+    s.faults.torn_share = 0.5;
+    let o = run(&s, 5);
+    assert!(!o.halted, "{}", o.to_json());
+    assert_eq!(o.bricked, 0, "{}", o.to_json());
+    assert!(o.final_fraction_on_release > 0.6, "{}", o.to_json());
+}
