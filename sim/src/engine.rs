@@ -13,8 +13,10 @@
 //! Baseline crashes unrelated to content come as a Poisson process. The controller steps every
 //! `controller_tick_secs`; a sample of the fleet is taken every [`SAMPLE_MINUTES`].
 //!
-//! Not modelled yet: detection storms (`fp-storm`, `block-storm` release only what the agent
-//! reports of crashes), storage power cuts are configured by the scenario's faults.
+//! Processes start at the fleet's rate and at each boot ([`crate::activity`]); a release with a
+//! rule that fires on every process (`fp-storm`, `block-storm`) raises a detection for each,
+//! through the driver's real block safety net, and the agent reports them. Power cuts hit the
+//! machines' storage at the scenario's rate (after an install without faults).
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
@@ -27,6 +29,7 @@ use bulwark_rollout::Status;
 use bulwark_service::agent::{Agent, AgentConfig, Clock, Random};
 use bulwark_service::storage::MemoryStorage;
 
+use crate::activity::{Activity, Running, StormRule};
 use crate::fleet::{Endpoint, OnlineSchedule, DAY};
 use crate::link::{Node, SimLink};
 use crate::machine::Machine;
@@ -100,6 +103,8 @@ struct EndpointSim {
     release_crashes: u64,
     baseline_crashes: u64,
     life: Rng,
+    /// Its processes, and what the sensor does with them.
+    activity: Activity,
 }
 
 /// Why a run could not be made.
@@ -126,13 +131,24 @@ pub struct Sim {
     release_envelope: Vec<u8>,
     timeline: Timeline,
     first_crash: Option<u64>,
+    /// The release's rule that fires on every process creation (`fp-storm`, `block-storm`).
+    storm: Option<StormRule>,
 }
 
-fn envelope(secret: &[u8; 32], version: u64, rules: usize) -> Vec<u8> {
+/// Rules in every simulated pack (the storm rule, if any, comes after them).
+const RULES: usize = 4;
+
+fn envelope(secret: &[u8; 32], version: u64, storm: Option<StormRule>) -> Vec<u8> {
     let mut text = String::new();
-    for r in 0..rules {
+    for r in 0..RULES {
         text.push_str(&format!(
             "rule\n  id \"sim-{version}-{r}\"\n  title \"simulated rule {r}\"\n  author \"bulwark sim\"\n  level medium\n  action alert\n  event process_creation\n  str.contains CommandLine \"sim-marker-{version}-{r}\"\n  ret\nend\n"
+        ));
+    }
+    if let Some(s) = storm {
+        let action = if s.block { "block" } else { "alert" };
+        text.push_str(&format!(
+            "rule\n  id \"sim-{version}-storm\"\n  title \"matches every process\"\n  author \"bulwark sim\"\n  level high\n  action {action}\n  event process_creation\n  str.contains Image \".exe\"\n  ret\nend\n"
         ));
     }
     let pack = bulwark_interpreter::text::asm(&text).unwrap_or_default();
@@ -158,8 +174,16 @@ impl Sim {
                 .map_err(|e| SimError::Agent(e.to_string()))?,
         );
         let server = Rc::new(RefCell::new(SimServer::new(keys, "stable", EPOCH)?));
-        let previous = envelope(&secret, PREVIOUS, 4);
-        let release_envelope = envelope(&secret, RELEASE, 4);
+        let storm = match scenario.release.behaviour {
+            Behaviour::FpStorm | Behaviour::BlockStorm => Some(StormRule {
+                version: RELEASE,
+                rule_index: u32::try_from(RULES).unwrap_or(u32::MAX),
+                block: scenario.release.behaviour == Behaviour::BlockStorm,
+            }),
+            _ => None,
+        };
+        let previous = envelope(&secret, PREVIOUS, None);
+        let release_envelope = envelope(&secret, RELEASE, storm);
         server.borrow_mut().publish(PREVIOUS, &previous)?;
         server
             .borrow_mut()
@@ -244,6 +268,7 @@ impl Sim {
                 release_crashes: 0,
                 baseline_crashes: 0,
                 life: Rng::stream(seed ^ 0x5eed, u64::from(index), Purpose::Life),
+                activity: Activity::default(),
             });
         }
         let timeline = Timeline {
@@ -267,6 +292,7 @@ impl Sim {
             release_envelope,
             timeline,
             first_crash: None,
+            storm,
         };
         sim.push(EPOCH, Ev::Day(0), 0);
         sim.push(EPOCH + scenario.release.start_minute * 60, Ev::Release, 0);
@@ -370,6 +396,7 @@ impl Sim {
                     n.now = now;
                     n.machine.boot(&self.keys, now);
                     n.events = 0;
+                    e.activity.boot(now);
                     e.epoch += 1;
                     e.on_until = e.on_until.max(now);
                     let runs = n.machine.running().map(|c| c.version) == Some(RELEASE);
@@ -419,7 +446,23 @@ impl Sim {
                     let mut n = e.node.borrow_mut();
                     n.now = now;
                     // Processes start: events flow through the sensor.
-                    n.events = n.events.saturating_add(1);
+                    let running = n.machine.running().map(|c| Running {
+                        version: c.version,
+                        blessed: n
+                            .machine
+                            .guard()
+                            .and_then(|g| g.state().lkg)
+                            .is_some_and(|l| l == c),
+                    });
+                    let node = &mut *n;
+                    let started = e.activity.run(
+                        now,
+                        self.scenario.fleet.processes_per_endpoint_hour,
+                        running,
+                        self.storm,
+                        &mut node.detections,
+                    );
+                    node.events = node.events.saturating_add(started.max(1));
                 }
                 self.server.borrow_mut().now = now;
                 let wait = e.agent.step();
@@ -536,24 +579,41 @@ impl Sim {
             .iter()
             .map(|e| {
                 let n = e.node.borrow();
-                // Unusable: no content it can run (records lost, or nothing left).
-                let bricked = n.machine.guard().is_none() || n.machine.content().is_none();
+                // Unusable: no content it can run (records lost, or nothing left), or blessed
+                // content whose block rule denies every process its user starts (nothing takes
+                // last-known-good away without a person).
+                let blessed_release = n
+                    .machine
+                    .guard()
+                    .and_then(|g| g.state().lkg)
+                    .is_some_and(|l| l.version == RELEASE)
+                    && n.machine.content().is_some_and(|c| c.version == RELEASE);
+                let bricked = n.machine.guard().is_none()
+                    || n.machine.content().is_none()
+                    || (blessed_release && e.activity.blocking_now);
                 EndpointTally {
                     release_crashes: e.release_crashes,
                     bricked,
+                    blocked_processes: e.activity.blocked,
                 }
             })
             .collect();
         let first = self.first_crash.map(|t| {
             t.saturating_sub(EPOCH + self.scenario.release.start_minute * 60) as f64 / 60.0
         });
-        Outcome::from_run(
+        let mut outcome = Outcome::from_run(
             &self.scenario.name,
             self.seed,
             self.scenario.fleet.hours,
             &self.timeline,
             &tallies,
             first,
-        )
+        );
+        if self.storm.is_some_and(|s| s.block) {
+            outcome.blocked_processes = Some(tallies.iter().map(|t| t.blocked_processes).sum());
+            outcome.endpoints_with_blocks =
+                Some(tallies.iter().filter(|t| t.blocked_processes > 0).count() as u64);
+        }
+        outcome
     }
 }

@@ -45,6 +45,7 @@
 // stage, not in a loop.
 #![allow(clippy::result_large_err)]
 
+pub mod activity;
 pub mod engine;
 pub mod fleet;
 pub mod link;

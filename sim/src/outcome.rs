@@ -76,6 +76,8 @@ pub struct EndpointTally {
     /// At the end: stuck in a boot loop or otherwise unusable, with no way back without a
     /// person (the guard's records lost, or crashing on last-known-good).
     pub bricked: bool,
+    /// User processes the release denied on this endpoint.
+    pub blocked_processes: u64,
 }
 
 /// The `--json` object.
@@ -107,6 +109,12 @@ pub struct Outcome {
     pub final_fraction_on_release: f64,
     /// Hours from the release's start until 95% of the fleet is on it.
     pub hours_to_95pct: Option<f64>,
+    /// User processes the release's block rules denied, fleet-wide (`block-storm`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked_processes: Option<u64>,
+    /// Endpoints on which the release denied at least one user process (`block-storm`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoints_with_blocks: Option<u64>,
     /// With `--releases K`: how many of K good releases were halted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub false_halts: Option<u64>,
@@ -191,6 +199,8 @@ impl Outcome {
                 .map(|m| round(m.saturating_sub(timeline.release_start_minute) as f64, 1)),
             final_fraction_on_release: round(timeline.final_fraction_on_release(), 4),
             hours_to_95pct: timeline.hours_to_fraction(0.95).map(|h| round(h, 2)),
+            blocked_processes: None,
+            endpoints_with_blocks: None,
             false_halts: None,
             releases: None,
             waves: timeline.waves.clone(),
@@ -247,10 +257,12 @@ mod tests {
             EndpointTally {
                 release_crashes: 3,
                 bricked: false,
+                blocked_processes: 0,
             },
             EndpointTally {
                 release_crashes: 1,
                 bricked: true,
+                blocked_processes: 0,
             },
             EndpointTally::default(),
         ];

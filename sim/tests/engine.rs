@@ -114,3 +114,32 @@ fn power_cuts_brick_nothing_and_a_failed_write_is_no_refusal_of_a_good_release()
     assert_eq!(o.bricked, 0, "{}", o.to_json());
     assert!(o.final_fraction_on_release > 0.6, "{}", o.to_json());
 }
+
+/// A rule that fires on every process: the canary's detections halt the release before it
+/// reaches the rest of the fleet.
+#[test]
+fn a_detection_storm_is_halted_in_the_canary() {
+    let o = run(&scenario("fp-storm", true), 3);
+    assert!(o.halted, "{}", o.to_json());
+    let reason = o.halt_reason.clone().unwrap();
+    assert!(reason.contains("sim-2-storm"), "{reason}");
+    assert_eq!(o.waves[1].exposed, 0, "{}", o.to_json());
+    assert_eq!(o.bricked, 0);
+}
+
+/// A block rule that matches every process: halted while it only alerts (not yet blessed), so no
+/// user process is ever denied; without the analysis the fleet blesses it and every user process
+/// is denied from then on: the guard cannot see it (nothing crashes), and the driver's storm
+/// limiter only stops bursts.
+#[test]
+fn a_block_storm_is_halted_before_it_blocks_and_without_analysis_leaves_machines_unusable() {
+    let o = run(&scenario("block-storm", true), 3);
+    assert!(o.halted, "{}", o.to_json());
+    assert_eq!(o.bricked, 0, "{}", o.to_json());
+    assert_eq!(o.blocked_processes, Some(0), "{}", o.to_json());
+    let o = run(&scenario("block-storm", false), 3);
+    assert!(!o.halted);
+    assert!(o.blocked_processes.unwrap() > 0, "{}", o.to_json());
+    assert!(o.bricked > 0, "{}", o.to_json());
+    assert_eq!(o.endpoints_with_blocks, Some(o.bricked), "{}", o.to_json());
+}
