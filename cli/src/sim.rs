@@ -23,6 +23,7 @@ pub fn commands() -> Vec<Command> {
         .arg(Arg::new("endpoints").long("endpoints").value_parser(value_parser!(u64)).help("the fleet's size (the scenario's otherwise)"))
         .arg(Arg::new("hours").long("hours").value_parser(value_parser!(u64)).help("simulated hours (the scenario's otherwise)"))
         .arg(Arg::new("seed").long("seed").default_value("1").value_parser(value_parser!(u64)).help("the run's seed: the same seed gives the same run"))
+        .arg(Arg::new("releases").long("releases").value_parser(value_parser!(u64).range(1..=10_000)).help("run K good releases (seeds SEED, SEED+1, ...) and count the halts: false halts against the fleet's noise"))
         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print one JSON object"))
         .arg(Arg::new("report").long("report").value_parser(value_parser!(PathBuf)).help("write an HTML report with charts to DIR/index.html"))]
 }
@@ -53,9 +54,16 @@ pub fn run(name: &str, m: &ArgMatches) -> Option<ExitCode> {
     }
     let seed = m.get_one::<u64>("seed").copied().unwrap_or(1);
     let started = std::time::Instant::now();
-    let result = Sim::new(&s, seed).and_then(Sim::run_with_timeline);
+    let result = match m.get_one::<u64>("releases") {
+        Some(&k) => Sim::run_releases(&s, seed, k),
+        None => Sim::new(&s, seed).and_then(Sim::run_with_timeline),
+    };
     let (outcome, timeline) = match result {
         Ok(r) => r,
+        Err(e @ bulwark_sim::engine::SimError::NotGood(_)) => {
+            eprintln!("bulwark sim: {e}");
+            return Some(ExitCode::from(EXIT_USAGE));
+        }
         Err(e) => {
             eprintln!("bulwark sim: {e}");
             return Some(ExitCode::FAILURE);
@@ -101,6 +109,12 @@ pub fn run(name: &str, m: &ArgMatches) -> Option<ExitCode> {
         outcome.final_fraction_on_release * 100.0
     );
     println!("hours to 95%              {}", opt(outcome.hours_to_95pct));
+    if let Some(b) = outcome.blocked_processes {
+        println!("user processes blocked    {b}");
+    }
+    if let (Some(h), Some(k)) = (outcome.false_halts, outcome.releases) {
+        println!("false halts               {h} of {k} good releases");
+    }
     for w in &outcome.waves {
         println!(
             "wave {:<10} {:>7} endpoints, {:>7} ran it, {:>6} crashed, {:>5} quarantined, opened after {} min",

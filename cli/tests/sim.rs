@@ -84,5 +84,30 @@ fn sim_prints_the_blast_radius_and_writes_a_report() {
     let bad = bulwark(&["sim", "--scenario", "no-such-scenario"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a built-in (good, crash-on-load"));
+    // --releases counts false halts, of good releases only.
+    let notgood = bulwark(&["sim", "--scenario", file, "--releases", "2"]);
+    assert_eq!(notgood.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&notgood.stderr).contains("not good"));
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        SCENARIO
+            .replace("crash-on-load", "good")
+            .replace("small-crash", "small-good")
+            .replace("hours = 6", "hours = 3"),
+    )
+    .unwrap();
+    let k = bulwark(&[
+        "sim",
+        "--scenario",
+        good.to_str().unwrap(),
+        "--releases",
+        "3",
+        "--json",
+    ]);
+    assert!(k.status.success(), "{}", String::from_utf8_lossy(&k.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&k.stdout).unwrap();
+    assert_eq!(v["releases"], 3, "{v}");
+    assert_eq!(v["false_halts"], 0, "{v}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,11 +10,21 @@
 //! driver's own [`StormLimiter`] demotes a rule that blocks more than its limit within its window
 //! (it lives in the driver's memory: a reboot starts it afresh).
 //!
+//! Besides, the running content's ordinary rules fire now and then (the fleet's
+//! `baseline_detections_per_endpoint_hour`, a Poisson process): the noise against which the
+//! health analysis must not halt a good release.
+//!
 //! Each detection reaches the service through the driver link, which reports them (counts per
 //! rule, alerts) to the server, whose health analysis halts a storm.
 
 use bulwark_driver_core::blocking::{BlockPolicy, StormDecision, StormLimiter};
 use bulwark_service::link::Detection;
+
+use crate::rng::Rng;
+
+/// The ordinary rules every simulated pack carries (indexes `0..RULES`, the same ids in every
+/// version); a storm rule, if any, comes after them.
+pub const RULES: u32 = 4;
 
 /// Processes started within the first minute of a boot.
 pub const BOOT_PROCESSES: u64 = 40;
@@ -48,6 +58,8 @@ pub struct Activity {
     /// The driver's storm limiter (allocated the first time content blocks here).
     limiter: Option<Box<StormLimiter>>,
     seq: u64,
+    /// The ordinary rules' detections.
+    noise: Option<Rng>,
     /// User processes the release denied, in all.
     pub blocked: u64,
     /// Whether the last user process that the release's block rule matched was denied (the
@@ -65,6 +77,15 @@ pub struct Running {
 }
 
 impl Activity {
+    /// An activity whose ordinary detections are drawn from `noise`.
+    #[must_use]
+    pub fn new(noise: Rng) -> Activity {
+        Activity {
+            noise: Some(noise),
+            ..Activity::default()
+        }
+    }
+
     /// The machine booted at `now`: a new burst, and the driver's memory starts afresh.
     pub fn boot(&mut self, now: u64) {
         self.last = now;
@@ -79,6 +100,7 @@ impl Activity {
         &mut self,
         now: u64,
         per_hour: f64,
+        noise_per_hour: f64,
         running: Option<Running>,
         storm: Option<StormRule>,
         out: &mut Vec<Detection>,
@@ -86,6 +108,29 @@ impl Activity {
         let elapsed = now.saturating_sub(self.last);
         let start = self.last;
         self.last = now;
+        if let (Some(r), Some(rng)) = (running, self.noise.as_mut()) {
+            if noise_per_hour > 0.0 {
+                let mean_gap = 3600.0 / noise_per_hour;
+                let mut t = rng.exponential(mean_gap);
+                let mut fired = Vec::new();
+                while t < elapsed as f64 {
+                    fired.push((start + t as u64, rng.below_or_eq(u64::from(RULES - 1))));
+                    t += rng.exponential(mean_gap);
+                }
+                for (at, rule) in fired {
+                    self.seq += 1;
+                    out.push(detection(
+                        self.seq,
+                        at,
+                        r.version,
+                        u32::try_from(rule).unwrap_or(0),
+                        false,
+                        false,
+                        false,
+                    ));
+                }
+            }
+        }
         let expected = self.carry + per_hour * elapsed as f64 / 3600.0;
         let steady = expected.floor().max(0.0);
         self.carry = expected - steady;
@@ -140,34 +185,56 @@ impl Activity {
         }
         self.blocked += u64::from(blocked);
         self.seq += 1;
-        out.push(Detection {
-            seq: self.seq,
-            time: ticks,
-            content_version: running.version,
-            rule_index: rule.rule_index,
-            event_type: "process_creation".into(),
-            action: if rule.block { "block" } else { "alert" }.into(),
+        out.push(detection(
+            self.seq,
+            at,
+            running.version,
+            rule.rule_index,
+            rule.block,
             blocked,
-            process_id: u32::try_from(self.seq % 65_536).unwrap_or(0) * 4,
-            parent_process_id: 4,
-            image: if system {
-                "C:\\Windows\\System32\\svchost.exe"
-            } else {
-                "C:\\Program Files\\App\\app.exe"
-            }
-            .into(),
-            command_line: String::new(),
-            user: String::new(),
-            parent_image: String::new(),
-            hashes: String::new(),
-            truncated: Vec::new(),
-        });
+            system,
+        ));
+    }
+}
+
+/// A detection of rule `rule_index` of content `version` on a process started at `at`.
+fn detection(
+    seq: u64,
+    at: u64,
+    version: u64,
+    rule_index: u32,
+    block: bool,
+    blocked: bool,
+    system: bool,
+) -> Detection {
+    Detection {
+        seq,
+        time: EPOCH_DIFF.saturating_add(at.saturating_mul(TICKS_PER_SEC)),
+        content_version: version,
+        rule_index,
+        event_type: "process_creation".into(),
+        action: if block { "block" } else { "alert" }.into(),
+        blocked,
+        process_id: u32::try_from(seq % 65_536).unwrap_or(0) * 4,
+        parent_process_id: 4,
+        image: if system {
+            "C:\\Windows\\System32\\svchost.exe"
+        } else {
+            "C:\\Program Files\\App\\app.exe"
+        }
+        .into(),
+        command_line: String::new(),
+        user: String::new(),
+        parent_image: String::new(),
+        hashes: String::new(),
+        truncated: Vec::new(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::Rng;
 
     const STORM: StormRule = StormRule {
         version: 2,
@@ -182,15 +249,39 @@ mod tests {
         let mut out = Vec::new();
         // 120 an hour: 30 in 900 s, plus the burst.
         assert_eq!(
-            a.run(1900, 120.0, None, None, &mut out),
+            a.run(1900, 120.0, 0.0, None, None, &mut out),
             30 + BOOT_PROCESSES
         );
         // 7 s at 120 an hour is 0.233...: nothing yet, then it adds up.
         let n: u64 = (1..=30)
-            .map(|k| a.run(1900 + 7 * k, 120.0, None, None, &mut out))
+            .map(|k| a.run(1900 + 7 * k, 120.0, 0.0, None, None, &mut out))
             .sum();
         assert_eq!(n, 7);
         assert!(out.is_empty(), "no storm rule, no detections");
+    }
+
+    #[test]
+    fn the_ordinary_rules_fire_at_the_baseline_rate_on_whatever_content_runs() {
+        let mut a = Activity::new(Rng::new(9));
+        a.boot(0);
+        let mut out = Vec::new();
+        let v1 = Running {
+            version: 1,
+            blessed: true,
+        };
+        // 0.02 an hour over 10,000 hours: about 200.
+        for h in 1..=10_000 {
+            a.run(h * 3600, 0.0, 0.02, Some(v1), None, &mut out);
+        }
+        assert!((150..=250).contains(&out.len()), "{}", out.len());
+        assert!(out
+            .iter()
+            .all(|d| d.rule_index < RULES && d.content_version == 1 && !d.blocked));
+        assert!(out.windows(2).all(|w| w[0].time <= w[1].time));
+        // Nothing runs (the machine is down between boots): nothing fires.
+        let n = out.len();
+        a.run(10_001 * 3600, 0.0, 0.02, None, None, &mut out);
+        assert_eq!(out.len(), n);
     }
 
     #[test]
@@ -202,7 +293,7 @@ mod tests {
             version: 2,
             blessed: false,
         };
-        a.run(600, 120.0, Some(unblessed), Some(STORM), &mut out);
+        a.run(600, 120.0, 0.0, Some(unblessed), Some(STORM), &mut out);
         assert_eq!(out.len() as u64, BOOT_PROCESSES + 20);
         assert!(out.iter().all(|d| !d.blocked && d.action == "block"));
         assert_eq!(a.blocked, 0);
@@ -218,12 +309,12 @@ mod tests {
         };
         let mut out = Vec::new();
         a.boot(0);
-        a.run(60, 120.0, Some(blessed), Some(STORM), &mut out);
+        a.run(60, 120.0, 0.0, Some(blessed), Some(STORM), &mut out);
         // 12 user processes in the burst's minute (and 2 steady ones): all blocked, under the
         // limit of 20 a minute.
         assert_eq!(a.blocked, 14);
         // The steady flow never reaches 20 a minute: every user process is denied.
-        a.run(3600, 120.0, Some(blessed), Some(STORM), &mut out);
+        a.run(3600, 120.0, 0.0, Some(blessed), Some(STORM), &mut out);
         assert_eq!(a.blocked, 14 + 118);
         assert!(a.blocking_now);
         // The system's processes were not.
@@ -234,15 +325,15 @@ mod tests {
         // A burst (one a second) is stopped at the limit: the rule is demoted, until a reboot.
         // (The limiter's window already holds the steady flow's last blocks.)
         let before = a.blocked;
-        a.run(3700, 3600.0, Some(blessed), Some(STORM), &mut out);
+        a.run(3700, 3600.0, 0.0, Some(blessed), Some(STORM), &mut out);
         let in_burst = a.blocked - before;
         assert!((1..=20).contains(&in_burst), "{in_burst}");
         assert!(!a.blocking_now);
-        a.run(4000, 3600.0, Some(blessed), Some(STORM), &mut out);
+        a.run(4000, 3600.0, 0.0, Some(blessed), Some(STORM), &mut out);
         assert_eq!(a.blocked, before + in_burst);
         let before = a.blocked;
         a.boot(5000);
-        a.run(5001, 120.0, Some(blessed), Some(STORM), &mut out);
+        a.run(5001, 120.0, 0.0, Some(blessed), Some(STORM), &mut out);
         assert_eq!(a.blocked, before + 12);
         assert!(a.blocking_now);
     }

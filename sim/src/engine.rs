@@ -29,7 +29,7 @@ use bulwark_rollout::Status;
 use bulwark_service::agent::{Agent, AgentConfig, Clock, Random};
 use bulwark_service::storage::MemoryStorage;
 
-use crate::activity::{Activity, Running, StormRule};
+use crate::activity::{Activity, Running, StormRule, RULES};
 use crate::fleet::{Endpoint, OnlineSchedule, DAY};
 use crate::link::{Node, SimLink};
 use crate::machine::Machine;
@@ -116,6 +116,11 @@ pub enum SimError {
     /// An agent could not be opened.
     #[error("agent: {0}")]
     Agent(String),
+    /// False halts are counted over good releases only.
+    #[error(
+        "--releases counts false halts of good releases; scenario {0:?}'s release is not good"
+    )]
+    NotGood(String),
 }
 
 /// A run of `scenario` seeded with `seed`.
@@ -135,14 +140,13 @@ pub struct Sim {
     storm: Option<StormRule>,
 }
 
-/// Rules in every simulated pack (the storm rule, if any, comes after them).
-const RULES: usize = 4;
-
 fn envelope(secret: &[u8; 32], version: u64, storm: Option<StormRule>) -> Vec<u8> {
     let mut text = String::new();
+    // The same ordinary rules in every version: their detections on a release are compared with
+    // theirs on the baseline.
     for r in 0..RULES {
         text.push_str(&format!(
-            "rule\n  id \"sim-{version}-{r}\"\n  title \"simulated rule {r}\"\n  author \"bulwark sim\"\n  level medium\n  action alert\n  event process_creation\n  str.contains CommandLine \"sim-marker-{version}-{r}\"\n  ret\nend\n"
+            "rule\n  id \"sim-rule-{r}\"\n  title \"simulated rule {r}\"\n  author \"bulwark sim\"\n  level medium\n  action alert\n  event process_creation\n  str.contains CommandLine \"sim-marker-{r}\"\n  ret\nend\n"
         ));
     }
     if let Some(s) = storm {
@@ -177,7 +181,7 @@ impl Sim {
         let storm = match scenario.release.behaviour {
             Behaviour::FpStorm | Behaviour::BlockStorm => Some(StormRule {
                 version: RELEASE,
-                rule_index: u32::try_from(RULES).unwrap_or(u32::MAX),
+                rule_index: RULES,
                 block: scenario.release.behaviour == Behaviour::BlockStorm,
             }),
             _ => None,
@@ -268,7 +272,7 @@ impl Sim {
                 release_crashes: 0,
                 baseline_crashes: 0,
                 life: Rng::stream(seed ^ 0x5eed, u64::from(index), Purpose::Life),
-                activity: Activity::default(),
+                activity: Activity::new(Rng::stream(seed, u64::from(index), Purpose::Detections)),
             });
         }
         let timeline = Timeline {
@@ -299,6 +303,34 @@ impl Sim {
         sim.push(EPOCH, Ev::Tick, 0);
         sim.push(EPOCH, Ev::Sample, 0);
         Ok(sim)
+    }
+
+    /// `releases` good releases, each a run of `scenario` (whose release must be `good`) with
+    /// its own seed (`seed`, `seed + 1`, ...): the first run's outcome and time series, with
+    /// `false_halts`, how many of them the controller halted against the fleet's noise (baseline
+    /// crashes and detections).
+    pub fn run_releases(
+        scenario: &Scenario,
+        seed: u64,
+        releases: u64,
+    ) -> Result<(Outcome, Timeline), SimError> {
+        if scenario.release.behaviour != Behaviour::Good {
+            return Err(SimError::NotGood(scenario.name.clone()));
+        }
+        let mut first = None;
+        let mut halts = 0;
+        for k in 0..releases.max(1) {
+            let (outcome, timeline) =
+                Sim::new(scenario, seed.wrapping_add(k))?.run_with_timeline()?;
+            halts += u64::from(outcome.halted);
+            if first.is_none() {
+                first = Some((outcome, timeline));
+            }
+        }
+        let (mut outcome, timeline) = first.ok_or(SimError::NotGood(scenario.name.clone()))?;
+        outcome.false_halts = Some(halts);
+        outcome.releases = Some(releases.max(1));
+        Ok((outcome, timeline))
     }
 
     fn push(&mut self, at: u64, ev: Ev, epoch: u32) {
@@ -458,6 +490,7 @@ impl Sim {
                     let started = e.activity.run(
                         now,
                         self.scenario.fleet.processes_per_endpoint_hour,
+                        self.scenario.fleet.baseline_detections_per_endpoint_hour,
                         running,
                         self.storm,
                         &mut node.detections,

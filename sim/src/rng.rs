@@ -35,6 +35,8 @@ pub enum Purpose {
     Faults = 4,
     /// What the release does to this endpoint (crash on load or not).
     Release = 5,
+    /// The running content's ordinary detections (the baseline's noise).
+    Detections = 6,
 }
 
 impl Rng {
