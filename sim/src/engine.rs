@@ -189,6 +189,8 @@ impl Sim {
         let previous = envelope(&secret, PREVIOUS, None);
         let release_envelope = envelope(&secret, RELEASE, storm);
         server.borrow_mut().publish(PREVIOUS, &previous)?;
+        // The previous release went to the whole fleet and completed: the baseline.
+        server.borrow_mut().completed(PREVIOUS)?;
         server
             .borrow_mut()
             .set_health(if scenario.rollout.health_analysis {

@@ -249,6 +249,31 @@ impl SimServer {
         self.sign_rollout()
     }
 
+    /// Records that `version` was rolled out to the whole fleet and completed before now: the
+    /// baseline the next release is compared with (its endpoints' crashes and detections).
+    pub fn completed(&mut self, version: u64) -> Result<(), ServerError> {
+        let plan = Plan {
+            waves: vec![bulwark_rollout::plan::Wave {
+                name: "all".to_owned(),
+                fraction_ppm: bulwark_rollout::plan::WHOLE_FLEET_PPM,
+                bake_secs: 0,
+                min_healthy: 1,
+            }],
+        };
+        self.start(version, plan)?;
+        let now = Timestamp(self.now);
+        if let Some(state) = self.state.as_mut() {
+            state.wave_opened_at = vec![Some(now); state.plan.waves.len()];
+            state.open_waves = u32::try_from(state.plan.waves.len()).unwrap_or(u32::MAX);
+            state.status = bulwark_rollout::Status::Complete { at: now };
+            state
+                .validate()
+                .map_err(|e| ServerError::Rollout(e.to_string()))?;
+        }
+        self.events.clear();
+        self.sign_rollout()
+    }
+
     fn sign_rollout(&mut self) -> Result<(), ServerError> {
         if self.releases.is_empty() {
             return Ok(());
@@ -543,5 +568,46 @@ impl TelemetrySink for SimSink {
             *e.detections.entry((d.release_version, d.rule)).or_default() += d.count;
         }
         Ok(Delivered::Stored)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn envelope(keys: &Keys, version: u64) -> Vec<u8> {
+        let text = "rule\n  id \"r\"\n  title \"t\"\n  author \"a\"\n  level high\n  action alert\n  event process_creation\n  str.contains CommandLine \"m\"\n  ret\nend\n";
+        let pack = bulwark_interpreter::text::asm(text).unwrap();
+        bulwark_loader_boot_guard::seal(
+            &keys.release_secret(),
+            1,
+            version,
+            bulwark_interpreter::schema_hash(),
+            &pack,
+        )
+        .unwrap()
+    }
+
+    /// The release is compared with the one the fleet completed before it: without a baseline,
+    /// the crashes every fleet has anyway were counted against the release alone (a good release
+    /// halted at 100,000 endpoints, 5 crashes in its third wave against 0 on a baseline that
+    /// could not have any).
+    #[test]
+    fn a_release_started_after_a_completed_one_has_it_as_its_baseline() {
+        let keys = Keys::from_seed(1);
+        let (one, two) = (envelope(&keys, 1), envelope(&keys, 2));
+        let mut s = SimServer::new(keys, "stable", 1_800_000_000).unwrap();
+        s.publish(1, &one).unwrap();
+        s.completed(1).unwrap();
+        assert!(matches!(
+            s.rollout_state().unwrap().status,
+            bulwark_rollout::Status::Complete { .. }
+        ));
+        s.publish(2, &two).unwrap();
+        s.start(2, Plan::default_plan()).unwrap();
+        let state = s.rollout_state().unwrap();
+        assert_eq!(state.release.version, 2);
+        assert_eq!(state.baseline_version, Some(1));
     }
 }
