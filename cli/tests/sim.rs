@@ -75,6 +75,13 @@ fn sim_prints_the_blast_radius_and_writes_a_report() {
     assert_eq!(again.stdout, out.stdout);
     let html = std::fs::read_to_string(report.join("index.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("small-crash"));
+    for chart in ["share.svg", "crashes.svg", "waves.svg"] {
+        let svg = std::fs::read_to_string(report.join(chart)).unwrap();
+        assert!(
+            svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\"") && svg.ends_with("</svg>"),
+            "{chart}"
+        );
+    }
     // The table.
     let table = bulwark(&["sim", "--scenario", file, "--seed", "3"]);
     let text = String::from_utf8_lossy(&table.stdout);

@@ -1,6 +1,7 @@
 //! The agent core: one [`Agent::step`] at a time, driven by an injected clock and randomness, so
 //! the same code runs in the service, in tests and in a fleet simulator.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use bulwark_distribution::{PersistedTrust, TrustState, Update};
@@ -127,7 +128,24 @@ pub struct Staged {
     /// next boot): the health window counts from here.
     #[serde(default)]
     pub running_since: Option<u64>,
+    /// Its rules' detections while on trial, by rule index: a rule that fires on most events is
+    /// a storm, and the content is not confirmed healthy.
+    #[serde(default)]
+    pub rule_detections: BTreeMap<u32, u64>,
 }
+
+/// A rule of content on trial that fires on more than this share of the events the sensor
+/// evaluated (and at least [`STORM_MIN_DETECTIONS`] times), or [`STORM_DETECTIONS`] times in
+/// all, keeps the content from being confirmed healthy: a bad rule is not blessed, so its
+/// `block` actions stay alerts (the driver blocks only for blessed content) and the rollout's
+/// revert can still take it back (the guard reverts only a candidate). The guard blesses it after
+/// its stable period anyway if nothing reverts it first.
+pub const STORM_SHARE: f64 = 0.5;
+/// See [`STORM_SHARE`].
+pub const STORM_MIN_DETECTIONS: u64 = 20;
+/// See [`STORM_SHARE`]: a rule that fires this often during the health window is a storm
+/// whatever else the sensor sees (events of every type count in the share).
+pub const STORM_DETECTIONS: u64 = 200;
 
 /// A rule of a staged pack, as alerts name it (the Detection Rule License requires the author,
 /// title and id in alerts).
@@ -247,6 +265,10 @@ pub struct Agent<L, S, T, C, R, D: Storage = DirStorage> {
     last_error: Option<String>,
     /// Whether the health window is over and the agent waits for events to flow (logged once).
     waiting_for_events: bool,
+    /// The storm that keeps the content on trial from being confirmed was logged.
+    storm_noted: bool,
+    /// Content versions whose rule names were looked up (once per run).
+    meta_tried: std::collections::BTreeSet<u64>,
     /// The administrator's controls as last read (kept when the file is damaged).
     admin: AdminControls,
     /// The last admin-file error logged (logged once).
@@ -340,6 +362,8 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
             next_heartbeat: 0,
             last_error: None,
             waiting_for_events: false,
+            storm_noted: false,
+            meta_tried: std::collections::BTreeSet::new(),
             admin: AdminControls::default(),
             admin_error: None,
             log: Vec::new(),
@@ -512,6 +536,50 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
         first.map_or(Ok(()), Err)
     }
 
+    /// Learns the rule names of content `version` that this agent did not stage (installed with
+    /// the driver, or staged before its state was lost), so that its detections are reported
+    /// under their rule ids like any other: the envelope the signed releases metadata lists for
+    /// it, checked against that metadata's hash. Tried once per version per run.
+    fn learn_rule_meta(&mut self, version: u64) {
+        if !self.meta_tried.insert(version) {
+            return;
+        }
+        let Some(released) = self
+            .trust
+            .releases()
+            .and_then(|r| r.get(&self.config.channel, version))
+            .cloned()
+        else {
+            return;
+        };
+        let learned = self
+            .source
+            .envelope(&hex(&released.envelope_sha256))
+            .map_err(|e| e.to_string())
+            .and_then(|envelope| {
+                let got: [u8; 32] = Sha256::digest(&envelope).into();
+                if got != released.envelope_sha256 {
+                    return Err(format!(
+                        "its envelope has SHA-256 {}, the signed metadata says {}",
+                        hex(&got),
+                        hex(&released.envelope_sha256)
+                    ));
+                }
+                rule_meta_of(&envelope)
+            });
+        match learned {
+            Ok(meta) => {
+                self.state.rule_meta.insert(version, meta);
+                while self.state.rule_meta.len() > 8 {
+                    self.state.rule_meta.pop_first();
+                }
+            }
+            Err(e) => self.note(format!(
+                "the rules of content version {version} could not be named: {e}"
+            )),
+        }
+    }
+
     fn forward_guard_events(&mut self) -> Result<(), AgentError> {
         let events = self.link.guard_events()?;
         let mut out = Vec::new();
@@ -535,9 +603,27 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
         if detections.is_empty() {
             return Ok(());
         }
+        let mut unnamed: Vec<u64> = detections
+            .iter()
+            .map(|d| d.content_version)
+            .filter(|v| !self.state.rule_meta.contains_key(v))
+            .collect();
+        unnamed.dedup();
+        for version in unnamed {
+            self.learn_rule_meta(version);
+        }
         let mut counts: std::collections::BTreeMap<(u64, String), u64> = Default::default();
         let mut alerts = Vec::new();
         let mut left_out = 0usize;
+        if let Some(staged) = self.state.staged.as_mut() {
+            for d in detections
+                .iter()
+                .filter(|d| d.content_version == staged.version)
+            {
+                let n = staged.rule_detections.entry(d.rule_index).or_default();
+                *n = n.saturating_add(1);
+            }
+        }
         for d in &detections {
             let meta = self
                 .state
@@ -925,24 +1011,10 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
         }
         // The loader ran the verifier; run it again on its own so its message is the one
         // reported (the pack bytes are the envelope's tail).
-        let mut rule_meta = Vec::new();
-        if let Ok((_, pack)) = bulwark_loader_boot_guard::envelope::parse(&envelope) {
-            match bulwark_interpreter::verify(pack) {
-                Ok(p) => {
-                    rule_meta = (0..p.rule_count())
-                        .filter_map(|i| {
-                            p.rule(i).map(|r| RuleMeta {
-                                id: r.id.to_owned(),
-                                title: r.title.to_owned(),
-                                author: r.author.to_owned(),
-                                level: r.level.name().to_owned(),
-                            })
-                        })
-                        .collect();
-                }
-                Err(e) => return self.reject(version, format!("verifier: {e}"), now),
-            }
-        }
+        let rule_meta = match rule_meta_of(&envelope) {
+            Ok(m) => m,
+            Err(e) => return self.reject(version, e, now),
+        };
         let mode = if self.config.hot {
             StageMode::Hot
         } else {
@@ -980,6 +1052,7 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
             at: now,
             events_at_stage: status.events_evaluated,
             running_since: (mode == StageMode::Hot).then_some(now),
+            rule_detections: BTreeMap::new(),
         });
         self.state.rule_meta.insert(version, rule_meta);
         while self.state.rule_meta.len() > 8 {
@@ -1037,6 +1110,30 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
             return Ok(());
         }
         self.waiting_for_events = false;
+        let seen = status
+            .events_evaluated
+            .saturating_sub(staged.events_at_stage);
+        if let Some((&rule, &count)) = staged.rule_detections.iter().find(|(_, &count)| {
+            count >= STORM_DETECTIONS
+                || (count >= STORM_MIN_DETECTIONS && count as f64 > STORM_SHARE * seen as f64)
+        }) {
+            if !self.storm_noted {
+                let id = self
+                    .state
+                    .rule_meta
+                    .get(&staged.version)
+                    .and_then(|r| r.get(rule as usize))
+                    .map_or_else(|| format!("#{rule}"), |m| m.id.clone());
+                self.note(format!(
+                    "content version {}: rule {id} fired {count} times on {seen} events: a \
+                     storm; not confirmed healthy",
+                    staged.version
+                ));
+                self.storm_noted = true;
+            }
+            return Ok(());
+        }
+        self.storm_noted = false;
         let answer = self.link.confirm_healthy()?;
         self.note(format!("confirm {}: {}", staged.version, answer.message));
         self.state.staged = None;
@@ -1046,6 +1143,25 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
         }
         self.save()
     }
+}
+
+/// The rules of the pack in `envelope`, as alerts name them; the verifier's message if it refuses
+/// the pack.
+fn rule_meta_of(envelope: &[u8]) -> Result<Vec<RuleMeta>, String> {
+    let Ok((_, pack)) = bulwark_loader_boot_guard::envelope::parse(envelope) else {
+        return Ok(Vec::new());
+    };
+    let p = bulwark_interpreter::verify(pack).map_err(|e| format!("verifier: {e}"))?;
+    Ok((0..p.rule_count())
+        .filter_map(|i| {
+            p.rule(i).map(|r| RuleMeta {
+                id: r.id.to_owned(),
+                title: r.title.to_owned(),
+                author: r.author.to_owned(),
+                level: r.level.name().to_owned(),
+            })
+        })
+        .collect())
 }
 
 /// The agent's state as `bulwark-service status` prints it, read from its state directory

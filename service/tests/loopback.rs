@@ -806,6 +806,44 @@ fn a_release_is_not_confirmed_until_events_flow_through_it() {
     assert_eq!(w.agent.state().confirmed, Some(1), "{:?}", w.agent.log);
 }
 
+/// A rule that fires on every process is a storm: the content stays on trial (its blocks stay
+/// alerts, and a revert can still take it back) instead of being confirmed healthy.
+#[test]
+fn content_whose_rule_fires_on_most_events_is_not_confirmed_healthy() {
+    let mut w = World::new("storm");
+    w.traffic = false;
+    w.agent.step();
+    w.publish(1);
+    w.start(1);
+    w.run_for(60);
+    assert_eq!(w.running(), 1, "{:?}", w.agent.log);
+    // Every process matches rule-1 (its marker in every command line).
+    let end = w.now() + WINDOW + 600;
+    while w.now() < end {
+        for _ in 0..5 {
+            w.process("cmd /c marker-1");
+        }
+        let wait = w.agent.step();
+        w.advance(wait.clamp(1, 30));
+    }
+    assert_eq!(w.agent.state().confirmed, None, "{:?}", w.agent.log);
+    assert_eq!(w.agent.link.status().unwrap().last_known_good, None);
+    let storm: Vec<_> = w
+        .agent
+        .log
+        .iter()
+        .filter(|l| l.contains("rule rule-1 fired") && l.contains("a storm"))
+        .collect();
+    assert_eq!(storm.len(), 1, "logged once: {:?}", w.agent.log);
+    // The same content with processes it does not match is confirmed.
+    let mut w = World::new("no-storm");
+    w.agent.step();
+    w.publish(1);
+    w.start(1);
+    w.run_for(WINDOW + 600);
+    assert_eq!(w.agent.state().confirmed, Some(1), "{:?}", w.agent.log);
+}
+
 #[test]
 fn the_administrators_pause_pin_and_revert_are_obeyed() {
     use bulwark_service::admin::{apply, Command};

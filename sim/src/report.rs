@@ -386,7 +386,9 @@ pub fn html(outcome: &Outcome, description: &str, t: &Timeline) -> String {
     page
 }
 
-/// Writes `dir/index.html` (creating `dir`), and returns its path.
+/// Writes `dir/index.html` (creating `dir`) and each of its charts as a file of its own
+/// (`share.svg`, `crashes.svg`, `waves.svg`, for documents that embed one), and returns the
+/// page's path.
 pub fn write(
     dir: &std::path::Path,
     outcome: &Outcome,
@@ -396,6 +398,9 @@ pub fn write(
     std::fs::create_dir_all(dir)?;
     let path = dir.join("index.html");
     std::fs::write(&path, html(outcome, description, t))?;
+    std::fs::write(dir.join("share.svg"), share_chart(t))?;
+    std::fs::write(dir.join("crashes.svg"), crash_chart(t))?;
+    std::fs::write(dir.join("waves.svg"), wave_chart(t))?;
     Ok(path)
 }
 

@@ -143,3 +143,15 @@ fn a_block_storm_is_halted_before_it_blocks_and_without_analysis_leaves_machines
     assert!(o.bricked > 0, "{}", o.to_json());
     assert_eq!(o.endpoints_with_blocks, Some(o.bricked), "{}", o.to_json());
 }
+
+/// The fleet's ordinary detections, on the release as on the baseline, do not halt a good
+/// release: the baseline's are reported under their rule ids too (the agents never staged the
+/// baseline, installed before the run; they learn its rules' names from its signed envelope).
+#[test]
+fn ordinary_detections_do_not_halt_a_good_release() {
+    let mut s = scenario("good", true);
+    s.fleet.baseline_detections_per_endpoint_hour = 20.0;
+    let o = run(&s, 4);
+    assert!(!o.halted, "{}", o.to_json());
+    assert!(o.final_fraction_on_release > 0.6, "{}", o.to_json());
+}
