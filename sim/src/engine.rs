@@ -437,6 +437,15 @@ impl Sim {
                     e.ran_release |= runs;
                     runs
                 };
+                if self
+                    .fleet
+                    .get(idx)
+                    .is_some_and(|e| e.node.borrow().machine.lost_power())
+                {
+                    // The power went again while the guard wrote its boot record.
+                    self.power_cut(idx, now);
+                    return Ok(());
+                }
                 let epoch = self.fleet.get(idx).map_or(0, |e| e.epoch);
                 let on_boot = self.scenario.release.behaviour == Behaviour::CrashOnLoad;
                 if crash && on_boot && self.crash_fate(idx) {
@@ -509,6 +518,11 @@ impl Sim {
                     std::mem::take(&mut n.crash_pending)
                 };
                 let epoch = e.epoch;
+                if e.node.borrow().machine.lost_power() {
+                    // A power cut hit one of this step's writes: the machine went down there.
+                    self.power_cut(idx, now);
+                    return Ok(());
+                }
                 if staged_release && self.crash_fate(idx) {
                     self.push(now + 5, Ev::Crash(i), epoch);
                 } else {
@@ -543,6 +557,19 @@ impl Sim {
             }
         }
         Ok(())
+    }
+
+    /// The machine lost power: it is down (not a clean shutdown) and restarts after its boot
+    /// time; the guard counts the interrupted run at that boot, as it would any crash.
+    fn power_cut(&mut self, idx: usize, now: u64) {
+        let Some(e) = self.fleet.get_mut(idx) else {
+            return;
+        };
+        e.node.borrow_mut().machine.crash();
+        e.epoch += 1;
+        let index = u32::try_from(idx).unwrap_or(u32::MAX);
+        let reboot = now + self.scenario.fleet.boot_secs;
+        self.push(reboot, Ev::PowerOn(index), 0);
     }
 
     fn sample(&mut self, now: u64) {

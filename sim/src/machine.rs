@@ -270,6 +270,12 @@ impl Machine {
         self.guard.as_mut().and_then(|r| r.as_mut().ok())
     }
 
+    /// Whether a power cut hit the store while the machine was up: the machine lost power.
+    #[must_use]
+    pub fn lost_power(&self) -> bool {
+        self.up && self.store().is_some_and(FaultyStore::is_dead)
+    }
+
     fn store(&self) -> Option<&FaultyStore> {
         self.guard.as_ref().map(|r| match r {
             Ok(g) => g.store(),
@@ -452,6 +458,29 @@ mod tests {
         let v1 = m.stage(keys, &envelope("one", 1), true, 1).unwrap();
         m.confirm_healthy(2).unwrap();
         v1
+    }
+
+    /// A power cut during a write is the machine losing power: it says so until it is down, and
+    /// the next boot counts the interrupted run (the guard cannot tell it from a crash).
+    #[test]
+    fn a_power_cut_during_a_write_takes_the_machine_down() {
+        let keys = keys();
+        let mut m = Machine::new(config(), FaultyStore::new(Rng::new(1), 0.0, 0.0));
+        let v1 = with_lkg(&mut m, &keys);
+        assert!(!m.lost_power());
+        m.set_faults(1.0, 0.0);
+        let _ = m.stage(&keys, &envelope("two", 2), true, 10);
+        assert!(m.lost_power());
+        m.crash();
+        assert!(!m.lost_power(), "down: nothing more to lose");
+        m.set_faults(0.0, 0.0);
+        assert!(matches!(m.boot(&keys, 20), Booted::Content(id, _) if id == v1));
+        let counted = m
+            .take_events()
+            .iter()
+            .filter(|e| e.kind == EventKind::CrashCounted)
+            .count();
+        assert_eq!(counted, 1);
     }
 
     #[test]
