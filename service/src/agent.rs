@@ -568,15 +568,22 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
                 rule_meta_of(&envelope)
             });
         match learned {
-            Ok(meta) => {
-                self.state.rule_meta.insert(version, meta);
-                while self.state.rule_meta.len() > 8 {
-                    self.state.rule_meta.pop_first();
-                }
-            }
+            Ok(meta) => self.remember_rule_meta(version, meta),
             Err(e) => self.note(format!(
                 "the rules of content version {version} could not be named: {e}"
             )),
+        }
+    }
+
+    /// Keeps the rule names of content `version`, and of at most seven other versions (the
+    /// oldest are forgotten first, never the one just learned).
+    fn remember_rule_meta(&mut self, version: u64, meta: Vec<RuleMeta>) {
+        self.state.rule_meta.insert(version, meta);
+        while self.state.rule_meta.len() > 8 {
+            let Some(oldest) = self.state.rule_meta.keys().copied().find(|&v| v != version) else {
+                break;
+            };
+            self.state.rule_meta.remove(&oldest);
         }
     }
 
@@ -1054,10 +1061,7 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
             running_since: (mode == StageMode::Hot).then_some(now),
             rule_detections: BTreeMap::new(),
         });
-        self.state.rule_meta.insert(version, rule_meta);
-        while self.state.rule_meta.len() > 8 {
-            self.state.rule_meta.pop_first();
-        }
+        self.remember_rule_meta(version, rule_meta);
         self.save()
     }
 

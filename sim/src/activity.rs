@@ -112,22 +112,19 @@ impl Activity {
             if noise_per_hour > 0.0 {
                 let mean_gap = 3600.0 / noise_per_hour;
                 let mut t = rng.exponential(mean_gap);
-                let mut fired = Vec::new();
                 while t < elapsed as f64 {
-                    fired.push((start + t as u64, rng.below_or_eq(u64::from(RULES - 1))));
-                    t += rng.exponential(mean_gap);
-                }
-                for (at, rule) in fired {
+                    let rule = u32::try_from(rng.below_or_eq(u64::from(RULES - 1))).unwrap_or(0);
                     self.seq += 1;
                     out.push(detection(
                         self.seq,
-                        at,
+                        start + t as u64,
                         r.version,
-                        u32::try_from(rule).unwrap_or(0),
+                        rule,
                         false,
                         false,
                         false,
                     ));
+                    t += rng.exponential(mean_gap);
                 }
             }
         }

@@ -158,15 +158,7 @@ impl DriverLink for SimLink {
         Ok(n.machine
             .take_events()
             .into_iter()
-            .map(|e| GuardEventRecord {
-                seq: e.seq,
-                time: e.time,
-                kind: e.kind.code(),
-                attempts: e.attempts,
-                detail: e.detail,
-                version: e.content.version,
-                hash: e.content.hash,
-            })
+            .map(|e| bulwark_driver_core::control::guard_event_record(&e, e.seq))
             .collect())
     }
 

@@ -321,18 +321,24 @@ impl<S: Store> ControlPlane for Control<S> {
         };
         let mut last = self.forwarded;
         for e in g.state().events_after(self.forwarded) {
-            sink(GuardEventRecord {
-                seq: 0,
-                time: e.time,
-                kind: e.kind.code(),
-                attempts: e.attempts,
-                detail: e.detail,
-                version: e.content.version,
-                hash: e.content.hash,
-            });
+            sink(guard_event_record(e, 0));
             last = last.max(e.seq);
         }
         self.forwarded = last;
+    }
+}
+
+/// The control protocol's record of guard event `e`, numbered `seq` (0: the sensor numbers it).
+#[must_use]
+pub fn guard_event_record(e: &bulwark_loader_boot_guard::Event, seq: u64) -> GuardEventRecord {
+    GuardEventRecord {
+        seq,
+        time: e.time,
+        kind: e.kind.code(),
+        attempts: e.attempts,
+        detail: e.detail,
+        version: e.content.version,
+        hash: e.content.hash,
     }
 }
 
