@@ -25,6 +25,8 @@ fn verify_cli(name: &str, pack: &[u8]) -> (Option<i32>, String) {
     let path: PathBuf = dir.join(format!("{name}.pack"));
     std::fs::write(&path, pack).unwrap();
     let o = bulwark(&["verify", path.to_str().unwrap()]);
+    // Packs near the limits are megabytes; each is removed once verified.
+    let _ = std::fs::remove_file(&path);
     let text =
         String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
     (o.status.code(), text)

@@ -77,6 +77,13 @@ struct Machine {
     hot: Vec<ContentId>,
 }
 
+impl Drop for Machine {
+    /// The machine's disk is a scratch directory: a run leaves nothing behind in the temp dir.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Machine {
     fn new(name: &str, threshold: u8) -> Machine {
         Machine {
