@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bulwark_sim::engine::Sim;
+use bulwark_sim::engine::{Sim, SimError, Transport};
 use bulwark_sim::scenario::{Scenario, BUILTIN_NAMES};
 use clap::{value_parser, Arg, ArgAction, ArgMatches, Command};
 
@@ -24,6 +24,7 @@ pub fn commands() -> Vec<Command> {
         .arg(Arg::new("hours").long("hours").value_parser(value_parser!(u64)).help("simulated hours (the scenario's otherwise)"))
         .arg(Arg::new("seed").long("seed").default_value("1").value_parser(value_parser!(u64)).help("the run's seed: the same seed gives the same run"))
         .arg(Arg::new("releases").long("releases").value_parser(value_parser!(u64).range(1..=10_000)).help("run K good releases (seeds SEED, SEED+1, ...) and count the halts: false halts against the fleet's noise"))
+        .arg(Arg::new("transport").long("transport").default_value("inproc").value_parser(["inproc", "http"]).help("inproc: the server model in process (deterministic); http: the real bulwark-server over TLS on loopback and each endpoint's service HTTPS client, an accelerated clock, at most 2,000 endpoints (the scenario's plan must fit the fleet)"))
         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print one JSON object"))
         .arg(Arg::new("report").long("report").value_parser(value_parser!(PathBuf)).help("write an HTML report with charts to DIR/index.html"))]
 }
@@ -53,14 +54,18 @@ pub fn run(name: &str, m: &ArgMatches) -> Option<ExitCode> {
         s.fleet.hours = h;
     }
     let seed = m.get_one::<u64>("seed").copied().unwrap_or(1);
+    let transport = match m.get_one::<String>("transport").map(String::as_str) {
+        Some("http") => Transport::Http,
+        _ => Transport::InProcess,
+    };
     let started = std::time::Instant::now();
     let result = match m.get_one::<u64>("releases") {
-        Some(&k) => Sim::run_releases(&s, seed, k),
-        None => Sim::new(&s, seed).and_then(Sim::run_with_timeline),
+        Some(&k) => Sim::run_releases(&s, seed, k, transport),
+        None => Sim::with_transport(&s, seed, transport).and_then(Sim::run_with_timeline),
     };
     let (outcome, timeline) = match result {
         Ok(r) => r,
-        Err(e @ bulwark_sim::engine::SimError::NotGood(_)) => {
+        Err(e @ (SimError::NotGood(_) | SimError::Http(_))) => {
             eprintln!("bulwark sim: {e}");
             return Some(ExitCode::from(EXIT_USAGE));
         }
@@ -87,6 +92,7 @@ pub fn run(name: &str, m: &ArgMatches) -> Option<ExitCode> {
     }
     let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v}"));
     println!("scenario                  {}", outcome.scenario);
+    println!("transport                 {}", outcome.transport);
     println!("endpoints                 {}", outcome.endpoints);
     println!("simulated hours           {}", outcome.simulated_hours);
     println!("bricked                   {}", outcome.bricked);

@@ -193,9 +193,30 @@ pub async fn start(
     Ok(Running { addr, tasks })
 }
 
-/// Every `interval`: the controller's [`controller::tick`], then, when signing, a fresh signed
-/// rollout file if the state changed or the current one is past half its lifetime (errors are
-/// printed and retried at the next tick).
+/// What one pass of the controller loop did: the events of the channels whose rollout changed,
+/// and, when signing, the version of a newly signed rollout file (`None`: nothing to re-sign).
+pub struct ControllerPass {
+    /// [`controller::tick`]'s result.
+    pub changed: Result<Vec<(String, Vec<bulwark_rollout::ControllerEvent>)>, api::ApiError>,
+    /// [`metadata::Signing::refresh_rollout`]'s result, when the server signs metadata.
+    pub signed: Option<Result<Option<u64>, metadata::MetadataError>>,
+}
+
+/// The controller loop's body at `now`: [`controller::tick`], then, when signing, a fresh signed
+/// rollout file if the state changed or the current one is past half its lifetime. Blocking (it
+/// reads and writes the store). The server's loop runs it every interval; the fleet simulator's
+/// HTTP transport runs it at each of its controller ticks.
+pub fn controller_pass(
+    store: &dyn Store,
+    signing: Option<&metadata::Signing>,
+    now: u64,
+) -> ControllerPass {
+    let changed = controller::tick(store, now);
+    let signed = signing.map(|s| s.refresh_rollout(store, now));
+    ControllerPass { changed, signed }
+}
+
+/// Every `interval`: [`controller_pass`] (errors are printed and retried at the next tick).
 async fn run_controller(
     store: Arc<dyn Store>,
     signing: Option<metadata::Signing>,
@@ -210,15 +231,11 @@ async fn run_controller(
         let signing = signing.clone();
         let now = clock.now();
         let result = tokio::task::spawn_blocking(move || {
-            let changed = controller::tick(store.as_ref(), now);
-            let signed = signing
-                .as_ref()
-                .map(|s| s.refresh_rollout(store.as_ref(), now));
-            (changed, signed)
+            controller_pass(store.as_ref(), signing.as_ref(), now)
         })
         .await;
         match result {
-            Ok((changed, signed)) => {
+            Ok(ControllerPass { changed, signed }) => {
                 match changed {
                     Ok(changed) => {
                         for (channel, events) in changed {

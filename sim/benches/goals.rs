@@ -20,7 +20,7 @@
 
 use std::time::Instant;
 
-use bulwark_sim::engine::Sim;
+use bulwark_sim::engine::{Sim, Transport};
 use bulwark_sim::outcome::Outcome;
 use bulwark_sim::scenario::{PlanName, Scenario};
 
@@ -223,7 +223,7 @@ fn main() {
     if releases > 0 && only.is_none() {
         let noisy = Scenario::from_toml(NOISY).unwrap();
         let started = Instant::now();
-        let (o, _) = Sim::run_releases(&noisy, 1, releases).unwrap();
+        let (o, _) = Sim::run_releases(&noisy, 1, releases, Transport::InProcess).unwrap();
         let halts = o.false_halts.unwrap_or(0);
         println!(
             "  {:<16} false halts <= 1 in 100 good releases against a noisy baseline ({} endpoints, {} h, {releases} releases): {halts} of {releases} ({:.1}%): {} ({:.0} s)",

@@ -31,6 +31,7 @@ use bulwark_service::storage::MemoryStorage;
 
 use crate::activity::{Activity, Running, StormRule, RULES};
 use crate::fleet::{Endpoint, OnlineSchedule, DAY};
+use crate::http::{Client, HttpServer};
 use crate::link::{Node, SimLink};
 use crate::machine::Machine;
 use crate::outcome::{EndpointTally, Outcome, Sample, Timeline, WaveStats};
@@ -66,6 +67,125 @@ impl Random for SimRandom {
 }
 
 type SimAgent = Agent<SimLink, SimSource, SimSink, SimClock, SimRandom, MemoryStorage>;
+type HttpAgent = Agent<SimLink, Client, Client, SimClock, SimRandom, MemoryStorage>;
+
+/// The secret the agents present at enrollment.
+const ENROLLMENT_SECRET: &str = "simulated-enrollment-secret";
+
+/// How the endpoints reach the rollout server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// The server model in process ([`SimServer`]): deterministic, and fast enough for a
+    /// fleet of 100,000.
+    InProcess,
+    /// The real `bulwark-server` over TLS on loopback, and the service's HTTPS client
+    /// ([`crate::http`]): at most [`crate::http::MAX_ENDPOINTS`] endpoints, not reproducible
+    /// byte for byte (the server draws endpoint ids).
+    Http,
+}
+
+/// The rollout server of a run.
+enum Backend {
+    InProcess(Rc<RefCell<SimServer>>),
+    Http(Box<HttpServer>),
+}
+
+impl Backend {
+    fn set_now(&self, now: u64) {
+        match self {
+            Backend::InProcess(s) => s.borrow_mut().now = now,
+            Backend::Http(s) => s.set_now(now),
+        }
+    }
+
+    fn publish(&mut self, version: u64, envelope: &[u8]) -> Result<(), ServerError> {
+        match self {
+            Backend::InProcess(s) => s.borrow_mut().publish(version, envelope),
+            Backend::Http(s) => s.publish(version, envelope),
+        }
+    }
+
+    fn start(&mut self, version: u64, plan: bulwark_rollout::Plan) -> Result<(), ServerError> {
+        match self {
+            Backend::InProcess(s) => s.borrow_mut().start(version, plan),
+            Backend::Http(s) => s.start(version, &plan),
+        }
+    }
+
+    fn completed(&mut self, version: u64) -> Result<(), ServerError> {
+        match self {
+            Backend::InProcess(s) => s.borrow_mut().completed(version),
+            Backend::Http(s) => s.completed(version),
+        }
+    }
+
+    fn tick(&mut self, now: u64) -> Result<Vec<ControllerEvent>, ServerError> {
+        match self {
+            Backend::InProcess(s) => s.borrow_mut().tick(now),
+            Backend::Http(s) => s.tick(now),
+        }
+    }
+
+    /// The rollout and its waves' thresholds.
+    fn rollout(
+        &self,
+    ) -> Result<
+        Option<(
+            bulwark_rollout::ChannelRollout,
+            bulwark_rollout::WaveThresholds,
+        )>,
+        ServerError,
+    > {
+        match self {
+            Backend::InProcess(s) => {
+                let s = s.borrow();
+                Ok(s.rollout_state().cloned().zip(s.thresholds().cloned()))
+            }
+            Backend::Http(s) => s.rollout(),
+        }
+    }
+}
+
+/// An endpoint's agent, over the run's transport.
+// The in-process agent is kept inline (100,000 of them, stepped in turn); the few HTTP ones are
+// boxed.
+#[allow(clippy::large_enum_variant)]
+enum FleetAgent {
+    InProcess(SimAgent),
+    Http(Box<HttpAgent>),
+}
+
+impl FleetAgent {
+    /// One step; the seconds until the next.
+    fn step(&mut self) -> u64 {
+        match self {
+            FleetAgent::InProcess(a) => {
+                let wait = a.step();
+                a.log.clear();
+                wait
+            }
+            FleetAgent::Http(a) => {
+                let wait = a.step();
+                a.log.clear();
+                wait
+            }
+        }
+    }
+
+    /// The id the server gave it at enrollment.
+    fn endpoint_id(&self) -> Option<[u8; 16]> {
+        let state = match self {
+            FleetAgent::InProcess(a) => a.state(),
+            FleetAgent::Http(a) => a.state(),
+        };
+        let id = &state.enrolled.as_ref()?.endpoint_id;
+        let mut out = [0u8; 16];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = u8::from_str_radix(id.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(out)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Ev {
@@ -92,7 +212,9 @@ struct EndpointSim {
     /// Whether the release ran on it at least once.
     ran_release: bool,
     node: Rc<RefCell<Node>>,
-    agent: SimAgent,
+    agent: FleetAgent,
+    /// Whether `facts.id` is the one the server gave (an HTTP run learns it at enrollment).
+    id_known: bool,
     /// Bumped whenever the machine goes down: events scheduled before are stale.
     epoch: u32,
     schedule: OnlineSchedule,
@@ -116,6 +238,9 @@ pub enum SimError {
     /// An agent could not be opened.
     #[error("agent: {0}")]
     Agent(String),
+    /// `--transport http` cannot run this.
+    #[error("--transport http: {0}")]
+    Http(String),
     /// False halts are counted over good releases only.
     #[error(
         "--releases counts false halts of good releases; scenario {0:?}'s release is not good"
@@ -128,7 +253,7 @@ pub struct Sim {
     scenario: Scenario,
     seed: u64,
     clock: Rc<Cell<u64>>,
-    server: Rc<RefCell<SimServer>>,
+    backend: Backend,
     keys: Rc<TrustedKeys>,
     fleet: Vec<EndpointSim>,
     queue: BinaryHeap<Reverse<(u64, u64, Ev, u32)>>,
@@ -167,9 +292,18 @@ fn envelope(secret: &[u8; 32], version: u64, storm: Option<StormRule>) -> Vec<u8
 }
 
 impl Sim {
-    /// Sets up the fleet: every machine running the previous release as last-known-good, every
-    /// agent enrolled.
+    /// Sets up the fleet (in process): every machine running the previous release as
+    /// last-known-good, every agent enrolled.
     pub fn new(scenario: &Scenario, seed: u64) -> Result<Sim, SimError> {
+        Sim::with_transport(scenario, seed, Transport::InProcess)
+    }
+
+    /// [`Sim::new`] over `transport`.
+    pub fn with_transport(
+        scenario: &Scenario,
+        seed: u64,
+        transport: Transport,
+    ) -> Result<Sim, SimError> {
         let clock = Rc::new(Cell::new(EPOCH));
         let keys = Keys::from_seed(seed);
         let secret = keys.release_secret();
@@ -177,7 +311,46 @@ impl Sim {
             TrustedKeys::new(&[keys.release_public()])
                 .map_err(|e| SimError::Agent(e.to_string()))?,
         );
-        let server = Rc::new(RefCell::new(SimServer::new(keys, "stable", EPOCH)?));
+        let health = if scenario.rollout.health_analysis {
+            scenario.rollout.health.clone()
+        } else {
+            // No analysis (July 2024): nothing halts or holds a wave; bake times alone.
+            bulwark_rollout::HealthConfig {
+                alpha_halt: 0.0,
+                alpha_hold: 0.0,
+                storm_min_count: u64::MAX,
+                quarantine_floor: u64::MAX,
+                rejection_floor: u64::MAX,
+                ..scenario.rollout.health.clone()
+            }
+        };
+        let mut backend = match transport {
+            Transport::InProcess => {
+                let mut server = SimServer::new(keys, "stable", EPOCH)?;
+                server.set_health(health);
+                Backend::InProcess(Rc::new(RefCell::new(server)))
+            }
+            Transport::Http => {
+                if scenario.fleet.endpoints > crate::http::MAX_ENDPOINTS {
+                    return Err(SimError::Http(format!(
+                        "{} endpoints; an HTTP run takes at most {} (each is a real agent with its own TLS connection): pass --endpoints",
+                        scenario.fleet.endpoints,
+                        crate::http::MAX_ENDPOINTS
+                    )));
+                }
+                if health != bulwark_rollout::HealthConfig::default() {
+                    return Err(SimError::Http(format!(
+                        "scenario {:?} sets its own health analysis (rollout.health or health_analysis = false); bulwark-server runs the default one",
+                        scenario.name
+                    )));
+                }
+                Backend::Http(Box::new(HttpServer::launch(
+                    keys,
+                    EPOCH,
+                    ENROLLMENT_SECRET,
+                )?))
+            }
+        };
         let storm = match scenario.release.behaviour {
             Behaviour::FpStorm | Behaviour::BlockStorm => Some(StormRule {
                 version: RELEASE,
@@ -188,31 +361,22 @@ impl Sim {
         };
         let previous = envelope(&secret, PREVIOUS, None);
         let release_envelope = envelope(&secret, RELEASE, storm);
-        server.borrow_mut().publish(PREVIOUS, &previous)?;
+        backend.publish(PREVIOUS, &previous)?;
         // The previous release went to the whole fleet and completed: the baseline.
-        server.borrow_mut().completed(PREVIOUS)?;
-        server
-            .borrow_mut()
-            .set_health(if scenario.rollout.health_analysis {
-                scenario.rollout.health.clone()
-            } else {
-                // No analysis (July 2024): nothing halts or holds a wave; bake times alone.
-                bulwark_rollout::HealthConfig {
-                    alpha_halt: 0.0,
-                    alpha_hold: 0.0,
-                    storm_min_count: u64::MAX,
-                    quarantine_floor: u64::MAX,
-                    rejection_floor: u64::MAX,
-                    ..scenario.rollout.health.clone()
-                }
-            });
+        backend.completed(PREVIOUS)?;
         let r = &scenario.rollout;
         let guard = GuardConfig {
             channel: 1,
             threshold: r.threshold,
             stable_secs: r.stable_secs,
         };
-        let root = server.borrow().root().to_owned();
+        let (root, release_public) = match &backend {
+            Backend::InProcess(s) => {
+                let s = s.borrow();
+                (s.root().to_owned(), s.keys().release_public())
+            }
+            Backend::Http(s) => (s.root().to_owned(), s.keys().release_public()),
+        };
         let mut fleet = Vec::new();
         for index in 0..u32::try_from(scenario.fleet.endpoints).unwrap_or(u32::MAX) {
             let e = Endpoint::generate(scenario, seed, index);
@@ -232,40 +396,66 @@ impl Sim {
             let node = Rc::new(RefCell::new(Node::new(machine)));
             // The link flags every hot stage of the release; whether it crashes is drawn here.
             node.borrow_mut().crashes_on = Some(RELEASE);
-            let agent = Agent::with_storage(
-                AgentConfig {
-                    channel: "stable".into(),
-                    channel_number: 1,
-                    enrollment_secret: "simulated-enrollment-secret".into(),
-                    os_build: facts.os_build.clone(),
-                    hw_class: facts.hw_class.clone(),
-                    host_group: facts.host_group.clone(),
-                    release_keys: vec![server.borrow().keys().release_public()],
-                    root: root.clone(),
-                    heartbeat_secs: scenario.fleet.heartbeat_secs,
-                    health_window_secs: r.health_window_secs,
-                    backoff_base_secs: 30,
-                    backoff_max_secs: 900,
-                    spool_max_bytes: 1 << 20,
-                    hot: r.stage_hot,
-                    health_requires_events: true,
-                },
-                MemoryStorage::new(),
-                SimLink::new(node.clone(), trusted.clone()),
-                SimSource(server.clone()),
-                SimSink {
-                    server: server.clone(),
-                    facts: facts.clone(),
-                },
-                SimClock(clock.clone()),
-                SimRandom(Rng::stream(seed, u64::from(index), Purpose::Agent)),
-            )
-            .map_err(|e| SimError::Agent(e.to_string()))?;
+            let config = AgentConfig {
+                channel: "stable".into(),
+                channel_number: 1,
+                enrollment_secret: ENROLLMENT_SECRET.into(),
+                os_build: facts.os_build.clone(),
+                hw_class: facts.hw_class.clone(),
+                host_group: facts.host_group.clone(),
+                release_keys: vec![release_public],
+                root: root.clone(),
+                heartbeat_secs: scenario.fleet.heartbeat_secs,
+                health_window_secs: r.health_window_secs,
+                backoff_base_secs: 30,
+                backoff_max_secs: 900,
+                spool_max_bytes: 1 << 20,
+                hot: r.stage_hot,
+                health_requires_events: true,
+            };
+            let link = SimLink::new(node.clone(), trusted.clone());
+            let clock = SimClock(clock.clone());
+            let random = SimRandom(Rng::stream(seed, u64::from(index), Purpose::Agent));
+            let agent = match &backend {
+                Backend::InProcess(server) => FleetAgent::InProcess(
+                    Agent::with_storage(
+                        config,
+                        MemoryStorage::new(),
+                        link,
+                        SimSource(server.clone()),
+                        SimSink {
+                            server: server.clone(),
+                            facts: facts.clone(),
+                        },
+                        clock,
+                        random,
+                    )
+                    .map_err(|e| SimError::Agent(e.to_string()))?,
+                ),
+                Backend::Http(server) => {
+                    let client = server
+                        .client()
+                        .map_err(|e| SimError::Agent(e.to_string()))?;
+                    FleetAgent::Http(Box::new(
+                        Agent::with_storage(
+                            config,
+                            MemoryStorage::new(),
+                            link,
+                            client.clone(),
+                            client,
+                            clock,
+                            random,
+                        )
+                        .map_err(|e| SimError::Agent(e.to_string()))?,
+                    ))
+                }
+            };
             fleet.push(EndpointSim {
                 facts,
                 ran_release: false,
                 node,
                 agent,
+                id_known: transport == Transport::InProcess,
                 epoch: 0,
                 schedule: OnlineSchedule::new(seed, index),
                 fate: Rng::stream(seed, u64::from(index), Purpose::Release),
@@ -290,7 +480,7 @@ impl Sim {
             scenario: scenario.clone(),
             seed,
             clock,
-            server,
+            backend,
             keys: trusted,
             fleet,
             queue: BinaryHeap::new(),
@@ -315,6 +505,7 @@ impl Sim {
         scenario: &Scenario,
         seed: u64,
         releases: u64,
+        transport: Transport,
     ) -> Result<(Outcome, Timeline), SimError> {
         if scenario.release.behaviour != Behaviour::Good {
             return Err(SimError::NotGood(scenario.name.clone()));
@@ -323,7 +514,8 @@ impl Sim {
         let mut halts = 0;
         for k in 0..releases.max(1) {
             let (outcome, timeline) =
-                Sim::new(scenario, seed.wrapping_add(k))?.run_with_timeline()?;
+                Sim::with_transport(scenario, seed.wrapping_add(k), transport)?
+                    .run_with_timeline()?;
             halts += u64::from(outcome.halted);
             if first.is_none() {
                 first = Some((outcome, timeline));
@@ -368,7 +560,7 @@ impl Sim {
             self.clock.set(at);
             self.event(at, ev, epoch)?;
         }
-        let outcome = self.outcome();
+        let outcome = self.outcome()?;
         Ok((outcome, self.timeline))
     }
 
@@ -391,14 +583,13 @@ impl Sim {
                 self.push(EPOCH + (day + 1) * DAY, Ev::Day(day + 1), 0);
             }
             Ev::Release => {
-                let mut s = self.server.borrow_mut();
-                s.now = now;
-                s.publish(RELEASE, &self.release_envelope)?;
+                self.backend.set_now(now);
+                self.backend.publish(RELEASE, &self.release_envelope)?;
                 let plan = self.scenario.rollout.plan();
-                s.start(RELEASE, plan)?;
+                self.backend.start(RELEASE, plan)?;
             }
             Ev::Tick => {
-                let events = self.server.borrow_mut().tick(now)?;
+                let events = self.backend.tick(now)?;
                 for e in events {
                     if let ControllerEvent::Halted { record } = &e {
                         if self.timeline.halt_minute.is_none() {
@@ -508,9 +699,15 @@ impl Sim {
                     );
                     node.events = node.events.saturating_add(started.max(1));
                 }
-                self.server.borrow_mut().now = now;
+                self.backend.set_now(now);
                 let wait = e.agent.step();
-                e.agent.log.clear();
+                if !e.id_known {
+                    // The server gave this endpoint its id at enrollment; its wave hashes it.
+                    if let Some(id) = e.agent.endpoint_id() {
+                        e.facts.id = bulwark_rollout::EndpointId(id);
+                        e.id_known = true;
+                    }
+                }
                 // A hot stage of the release this step: the load that may crash the machine.
                 let staged_release = {
                     let mut n = e.node.borrow_mut();
@@ -597,9 +794,9 @@ impl Sim {
         self.timeline.samples.push(s);
     }
 
-    fn outcome(&mut self) -> Outcome {
-        let server = self.server.borrow();
-        if let Some(state) = server.rollout_state() {
+    fn outcome(&mut self) -> Result<Outcome, SimError> {
+        let rollout = self.backend.rollout()?;
+        if let Some((state, _)) = &rollout {
             self.timeline.waves = state
                 .plan
                 .waves
@@ -620,8 +817,9 @@ impl Sim {
             }
         }
         for e in &self.fleet {
-            let Some(w) = server
-                .wave_of(&e.facts)
+            let Some(w) = rollout
+                .as_ref()
+                .and_then(|(_, t)| t.wave_of(&e.facts))
                 .and_then(|w| self.timeline.waves.get_mut(w))
             else {
                 continue;
@@ -671,11 +869,14 @@ impl Sim {
             &tallies,
             first,
         );
+        if let Backend::Http(_) = self.backend {
+            outcome.transport = "http".to_owned();
+        }
         if self.storm.is_some_and(|s| s.block) {
             outcome.blocked_processes = Some(tallies.iter().map(|t| t.blocked_processes).sum());
             outcome.endpoints_with_blocks =
                 Some(tallies.iter().filter(|t| t.blocked_processes > 0).count() as u64);
         }
-        outcome
+        Ok(outcome)
     }
 }

@@ -22,7 +22,11 @@
 //!   the service's real agent core reaches the machine's guard through it.
 //! * [`server`]: the rollout server in process: signed metadata, the real controller stepped on
 //!   `bulwark_rollout::observe`, and the service's fetch path and reports ([`server::SimSource`],
-//!   [`server::SimSink`]).
+//!   [`server::SimSink`]); and the release engineers' [`server::Desk`] (the root, and the
+//!   releases metadata they sign as they publish).
+//! * [`http`]: `--transport http`: the real `bulwark-server` on loopback (TLS, its SQLite store,
+//!   its controller loop's body at each tick) and each endpoint's service HTTPS client, on the
+//!   simulation's accelerated clock.
 //! * [`activity`]: the processes a machine starts (at the fleet's rate, and a burst at each
 //!   boot), the running content's ordinary detections (the baseline's noise), and a storm rule's
 //!   detections through the driver's real block safety net.
@@ -32,7 +36,7 @@
 //!   per wave, the moment of halt), each chart also as a file of its own.
 //!
 //! `bulwark sim --scenario NAME_OR_FILE [--endpoints N] [--hours H] [--seed S] [--releases K]
-//! [--json] [--report DIR]` (cli/src/sim.rs) runs it; `cargo bench -p bulwark-sim --bench goals`
+//! [--transport inproc|http] [--json] [--report DIR]` (cli/src/sim.rs) runs it; `cargo bench -p bulwark-sim --bench goals`
 //! prints every scenario against its goal (figures in `sim/BENCHMARKS.md`).
 //!
 //! # Not done yet (issue 15)
@@ -42,9 +46,6 @@
 //!   agent step (metadata checks, the decision, JSON reports through the spool) and the guard's
 //!   ed25519 verification at every boot and stage. 1,000,000 endpoints would take about 35
 //!   minutes and 43 GB: more memory than this machine has.
-//! * `--transport http` (the real `bulwark-server` and agents over loopback TLS with an
-//!   accelerated clock) is not built; `server/tests/fleet.rs` drives 120 agents through the real
-//!   server over TLS instead.
 #![forbid(unsafe_code)]
 // The guard's errors carry the loader's reasons (hashes included); they are returned once per
 // stage, not in a loop.
@@ -53,6 +54,7 @@
 pub mod activity;
 pub mod engine;
 pub mod fleet;
+pub mod http;
 pub mod link;
 pub mod machine;
 pub mod outcome;

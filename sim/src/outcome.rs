@@ -87,6 +87,9 @@ pub struct Outcome {
     pub scenario: String,
     /// The seed.
     pub seed: u64,
+    /// How the endpoints reached the rollout server: `inproc` (the server model in process) or
+    /// `http` (the real `bulwark-server` over TLS on loopback).
+    pub transport: String,
     /// Endpoints simulated.
     pub endpoints: u64,
     /// Simulated hours.
@@ -185,6 +188,7 @@ impl Outcome {
             first_crash_minute.or_else(|| timeline.first_release_crash_minute().map(|m| m as f64));
         Outcome {
             scenario: scenario.to_owned(),
+            transport: "inproc".to_owned(),
             seed,
             endpoints: timeline.endpoints,
             simulated_hours,

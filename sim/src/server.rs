@@ -78,16 +78,111 @@ impl Keys {
     pub fn release_public(&self) -> [u8; 32] {
         self.release.verifying_key().to_bytes()
     }
+
+    /// The online key (the server signs rollout metadata with it).
+    #[must_use]
+    pub fn online(&self) -> SigningKey {
+        self.online.clone()
+    }
 }
 
-/// The simulated rollout server.
-pub struct SimServer {
+/// The release engineers' desk: the root the endpoints ship with, and the releases metadata
+/// they sign with the release key as they publish (what `bulwark metadata` does for a real
+/// fleet). Both transports publish through it: in process to [`SimServer`], over HTTPS to
+/// `bulwark-server` ([`crate::http`]).
+pub struct Desk {
     keys: Keys,
     channel: String,
     root: String,
     releases: String,
     releases_version: u64,
     listed: Vec<Release>,
+}
+
+impl Desk {
+    /// A desk for `channel` at `now`, its root signed by `keys`: root, releases and rollout roles
+    /// of one key each.
+    pub fn new(keys: Keys, channel: &str, now: u64) -> Result<Desk, ServerError> {
+        let public = |k: &SigningKey| k.verifying_key().to_bytes();
+        let root = Root::new(ROOT_VERSION, Timestamp(now.saturating_add(365 * 86_400)))
+            .with_role(Role::Root, &[public(&keys.root)], 1)
+            .with_role(Role::Releases, &[public(&keys.release)], 1)
+            .with_role(Role::Rollout, &[public(&keys.online)], 1);
+        let root = sign(&root, &[&keys.root]).map_err(|e| ServerError::Sign(e.to_string()))?;
+        Ok(Desk {
+            keys,
+            channel: channel.to_owned(),
+            root,
+            releases: String::new(),
+            releases_version: 0,
+            listed: Vec::new(),
+        })
+    }
+
+    /// The signed root.
+    #[must_use]
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// The keys.
+    #[must_use]
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The signed releases metadata (empty before the first release).
+    #[must_use]
+    pub fn releases(&self) -> &str {
+        &self.releases
+    }
+
+    /// The published releases.
+    #[must_use]
+    pub fn listed(&self) -> &[Release] {
+        &self.listed
+    }
+
+    /// Lists the sealed `envelope` as release `version` in newly signed releases metadata (valid
+    /// 90 days from `now`). Returns the pack's rule ids (the controller's storm tests name them).
+    pub fn publish(
+        &mut self,
+        version: u64,
+        envelope: &[u8],
+        now: u64,
+    ) -> Result<Vec<String>, ServerError> {
+        let (_, pack) = bulwark_loader_boot_guard::envelope::parse(envelope)
+            .map_err(|e| ServerError::Sign(e.to_string()))?;
+        let verified =
+            bulwark_interpreter::verify(pack).map_err(|e| ServerError::Sign(e.to_string()))?;
+        let ids = (0..verified.rule_count())
+            .filter_map(|i| verified.rule(i).map(|r| r.id.to_owned()))
+            .collect();
+        self.listed.push(Release {
+            channel: self.channel.clone(),
+            version,
+            pack_hash: Sha256::digest(pack).into(),
+            envelope_sha256: Sha256::digest(envelope).into(),
+            notes: String::new(),
+        });
+        self.releases_version += 1;
+        let body = self.listed.iter().fold(
+            Releases::new(
+                self.releases_version,
+                Timestamp(now.saturating_add(90 * 86_400)),
+            ),
+            Releases::with,
+        );
+        self.releases =
+            sign(&body, &[&self.keys.release]).map_err(|e| ServerError::Sign(e.to_string()))?;
+        Ok(ids)
+    }
+}
+
+/// The simulated rollout server.
+pub struct SimServer {
+    desk: Desk,
+    channel: String,
     rules: BTreeMap<u64, Vec<String>>,
     envelopes: BTreeMap<String, Rc<[u8]>>,
     rollout: String,
@@ -122,19 +217,9 @@ fn hex(b: &[u8]) -> String {
 impl SimServer {
     /// A server for `channel` at `now`, its root signed by `keys`.
     pub fn new(keys: Keys, channel: &str, now: u64) -> Result<SimServer, ServerError> {
-        let public = |k: &SigningKey| k.verifying_key().to_bytes();
-        let root = Root::new(ROOT_VERSION, Timestamp(now.saturating_add(365 * 86_400)))
-            .with_role(Role::Root, &[public(&keys.root)], 1)
-            .with_role(Role::Releases, &[public(&keys.release)], 1)
-            .with_role(Role::Rollout, &[public(&keys.online)], 1);
-        let root = sign(&root, &[&keys.root]).map_err(|e| ServerError::Sign(e.to_string()))?;
         Ok(SimServer {
-            keys,
+            desk: Desk::new(keys, channel, now)?,
             channel: channel.to_owned(),
-            root,
-            releases: String::new(),
-            releases_version: 0,
-            listed: Vec::new(),
             rules: BTreeMap::new(),
             envelopes: BTreeMap::new(),
             rollout: String::new(),
@@ -158,19 +243,19 @@ impl SimServer {
     /// The root metadata endpoints ship with.
     #[must_use]
     pub fn root(&self) -> &str {
-        &self.root
+        self.desk.root()
     }
 
     /// The keys.
     #[must_use]
     pub fn keys(&self) -> &Keys {
-        &self.keys
+        self.desk.keys()
     }
 
-    /// The wave of an endpoint under the rollout's thresholds.
+    /// The waves' thresholds of the rollout under way.
     #[must_use]
-    pub fn wave_of(&self, facts: &EndpointFacts) -> Option<usize> {
-        self.thresholds.as_ref().and_then(|t| t.wave_of(facts))
+    pub fn thresholds(&self) -> Option<&WaveThresholds> {
+        self.thresholds.as_ref()
     }
 
     /// The rollout under way, if any.
@@ -182,34 +267,10 @@ impl SimServer {
     /// Publishes a sealed envelope: stored by its SHA-256, listed in newly signed releases
     /// metadata with its rule ids kept for the controller's storm tests.
     pub fn publish(&mut self, version: u64, envelope: &[u8]) -> Result<(), ServerError> {
-        let (_, pack) = bulwark_loader_boot_guard::envelope::parse(envelope)
-            .map_err(|e| ServerError::Sign(e.to_string()))?;
-        let verified =
-            bulwark_interpreter::verify(pack).map_err(|e| ServerError::Sign(e.to_string()))?;
-        let ids = (0..verified.rule_count())
-            .filter_map(|i| verified.rule(i).map(|r| r.id.to_owned()))
-            .collect();
+        let ids = self.desk.publish(version, envelope, self.now)?;
         self.rules.insert(version, ids);
-        let envelope_sha256: [u8; 32] = Sha256::digest(envelope).into();
         self.envelopes
-            .insert(hex(&envelope_sha256), Rc::from(envelope));
-        self.listed.push(Release {
-            channel: self.channel.clone(),
-            version,
-            pack_hash: Sha256::digest(pack).into(),
-            envelope_sha256,
-            notes: String::new(),
-        });
-        self.releases_version += 1;
-        let body = self.listed.iter().fold(
-            Releases::new(
-                self.releases_version,
-                Timestamp(self.now.saturating_add(90 * 86_400)),
-            ),
-            Releases::with,
-        );
-        self.releases =
-            sign(&body, &[&self.keys.release]).map_err(|e| ServerError::Sign(e.to_string()))?;
+            .insert(hex(&Sha256::digest(envelope)), Rc::from(envelope));
         self.sign_rollout()
     }
 
@@ -217,6 +278,7 @@ impl SimServer {
     /// endpoints enrolled so far.
     pub fn start(&mut self, version: u64, plan: Plan) -> Result<(), ServerError> {
         let release = self
+            .desk
             .listed
             .iter()
             .find(|r| r.version == version)
@@ -275,7 +337,7 @@ impl SimServer {
     }
 
     fn sign_rollout(&mut self) -> Result<(), ServerError> {
-        if self.releases.is_empty() {
+        if self.desk.releases.is_empty() {
             return Ok(());
         }
         let mut state = RolloutState::default();
@@ -288,13 +350,13 @@ impl SimServer {
         let body = Rollout::new(
             self.rollout_version,
             Timestamp(self.now.saturating_add(ROLLOUT_LIFETIME)),
-            self.releases_version,
+            self.desk.releases_version,
             state,
             thresholds,
             self.policies.clone(),
         );
         self.rollout =
-            sign(&body, &[&self.keys.online]).map_err(|e| ServerError::Sign(e.to_string()))?;
+            sign(&body, &[&self.desk.keys.online]).map_err(|e| ServerError::Sign(e.to_string()))?;
         Ok(())
     }
 
@@ -449,8 +511,8 @@ impl ContentSource for SimSource {
     fn metadata(&mut self, which: Metadata) -> Result<String, NetError> {
         let s = self.0.borrow();
         let file = match which {
-            Metadata::Root => &s.root,
-            Metadata::Releases => &s.releases,
+            Metadata::Root => &s.desk.root,
+            Metadata::Releases => &s.desk.releases,
             Metadata::Rollout => &s.rollout,
         };
         if file.is_empty() {
@@ -472,7 +534,7 @@ impl ContentSource for SimSource {
             let s = self.0.borrow();
             match which {
                 Metadata::Root => ROOT_VERSION,
-                Metadata::Releases => s.releases_version,
+                Metadata::Releases => s.desk.releases_version,
                 Metadata::Rollout => s.rollout_version,
             }
         };
