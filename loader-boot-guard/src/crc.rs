@@ -22,14 +22,60 @@ const fn table() -> [u32; 256] {
     t
 }
 
-static TABLE: [u32; 256] = table();
+/// Slicing-by-8 tables: `TABLES[0]` is the byte table; `TABLES[k][i]` is the CRC of byte `i`
+/// followed by `k` zero bytes, so eight bytes fold in with eight lookups and no carried
+/// dependency between them (about five times the byte-at-a-time speed; the guard checks two
+/// 3.4 KiB records at every boot and writes one at every commit).
+// Evaluated at compile time, as `table`.
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+const fn tables() -> [[u32; 256]; 8] {
+    let mut t = [[0u32; 256]; 8];
+    t[0] = table();
+    let mut k = 1;
+    while k < 8 {
+        let mut i = 0usize;
+        while i < 256 {
+            let prev = t[k - 1][i];
+            t[k][i] = t[0][(prev & 0xFF) as usize] ^ (prev >> 8);
+            i += 1;
+        }
+        k += 1;
+    }
+    t
+}
+
+static TABLES: [[u32; 256]; 8] = tables();
+
+fn lookup(k: usize, i: u32) -> u32 {
+    TABLES
+        .get(k)
+        .and_then(|t| t.get((i & 0xFF) as usize))
+        .copied()
+        .unwrap_or(0)
+}
 
 /// The CRC-32 of `bytes` (the value zlib's `crc32` gives).
 pub fn crc32(bytes: &[u8]) -> u32 {
     let mut c = 0xFFFF_FFFFu32;
-    for &b in bytes {
-        let i = usize::from((c as u8) ^ b);
-        c = TABLE.get(i).copied().unwrap_or(0) ^ (c >> 8);
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut lo = [0u8; 4];
+        let mut hi = [0u8; 4];
+        lo.copy_from_slice(chunk.get(..4).unwrap_or(&[0; 4]));
+        hi.copy_from_slice(chunk.get(4..).unwrap_or(&[0; 4]));
+        let a = c ^ u32::from_le_bytes(lo);
+        let b = u32::from_le_bytes(hi);
+        c = lookup(7, a)
+            ^ lookup(6, a >> 8)
+            ^ lookup(5, a >> 16)
+            ^ lookup(4, a >> 24)
+            ^ lookup(3, b)
+            ^ lookup(2, b >> 8)
+            ^ lookup(1, b >> 16)
+            ^ lookup(0, b >> 24);
+    }
+    for &b in chunks.remainder() {
+        c = lookup(0, c ^ u32::from(b)) ^ (c >> 8);
     }
     !c
 }
@@ -37,6 +83,30 @@ pub fn crc32(bytes: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::crc32;
+
+    /// The byte-at-a-time definition the sliced loop must agree with.
+    fn bytewise(bytes: &[u8]) -> u32 {
+        let t = super::table();
+        let mut c = 0xFFFF_FFFFu32;
+        for &b in bytes {
+            c = t[usize::from((c as u8) ^ b)] ^ (c >> 8);
+        }
+        !c
+    }
+
+    #[test]
+    fn sliced_agrees_with_bytewise_at_every_length_and_alignment() {
+        let mut data = [0u8; 4_000];
+        for (i, d) in (0u32..).zip(data.iter_mut()) {
+            *d = (i.wrapping_mul(2_654_435_761) >> 13) as u8;
+        }
+        for len in (0..64).chain([3_460, 3_461, 3_990]) {
+            for start in 0..9 {
+                let s = &data[start..start + len];
+                assert_eq!(crc32(s), bytewise(s), "len {len} at {start}");
+            }
+        }
+    }
 
     #[test]
     fn known_values() {

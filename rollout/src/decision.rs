@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::endpoint::EndpointFacts;
 use crate::policy::Policy;
+use crate::position::Placement;
 use crate::state::{ChannelRollout, Status};
 use crate::thresholds::WaveThresholds;
 use crate::time::{Timestamp, HOUR};
@@ -98,7 +99,8 @@ pub fn decide(
     thresholds: &WaveThresholds,
     now: Timestamp,
 ) -> Decision {
-    decide_with(state, facts, policy, thresholds, now, Checks::Run)
+    let placement = Placement::of(facts, &thresholds.channel);
+    decide_with(state, &placement, policy, thresholds, now, Checks::Run)
 }
 
 /// [`decide`] for a state and thresholds already validated together: `state.validate()` and
@@ -118,7 +120,22 @@ pub fn decide_validated(
     debug_assert!(thresholds
         .validate(&state.plan, &state.channel.name)
         .is_ok());
-    decide_with(state, facts, policy, thresholds, now, Checks::Done)
+    let placement = Placement::of(facts, &thresholds.channel);
+    decide_with(state, &placement, policy, thresholds, now, Checks::Done)
+}
+
+/// [`decide_validated`] for an endpoint that keeps its [`Placement`] (its stratum and position,
+/// which cost a SHA-256 to compute) instead of its facts: the same decision.
+#[must_use]
+pub fn decide_placed(
+    state: &ChannelRollout,
+    placement: &Placement,
+    policy: &Policy,
+    thresholds: &WaveThresholds,
+    now: Timestamp,
+) -> Decision {
+    debug_assert!(state.validate().is_ok());
+    decide_with(state, placement, policy, thresholds, now, Checks::Done)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -129,7 +146,7 @@ enum Checks {
 
 fn decide_with(
     state: &ChannelRollout,
-    facts: &EndpointFacts,
+    placement: &Placement,
     policy: &Policy,
     thresholds: &WaveThresholds,
     now: Timestamp,
@@ -203,7 +220,7 @@ fn decide_with(
             return invalid(e.to_string());
         }
     }
-    let Some(wave) = thresholds.wave_of(facts) else {
+    let Some(wave) = thresholds.wave_of_placement(placement) else {
         return invalid("no wave's threshold is above the endpoint's position".to_owned());
     };
     let Some(opened) = state.opened_at(wave) else {

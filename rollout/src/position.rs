@@ -9,7 +9,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::endpoint::EndpointId;
+use crate::endpoint::{EndpointFacts, EndpointId, Stratum};
 use crate::plan::WHOLE_FLEET_PPM;
 
 /// Domain separation for the position hash (changing it reshuffles every fleet).
@@ -38,6 +38,44 @@ pub fn position(id: &EndpointId, channel: &str) -> u32 {
     u32::try_from(scaled).unwrap_or(WHOLE_FLEET_PPM - 1)
 }
 
+/// Where an endpoint stands in a channel's rollouts: its stratum and its [`position`]. Both are
+/// fixed for an endpoint and a channel, and the position costs a SHA-256, so an endpoint that
+/// decides at every poll keeps its placement ([`crate::decide_placed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The endpoint.
+    pub id: EndpointId,
+    /// The channel the position is keyed by.
+    pub channel: String,
+    /// Its stratum.
+    pub stratum: Stratum,
+    /// Its position in the channel's order.
+    pub position: u32,
+}
+
+impl Placement {
+    /// The placement of the endpoint `facts` in `channel`.
+    #[must_use]
+    pub fn of(facts: &EndpointFacts, channel: &str) -> Placement {
+        Placement {
+            id: facts.id,
+            channel: channel.to_owned(),
+            stratum: facts.stratum(),
+            position: position(&facts.id, channel),
+        }
+    }
+
+    /// Its position in `channel`'s order: the kept one for its own channel, computed otherwise.
+    #[must_use]
+    pub fn position_in(&self, channel: &str) -> u32 {
+        if self.channel == channel {
+            self.position
+        } else {
+            position(&self.id, channel)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,6 +84,21 @@ mod tests {
         let mut b = [0u8; 16];
         b[..8].copy_from_slice(&n.to_le_bytes());
         EndpointId(b)
+    }
+
+    #[test]
+    fn a_placement_keeps_the_position_of_its_channel_and_computes_others() {
+        let facts = EndpointFacts {
+            id: id(7),
+            os_build: "26100".into(),
+            hw_class: "x64-vm".into(),
+            host_group: "default".into(),
+        };
+        let p = Placement::of(&facts, "detections");
+        assert_eq!(p.position, position(&id(7), "detections"));
+        assert_eq!(p.position_in("detections"), p.position);
+        assert_eq!(p.position_in("critical"), position(&id(7), "critical"));
+        assert_eq!(p.stratum, facts.stratum());
     }
 
     #[test]

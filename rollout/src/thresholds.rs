@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::census::Census;
 use crate::endpoint::{EndpointFacts, Stratum};
 use crate::plan::{Plan, PlanError, WHOLE_FLEET_PPM};
-use crate::position::position;
+use crate::position::{position, Placement};
 
 /// One stratum's thresholds, one per wave.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,6 +218,12 @@ impl WaveThresholds {
     #[must_use]
     pub fn wave_of(&self, facts: &EndpointFacts) -> Option<usize> {
         self.wave_of_position(&facts.stratum(), position(&facts.id, &self.channel))
+    }
+
+    /// [`WaveThresholds::wave_of`] for an endpoint's kept [`Placement`].
+    #[must_use]
+    pub fn wave_of_placement(&self, placement: &Placement) -> Option<usize> {
+        self.wave_of_position(&placement.stratum, placement.position_in(&self.channel))
     }
 
     /// Checks that these thresholds can be used with `plan` on `channel`: the channel, one

@@ -4,13 +4,14 @@ mod common;
 
 use bulwark_rollout::census::Census;
 use bulwark_rollout::channel::Channel;
-use bulwark_rollout::decision::{decide, decide_validated, Decision, StayReason};
+use bulwark_rollout::decision::{decide, decide_placed, decide_validated, Decision, StayReason};
 use bulwark_rollout::endpoint::EndpointFacts;
 use bulwark_rollout::plan::Plan;
 use bulwark_rollout::policy::Policy;
 use bulwark_rollout::state::{ChannelRollout, HaltCause, HaltRecord, Status};
 use bulwark_rollout::thresholds::WaveThresholds;
 use bulwark_rollout::time::Timestamp;
+use bulwark_rollout::Placement;
 use common::{critical, detections, facts, release};
 
 const T0: Timestamp = Timestamp(1_700_000_000);
@@ -419,7 +420,7 @@ fn complete_rollout_runs_everywhere_policies_allow() {
 /// Given valid inputs, the decision that skips their validation is the same decision, for every
 /// status, policy, wave and time of these fixtures.
 #[test]
-fn decide_validated_agrees_with_decide_on_valid_inputs() {
+fn decide_validated_and_decide_placed_agree_with_decide_on_valid_inputs() {
     let f = fixture(detections());
     let states = [
         progressing(&f.channel),
@@ -446,11 +447,22 @@ fn decide_validated_agrees_with_decide_on_valid_inputs() {
             for e in &f.in_wave {
                 for h in [0, 1, 2, 5, 11, 100, 400] {
                     let now = T0.plus_hours(h);
+                    let decided = decide(s, e, p, &f.thresholds, now);
                     assert_eq!(
                         decide_validated(s, e, p, &f.thresholds, now),
-                        decide(s, e, p, &f.thresholds, now),
+                        decided,
                         "{s:?} {p:?} {e:?} {now:?}"
                     );
+                    // A kept placement decides the same, whether kept for this channel or
+                    // another (then its position is computed for this one).
+                    for kept in [f.channel.name.as_str(), "another-channel"] {
+                        let placement = Placement::of(e, kept);
+                        assert_eq!(
+                            decide_placed(s, &placement, p, &f.thresholds, now),
+                            decided,
+                            "{s:?} {p:?} {e:?} {now:?} kept for {kept}"
+                        );
+                    }
                     compared += 1;
                 }
             }

@@ -7,7 +7,7 @@ use std::path::Path;
 use bulwark_distribution::{PersistedTrust, TrustState, Update};
 use bulwark_loader_boot_guard::state::EventKind;
 use bulwark_loader_boot_guard::{Admission, TrustedKeys};
-use bulwark_rollout::{decide_validated, Decision, EndpointFacts, EndpointId, Timestamp};
+use bulwark_rollout::{decide_placed, Decision, EndpointFacts, EndpointId, Placement, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -273,6 +273,9 @@ pub struct Agent<L, S, T, C, R, D: Storage = DirStorage> {
     admin: AdminControls,
     /// The last admin-file error logged (logged once).
     admin_error: Option<String>,
+    /// This endpoint's placement in its channel (stratum and position), kept from its facts once
+    /// it is enrolled: the decision at every step needs it, and the position costs a SHA-256.
+    placement: Option<Placement>,
     /// Log lines (the service writes them to its log).
     pub log: Vec<String>,
 }
@@ -366,6 +369,7 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
             meta_tried: std::collections::BTreeSet::new(),
             admin: AdminControls::default(),
             admin_error: None,
+            placement: None,
             log: Vec::new(),
         })
     }
@@ -509,6 +513,7 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
             })?;
             self.note(format!("enrolled as {}", enrolled.endpoint_id));
             self.state.enrolled = Some(enrolled);
+            self.placement = None;
             self.save()?;
         }
         // Local work never waits for the network: guard events, the health window and the
@@ -834,8 +839,14 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
             let policy = signed
                 .policies
                 .resolve(&self.config.host_group, &self.config.channel);
+            let placement = match &self.placement {
+                Some(p) => p,
+                None => self
+                    .placement
+                    .insert(Placement::of(&self.facts()?, &self.config.channel)),
+            };
             // `current` returns only metadata whose state and thresholds were validated.
-            decide_validated(state, &self.facts()?, policy, thresholds, ts)
+            decide_placed(state, placement, policy, thresholds, ts)
         };
         let status = self.link.status()?;
         match decision {

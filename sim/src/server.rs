@@ -31,6 +31,8 @@ const ROLLOUT_LIFETIME: u64 = 7 * 86_400;
 #[derive(Debug, Clone)]
 struct Endpoint {
     facts: EndpointFacts,
+    /// Its bearer token.
+    token: String,
     last_seq: u64,
     /// Last heartbeat, whether it announced a shutdown.
     last: Option<(u64, bool)>,
@@ -191,7 +193,8 @@ pub struct SimServer {
     thresholds: Option<WaveThresholds>,
     policies: PolicyTable,
     endpoints: Vec<Endpoint>,
-    tokens: BTreeMap<String, usize>,
+    /// Endpoint ids (hex) enrolled, and their index.
+    enrolled: BTreeMap<String, usize>,
     config: HealthConfig,
     /// The controller's events, with the time they happened.
     pub events: Vec<(u64, ControllerEvent)>,
@@ -228,7 +231,7 @@ impl SimServer {
             thresholds: None,
             policies: PolicyTable::default(),
             endpoints: Vec::new(),
-            tokens: BTreeMap::new(),
+            enrolled: BTreeMap::new(),
             config: HealthConfig::default(),
             events: Vec::new(),
             now,
@@ -419,15 +422,22 @@ impl SimServer {
         Ok(events)
     }
 
+    /// The endpoint holding `token` (`bwe_{index}_{id}`): found by the index it names, and
+    /// only if the whole token is that endpoint's.
     fn endpoint(&mut self, token: &str) -> Result<&mut Endpoint, NetError> {
-        let i = *self.tokens.get(token).ok_or(NetError::Status {
+        let bad = || NetError::Status {
             status: 401,
             body: "bad_token".into(),
-        })?;
-        self.endpoints.get_mut(i).ok_or(NetError::Status {
-            status: 401,
-            body: "bad_token".into(),
-        })
+        };
+        let index = token
+            .strip_prefix("bwe_")
+            .and_then(|t| t.split_once('_'))
+            .and_then(|(i, _)| i.parse::<usize>().ok())
+            .ok_or_else(bad)?;
+        self.endpoints
+            .get_mut(index)
+            .filter(|e| e.token == token)
+            .ok_or_else(bad)
     }
 
     /// Parses a report and checks its sequence number (a replay is refused, as the server does).
@@ -569,22 +579,31 @@ impl TelemetrySink for SimSink {
     fn enroll(&mut self, _enrollment: &Enrollment) -> Result<Enrolled, NetError> {
         let mut s = self.server.borrow_mut();
         let id = hex(&self.facts.id.0);
-        let token = format!("bwe_{id}");
-        if !s.tokens.contains_key(&token) {
-            let i = s.endpoints.len();
-            let wave = s.thresholds.as_ref().and_then(|t| t.wave_of(&self.facts));
-            s.endpoints.push(Endpoint {
-                facts: self.facts.clone(),
-                wave,
-                last_seq: 0,
-                last: None,
-                staged: None,
-                healthy: false,
-                guard_events: Vec::new(),
-                detections: BTreeMap::new(),
-            });
-            s.tokens.insert(token.clone(), i);
-        }
+        let index = match s.enrolled.get(&id) {
+            Some(&i) => i,
+            None => {
+                let i = s.endpoints.len();
+                let wave = s.thresholds.as_ref().and_then(|t| t.wave_of(&self.facts));
+                s.endpoints.push(Endpoint {
+                    facts: self.facts.clone(),
+                    token: format!("bwe_{i}_{id}"),
+                    wave,
+                    last_seq: 0,
+                    last: None,
+                    staged: None,
+                    healthy: false,
+                    guard_events: Vec::new(),
+                    detections: BTreeMap::new(),
+                });
+                s.enrolled.insert(id.clone(), i);
+                i
+            }
+        };
+        let token = s
+            .endpoints
+            .get(index)
+            .map(|e| e.token.clone())
+            .unwrap_or_default();
         Ok(Enrolled {
             endpoint_id: id,
             token,
