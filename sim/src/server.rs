@@ -13,8 +13,8 @@ use bulwark_distribution::{sign, Releases, Role, Rollout, Root};
 use bulwark_rollout::controller::{self, ControllerEvent};
 use bulwark_rollout::{
     observe, Census, Channel, ChannelRollout, EndpointFacts, EndpointReports, GuardReport,
-    GuardReportKind, HealthConfig, Heard, Plan, PolicyTable, Release, RolloutState, Timestamp,
-    WaveThresholds,
+    GuardReportKind, HealthConfig, Heard, Plan, PolicyTable, Release, RolloutState, Status,
+    Timestamp, WaveThresholds,
 };
 use bulwark_service::net::{
     ContentSource, Delivered, Enrolled, Enrollment, Metadata, NetError, TelemetrySink,
@@ -370,7 +370,8 @@ impl SimServer {
         let (Some(state), Some(_)) = (&self.state, &self.thresholds) else {
             return Ok(Vec::new());
         };
-        if state.is_halted() {
+        // As the server's controller: a halted or complete rollout is not stepped.
+        if !matches!(state.status, Status::Progressing | Status::Paused { .. }) {
             return Ok(Vec::new());
         }
         let version = state.release.version;
@@ -380,30 +381,36 @@ impl SimServer {
             .baseline_version
             .and_then(|v| self.rules.get(&v))
             .unwrap_or(&no_rules);
-        let detections: Vec<Vec<(u64, &str, u64)>> = self
-            .endpoints
-            .iter()
-            .map(|e| {
+        // Every endpoint's detections in one arena (one allocation a tick, not one an endpoint).
+        let mut arena: Vec<(u64, &str, u64)> = Vec::new();
+        let mut spans: Vec<(usize, usize)> = Vec::with_capacity(self.endpoints.len());
+        for e in &self.endpoints {
+            let start = arena.len();
+            arena.extend(
                 e.detections
                     .iter()
-                    .map(|((v, rule), n)| (*v, rule.as_str(), *n))
-                    .collect()
-            })
-            .collect();
-        let reports = self.endpoints.iter().zip(&detections).filter_map(|(e, d)| {
-            let (last, shutdown) = e.last?;
-            Some(EndpointReports {
-                wave: e.wave,
-                heard: Heard {
-                    last,
-                    shutdown,
-                    staged: e.staged,
-                    healthy: e.healthy,
-                },
-                guard_events: &e.guard_events,
-                detections: d,
-            })
-        });
+                    .map(|((v, rule), n)| (*v, rule.as_str(), *n)),
+            );
+            spans.push((start, arena.len()));
+        }
+        let reports = self
+            .endpoints
+            .iter()
+            .zip(&spans)
+            .filter_map(|(e, &(a, b))| {
+                let (last, shutdown) = e.last?;
+                Some(EndpointReports {
+                    wave: e.wave,
+                    heard: Heard {
+                        last,
+                        shutdown,
+                        staged: e.staged,
+                        healthy: e.healthy,
+                    },
+                    guard_events: &e.guard_events,
+                    detections: arena.get(a..b).unwrap_or(&[]),
+                })
+            });
         let obs = observe(
             state,
             reports,
