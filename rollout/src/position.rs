@@ -41,7 +41,7 @@ pub fn position(id: &EndpointId, channel: &str) -> u32 {
 /// Where an endpoint stands in a channel's rollouts: its stratum and its [`position`]. Both are
 /// fixed for an endpoint and a channel, and the position costs a SHA-256, so an endpoint that
 /// decides at every poll keeps its placement ([`crate::decide_placed`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Placement {
     /// The endpoint.
     pub id: EndpointId,
@@ -51,7 +51,22 @@ pub struct Placement {
     pub stratum: Stratum,
     /// Its position in the channel's order.
     pub position: u32,
+    /// Where its stratum was last found in a [`crate::WaveThresholds`]'s strata (checked
+    /// before use: a hint, not a fact).
+    pub stratum_hint: core::cell::Cell<usize>,
 }
+
+/// Placements are equal when they place the same endpoint the same way (the hint aside).
+impl PartialEq for Placement {
+    fn eq(&self, other: &Placement) -> bool {
+        self.id == other.id
+            && self.channel == other.channel
+            && self.stratum == other.stratum
+            && self.position == other.position
+    }
+}
+
+impl Eq for Placement {}
 
 impl Placement {
     /// The placement of the endpoint `facts` in `channel`.
@@ -62,6 +77,7 @@ impl Placement {
             channel: channel.to_owned(),
             stratum: facts.stratum(),
             position: position(&facts.id, channel),
+            stratum_hint: core::cell::Cell::new(0),
         }
     }
 

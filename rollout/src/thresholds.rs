@@ -223,7 +223,27 @@ impl WaveThresholds {
     /// [`WaveThresholds::wave_of`] for an endpoint's kept [`Placement`].
     #[must_use]
     pub fn wave_of_placement(&self, placement: &Placement) -> Option<usize> {
-        self.wave_of_position(&placement.stratum, placement.position_in(&self.channel))
+        // The stratum's entry where the placement last found it, if it is still there (the
+        // strata change only with new thresholds); else the search, remembered.
+        let hinted = self
+            .strata
+            .get(placement.stratum_hint.get())
+            .filter(|s| s.stratum == placement.stratum);
+        let thresholds = match hinted {
+            Some(s) => &s.thresholds,
+            None => match self
+                .strata
+                .binary_search_by(|s| s.stratum.cmp(&placement.stratum))
+            {
+                Ok(i) => {
+                    placement.stratum_hint.set(i);
+                    self.strata.get(i).map_or(&self.plain, |s| &s.thresholds)
+                }
+                Err(_) => &self.plain,
+            },
+        };
+        let position = placement.position_in(&self.channel);
+        thresholds.iter().position(|&t| position < t)
     }
 
     /// Checks that these thresholds can be used with `plan` on `channel`: the channel, one
@@ -291,6 +311,48 @@ fn check_list(which: &str, list: &[u32], waves: usize) -> Result<(), ThresholdsE
 
 #[cfg(test)]
 mod tests {
+
+    /// A placement kept across thresholds whose strata differ (new thresholds at each rollout)
+    /// finds its wave as a fresh computation does: its hint is checked, never trusted.
+    #[test]
+    fn a_kept_placement_finds_its_wave_in_any_thresholds() {
+        let st = |b: &str| Stratum::new(b, "x64-vm");
+        let facts = EndpointFacts {
+            id: crate::EndpointId([9; 16]),
+            os_build: "22631".into(),
+            hw_class: "x64-vm".into(),
+            host_group: "default".into(),
+        };
+        let p = Placement::of(&facts, "detections");
+        let pos = p.position;
+        let make = |strata: &[(&str, [u32; 2])]| WaveThresholds {
+            channel: "detections".into(),
+            plain: vec![0, WHOLE_FLEET_PPM],
+            strata: strata
+                .iter()
+                .map(|(b, t)| StratumThresholds {
+                    stratum: st(b),
+                    thresholds: t.to_vec(),
+                })
+                .collect(),
+        };
+        let all_first = [pos + 1, WHOLE_FLEET_PPM];
+        let all_second = [0, WHOLE_FLEET_PPM];
+        let sets = [
+            make(&[("19045", all_second), ("22631", all_first)]),
+            make(&[("22631", all_second)]),
+            make(&[
+                ("19045", all_first),
+                ("20000", all_first),
+                ("22631", all_first),
+            ]),
+            make(&[("19045", all_first)]),
+            make(&[("19045", all_second), ("22631", all_first)]),
+        ];
+        for t in sets.iter().chain(sets.iter().rev()) {
+            assert_eq!(t.wave_of_placement(&p), t.wave_of(&facts), "{t:?}");
+        }
+    }
     use super::*;
 
     #[test]
