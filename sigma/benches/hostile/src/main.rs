@@ -33,6 +33,10 @@
 //! feature detection (its SIMD is SSE2, the x86-64 baseline the kernel may use), so the std
 //! build measured here is the no_std configuration's.
 //!
+//! Environment: `BULWARK_BENCH_ITERS=N` evaluations per event per round (10);
+//! `BULWARK_BENCH_SETS=existing,hostile,max-size` only those sets; `BULWARK_BENCH_ONLY=1`
+//! Bulwark alone, the peer not even built (to profile Bulwark's evaluation).
+//!
 //! ## Results (this project's 2-core development VM)
 //!
 //! See `RESULTS.md` beside this file for the before/after table.
@@ -657,7 +661,9 @@ fn main() {
     // The peer, in every configuration.
     let mut engines: Vec<(String, rsigma_eval::Engine)> = Vec::new();
     let mut rs_rules = 0;
-    for bloom in [false, true] {
+    // Bulwark alone (a profile of its evaluation): the peer is not built.
+    let only = std::env::var_os("BULWARK_BENCH_ONLY").is_some();
+    for bloom in [false, true].into_iter().filter(|_| !only) {
         for ac in [false, true] {
             let mut engine = rsigma_eval::Engine::new();
             engine.set_bloom_prefilter(bloom);
@@ -723,9 +729,16 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
-    let only = std::env::var_os("BULWARK_BENCH_ONLY").is_some();
+    // BULWARK_BENCH_SETS=existing,hostile: only these sets.
+    let chosen = std::env::var("BULWARK_BENCH_SETS").ok();
     println!();
     for set in &sets {
+        if chosen
+            .as_deref()
+            .is_some_and(|c| !c.split(',').any(|n| n == set.name))
+        {
+            continue;
+        }
         let eval_bulwark = |ev: &Event<'_, '_>| {
             let mut n = 0;
             pack.evaluate(ev, &mut |_| n += 1);
