@@ -377,19 +377,23 @@ impl Sim {
             }
             Backend::Http(s) => (s.root().to_owned(), s.keys().release_public()),
         };
+        // The previous release, installed and blessed before the simulation starts (the
+        // installer checks what it installed: no faults here), alike on every machine: installed
+        // once, copied to each, then power cuts from now on.
+        let mut installed = Machine::for_endpoint(guard, seed, u64::MAX, 0.0, 0.0);
+        installed.boot(&trusted, EPOCH);
+        let _ = installed.stage(&trusted, &previous, true, EPOCH);
+        let _ = installed.confirm_healthy(EPOCH);
+        installed.shutdown(EPOCH);
+        let _ = installed.take_events();
         let mut fleet = Vec::new();
         for index in 0..u32::try_from(scenario.fleet.endpoints).unwrap_or(u32::MAX) {
             let e = Endpoint::generate(scenario, seed, index);
             let facts = e.facts(scenario);
-            let mut machine = Machine::for_endpoint(guard, seed, u64::from(index), 0.0, 0.0);
-            // The previous release, installed and blessed before the simulation starts (the
-            // installer checks what it installed: no faults here), then power cuts from now on.
-            machine.boot(&trusted, EPOCH);
-            let _ = machine.stage(&trusted, &previous, true, EPOCH);
-            let _ = machine.confirm_healthy(EPOCH);
-            machine.shutdown(EPOCH);
-            let _ = machine.take_events();
-            machine.set_faults(
+            let machine = Machine::installed_like(
+                &installed,
+                seed,
+                u64::from(index),
                 scenario.faults.power_cut_per_write,
                 scenario.faults.torn_share,
             );

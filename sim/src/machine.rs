@@ -224,6 +224,33 @@ impl Machine {
         )
     }
 
+    /// A machine for `endpoint` installed as `template` was: a copy of its store (the guard's
+    /// records, and its envelopes, shared), its guard opened from those records, the events it
+    /// has handed on counted as handed on; then power cuts with the endpoint's own stream of
+    /// faults. Every machine of a fleet is installed alike (the same content, without faults),
+    /// so the installation's signature check and record writes are made once, on the template.
+    #[must_use]
+    pub fn installed_like(
+        template: &Machine,
+        seed: u64,
+        endpoint: u64,
+        cut_probability: f64,
+        torn_share: f64,
+    ) -> Machine {
+        let mut store = FaultyStore::new(
+            Rng::stream(seed, endpoint, Purpose::Faults),
+            cut_probability,
+            torn_share,
+        );
+        if let Some(t) = template.store() {
+            store.records = t.records.clone();
+            store.blobs = t.blobs.clone();
+        }
+        let mut m = Machine::new(template.config, store);
+        m.forwarded = template.forwarded;
+        m
+    }
+
     /// From now on, power cuts hit each write with `cut_probability` and tear it with
     /// `torn_share` (a machine is installed without faults, then used with them).
     pub fn set_faults(&mut self, cut_probability: f64, torn_share: f64) {
@@ -458,6 +485,49 @@ mod tests {
         let v1 = m.stage(keys, &envelope("one", 1), true, 1).unwrap();
         m.confirm_healthy(2).unwrap();
         v1
+    }
+
+    /// A machine copied from an installed template is the machine installed itself: the same
+    /// records, events and content at its next boots, a crash counted alike, and its own faults.
+    #[test]
+    fn a_machine_installed_like_a_template_is_one_installed_itself() {
+        let keys = keys();
+        let install = |m: &mut Machine| {
+            with_lkg(m, &keys);
+            m.shutdown(3);
+            let _ = m.take_events();
+        };
+        let mut template = Machine::for_endpoint(config(), 7, u64::MAX, 0.0, 0.0);
+        install(&mut template);
+        let mut copied = Machine::installed_like(&template, 7, 5, 0.0, 0.0);
+        let mut own = Machine::for_endpoint(config(), 7, 5, 0.0, 0.0);
+        install(&mut own);
+        let records = |m: &Machine| m.store().map(|s| s.records.clone());
+        assert_eq!(records(&copied), records(&own));
+        assert!(
+            copied.take_events().is_empty(),
+            "the install's events were handed on"
+        );
+        for (t, crash) in [(10, true), (20, false), (30, false)] {
+            let a = copied.boot(&keys, t);
+            let b = own.boot(&keys, t);
+            assert_eq!(a, b);
+            assert_eq!(copied.take_events(), own.take_events());
+            let _ = copied.stage(&keys, &envelope("two", 2), true, t + 1);
+            let _ = own.stage(&keys, &envelope("two", 2), true, t + 1);
+            if crash {
+                copied.crash();
+                own.crash();
+            } else {
+                copied.shutdown(t + 5);
+                own.shutdown(t + 5);
+            }
+            assert_eq!(records(&copied), records(&own), "at {t}");
+        }
+        // Its faults are its own: a store that loses every write.
+        let mut faulty = Machine::installed_like(&template, 7, 6, 1.0, 0.0);
+        let _ = faulty.boot(&keys, 10);
+        assert!(faulty.lost_power());
     }
 
     /// A power cut during a write is the machine losing power: it says so until it is down, and
