@@ -32,6 +32,14 @@ bake_secs = 3600
 min_healthy = 5
 "#;
 
+/// [`SCENARIO`] with a good release, over 3 hours.
+fn good_scenario() -> String {
+    SCENARIO
+        .replace("crash-on-load", "good")
+        .replace("small-crash", "small-good")
+        .replace("hours = 6", "hours = 3")
+}
+
 fn bulwark(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_bulwark"))
         .args(args)
@@ -96,14 +104,7 @@ fn sim_prints_the_blast_radius_and_writes_a_report() {
     assert_eq!(notgood.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&notgood.stderr).contains("not good"));
     let good = dir.join("good.toml");
-    std::fs::write(
-        &good,
-        SCENARIO
-            .replace("crash-on-load", "good")
-            .replace("small-crash", "small-good")
-            .replace("hours = 6", "hours = 3"),
-    )
-    .unwrap();
+    std::fs::write(&good, good_scenario()).unwrap();
     let k = bulwark(&[
         "sim",
         "--scenario",
@@ -131,14 +132,7 @@ fn sim_over_http_runs_the_real_server_and_clients() {
     let crash = dir.join("crash.toml");
     std::fs::write(&crash, SCENARIO.replace("hours = 6", "hours = 2")).unwrap();
     let good = dir.join("good.toml");
-    std::fs::write(
-        &good,
-        SCENARIO
-            .replace("crash-on-load", "good")
-            .replace("small-crash", "small-good")
-            .replace("hours = 6", "hours = 3"),
-    )
-    .unwrap();
+    std::fs::write(&good, good_scenario()).unwrap();
     let run = |file: &std::path::Path, transport: &str| {
         let out = bulwark(&[
             "sim",

@@ -615,14 +615,11 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
         if detections.is_empty() {
             return Ok(());
         }
-        let mut unnamed: Vec<u64> = detections
-            .iter()
-            .map(|d| d.content_version)
-            .filter(|v| !self.state.rule_meta.contains_key(v))
-            .collect();
-        unnamed.dedup();
-        for version in unnamed {
-            self.learn_rule_meta(version);
+        // Content whose rules are not named yet (each version looked up once per run).
+        for d in &detections {
+            if !self.state.rule_meta.contains_key(&d.content_version) {
+                self.learn_rule_meta(d.content_version);
+            }
         }
         let mut counts: std::collections::BTreeMap<(u64, String), u64> = Default::default();
         let mut alerts = Vec::new();

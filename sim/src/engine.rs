@@ -178,12 +178,7 @@ impl FleetAgent {
             FleetAgent::InProcess(a) => a.state(),
             FleetAgent::Http(a) => a.state(),
         };
-        let id = &state.enrolled.as_ref()?.endpoint_id;
-        let mut out = [0u8; 16];
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = u8::from_str_radix(id.get(2 * i..2 * i + 2)?, 16).ok()?;
-        }
-        Some(out)
+        bulwark_rollout::hex::decode::<16>(&state.enrolled.as_ref()?.endpoint_id).ok()
     }
 }
 
@@ -638,7 +633,7 @@ impl Sim {
                     .is_some_and(|e| e.node.borrow().machine.lost_power())
                 {
                     // The power went again while the guard wrote its boot record.
-                    self.power_cut(idx, now);
+                    self.go_down(idx, now);
                     return Ok(());
                 }
                 let epoch = self.fleet.get(idx).map_or(0, |e| e.epoch);
@@ -721,7 +716,7 @@ impl Sim {
                 let epoch = e.epoch;
                 if e.node.borrow().machine.lost_power() {
                     // A power cut hit one of this step's writes: the machine went down there.
-                    self.power_cut(idx, now);
+                    self.go_down(idx, now);
                     return Ok(());
                 }
                 if staged_release && self.crash_fate(idx) {
@@ -739,9 +734,6 @@ impl Sim {
                 if e.epoch != epoch || !e.node.borrow().machine.is_up() {
                     return Ok(());
                 }
-                let mut n = e.node.borrow_mut();
-                n.machine.crash();
-                e.epoch += 1;
                 if baseline {
                     e.baseline_crashes += 1;
                 } else {
@@ -750,19 +742,16 @@ impl Sim {
                         self.first_crash = Some(now);
                     }
                 }
-                drop(n);
                 // The machine restarts by itself after a crash.
-                let reboot = now + self.scenario.fleet.boot_secs;
-                let index = u32::try_from(idx).unwrap_or(u32::MAX);
-                self.push(reboot, Ev::PowerOn(index), 0);
+                self.go_down(idx, now);
             }
         }
         Ok(())
     }
 
-    /// The machine lost power: it is down (not a clean shutdown) and restarts after its boot
-    /// time; the guard counts the interrupted run at that boot, as it would any crash.
-    fn power_cut(&mut self, idx: usize, now: u64) {
+    /// The machine goes down without a clean shutdown (a crash, or lost power) and restarts
+    /// after its boot time; the guard counts the interrupted run at that boot.
+    fn go_down(&mut self, idx: usize, now: u64) {
         let Some(e) = self.fleet.get_mut(idx) else {
             return;
         };

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulwark_rollout::controller::ControllerEvent;
-use bulwark_rollout::{ChannelRollout, Plan, Status, WaveThresholds};
+use bulwark_rollout::{ChannelRollout, Plan, WaveThresholds};
 use bulwark_server::metadata::Signing;
 use bulwark_server::store::{ApiToken, RolloutRow};
 use bulwark_server::tls::PemPair;
@@ -30,9 +30,8 @@ use bulwark_server::{ChannelConfig, Clock, Config, Role, SqliteStore, Store};
 use bulwark_service::net::{
     ContentSource, Delivered, Enrolled, Enrollment, Http, Metadata, NetError, TelemetrySink,
 };
-use sha2::{Digest, Sha256};
 
-use crate::server::{Desk, Keys, ServerError};
+use crate::server::{mark_completed, Desk, Keys, ServerError};
 
 /// The channel the fleet follows.
 const CHANNEL: &str = "stable";
@@ -43,10 +42,6 @@ const ROLLOUT_LIFETIME: u64 = 7 * 86_400;
 pub const MAX_ENDPOINTS: u64 = 2_000;
 /// How long an endpoint's request may take before the agent counts it as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 fn refused(what: &str, e: impl std::fmt::Display) -> ServerError {
     ServerError::Rollout(format!("bulwark-server: {what}: {e}"))
@@ -151,7 +146,7 @@ impl HttpServer {
                 bulwark_server::util::random_token("bwr_").map_err(|e| refused("API token", e))?;
             store
                 .insert_api_token(
-                    &hex(&Sha256::digest(token.as_bytes())),
+                    &bulwark_server::util::sha256_hex(token.as_bytes()),
                     &ApiToken {
                         name: name.to_owned(),
                         role,
@@ -194,12 +189,6 @@ impl HttpServer {
     #[must_use]
     pub fn keys(&self) -> &Keys {
         self.desk.keys()
-    }
-
-    /// Where the server listens.
-    #[must_use]
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
     }
 
     fn request(
@@ -272,15 +261,7 @@ impl HttpServer {
     /// baseline the next release is compared with): started through the API with one wave of
     /// the whole fleet, then marked complete in the store, as its history would have it.
     pub fn completed(&mut self, version: u64) -> Result<(), ServerError> {
-        let plan = Plan {
-            waves: vec![bulwark_rollout::plan::Wave {
-                name: "all".to_owned(),
-                fraction_ppm: bulwark_rollout::plan::WHOLE_FLEET_PPM,
-                bake_secs: 0,
-                min_healthy: 1,
-            }],
-        };
-        self.start(version, &plan)?;
+        self.start(version, &crate::scenario::one_wave())?;
         let row = self
             .store
             .rollout(CHANNEL)
@@ -289,10 +270,7 @@ impl HttpServer {
         let mut state: ChannelRollout =
             serde_json::from_str(&row.state).map_err(|e| refused("rollout state", e))?;
         let now = bulwark_rollout::Timestamp(self.time.load(Ordering::SeqCst));
-        state.wave_opened_at = vec![Some(now); state.plan.waves.len()];
-        state.open_waves = u32::try_from(state.plan.waves.len()).unwrap_or(u32::MAX);
-        state.status = Status::Complete { at: now };
-        state.validate().map_err(|e| refused("rollout state", e))?;
+        mark_completed(&mut state, now)?;
         let next = RolloutRow {
             state: serde_json::to_string(&state).map_err(|e| refused("rollout state", e))?,
             updated_at: now.0,

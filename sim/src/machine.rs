@@ -318,13 +318,6 @@ impl Machine {
         })
     }
 
-    /// Whether a power cut hit during the last operation (the engine then takes the machine
-    /// down without a clean shutdown).
-    #[must_use]
-    pub fn power_was_cut(&self) -> bool {
-        self.store().is_some_and(FaultyStore::is_dead)
-    }
-
     /// Power-on: the driver starts, opens the guard's records and boots.
     pub fn boot(&mut self, keys: &TrustedKeys, now: u64) -> Booted {
         // The records are read again at every boot, as the driver does.
@@ -622,16 +615,16 @@ mod tests {
             for env in &envelopes {
                 now += 1000;
                 let _ = m.stage(&keys, env, true, now);
-                if !m.power_was_cut() {
+                if !m.lost_power() {
                     let _ = m.confirm_healthy(now + 1);
                 }
-                if m.power_was_cut() {
+                if m.lost_power() {
                     m.crash();
                 } else {
                     m.shutdown(now + 2);
                 }
                 let mut booted = m.boot(&keys, now + 5);
-                while m.power_was_cut() {
+                while m.lost_power() {
                     m.crash();
                     booted = m.boot(&keys, now + 7);
                 }

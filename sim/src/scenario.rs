@@ -243,18 +243,25 @@ impl Rollout {
         match self.plan {
             PlanName::Default => Plan::default_plan(),
             PlanName::Expedited => Plan::expedited(),
-            PlanName::OneWave => Plan {
-                waves: vec![Wave {
-                    name: "all".to_owned(),
-                    fraction_ppm: WHOLE_FLEET_PPM,
-                    bake_secs: 0,
-                    min_healthy: 1,
-                }],
-            },
+            PlanName::OneWave => one_wave(),
             PlanName::Custom => Plan {
                 waves: self.waves.clone(),
             },
         }
+    }
+}
+
+/// One wave of the whole fleet, no bake (July 2024's rollout; and how the previous release is
+/// recorded as completed before a run).
+#[must_use]
+pub fn one_wave() -> Plan {
+    Plan {
+        waves: vec![Wave {
+            name: "all".to_owned(),
+            fraction_ppm: WHOLE_FLEET_PPM,
+            bake_secs: 0,
+            min_healthy: 1,
+        }],
     }
 }
 

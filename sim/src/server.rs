@@ -181,6 +181,20 @@ impl Desk {
     }
 }
 
+/// Marks a rollout just started as completed at `now`: every wave open, the status complete (the
+/// history a run starts from: the previous release went to the whole fleet).
+pub(crate) fn mark_completed(
+    state: &mut ChannelRollout,
+    now: Timestamp,
+) -> Result<(), ServerError> {
+    state.wave_opened_at = vec![Some(now); state.plan.waves.len()];
+    state.open_waves = u32::try_from(state.plan.waves.len()).unwrap_or(u32::MAX);
+    state.status = Status::Complete { at: now };
+    state
+        .validate()
+        .map_err(|e| ServerError::Rollout(e.to_string()))
+}
+
 /// The simulated rollout server.
 pub struct SimServer {
     desk: Desk,
@@ -317,23 +331,10 @@ impl SimServer {
     /// Records that `version` was rolled out to the whole fleet and completed before now: the
     /// baseline the next release is compared with (its endpoints' crashes and detections).
     pub fn completed(&mut self, version: u64) -> Result<(), ServerError> {
-        let plan = Plan {
-            waves: vec![bulwark_rollout::plan::Wave {
-                name: "all".to_owned(),
-                fraction_ppm: bulwark_rollout::plan::WHOLE_FLEET_PPM,
-                bake_secs: 0,
-                min_healthy: 1,
-            }],
-        };
-        self.start(version, plan)?;
+        self.start(version, crate::scenario::one_wave())?;
         let now = Timestamp(self.now);
         if let Some(state) = self.state.as_mut() {
-            state.wave_opened_at = vec![Some(now); state.plan.waves.len()];
-            state.open_waves = u32::try_from(state.plan.waves.len()).unwrap_or(u32::MAX);
-            state.status = bulwark_rollout::Status::Complete { at: now };
-            state
-                .validate()
-                .map_err(|e| ServerError::Rollout(e.to_string()))?;
+            mark_completed(state, now)?;
         }
         self.events.clear();
         self.sign_rollout()
