@@ -496,7 +496,7 @@ fn canonical_ids(arena: Arena<'_>, hashes: &[u64]) -> Vec<u32> {
     canon
 }
 
-/// Literals sharing one key.
+/// Literals sharing one key, while an index is built.
 #[derive(Clone, Debug)]
 struct Entry {
     key: u64,
@@ -505,16 +505,72 @@ struct Entry {
     end: u32,
 }
 
+/// One slot of an index's hash table: an [`Entry`] in place (a lookup reads one slot, not a
+/// slot and then the entry it names), its key compacted by [`compact_key`]; key 0 is an empty
+/// slot (every key has a length tag, so none compacts to 0).
+#[derive(Clone, Copy, Debug, Default)]
+struct Slot {
+    key: u32,
+    /// `lits[first..end]` of the store.
+    first: u32,
+    end: u32,
+}
+
+/// A key (a window of at most [`GRAM`] bytes and its length tag) in 32 bits: the bytes, then the
+/// length in the top byte.
+fn compact_key(key: u64) -> u32 {
+    u32::try_from((key & 0xFF_FFFF) | (((key >> 32) & 0xFF) << 24)).unwrap_or(0)
+}
+
 /// One literal: where its bytes lie in the [`Arena`]'s text, where its key window ends inside
-/// it, and its payloads.
+/// it, its first bytes folded (so most confirmations read neither the arena nor byte by byte),
+/// and its payloads.
 #[derive(Clone, Debug)]
 struct Lit {
+    /// Its first `min(len, 8)` bytes ASCII-lowercased, little-endian (the rest 0).
+    head: u64,
     start: u32,
     len: u32,
     window_end: u32,
     /// `payloads[first..end]` of the store.
     first: u32,
     end: u32,
+}
+
+/// Eight bytes, little-endian, with the ASCII capitals among them lowercased (SWAR: a byte is a
+/// capital when it is ASCII and in `A..=Z`; adding 0x20 to those only sets their bit 5).
+fn fold8(x: u64) -> u64 {
+    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let low = x & LOW7;
+    // High bit set where the low 7 bits are >= 'A' (0x41), and where they are > 'Z' (0x5A);
+    // no carry crosses bytes (each sum is below 0x100).
+    let ge_a = low.wrapping_add(0x3F3F_3F3F_3F3F_3F3F);
+    let gt_z = low.wrapping_add(0x2525_2525_2525_2525);
+    let upper = ge_a & !gt_z & !x & HIGH;
+    x | (upper >> 2)
+}
+
+/// The first `min(bytes.len(), 8)` bytes of `bytes`, little-endian, the rest 0.
+#[inline(always)]
+fn head_of(bytes: &[u8]) -> u64 {
+    match bytes.first_chunk::<8>() {
+        Some(eight) => u64::from_le_bytes(*eight),
+        // Fewer than 8 bytes: one by one (a copy of a variable length would call memcpy).
+        None => bytes
+            .iter()
+            .rev()
+            .fold(0u64, |w, &b| (w << 8) | u64::from(b)),
+    }
+}
+
+/// The mask of the first `len` bytes of a little-endian word (all of it from 8 on).
+fn head_mask(len: usize) -> u64 {
+    if len >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (len.saturating_mul(8))).wrapping_sub(1)
+    }
 }
 
 /// The tables of every gram index of a pack, each kind in one allocation whichever index it
@@ -524,9 +580,8 @@ struct Lit {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct GramStore {
     bitmaps: Vec<u64>,
-    /// Open addressing: entry position + 1, 0 for empty.
-    slots: Vec<u32>,
-    entries: Vec<Entry>,
+    /// Open addressing, the entries in place (see [`Slot`]).
+    slots: Vec<Slot>,
     lits: Vec<Lit>,
     payloads: Vec<u32>,
     /// Short-window tables, [`SHORT_TABLE_WORDS`] each.
@@ -634,6 +689,8 @@ pub(crate) struct GramScratch<'s> {
     pub(crate) arena: Arena<'s>,
     pub(crate) facts: StringFacts,
     items: Vec<Item>,
+    /// The entries of the index being built, before they go into its hash table.
+    entries: Vec<Entry>,
     /// Hashes of a set's items, for its affix index.
     pub(crate) hashes: Vec<u64>,
 }
@@ -645,6 +702,7 @@ impl<'s> GramScratch<'s> {
             arena,
             facts,
             items: Vec::new(),
+            entries: Vec::new(),
             hashes: Vec::new(),
         }
     }
@@ -712,10 +770,12 @@ impl GramStore {
             arena,
             facts,
             items,
+            entries,
             ..
         } = scratch;
         let arena = *arena;
         items.clear();
+        entries.clear();
         // Literals all long (hashes, long paths): each is keyed by `STRIDE` consecutive windows,
         // so a scan need test only every `STRIDE`-th window of the text. Their spans are chosen
         // here, once per string (the pack records one window per string, not a span).
@@ -753,7 +813,6 @@ impl GramStore {
         }
         crate::heapsort::sort(items);
 
-        let first_entry = self.entries.len();
         let mut window_lengths = 0u8;
         // Most confirmation work of one entry, per window length and payload use.
         let mut worst = [[0u64; 3]; GRAM.saturating_add(1)];
@@ -787,7 +846,7 @@ impl GramStore {
                     close_entry(&mut worst, key_of_sort_key(p), &mut entry_cost);
                 }
                 let key = key_of_sort_key(sort);
-                self.entries.push(Entry {
+                entries.push(Entry {
                     key,
                     first: pos(self.lits.len()),
                     end: pos(self.lits.len()),
@@ -799,13 +858,14 @@ impl GramStore {
                 let span = arena.span(string).unwrap_or(0..0);
                 lit_len = u64::try_from(span.len()).unwrap_or(u64::MAX);
                 self.lits.push(Lit {
+                    head: fold8(head_of(arena.get(string).unwrap_or(&[]))),
                     start: pos(span.start),
                     len: pos(span.len()),
                     window_end: pos(usize::try_from(sort & 0x1_FFFF).unwrap_or(0)),
                     first: pos(self.payloads.len()),
                     end: pos(self.payloads.len()),
                 });
-                if let Some(e) = self.entries.last_mut() {
+                if let Some(e) = entries.last_mut() {
                     e.end = pos(self.lits.len());
                 }
             }
@@ -826,7 +886,7 @@ impl GramStore {
                 .resize(start.saturating_add(SHORT_TABLE_WORDS), 0);
             let table = self.shorts.get_mut(start..).unwrap_or(&mut []);
             let mut set = |pair: u64| set_bit(table, usize::try_from(pair & 0xFFFF).unwrap_or(0));
-            for e in self.entries.get(first_entry..).unwrap_or(&[]) {
+            for e in entries.iter() {
                 match e.key >> 32 {
                     1 => (0..=255u64).for_each(|before| set((before << 8) | (e.key & 0xFF))),
                     2 => set(e.key),
@@ -835,13 +895,12 @@ impl GramStore {
             }
             start
         });
-        let entries = self.entries.len().saturating_sub(first_entry);
-        let slot_bits = log2_at_least(entries.saturating_mul(2), 4, 24);
-        let bitmap_bits = log2_at_least(entries.saturating_mul(16), 9, 24);
+        let slot_bits = log2_at_least(entries.len().saturating_mul(2), 4, 24);
+        let bitmap_bits = log2_at_least(entries.len().saturating_mul(16), 9, 24);
         let slot_start = self.slots.len();
         let bitmap_start = self.bitmaps.len();
         self.slots
-            .resize(slot_start.saturating_add(1 << slot_bits), 0);
+            .resize(slot_start.saturating_add(1 << slot_bits), Slot::default());
         self.bitmaps
             .resize(bitmap_start.saturating_add((1 << bitmap_bits) / 64), 0);
         let slots = self.slots.get_mut(slot_start..).unwrap_or(&mut []);
@@ -849,7 +908,7 @@ impl GramStore {
         let slot_shift = 64u32.saturating_sub(slot_bits);
         let bitmap_shift = 64u32.saturating_sub(bitmap_bits);
         let mask = slots.len().saturating_sub(1);
-        for (i, e) in self.entries.iter().enumerate().skip(first_entry) {
+        for e in entries.iter() {
             let h = hash(e.key);
             let b = usize::try_from(h >> bitmap_shift).unwrap_or(0);
             let in_short_table = short_start.is_some() && e.key >> 32 < GRAM as u64;
@@ -858,11 +917,15 @@ impl GramStore {
             }
             // At most half the slots are full, so an empty one is always found.
             let mut s = usize::try_from(h >> slot_shift).unwrap_or(0);
-            while slots.get(s).is_some_and(|&x| x != 0) {
+            while slots.get(s).is_some_and(|x| x.key != 0) {
                 s = s.wrapping_add(1) & mask;
             }
             if let Some(slot) = slots.get_mut(s) {
-                *slot = pos(i.saturating_add(1));
+                *slot = Slot {
+                    key: compact_key(e.key),
+                    first: e.first,
+                    end: e.end,
+                };
             }
         }
         // A lookup probes at most the longest run of full slots (wrapping) and one empty slot.
@@ -953,8 +1016,8 @@ impl GramStore {
 }
 
 /// The longest run of non-zero slots, wrapping around the end of the table.
-fn longest_full_run(slots: &[u32]) -> usize {
-    let Some(empty) = slots.iter().position(|&s| s == 0) else {
+fn longest_full_run(slots: &[Slot]) -> usize {
+    let Some(empty) = slots.iter().position(|s| s.key == 0) else {
         return slots.len();
     };
     let mut best = 0usize;
@@ -968,8 +1031,7 @@ fn longest_full_run(slots: &[u32]) -> usize {
                     .checked_rem(slots.len())
                     .unwrap_or(0),
             )
-            .copied()
-            .unwrap_or(0);
+            .map_or(0, |s| s.key);
         if s == 0 {
             run = 0;
         } else {
@@ -996,7 +1058,7 @@ struct View<'a> {
     bitmap_shift: u32,
     bitmap: &'a [u64],
     slot_shift: u32,
-    slots: &'a [u32],
+    slots: &'a [Slot],
     store: &'a GramStore,
     arena: &'a [u8],
 }
@@ -1057,19 +1119,19 @@ impl View<'_> {
     }
 
     /// The entry for `key` (whose hash is `h`), if some literal is keyed by it.
-    fn entry(&self, key: u64, h: u64, meter: &mut Meter) -> Option<&Entry> {
+    fn entry(&self, key: u64, h: u64, meter: &mut Meter) -> Option<&Slot> {
         let mask = self.slots.len().saturating_sub(1);
         let mut s = usize::try_from(h >> self.slot_shift).unwrap_or(0);
+        let key = compact_key(key);
         // Bounded by the table size; the table always has an empty slot.
         for _ in 0..self.slots.len() {
             meter.add(1);
-            let slot = *self.slots.get(s)?;
-            let e = self
-                .store
-                .entries
-                .get(usize::try_from(slot.checked_sub(1)?).ok()?)?;
-            if e.key == key {
-                return Some(e);
+            let slot = self.slots.get(s)?;
+            if slot.key == key {
+                return Some(slot);
+            }
+            if slot.key == 0 {
+                return None;
             }
             s = s.wrapping_add(1) & mask;
         }
@@ -1198,7 +1260,7 @@ impl View<'_> {
     /// at `window_end` in `text`.
     fn confirm(
         &self,
-        e: &Entry,
+        e: &Slot,
         text: &[u8],
         window_end: usize,
         meter: &mut Meter,
@@ -1215,12 +1277,23 @@ impl View<'_> {
             let Some(there) = text.get(start..start.saturating_add(len)) else {
                 continue;
             };
-            let bytes = self
-                .arena
-                .get(range(lit.start, lit.start.saturating_add(lit.len)))
-                .unwrap_or(&[]);
-            if !there.eq_ignore_ascii_case(bytes) {
+            // The first (up to) 8 bytes against the literal's folded head: a literal of at most
+            // 8 bytes is confirmed by that alone, a longer one rejected there mostly.
+            let head = fold8(head_of(text.get(start..).unwrap_or(there)));
+            if head & head_mask(len) != lit.head {
                 continue;
+            }
+            if len > 8 {
+                let rest = self
+                    .arena
+                    .get(range(
+                        lit.start.saturating_add(8),
+                        lit.start.saturating_add(lit.len),
+                    ))
+                    .unwrap_or(&[]);
+                if !there.get(8..).is_some_and(|t| t.eq_ignore_ascii_case(rest)) {
+                    continue;
+                }
             }
             for &p in store.payloads.get(range(lit.first, lit.end)).unwrap_or(&[]) {
                 meter.add(1);
@@ -1320,6 +1393,20 @@ mod tests {
         out.sort_unstable();
         out.dedup();
         out
+    }
+
+    #[test]
+    fn fold8_lowercases_exactly_the_ascii_capitals() {
+        for b in 0..=255u8 {
+            for at in 0..8 {
+                // The byte among neighbours that are capitals, lowercase and non-ASCII.
+                let mut word = *b"AzQ\xC9\x80Z@[";
+                word[at] = b;
+                let folded = fold8(u64::from_le_bytes(word)).to_le_bytes();
+                let expected = word.map(|c| c.to_ascii_lowercase());
+                assert_eq!(folded, expected, "byte {b:#04x} at {at}");
+            }
+        }
     }
 
     #[test]
