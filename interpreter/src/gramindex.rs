@@ -167,7 +167,8 @@ pub(crate) fn rare_byte(b: u8) -> bool {
     commonness(b) == 0
 }
 
-fn commonness(b: u8) -> u32 {
+/// How common byte `b` is in Windows paths and command lines (0: rare; see [`COMMON`]).
+pub(crate) fn commonness(b: u8) -> u32 {
     u32::from(COMMONNESS.get(usize::from(b)).copied().unwrap_or(0))
 }
 

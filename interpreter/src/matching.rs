@@ -537,9 +537,37 @@ fn seg_cost(seg: &[GlobTok]) -> u64 {
         .fold(4u64, u64::saturating_add)
 }
 
+/// The literal of a segment with `?` that a search looks for first: the one whose first byte is
+/// least common in Windows paths and command lines (the first of equals), as (how many tokens
+/// come before it, that byte). `None` when the segment has no literal.
+fn pivot(seg: &[GlobTok]) -> Option<(usize, u8)> {
+    let mut best: Option<(usize, u8, u32)> = None;
+    for (k, t) in seg.iter().enumerate() {
+        if let GlobTok::Lit(c) = t {
+            let mut buf = [0u8; 4];
+            let b = c
+                .encode_utf8(&mut buf)
+                .as_bytes()
+                .first()
+                .copied()
+                .unwrap_or(0);
+            let score = crate::gramindex::commonness(b);
+            if best.is_none_or(|(_, _, s)| score < s) {
+                best = Some((k, b, score));
+            }
+        }
+    }
+    best.map(|(k, b, _)| (k, b))
+}
+
 /// The leftmost match of the `*`-free, non-empty segment `seg` in `region`; `Some(end)`, the byte
-/// just past it. A segment of literals only is a substring search ([`find`]); one with `?` is
-/// tried at each character in turn (at most `s x (seg_cost + 1)` units, `s` the region passed).
+/// just past it. A segment of literals only is a substring search ([`find`]). One with `?` is
+/// tried only where its [`pivot`] literal's first byte occurs, `k` tokens in: the `k` tokens
+/// before it matched backwards from there, the rest forwards. Tries go in order, and where a
+/// try's match would start grows with where its pivot is, so the first try that matches is the
+/// leftmost match: at most `s x (seg_cost + 1)` units with `k = 0`, `s x (seg_cost + 5)` else
+/// (two matches, each with its failing character), `s` the region passed. A segment of `?`
+/// only is tried at each character, `s x (seg_cost + 1)`.
 fn find_segment(region: &str, seg: &[GlobTok], case: Case, work: &mut u64) -> Option<usize> {
     add(work, 1);
     let lits = !seg.contains(&GlobTok::One);
@@ -560,6 +588,12 @@ fn find_segment(region: &str, seg: &[GlobTok], case: Case, work: &mut u64) -> Op
             _ => 1,
         })
         .sum();
+    if let Some((k, byte)) = pivot(seg) {
+        return match case {
+            Case::Insensitive => find_pivoted::<true>(region, seg, (k, byte), min, work),
+            Case::Sensitive => find_pivoted::<false>(region, seg, (k, byte), min, work),
+        };
+    }
     for (p, _) in region.char_indices() {
         add(work, 1);
         let rest = region.get(p..)?;
@@ -571,6 +605,49 @@ fn find_segment(region: &str, seg: &[GlobTok], case: Case, work: &mut u64) -> Op
         }
     }
     None
+}
+
+/// [`find_segment`] of a segment with `?` and its pivot (`k` tokens in, first byte `byte`).
+fn find_pivoted<const CI: bool>(
+    region: &str,
+    seg: &[GlobTok],
+    (k, byte): (usize, u8),
+    min: usize,
+    work: &mut u64,
+) -> Option<usize> {
+    let case = if CI {
+        Case::Insensitive
+    } else {
+        Case::Sensitive
+    };
+    let bytes = region.as_bytes();
+    let want = fold::<CI>(byte);
+    let mut from = 0usize;
+    loop {
+        let rest = bytes.get(from..)?;
+        let Some(off) = rest.iter().position(|&b| fold::<CI>(b) == want) else {
+            add(work, rest.len());
+            return None;
+        };
+        add(work, off.saturating_add(1));
+        let q = from.saturating_add(off);
+        from = q.saturating_add(1);
+        // A pivot byte is ASCII or a character's first byte, so `q` is where a character starts.
+        let (Some(before), Some(after)) = (region.get(..q), region.get(q..)) else {
+            continue;
+        };
+        let (head, tail) = seg.split_at(k.min(seg.len()));
+        let Some(back) = match_anchored(before.chars().rev(), head.iter().rev(), case, work) else {
+            continue;
+        };
+        if bytes.len().saturating_sub(q.saturating_sub(back)) < min {
+            // Every later try starts later still.
+            return None;
+        }
+        if let Some(n) = match_anchored(after.chars(), tail.iter(), case, work) {
+            return Some(q.saturating_add(n));
+        }
+    }
 }
 
 /// [`glob_match`], adding the units of work done to `work` (at most [`glob_bound`]). The segments
@@ -620,7 +697,7 @@ pub fn glob_match_metered(value: &str, pat: &[GlobTok], case: Case, work: &mut u
 /// - else `seg_cost(head) + seg_cost(tail) + rate x value_len + sum over middle segments of
 ///   (12 x bytes + 5)` for literal-only segments and `(seg_cost + 2)` for segments with `?`, where
 ///   `rate` is 3 if there is a literal-only middle segment and at least `seg_cost + 1` of each
-///   middle segment with `?`. The middle segments share the value (each is searched from where
+///   middle segment with `?` (`seg_cost + 5` when its [`pivot`] is not its first token). The middle segments share the value (each is searched from where
 ///   the previous one ended), so their text terms add up to `value_len` once: linear for
 ///   literal-only segments, `value_len x (segment length)` for the longest segment with `?`.
 pub fn glob_bound(pat: &[GlobTok], value_len: usize) -> u64 {
@@ -641,7 +718,14 @@ pub fn glob_bound(pat: &[GlobTok], value_len: usize) -> u64 {
         }
         if seg.contains(&GlobTok::One) {
             let c = seg_cost(seg);
-            rate = rate.max(c.saturating_add(1));
+            // Per byte passed: the pivot test, and at most one try, which matches the tokens
+            // before the pivot backwards and the rest forwards (see `find_segment`). Without a
+            // pivot, a try per character.
+            let per_byte = match pivot(seg) {
+                Some((k, _)) if k > 0 => c.saturating_add(5),
+                _ => c.saturating_add(1),
+            };
+            rate = rate.max(per_byte);
             fixed = fixed.saturating_add(c).saturating_add(2);
         } else {
             let bytes: usize = seg.iter().map(|t| tok_char(Some(t)).len_utf8()).sum();
@@ -976,6 +1060,28 @@ mod tests {
         assert!(compare_bound(StrOp::Contains, 16 * 1024, 8 * 1024) < 200_000);
         let pat = parse_glob(alloc::format!("*{}b", "a".repeat(8192)).as_bytes()).unwrap();
         assert!(glob_bound(&pat, 16 * 1024) < 20_000);
+    }
+
+    /// A segment with `?` is tried only where its pivot's byte occurs, a few characters in: texts
+    /// where it occurs at every other byte, after two-byte characters, and every try fails late
+    /// (or the last succeeds), stay within the bound and agree with the reference.
+    #[test]
+    fn pivoted_segments_stay_within_their_bound() {
+        for (pat, unit, end) in [
+            ("*??ab?z*", "éab", "éabz"),
+            ("*??ab?z*", "ééab", "xxabxz"),
+            ("*?=?21?*", "é=é2", "x=x21x"),
+            ("*EventCode=?21?*", "EventCode=x2", "EventCode=\"21\""),
+            ("*>?%temp%\\*", ">é%temp", "> %TEMP%\\"),
+        ] {
+            let pat = parse_glob(pat.as_bytes()).unwrap();
+            for n in [1, 2, 50, 200] {
+                let text = unit.repeat(n);
+                check_glob(&text, &pat);
+                check_glob(&(text.clone() + end), &pat);
+                check_glob(&(String::from(end) + &text), &pat);
+            }
+        }
     }
 
     #[test]
