@@ -697,9 +697,10 @@ pub fn glob_match_metered(value: &str, pat: &[GlobTok], case: Case, work: &mut u
 /// - else `seg_cost(head) + seg_cost(tail) + rate x value_len + sum over middle segments of
 ///   (12 x bytes + 5)` for literal-only segments and `(seg_cost + 2)` for segments with `?`, where
 ///   `rate` is 3 if there is a literal-only middle segment and at least `seg_cost + 1` of each
-///   middle segment with `?` (`seg_cost + 5` when its [`pivot`] is not its first token). The middle segments share the value (each is searched from where
-///   the previous one ended), so their text terms add up to `value_len` once: linear for
-///   literal-only segments, `value_len x (segment length)` for the longest segment with `?`.
+///   middle segment with `?` (`seg_cost + 5` when its [`pivot`] is not its first token). The
+///   middle segments share the value (each is searched from where the previous one ended), so
+///   their text terms add up to `value_len` once: linear for literal-only segments,
+///   `value_len x (segment length)` for the longest segment with `?`.
 pub fn glob_bound(pat: &[GlobTok], value_len: usize) -> u64 {
     let (Some(first), Some(last)) = (
         pat.iter().position(|t| *t == GlobTok::Any),
