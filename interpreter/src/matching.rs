@@ -607,7 +607,10 @@ fn find_segment(region: &str, seg: &[GlobTok], case: Case, work: &mut u64) -> Op
     None
 }
 
-/// [`find_segment`] of a segment with `?` and its pivot (`k` tokens in, first byte `byte`).
+/// [`find_segment`] of a segment with `?` and its pivot (`k` tokens in, first byte `byte`). Not
+/// inlined: its locals would join the frame of the VM's evaluation, which the driver's callbacks
+/// run on a small stack budget (see `stack-budget/`).
+#[inline(never)]
 fn find_pivoted<const CI: bool>(
     region: &str,
     seg: &[GlobTok],
