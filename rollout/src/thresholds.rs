@@ -195,15 +195,21 @@ impl WaveThresholds {
     /// The thresholds that apply to `stratum`: its own, or the plain fractions.
     #[must_use]
     pub fn for_stratum(&self, stratum: &Stratum) -> &[u32] {
-        match self
-            .strata
+        self.thresholds_at(self.stratum_index(stratum))
+    }
+
+    /// Where `stratum` has its own thresholds in `strata`, if it has.
+    fn stratum_index(&self, stratum: &Stratum) -> Option<usize> {
+        self.strata
             .binary_search_by(|s| s.stratum.cmp(stratum))
             .ok()
+    }
+
+    /// The thresholds of the stratum at `index` in `strata`, or the plain fractions.
+    fn thresholds_at(&self, index: Option<usize>) -> &[u32] {
+        index
             .and_then(|i| self.strata.get(i))
-        {
-            Some(s) => &s.thresholds,
-            None => &self.plain,
-        }
+            .map_or(&self.plain, |s| &s.thresholds)
     }
 
     /// The wave (0-based) of an endpoint of `stratum` at `position`: the first wave whose
@@ -211,7 +217,7 @@ impl WaveThresholds {
     /// 1,000,000).
     #[must_use]
     pub fn wave_of_position(&self, stratum: &Stratum, position: u32) -> Option<usize> {
-        self.for_stratum(stratum).iter().position(|&t| position < t)
+        wave_at(self.for_stratum(stratum), position)
     }
 
     /// The wave of the endpoint described by `facts` on this channel.
@@ -225,25 +231,24 @@ impl WaveThresholds {
     pub fn wave_of_placement(&self, placement: &Placement) -> Option<usize> {
         // The stratum's entry where the placement last found it, if it is still there (the
         // strata change only with new thresholds); else the search, remembered.
-        let hinted = self
+        let hint = placement.stratum_hint.get();
+        let index = if self
             .strata
-            .get(placement.stratum_hint.get())
-            .filter(|s| s.stratum == placement.stratum);
-        let thresholds = match hinted {
-            Some(s) => &s.thresholds,
-            None => match self
-                .strata
-                .binary_search_by(|s| s.stratum.cmp(&placement.stratum))
-            {
-                Ok(i) => {
-                    placement.stratum_hint.set(i);
-                    self.strata.get(i).map_or(&self.plain, |s| &s.thresholds)
-                }
-                Err(_) => &self.plain,
-            },
+            .get(hint)
+            .is_some_and(|s| s.stratum == placement.stratum)
+        {
+            Some(hint)
+        } else {
+            let found = self.stratum_index(&placement.stratum);
+            if let Some(i) = found {
+                placement.stratum_hint.set(i);
+            }
+            found
         };
-        let position = placement.position_in(&self.channel);
-        thresholds.iter().position(|&t| position < t)
+        wave_at(
+            self.thresholds_at(index),
+            placement.position_in(&self.channel),
+        )
     }
 
     /// Checks that these thresholds can be used with `plan` on `channel`: the channel, one
@@ -280,6 +285,11 @@ impl WaveThresholds {
     }
 }
 
+/// The first wave whose threshold is above `position`.
+fn wave_at(thresholds: &[u32], position: u32) -> Option<usize> {
+    thresholds.iter().position(|&t| position < t)
+}
+
 fn check_list(which: &str, list: &[u32], waves: usize) -> Result<(), ThresholdsError> {
     if list.len() != waves {
         return Err(ThresholdsError::WaveCount {
@@ -311,6 +321,7 @@ fn check_list(which: &str, list: &[u32], waves: usize) -> Result<(), ThresholdsE
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     /// A placement kept across thresholds whose strata differ (new thresholds at each rollout)
     /// finds its wave as a fresh computation does: its hint is checked, never trusted.
@@ -353,7 +364,6 @@ mod tests {
             assert_eq!(t.wave_of_placement(&p), t.wave_of(&facts), "{t:?}");
         }
     }
-    use super::*;
 
     #[test]
     fn threshold_for_count_splits_between_in_and_out() {

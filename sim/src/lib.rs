@@ -45,9 +45,9 @@
 //!   is under 60 s), and 4.3 GiB (about 45 KiB per endpoint). A third of the time is ed25519:
 //!   every agent verifies each signed metadata file the server re-signs, every boot verifies the
 //!   stored envelope, and every stage is verified twice (service and guard): 40 to 65 s at that
-//!   size on its own, the goal's whole budget. The rest is each agent step's real work (JSON reports through the spool,
-//!   which the server parses) and memory stalls, as each event touches a random endpoint's
-//!   state. 1,000,000 endpoints would take 24 to 40 minutes and 43 GiB: more memory than this
+//!   size on its own, the goal's whole budget. The rest is each agent step's real work (JSON
+//!   reports through the spool, which the server parses) and memory stalls, as each event
+//!   touches a random endpoint's state. 1,000,000 endpoints would take 24 to 40 minutes and 43 GiB: more memory than this
 //!   machine has. `sim/BENCHMARKS.md` has the figures.
 //! * `good`: 95% of the fleet within 24 hours is out of reach of the built-in fleet under any
 //!   plan: at most 90% of its machines are on at any hour, so a tenth stays off all day, and

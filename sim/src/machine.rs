@@ -252,8 +252,10 @@ impl Machine {
     }
 
     /// From now on, power cuts hit each write with `cut_probability` and tear it with
-    /// `torn_share` (a machine is installed without faults, then used with them).
-    pub fn set_faults(&mut self, cut_probability: f64, torn_share: f64) {
+    /// `torn_share` (a fleet's machines get theirs from [`Machine::installed_like`]; tests
+    /// switch them on and off around one write).
+    #[cfg(test)]
+    pub(crate) fn set_faults(&mut self, cut_probability: f64, torn_share: f64) {
         let store = match &mut self.guard {
             Some(Ok(g)) => Some(g.store_mut()),
             Some(Err((_, s))) => Some(s),
