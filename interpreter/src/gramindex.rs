@@ -100,6 +100,28 @@ const fn common_window_bit(window: u64) -> usize {
     (window.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize
 }
 
+/// Byte → the byte ASCII-lowercased, as a table: one load per byte in the scans' loops, where
+/// [`u8::to_ascii_lowercase`] is a compare, a flag and three more operations.
+static FOLD: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        // In range: b < 256, so the cast is exact and the index valid.
+        #[allow(clippy::indexing_slicing, clippy::cast_possible_truncation)]
+        {
+            table[b] = (b as u8).to_ascii_lowercase();
+        }
+        b += 1;
+    }
+    table
+};
+
+/// `b` ASCII-lowercased, by [`FOLD`].
+#[inline(always)]
+fn fold(b: u8) -> u64 {
+    u64::from(FOLD.get(usize::from(b)).copied().unwrap_or(b))
+}
+
 /// Whether bit `bit` of the bit set `words` is set (false past its end).
 fn has_bit(words: &[u64], bit: usize) -> bool {
     words
@@ -551,6 +573,9 @@ fn fold8(x: u64) -> u64 {
     let upper = ge_a & !gt_z & !x & HIGH;
     x | (upper >> 2)
 }
+
+/// Bit 5 of every byte of a word: the bit [`fold8`] sets in capitals.
+const CASE_BITS: u64 = 0x2020_2020_2020_2020;
 
 /// The first `min(bytes.len(), 8)` bytes of `bytes`, little-endian, the rest 0.
 #[inline(always)]
@@ -1150,7 +1175,7 @@ impl View<'_> {
     ) -> Option<usize> {
         let mut g: u64 = 0;
         for (i, &b) in text.iter().enumerate() {
-            g = (g << 8) | u64::from(b.to_ascii_lowercase());
+            g = (g << 8) | fold(b);
             for (mask, tag) in probes {
                 let key = (g & mask) | tag;
                 let h = hash(key);
@@ -1173,7 +1198,7 @@ impl View<'_> {
     ) -> Option<usize> {
         let mut g: u64 = 0;
         for (i, &b) in text.iter().enumerate() {
-            g = (g << 8) | u64::from(b.to_ascii_lowercase());
+            g = (g << 8) | fold(b);
             let pair = usize::try_from(g & 0xFFFF).unwrap_or(0);
             if has_bit(table, pair) && self.found_short(g, text, i, meter, on_hit) {
                 return Some(i);
@@ -1222,7 +1247,7 @@ impl View<'_> {
             let key = chunk
                 .iter()
                 .skip(STRIDE.saturating_sub(GRAM))
-                .fold(0u64, |g, &b| (g << 8) | u64::from(b.to_ascii_lowercase()))
+                .fold(0u64, |g, &b| (g << 8) | fold(b))
                 | (3 << 32);
             let h = hash(key);
             let i = c.saturating_mul(STRIDE).saturating_add(STRIDE - 1);
@@ -1280,8 +1305,13 @@ impl View<'_> {
             };
             // The first (up to) 8 bytes against the literal's folded head: a literal of at most
             // 8 bytes is confirmed by that alone, a longer one rejected there mostly.
-            let head = fold8(head_of(text.get(start..).unwrap_or(there)));
-            if head & head_mask(len) != lit.head {
+            // Most literals a key window brings are not there: they are rejected first with bit 5
+            // of every byte set on both sides (which keeps every match, and needs no folding).
+            let word = head_of(text.get(start..).unwrap_or(there));
+            let mask = head_mask(len);
+            if ((word | CASE_BITS) ^ (lit.head | CASE_BITS)) & mask != 0
+                || fold8(word) & mask != lit.head
+            {
                 continue;
             }
             if len > 8 {
@@ -1406,6 +1436,54 @@ mod tests {
                 let folded = fold8(u64::from_le_bytes(word)).to_le_bytes();
                 let expected = word.map(|c| c.to_ascii_lowercase());
                 assert_eq!(folded, expected, "byte {b:#04x} at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn scans_fold_exactly_the_ascii_capitals() {
+        // Every ASCII byte, as literals of 1, 2 and 3 bytes (the short-window table and the
+        // bitmap) and of 16 (a strided index), against a text of every byte in both cases: a
+        // literal occurs where its byte does, in either case, and nowhere else (`@` is not `` ` ``,
+        // `[` is not `{`).
+        let bytes: Vec<u8> = (1..=127u8).collect();
+        let text: String = bytes
+            .iter()
+            .flat_map(|&b| {
+                let (lower, upper) = (b.to_ascii_lowercase(), b.to_ascii_uppercase());
+                [lower; 16]
+                    .into_iter()
+                    .chain([b' '])
+                    .chain([upper; 16])
+                    .chain([b' '])
+            })
+            .map(char::from)
+            .collect();
+        for n in [1usize, 2, 3, 16] {
+            let owned: Vec<String> = bytes
+                .iter()
+                .filter(|b| !b.is_ascii_uppercase())
+                .map(|&b| String::from(char::from(b)).repeat(n))
+                .collect();
+            let lits: Vec<(&str, u32)> = owned
+                .iter()
+                .zip(0u32..)
+                .map(|(s, p)| (s.as_str(), p))
+                .collect();
+            for every_event in [false, true] {
+                let (got, expected) =
+                    (hits(&build(&lits, every_event), &text), naive(&lits, &text));
+                let wrong: Vec<_> = got
+                    .iter()
+                    .filter(|h| !expected.contains(h))
+                    .chain(expected.iter().filter(|h| !got.contains(h)))
+                    .take(4)
+                    .map(|&(p, at)| (owned[p as usize].as_str(), at))
+                    .collect();
+                assert!(
+                    wrong.is_empty(),
+                    "literals of {n} bytes, every_event {every_event}: reported or missed wrongly {wrong:?}"
+                );
             }
         }
     }
