@@ -5,7 +5,9 @@
 //! text once, testing each window against a bitmap, probing a hash table only on a bitmap hit, and
 //! confirming every literal keyed by that window at the one place it would have to start. So a
 //! scan reports exactly the (literal, position) pairs where a literal occurs, ASCII case folded,
-//! at about one bitmap test per byte per distinct window length.
+//! at about one bitmap test per byte per distinct window length; except that deep inside a run of
+//! one repeated byte (padding: `;;;;`, spaces) it reports each literal made of that byte once,
+//! not at every position (see `View::run_skips`: no answer a caller draws changes).
 //!
 //! A rule prefilter whose literals are all long (hashes) is *strided*: each literal is keyed by
 //! `STRIDE` consecutive windows, and a scan tests only every `STRIDE`-th window of the text, which
@@ -612,6 +614,8 @@ pub(crate) struct GramStore {
     payloads: Vec<u32>,
     /// Short-window tables, [`SHORT_TABLE_WORDS`] each.
     shorts: Vec<u64>,
+    /// Run tables, 256 entries each (see [`GramIndex::runs_start`]).
+    runs: Vec<u32>,
 }
 
 /// A short-window table: one bit per pair of (folded) bytes, set when the pair is a 2-byte key or
@@ -658,6 +662,10 @@ pub(crate) struct GramIndex {
     /// Where its short-window table starts in the store's `shorts`, for an index scanned on every
     /// event that has 1- or 2-byte keys (they are then tested there, not in the bitmap).
     short_start: Option<usize>,
+    /// Where its run table starts in the store's `runs`, for an index (not strided) with a key of
+    /// one byte repeated (`;;;`, three spaces): by byte (folded), the longest literal keyed by a
+    /// window of that byte alone. A scan skips most of a run of that byte (see [`View::run_skips`]).
+    runs_start: Option<usize>,
     /// Table tests per byte of text (per chunk, strided).
     tests_per_byte: u64,
     cost: ScanCost,
@@ -921,6 +929,11 @@ impl GramStore {
             }
             start
         });
+        let runs_start = if strided {
+            None
+        } else {
+            self.run_table(entries)
+        };
         let slot_bits = log2_at_least(entries.len().saturating_mul(2), 4, 24);
         let bitmap_bits = log2_at_least(entries.len().saturating_mul(16), 9, 24);
         let slot_start = self.slots.len();
@@ -964,7 +977,13 @@ impl GramStore {
         } else {
             window_lengths
         };
-        let mut per_byte = [0u64; 3];
+        // A scan with a run table reads each byte of a run once more to find where it ends.
+        let run_work = if runs_start.is_some() {
+            RUN_WORK_PER_BYTE
+        } else {
+            0
+        };
+        let mut per_byte = [run_work; 3];
         for (n, w) in worst.iter().enumerate() {
             if tested & (1u8 << n) != 0 {
                 for (p, c) in per_byte.iter_mut().zip(w) {
@@ -990,16 +1009,54 @@ impl GramStore {
             window_lengths,
             strided,
             short_start,
+            runs_start,
             tests_per_byte,
             cost: ScanCost { per_byte },
         }
     }
 
+    /// The run table of an index whose keys are `entries` (their literals already in `lits`), if
+    /// some key is one byte repeated: by that byte, the longest literal keyed by such a window.
+    fn run_table(&mut self, entries: &[Entry]) -> Option<usize> {
+        let mut start = None;
+        for e in entries {
+            let n = (e.key >> 32) & 0xFF;
+            let byte = e.key & 0xFF;
+            let repeated = (1..n).all(|k| (e.key >> k.saturating_mul(8)) & 0xFF == byte);
+            if n == 0 || !repeated {
+                continue;
+            }
+            let start = *start.get_or_insert_with(|| {
+                let at = self.runs.len();
+                self.runs.resize(at.saturating_add(256), 0);
+                at
+            });
+            let longest = self
+                .lits
+                .get(range(e.first, e.end))
+                .unwrap_or(&[])
+                .iter()
+                .map(|l| l.len)
+                .max()
+                .unwrap_or(0);
+            let at = start.saturating_add(usize::try_from(byte).unwrap_or(0));
+            if let Some(slot) = self.runs.get_mut(at) {
+                *slot = (*slot).max(longest);
+            }
+        }
+        start
+    }
+
     /// Calls `on_hit(payload, start, len, work)` for every occurrence in `text` of every literal
     /// of `ix` (ASCII case folded; `start` is where it begins, `len` its length; the literals' bytes are in
     /// `arena_text`), in order of where the occurrence's key window ends, until `on_hit` returns
-    /// `true`. Returns whether it did. Adds the work it does to `work` (`on_hit` adds its own),
+    /// `true`. Occurrences deep in a run of one byte that repeat one already reported there are
+    /// left out ([`View::run_skips`]). Returns whether it did. Adds the work it does to `work` (`on_hit` adds its own),
     /// at most [`GramIndex::scan_bound`].
+    ///
+    /// Not inlined: the scan loops' locals stay out of the frame of the VM that calls it (the
+    /// driver evaluates on a kernel stack budget, and the VM's deepest path is a regex search).
+    #[inline(never)]
     pub(crate) fn scan(
         &self,
         ix: &GramIndex,
@@ -1011,6 +1068,10 @@ impl GramStore {
         let bitmap_words = (1usize << 64u32.saturating_sub(ix.bitmap_shift)) / 64;
         let slot_count = 1usize << 64u32.saturating_sub(ix.slot_shift);
         let view = View {
+            runs: ix
+                .runs_start
+                .and_then(|start| self.runs.get(start..start.saturating_add(256)))
+                .unwrap_or(&[]),
             bitmap_shift: ix.bitmap_shift,
             bitmap: self
                 .bitmaps
@@ -1079,10 +1140,28 @@ impl Meter {
     }
 }
 
+/// Where a scan is in a run of one repeated byte (see [`View::run_skips`]).
+#[derive(Default)]
+struct Run {
+    /// The windows ending here are skipped.
+    skip: core::ops::Range<usize>,
+    /// The end of the last run analysed (windows before it are not analysed again).
+    end: usize,
+}
+
+/// How far back a scan looks for the start of a run it meets (it meets one at its fourth byte).
+const RUN_LOOKBACK: usize = 8;
+
+/// The work [`View::analyse_run`] can add per byte of text: the runs it reads are disjoint, each
+/// at least four bytes and charged its length and one.
+const RUN_WORK_PER_BYTE: u64 = 2;
+
 /// One index's bitmap and hash table, and the store its positions are in: what a scan reads.
 struct View<'a> {
     bitmap_shift: u32,
     bitmap: &'a [u64],
+    /// The index's run table (empty if it has none).
+    runs: &'a [u32],
     slot_shift: u32,
     slots: &'a [Slot],
     store: &'a GramStore,
@@ -1174,12 +1253,16 @@ impl View<'_> {
         on_hit: &mut impl FnMut(u32, usize, usize, &mut u64) -> bool,
     ) -> Option<usize> {
         let mut g: u64 = 0;
+        let mut run = Run::default();
         for (i, &b) in text.iter().enumerate() {
             g = (g << 8) | fold(b);
             for (mask, tag) in probes {
                 let key = (g & mask) | tag;
                 let h = hash(key);
-                if self.maybe_has(h) && self.found(key, h, text, i, meter, on_hit) {
+                if self.maybe_has(h)
+                    && !self.run_skips(g, &mut run, text, i, meter)
+                    && self.found(key, h, text, i, meter, on_hit)
+                {
                     return Some(i);
                 }
             }
@@ -1197,16 +1280,23 @@ impl View<'_> {
         on_hit: &mut impl FnMut(u32, usize, usize, &mut u64) -> bool,
     ) -> Option<usize> {
         let mut g: u64 = 0;
+        let mut run = Run::default();
         for (i, &b) in text.iter().enumerate() {
             g = (g << 8) | fold(b);
             let pair = usize::try_from(g & 0xFFFF).unwrap_or(0);
-            if has_bit(table, pair) && self.found_short(g, text, i, meter, on_hit) {
+            if has_bit(table, pair)
+                && !self.run_skips(g, &mut run, text, i, meter)
+                && self.found_short(g, text, i, meter, on_hit)
+            {
                 return Some(i);
             }
             if LONG {
                 let key = (g & 0xFF_FFFF) | ((GRAM as u64) << 32);
                 let h = hash(key);
-                if self.maybe_has(h) && self.found(key, h, text, i, meter, on_hit) {
+                if self.maybe_has(h)
+                    && !self.run_skips(g, &mut run, text, i, meter)
+                    && self.found(key, h, text, i, meter, on_hit)
+                {
                     return Some(i);
                 }
             }
@@ -1214,9 +1304,82 @@ impl View<'_> {
         None
     }
 
+    /// Whether a scan can pass over its table hit for the windows ending at `text[i]`, because
+    /// they lie deep in a run of one repeated byte (padding: `;;;;`, spaces, `^^^^`), where every
+    /// window is the same and the literals a window brings would only be found again.
+    ///
+    /// In a run `text[a..r]` of byte `x`, let `L` be the longest literal keyed by a window of
+    /// `x` alone (the index's run table). A window ending at `i` with `a + max(L, 2) <= i < r - L`
+    /// is `x` repeated in every length, and a literal it brings spans at most `L` bytes each side
+    /// of it: an occurrence found there lies inside the run, neither at the text's start nor at its
+    /// end, so it is that literal's bytes `x` repeated, which also occur at `a`. Its key window
+    /// there ends before `a + L`, which is not skipped, and reports the same payloads with the
+    /// same bytes (a case-sensitive confirmation reads equal bytes: the run is of one raw byte).
+    /// So skipping such windows loses no test's answer; the first occurrence of each literal is
+    /// still reported. A run is found at the first hit with four equal bytes, and analysed once.
+    ///
+    /// `g` holds the scan's last bytes, folded: unless its last four are equal, the window is
+    /// not skipped, and nothing else is read.
+    #[inline(always)]
+    fn run_skips(&self, g: u64, run: &mut Run, text: &[u8], i: usize, meter: &mut Meter) -> bool {
+        (g ^ (g >> 8)) & 0xFF_FFFF == 0 && self.in_run(run, text, i, meter)
+    }
+
+    /// [`View::run_skips`] where the last four bytes are equal, folded.
+    #[inline(never)]
+    fn in_run(&self, run: &mut Run, text: &[u8], i: usize, meter: &mut Meter) -> bool {
+        if i < run.end {
+            return run.skip.contains(&i);
+        }
+        if self.runs.is_empty() {
+            return false;
+        }
+        match text.get(i.saturating_sub(3)..=i) {
+            Some(&[a, b, c, d]) if a == b && b == c && c == d && i >= 3 => {}
+            _ => return false,
+        }
+        self.analyse_run(run, text, i, meter);
+        run.skip.contains(&i)
+    }
+
+    /// [`View::run_skips`] at the first hit in a run: where the run starts (at most
+    /// [`RUN_LOOKBACK`] bytes back: a later start only skips less) and ends, charged one unit per
+    /// byte read and one for the table.
+    fn analyse_run(&self, run: &mut Run, text: &[u8], i: usize, meter: &mut Meter) {
+        let Some(&x) = text.get(i) else {
+            return;
+        };
+        // The run's start: back over equal bytes, at most RUN_LOOKBACK of them.
+        let back = text
+            .get(i.saturating_sub(RUN_LOOKBACK)..i)
+            .unwrap_or(&[])
+            .iter()
+            .rev()
+            .take_while(|&&b| b == x)
+            .count();
+        let start = i.saturating_sub(back);
+        let end = text
+            .get(i..)
+            .unwrap_or(&[])
+            .iter()
+            .position(|&b| b != x)
+            .map_or(text.len(), |n| i.saturating_add(n));
+        meter.add(
+            u64::try_from(end.saturating_sub(start))
+                .unwrap_or(u64::MAX)
+                .saturating_add(1),
+        );
+        let longest = self
+            .runs
+            .get(usize::from(FOLD.get(usize::from(x)).copied().unwrap_or(x)))
+            .map_or(usize::MAX, |&l| usize::try_from(l).unwrap_or(usize::MAX));
+        run.end = end;
+        run.skip = start.saturating_add(longest.max(GRAM - 1))..end.saturating_sub(longest);
+    }
+
     /// After a short-window table hit for the window ending at `text[i]` (`g` its last bytes):
     /// the 1-byte key, then the 2-byte one.
-    #[inline(never)]
+    #[inline(always)]
     fn found_short(
         &self,
         g: u64,
@@ -1371,7 +1534,8 @@ impl Strs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::string::String;
+    use alloc::format;
+    use alloc::string::{String, ToString};
     use alloc::vec;
 
     /// One index in a store of its own over the literals (each its own string), as tests build
@@ -1426,6 +1590,48 @@ mod tests {
         out
     }
 
+    /// Whether `reported` (a scan's (payload, start) pairs, sorted) is every occurrence of
+    /// `lits` in `text` ([`naive`]) less only what a scan may skip in a run of one repeated
+    /// byte (`View::run_skips`): each occurrence not reported lies in a run of one raw byte,
+    /// neither at the text's start nor at its end, and its payload is reported at an earlier
+    /// start in that run. So every test's answer (anywhere, at the start, at the end, the whole
+    /// value) is the same.
+    fn reports_occurrences(
+        reported: &[(u32, usize)],
+        lits: &[(&str, u32)],
+        text: &str,
+    ) -> Result<(), String> {
+        let all = naive(lits, text);
+        let t = text.as_bytes();
+        let shown: String = text.chars().take(120).collect();
+        if let Some(extra) = reported.iter().find(|r| !all.contains(r)) {
+            return Err(format!(
+                "reported {extra:?}, which does not occur in {shown:?}"
+            ));
+        }
+        for &(p, start) in all.iter().filter(|o| !reported.contains(o)) {
+            let skippable = lits.iter().any(|&(l, q)| {
+                let end = start + l.len();
+                q == p
+                    && !l.is_empty()
+                    && t[start..end].eq_ignore_ascii_case(l.as_bytes())
+                    && start > 0
+                    && end < t.len()
+                    && reported.iter().any(|&(r, earlier)| {
+                        r == p && earlier < start && t[earlier..end].iter().all(|&b| b == t[start])
+                    })
+            });
+            if !skippable {
+                return Err(format!(
+                    "missed ({p}, {start}) in {shown:?} ({} bytes); {} reported",
+                    t.len(),
+                    reported.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     #[test]
     fn fold8_lowercases_exactly_the_ascii_capitals() {
         for b in 0..=255u8 {
@@ -1471,19 +1677,10 @@ mod tests {
                 .map(|(s, p)| (s.as_str(), p))
                 .collect();
             for every_event in [false, true] {
-                let (got, expected) =
-                    (hits(&build(&lits, every_event), &text), naive(&lits, &text));
-                let wrong: Vec<_> = got
-                    .iter()
-                    .filter(|h| !expected.contains(h))
-                    .chain(expected.iter().filter(|h| !got.contains(h)))
-                    .take(4)
-                    .map(|&(p, at)| (owned[p as usize].as_str(), at))
-                    .collect();
-                assert!(
-                    wrong.is_empty(),
-                    "literals of {n} bytes, every_event {every_event}: reported or missed wrongly {wrong:?}"
-                );
+                let got = hits(&build(&lits, every_event), &text);
+                if let Err(e) = reports_occurrences(&got, &lits, &text) {
+                    panic!("literals of {n} bytes, every_event {every_event}: {e}");
+                }
             }
         }
     }
@@ -1509,7 +1706,7 @@ mod tests {
             "",
             "p",
         ] {
-            assert_eq!(hits(&ix, text), naive(&lits, text), "{text}");
+            assert_eq!(reports_occurrences(&hits(&ix, text), &lits, text), Ok(()));
         }
     }
 
@@ -1574,7 +1771,7 @@ mod tests {
         ) {
             let lits: Vec<(&str, u32)> = lits.iter().enumerate().map(|(i, s)| (s.as_str(), i as u32)).collect();
             let ix = build(&lits, false);
-            proptest::prop_assert_eq!(hits(&ix, &text), naive(&lits, &text));
+            proptest::prop_assert_eq!(reports_occurrences(&hits(&ix, &text), &lits, &text), Ok(()));
         }
 
         /// Indexes sharing a store, and literals from one string table shared by indexes and
@@ -1612,7 +1809,7 @@ mod tests {
             for (ix, l) in indexes.into_iter().zip(&lits) {
                 let plain: Vec<(&str, u32)> = l.iter().map(|&(i, p)| (pool[i as usize].as_str(), p)).collect();
                 let (s, st) = (Strs { text: strs.0.text.clone(), ends: strs.0.ends.clone() }, strs.1.clone());
-                proptest::prop_assert_eq!(hits(&(s, st, ix), &text), naive(&plain, &text));
+                proptest::prop_assert_eq!(reports_occurrences(&hits(&(s, st, ix), &text), &plain, &text), Ok(()));
             }
         }
 
@@ -1627,7 +1824,7 @@ mod tests {
             let ix = build(&lits, true);
             let short = lits.iter().any(|(l, _)| l.len() < GRAM);
             proptest::prop_assert_eq!(ix.2.short_start.is_some(), short);
-            proptest::prop_assert_eq!(hits(&ix, &text), naive(&lits, &text));
+            proptest::prop_assert_eq!(reports_occurrences(&hits(&ix, &text), &lits, &text), Ok(()));
         }
 
         /// Long literals only (a strided index), in texts made of them and noise at every offset.
@@ -1647,6 +1844,40 @@ mod tests {
             let ix = build(&lits, true);
             proptest::prop_assert!(ix.2.strided);
             proptest::prop_assert_eq!(hits(&ix, &text), naive(&lits, &text));
+        }
+
+        /// Texts of runs (padding: `;;;;`, spaces, one letter in either case) and literals made
+        /// of runs, each keyed by any of its windows: a scan skips repeats deep in a run, and
+        /// every literal is still reported where it first occurs in each run, at the text's start
+        /// and at its end, and wherever a run meets other bytes. Its work stays within the bound.
+        #[test]
+        fn runs_are_skipped_without_losing_an_answer(
+            lits in proptest::collection::vec(
+                (proptest::collection::vec((0usize..5, 1usize..8), 1..3), 0usize..16), 1..10),
+            runs in proptest::collection::vec((0usize..5, 0usize..40), 0..10),
+            every_event in proptest::bool::ANY,
+        ) {
+            const BYTES: [char; 5] = [';', ' ', 'a', 'A', 'x'];
+            let make = |parts: &[(usize, usize)]| -> String {
+                parts.iter().map(|&(b, n)| BYTES[b].to_string().repeat(n)).collect()
+            };
+            let owned: Vec<String> = lits.iter().map(|(l, _)| make(l)).collect();
+            let ends = owned.iter().zip(&lits).map(|(s, (_, pick))| {
+                let shortest = s.len().min(GRAM);
+                (shortest + pick % (s.len() - shortest + 1)) as u32
+            });
+            let strs = Strs::new(&owned);
+            let mut scratch = GramScratch::new(strs.arena(), StringFacts::new(strs.arena(), ends.collect()));
+            let mut store = GramStore::default();
+            let literals = (0..owned.len()).map(|i| (i as u32, i as u32));
+            let ix = if every_event {
+                store.add_for_every_event(literals, &mut scratch)
+            } else {
+                store.add(literals, &mut scratch)
+            };
+            let plain: Vec<(&str, u32)> = owned.iter().zip(0u32..).map(|(s, p)| (s.as_str(), p)).collect();
+            let text = make(&runs);
+            proptest::prop_assert_eq!(reports_occurrences(&hits(&(strs, store, ix), &text), &plain, &text), Ok(()));
         }
     }
 }

@@ -9,8 +9,10 @@
 //! becomes [`Insn::Hit`](crate::verify::Insn) of its slot. Per event, the one scan of the field
 //! that marks candidate rules also marks the slots whose literal occurs: anywhere (contains),
 //! at the start (startswith), at the end (endswith), or as the whole value (equals); the rule's
-//! test then reads one bit. The scan reports every occurrence of every literal (it is never cut
-//! short), so a slot's bit is exactly the test's answer.
+//! test then reads one bit. The scan reports every literal that occurs, at every place that
+//! can decide a test (it is never cut short; in a run of one repeated byte it leaves out only
+//! repeats of what it reported there, none at the value's start or end), so a slot's bit is
+//! exactly the test's answer.
 //!
 //! What stays as it was: case-sensitive tests (the index folds case), literals too common to
 //! be worth a key (one common byte: a space, a dash), sets with an empty item, and tests past

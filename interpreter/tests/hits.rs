@@ -94,6 +94,12 @@ fn literal() -> impl Strategy<Value = String> {
         "xx",
         "é",
         "éé",
+        // Runs: a scan skips repeats deep in a run of one byte.
+        ";;;;",
+        ";",
+        ";;;;;;;;;",
+        "    ",
+        "aaaaaaaa",
     ])
     .prop_map(str::to_owned)
 }
@@ -129,7 +135,7 @@ fn text() -> impl Strategy<Value = String> {
     prop::collection::vec(
         prop::sample::select(vec![
             "cmd", "CmD", ".exe", "EXE", "power", "SHELL", "-enc", "ENC", "a", "aa", "A", " ",
-            "whoami", "x", "é", "\\", "/c ",
+            "whoami", "x", "é", "\\", "/c ", ";;;;;;;;", ";;;", "        ", "aaaaa",
         ]),
         0..12,
     )
