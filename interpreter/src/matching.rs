@@ -607,6 +607,31 @@ fn find_segment(region: &str, seg: &[GlobTok], case: Case, work: &mut u64) -> Op
     None
 }
 
+/// Where `a` or `b` first occurs in `hay`: memchr's SSE2 search on x86-64 whatever memchr's
+/// features (SSE2 is the x86-64 baseline, which kernel code may use; with `std` memchr would pick
+/// AVX2 at run time, which the driver must not), so a benchmark on the host measures what the
+/// driver runs; memchr's portable search elsewhere.
+fn find_byte(a: u8, b: u8, hay: &[u8]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use memchr::arch::x86_64::sse2::memchr as sse2;
+        let found = if a == b {
+            sse2::One::new(a).map(|s| s.find(hay))
+        } else {
+            sse2::Two::new(a, b).map(|s| s.find(hay))
+        };
+        if let Some(found) = found {
+            return found;
+        }
+    }
+    use memchr::arch::all::memchr as portable;
+    if a == b {
+        portable::One::new(a).find(hay)
+    } else {
+        portable::Two::new(a, b).find(hay)
+    }
+}
+
 /// [`find_segment`] of a segment with `?` and its pivot (`k` tokens in, first byte `byte`). Not
 /// inlined: its locals would join the frame of the VM's evaluation, which the driver's callbacks
 /// run on a small stack budget (see `stack-budget/`).
@@ -628,7 +653,9 @@ fn find_pivoted<const CI: bool>(
     let mut from = 0usize;
     loop {
         let rest = bytes.get(from..)?;
-        let Some(off) = rest.iter().position(|&b| fold::<CI>(b) == want) else {
+        // The pivot byte, in either case if folded.
+        let other = if CI { want.to_ascii_uppercase() } else { want };
+        let Some(off) = find_byte(want, other, rest) else {
             add(work, rest.len());
             return None;
         };
