@@ -29,9 +29,14 @@
 //! Bulwark, with Bulwark's heap allocations per evaluation, its work units on the set's
 //! costliest event and the cost model's bound for the pack against the budget.
 //!
-//! Bulwark's interpreter gets the same code here as in the driver: it uses no run-time CPU
-//! feature detection (its SIMD is SSE2, the x86-64 baseline the kernel may use), so the std
-//! build measured here is the no_std configuration's.
+//! Two Bulwark rows per set. `bulwark` is the interpreter as linked here, where the peer and the
+//! Sigma compiler turn on features of its dependencies the driver does not get:
+//! regex-automata's `perf-literal-substring` makes its DFAs' accelerated states skip with
+//! memchr, and memchr's `std` picks AVX2 at run time. `bulwark, the driver's build` is the same
+//! pack and events evaluated by `driver-config/`, a package that depends on the interpreter
+//! alone, so its features are the driver's (accelerated states skip byte by byte; the
+//! interpreter's own byte search is SSE2, the x86-64 baseline kernel code may use, in both). It
+//! is built and run by this benchmark, in the same run; the driver's row is the one that counts.
 //!
 //! Environment: `BULWARK_BENCH_ITERS=N` evaluations per event per round (10);
 //! `BULWARK_BENCH_SETS=existing,hostile,max-size` only those sets; `BULWARK_BENCH_ONLY=1`
@@ -576,6 +581,94 @@ fn stats(times: &[f64]) -> Stats {
     }
 }
 
+/// Bulwark's evaluation of the chosen sets built as the driver gets it (`driver-config/`: the
+/// interpreter alone, without the features this benchmark's other dependencies turn on), in
+/// this run: writes the pack and the events for it, builds it and runs it. Per set: its stats
+/// and matches.
+fn driver_config(
+    pack: &[u8],
+    sets: &[(&str, Vec<Record>, &Vec<Value>)],
+    chosen: &dyn Fn(&str) -> bool,
+    iters: u32,
+) -> Result<Vec<(String, Stats, usize)>, String> {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = here.join("target/driver-config");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut out = b"BWEV1".to_vec();
+    let chosen_sets: Vec<_> = sets.iter().filter(|(n, _, _)| chosen(n)).collect();
+    out.extend_from_slice(&(chosen_sets.len() as u32).to_le_bytes());
+    for (name, records, _) in chosen_sets {
+        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&(records.len() as u32).to_le_bytes());
+        for r in records {
+            out.push(r.event_type.id());
+            out.extend_from_slice(&(r.values.len() as u32).to_le_bytes());
+            for v in &r.values {
+                match v.as_value() {
+                    FieldValue::Absent => out.push(0),
+                    FieldValue::Str(s) => {
+                        out.push(1);
+                        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                        out.extend_from_slice(s.as_bytes());
+                    }
+                    FieldValue::Int(n) => {
+                        out.push(2);
+                        out.extend_from_slice(&n.to_le_bytes());
+                    }
+                }
+            }
+        }
+    }
+    let (pack_path, events_path) = (dir.join("pack.bin"), dir.join("events.bin"));
+    std::fs::write(&pack_path, pack).map_err(|e| format!("{}: {e}", pack_path.display()))?;
+    std::fs::write(&events_path, &out).map_err(|e| format!("{}: {e}", events_path.display()))?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = std::process::Command::new(cargo)
+        .args(["build", "--release", "--quiet", "--manifest-path"])
+        .arg(here.join("driver-config/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(dir.join("build"))
+        .status()
+        .map_err(|e| format!("cargo: {e}"))?;
+    if !built.success() {
+        return Err(format!("building driver-config: {built}"));
+    }
+    let run = std::process::Command::new(dir.join("build/release/bulwark-bench-driver-config"))
+        .arg(&pack_path)
+        .arg(&events_path)
+        .arg(iters.to_string())
+        .output()
+        .map_err(|e| format!("driver-config: {e}"))?;
+    if !run.status.success() {
+        return Err(format!(
+            "driver-config: {}",
+            String::from_utf8_lossy(&run.stderr).trim()
+        ));
+    }
+    String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split(' ').collect();
+            let num = |i: usize| -> Result<f64, String> {
+                f.get(i)
+                    .and_then(|x| x.parse().ok())
+                    .ok_or_else(|| format!("driver-config printed {line:?}"))
+            };
+            Ok((
+                f.get(1).unwrap_or(&"").to_string(),
+                Stats {
+                    mean: num(2)?,
+                    median: num(3)?,
+                    p99: num(4)?,
+                    max: num(5)?,
+                },
+                num(6)? as usize,
+            ))
+        })
+        .collect()
+}
+
 /// One event set: Bulwark's events and the JSON the peer takes.
 struct Set<'a> {
     name: &'static str,
@@ -731,12 +824,15 @@ fn main() {
         .unwrap_or(10);
     // BULWARK_BENCH_SETS=existing,hostile: only these sets.
     let chosen = std::env::var("BULWARK_BENCH_SETS").ok();
+    let is_chosen = |name: &str| {
+        chosen
+            .as_deref()
+            .is_none_or(|c| c.split(',').any(|n| n == name))
+    };
+    let driver = driver_config(&compiled.pack, &rec_sets, &is_chosen, iters);
     println!();
     for set in &sets {
-        if chosen
-            .as_deref()
-            .is_some_and(|c| !c.split(',').any(|n| n == set.name))
-        {
+        if !is_chosen(set.name) {
             continue;
         }
         let eval_bulwark = |ev: &Event<'_, '_>| {
@@ -814,6 +910,14 @@ fn main() {
             );
         };
         row("bulwark", &b, bulwark.hits);
+        match driver
+            .as_ref()
+            .map(|d| d.iter().find(|(n, _, _)| n == set.name))
+        {
+            Ok(Some((_, s, hits))) => row("bulwark, the driver's build", s, *hits),
+            Ok(None) => println!("bulwark, the driver's build: no result for this set"),
+            Err(e) => println!("bulwark, the driver's build: not measured ({e})"),
+        }
         if !only {
             for ((name, _), (p, s)) in engines.iter().zip(peers.iter().zip(&peer_stats)) {
                 row(name, s, p.hits);
