@@ -30,13 +30,12 @@
 //! costliest event and the cost model's bound for the pack against the budget.
 //!
 //! Two Bulwark rows per set. `bulwark` is the interpreter as linked here, where the peer and the
-//! Sigma compiler turn on features of its dependencies the driver does not get:
-//! regex-automata's `perf-literal-substring` makes its DFAs' accelerated states skip with
-//! memchr, and memchr's `std` picks AVX2 at run time. `bulwark, the driver's build` is the same
-//! pack and events evaluated by `driver-config/`, a package that depends on the interpreter
-//! alone, so its features are the driver's (accelerated states skip byte by byte; the
-//! interpreter's own byte search is SSE2, the x86-64 baseline kernel code may use, in both). It
-//! is built and run by this benchmark, in the same run; the driver's row is the one that counts.
+//! Sigma compiler turn on features of its dependencies the driver does not get (memchr's `std`,
+//! with which the skips of regex DFAs' accelerated states pick AVX2 at run time; regex-automata's
+//! other features). `bulwark, the driver's build` is the same pack and events evaluated by
+//! `driver-config/`, a package that depends on the interpreter alone, so its features are the
+//! driver's (memchr's SSE2, the x86-64 baseline kernel code may use). It is built and run by
+//! this benchmark, in the same run; the driver's row is the one that counts.
 //!
 //! Environment: `BULWARK_BENCH_ITERS=N` evaluations per event per round (10);
 //! `BULWARK_BENCH_SETS=existing,hostile,max-size` only those sets; `BULWARK_BENCH_ONLY=1`

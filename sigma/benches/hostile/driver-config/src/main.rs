@@ -1,11 +1,11 @@
 //! Bulwark's evaluation built as the driver gets it, for the hostile benchmark (`../src/main.rs`).
 //!
 //! The hostile benchmark links the peer and the Sigma compiler, which turn on features of the
-//! interpreter's dependencies that the driver's build does not have: regex-automata's
-//! `perf-literal-substring` (its DFAs' accelerated states then skip with memchr, which with
-//! memchr's `std` picks AVX2 at run time; the driver's regex-automata skips byte by byte). This
-//! package depends on the interpreter alone, so its build has the driver's features (its own
-//! lock file and feature resolution), and what it measures is the driver's evaluation code.
+//! interpreter's dependencies that the driver's build does not have: memchr's `std` (with which
+//! the skips of regex DFAs' accelerated states pick AVX2 at run time; the driver's memchr is
+//! SSE2) and more of regex-automata's. This package depends on the interpreter alone, so its
+//! build has the driver's features (its own lock file and feature resolution), and what it
+//! measures is the driver's evaluation code.
 //!
 //! `bulwark-bench-driver-config PACK EVENTS ITERS`: verifies the pack (the bytes the benchmark
 //! compiled), reads the benchmark's event sets (the format [`read_sets`] reads, written by the
