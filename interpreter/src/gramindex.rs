@@ -187,6 +187,25 @@ fn set_bit(words: &mut [u64], bit: usize) {
     }
 }
 
+/// How many times each bit of [`COMMON_WINDOWS`] is a window of [`COMMON_TEXT`] (at most 255).
+static COMMON_WINDOW_COUNTS: [u8; 4096] = {
+    let mut counts = [0u8; 4096];
+    let mut i = 2;
+    while i < COMMON_TEXT.len() {
+        // As in COMMON_WINDOWS: in range, and the bit index is below 4096.
+        #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+        {
+            let w = ((COMMON_TEXT[i - 2] as u64) << 16)
+                | ((COMMON_TEXT[i - 1] as u64) << 8)
+                | COMMON_TEXT[i] as u64;
+            let bit = common_window_bit(w);
+            counts[bit] = counts[bit].saturating_add(1);
+            i += 1;
+        }
+    }
+    counts
+};
+
 /// Whether the (folded) 3-byte window is common in Windows process events (or shares its bit
 /// with one that is).
 fn common_window(window: u64) -> bool {
@@ -272,7 +291,12 @@ pub(crate) fn key_window_end_balanced(lit: &[u8], load: impl Fn(u64) -> u32) -> 
         // The penalties only add, so they are looked up only for a window that could be best.
         if end >= GRAM && score < best.1 {
             let penalty = if common_window(window) {
-                COMMON_WINDOW_PENALTY
+                // The more of the common text a window is found in, the later it comes.
+                let count = COMMON_WINDOW_COUNTS
+                    .get(common_window_bit(window))
+                    .copied()
+                    .unwrap_or(0);
+                COMMON_WINDOW_PENALTY.saturating_add(u32::from(count).saturating_mul(256))
             } else if base64_window(window) {
                 BASE64_WINDOW_PENALTY
             } else {
@@ -1696,6 +1720,21 @@ mod tests {
                 assert_eq!(folded, expected, "byte {b:#04x} at {at}");
             }
         }
+    }
+
+    #[test]
+    fn common_windows_go_last_by_how_common() {
+        // Every window of this literal is a window of the common text; it is keyed by one the
+        // text holds least (of `winsxs`), not by one of every `windows` (`dow`).
+        let lit = b":\\Windows\\WinSxS\\";
+        let end = key_window_end(lit);
+        let count = |w: u64| COMMON_WINDOW_COUNTS[common_window_bit(w)];
+        let dow = count(key_of(b"dow") & 0xFF_FFFF);
+        assert!(
+            count(window_at(lit, end)) < dow,
+            "keyed at {:?}",
+            String::from_utf8_lossy(&lit[end - GRAM..end])
+        );
     }
 
     #[test]
