@@ -78,25 +78,6 @@ conhost.exe cmd.exe /c rundll32.exe dllhost.exe /processid: msiexec.exe taskhost
 runtimebroker.exe searchindexer.exe wmiprvse.exe chrome.exe msedge.exe nt authority\\system integrity medium high \
 sha256= sha1= md5= imphash= .dll .exe .tmp .txt";
 
-/// Bits of a 4096-bit set of the 3-byte windows of [`COMMON_TEXT`], by [`common_window_bit`].
-static COMMON_WINDOWS: [u64; 64] = {
-    let mut set = [0u64; 64];
-    let mut i = 2;
-    while i < COMMON_TEXT.len() {
-        // `i - 2` and `i` are in range; the bit index is below 4096.
-        #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-        {
-            let w = ((COMMON_TEXT[i - 2] as u64) << 16)
-                | ((COMMON_TEXT[i - 1] as u64) << 8)
-                | COMMON_TEXT[i] as u64;
-            let bit = common_window_bit(w);
-            set[bit / 64] |= 1u64 << (bit % 64);
-            i += 1;
-        }
-    }
-    set
-};
-
 /// The commonest windows of base64-encoded UTF-16 text (`-EncodedCommand`), ASCII-lowercased: the
 /// 200 that encoded English and PowerShell yield most at any of the three alignments (written by
 /// `scripts/base64-windows`). They encode the zero bytes of UTF-16 and common letters (`zqb`,
@@ -146,7 +127,7 @@ fn base64_window(window: u64) -> bool {
 /// can sum to, less than [`COMMON_WINDOW_PENALTY`].
 const BASE64_WINDOW_PENALTY: u32 = 1 << 12;
 
-/// Where a 3-byte window (folded bytes, big-endian) falls in [`COMMON_WINDOWS`].
+/// Where a 3-byte window (folded bytes, big-endian) falls in [`COMMON_WINDOW_COUNTS`].
 const fn common_window_bit(window: u64) -> usize {
     (window.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize
 }
@@ -187,12 +168,13 @@ fn set_bit(words: &mut [u64], bit: usize) {
     }
 }
 
-/// How many times each bit of [`COMMON_WINDOWS`] is a window of [`COMMON_TEXT`] (at most 255).
+/// By [`common_window_bit`], how many of the 3-byte windows of [`COMMON_TEXT`] fall there (at
+/// most 255): 0 for a window not in the common text.
 static COMMON_WINDOW_COUNTS: [u8; 4096] = {
     let mut counts = [0u8; 4096];
     let mut i = 2;
     while i < COMMON_TEXT.len() {
-        // As in COMMON_WINDOWS: in range, and the bit index is below 4096.
+        // `i - 2` and `i` are in range; the index is below 4096.
         #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
         {
             let w = ((COMMON_TEXT[i - 2] as u64) << 16)
@@ -209,7 +191,16 @@ static COMMON_WINDOW_COUNTS: [u8; 4096] = {
 /// Whether the (folded) 3-byte window is common in Windows process events (or shares its bit
 /// with one that is).
 fn common_window(window: u64) -> bool {
-    has_bit(&COMMON_WINDOWS, common_window_bit(window))
+    common_window_count(window) > 0
+}
+
+/// How many windows of [`COMMON_TEXT`] share the (folded) 3-byte window's place in
+/// [`COMMON_WINDOW_COUNTS`].
+fn common_window_count(window: u64) -> u8 {
+    COMMON_WINDOW_COUNTS
+        .get(common_window_bit(window))
+        .copied()
+        .unwrap_or(0)
 }
 
 /// Added to a window's score when it is a window of [`COMMON_TEXT`]: more than any byte
@@ -290,12 +281,9 @@ pub(crate) fn key_window_end_balanced(lit: &[u8], load: impl Fn(u64) -> u32) -> 
         let end = i.saturating_add(1);
         // The penalties only add, so they are looked up only for a window that could be best.
         if end >= GRAM && score < best.1 {
-            let penalty = if common_window(window) {
+            let count = common_window_count(window);
+            let penalty = if count > 0 {
                 // The more of the common text a window is found in, the later it comes.
-                let count = COMMON_WINDOW_COUNTS
-                    .get(common_window_bit(window))
-                    .copied()
-                    .unwrap_or(0);
                 COMMON_WINDOW_PENALTY.saturating_add(u32::from(count).saturating_mul(256))
             } else if base64_window(window) {
                 BASE64_WINDOW_PENALTY
@@ -1728,7 +1716,7 @@ mod tests {
         // text holds least (of `winsxs`), not by one of every `windows` (`dow`).
         let lit = b":\\Windows\\WinSxS\\";
         let end = key_window_end(lit);
-        let count = |w: u64| COMMON_WINDOW_COUNTS[common_window_bit(w)];
+        let count = common_window_count;
         let dow = count(key_of(b"dow") & 0xFF_FFFF);
         assert!(
             count(window_at(lit, end)) < dow,
