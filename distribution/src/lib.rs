@@ -134,12 +134,14 @@
 )]
 
 pub mod error;
+pub mod memo;
 pub mod metadata;
 pub mod signed;
 pub mod trust;
 
 pub use bulwark_rollout::Timestamp;
 pub use error::{Error, PackHash, RootError};
+pub use memo::SignatureMemo;
 pub use metadata::{
     KeyId, Metadata, PublicKey, ReleasedPack, Releases, Role, RoleKeys, Rollout, Root,
 };

@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
+use crate::memo::{Check, SignatureMemo};
 use crate::metadata::{KeyId, Metadata, Role, Root};
 use crate::MAX_FILE_BYTES;
 
@@ -141,8 +142,14 @@ pub(crate) fn parse<M: Metadata>(file: &str) -> Result<(SignedFile, M, [u8; 32])
 
 /// Checks that a threshold of `role`'s keys in `root` signed `file`: distinct key ids, each
 /// counted once; signatures by other keys are ignored (a rotated root carries the old keys'
-/// signatures too), and reported if the threshold is not met.
-pub(crate) fn check_signatures(role: Role, file: &SignedFile, root: &Root) -> Result<(), Error> {
+/// signatures too), and reported if the threshold is not met. Each check goes through `memo`
+/// (done, unless this very check was done before in the process).
+pub(crate) fn check_signatures(
+    role: Role,
+    file: &SignedFile,
+    root: &Root,
+    memo: &SignatureMemo,
+) -> Result<(), Error> {
     let (keyids, threshold) = match root.role(role) {
         Some(keys) => (&keys.keyids, keys.threshold),
         // A validated root has every role; without one nothing can be verified.
@@ -153,20 +160,31 @@ pub(crate) fn check_signatures(role: Role, file: &SignedFile, root: &Root) -> Re
     let mut unknown_keys = Vec::new();
     let mut invalid = Vec::new();
     for signature in &file.signatures {
-        let key = keyids
+        let public = keyids
             .contains(&signature.keyid)
             .then(|| root.keys.get(&signature.keyid))
-            .flatten()
-            .and_then(|k| VerifyingKey::from_bytes(&k.public).ok());
-        let Some(key) = key else {
+            .flatten();
+        let Some(public) = public else {
             unknown_keys.push(signature.keyid);
             continue;
         };
-        let sig = ed25519_dalek::Signature::from_bytes(&signature.sig);
-        if key.verify_strict(message, &sig).is_ok() {
-            valid.insert(signature.keyid);
-        } else {
-            invalid.push(signature.keyid);
+        let check = memo.check(&public.public, &signature.sig, message, || {
+            let Ok(key) = VerifyingKey::from_bytes(&public.public) else {
+                return Check::BadKey;
+            };
+            let sig = ed25519_dalek::Signature::from_bytes(&signature.sig);
+            if key.verify_strict(message, &sig).is_ok() {
+                Check::Valid
+            } else {
+                Check::Invalid
+            }
+        });
+        match check {
+            Check::Valid => {
+                valid.insert(signature.keyid);
+            }
+            Check::Invalid => invalid.push(signature.keyid),
+            Check::BadKey => unknown_keys.push(signature.keyid),
         }
     }
     let count = u32::try_from(valid.len()).unwrap_or(u32::MAX);

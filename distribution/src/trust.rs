@@ -5,6 +5,7 @@ use bulwark_rollout::{Policy, RolloutState, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, PackHash};
+use crate::memo::SignatureMemo;
 use crate::metadata::{Metadata, Releases, Role, Rollout, Root};
 use crate::signed::{check_signatures, parse};
 
@@ -63,12 +64,15 @@ pub struct TrustState {
     /// since either changed: they are pure functions of the two bodies, so they are not checked
     /// again on every poll.
     references_checked: core::cell::Cell<bool>,
+    /// Where signature checks go: off (each done) but in a process that verifies the same files
+    /// for many endpoints.
+    memo: SignatureMemo,
 }
 
 /// Parses `file` and checks its signatures against `root`'s keys for `M`'s role.
-fn verify<M: Metadata>(file: &str, root: &Root) -> Result<Trusted<M>, Error> {
+fn verify<M: Metadata>(file: &str, root: &Root, memo: &SignatureMemo) -> Result<Trusted<M>, Error> {
     let (signed, body, signed_sha256) = parse::<M>(file)?;
-    check_signatures(M::ROLE, &signed, root)?;
+    check_signatures(M::ROLE, &signed, root, memo)?;
     Ok(Trusted {
         body,
         signed_sha256,
@@ -239,9 +243,15 @@ impl TrustState {
     /// installer's root is updated by [`TrustState::update_root`]); every releases and rollout
     /// update requires the trusted root unexpired.
     pub fn bootstrap(root_file: &str) -> Result<TrustState, Error> {
+        TrustState::bootstrap_with(root_file, SignatureMemo::off())
+    }
+
+    /// [`TrustState::bootstrap`], its signature checks (this one's and every later update's)
+    /// going through `memo`.
+    pub fn bootstrap_with(root_file: &str, memo: SignatureMemo) -> Result<TrustState, Error> {
         let (signed, body, signed_sha256) = parse::<Root>(root_file)?;
         body.validate()?;
-        check_signatures(Role::Root, &signed, &body)?;
+        check_signatures(Role::Root, &signed, &body, &memo)?;
         Ok(TrustState {
             root: Trusted {
                 body,
@@ -251,6 +261,7 @@ impl TrustState {
             releases: None,
             rollout: None,
             references_checked: core::cell::Cell::new(false),
+            memo,
         })
     }
 
@@ -289,9 +300,9 @@ impl TrustState {
                 found: body.version,
             });
         }
-        check_signatures(Role::Root, &signed, &self.root.body)?;
+        check_signatures(Role::Root, &signed, &self.root.body, &self.memo)?;
         body.validate()?;
-        check_signatures(Role::Root, &signed, &body)?;
+        check_signatures(Role::Root, &signed, &body, &self.memo)?;
         if body.role(Role::Releases) != self.root.body.role(Role::Releases) {
             self.releases = None;
             self.references_checked.set(false);
@@ -324,7 +335,7 @@ impl TrustState {
             check_expiry(&held.body, now)?;
             return Ok(Update::Unchanged);
         }
-        let new = verify::<Releases>(file, &self.root.body)?;
+        let new = verify::<Releases>(file, &self.root.body, &self.memo)?;
         let update = check_version(self.releases.as_ref(), &new)?;
         check_expiry(&new.body, now)?;
         self.releases = Some(new);
@@ -344,7 +355,7 @@ impl TrustState {
             // checked again.
             return self.current(now).map(|_| Update::Unchanged);
         }
-        let new = verify::<Rollout>(file, &self.root.body)?;
+        let new = verify::<Rollout>(file, &self.root.body, &self.memo)?;
         let update = check_version(self.rollout.as_ref(), &new)?;
         check_expiry(&new.body, now)?;
         let Some(releases) = &self.releases else {
@@ -423,12 +434,21 @@ impl TrustState {
     /// Loads persisted files: the root as by [`TrustState::bootstrap`], the releases and rollout
     /// metadata verified against it (signatures, references), without expiry checks.
     pub fn restore(persisted: &PersistedTrust) -> Result<TrustState, Error> {
-        let mut state = TrustState::bootstrap(&persisted.root)?;
+        TrustState::restore_with(persisted, SignatureMemo::off())
+    }
+
+    /// [`TrustState::restore`], its signature checks (these and every later update's) going
+    /// through `memo`.
+    pub fn restore_with(
+        persisted: &PersistedTrust,
+        memo: SignatureMemo,
+    ) -> Result<TrustState, Error> {
+        let mut state = TrustState::bootstrap_with(&persisted.root, memo)?;
         if let Some(file) = &persisted.releases {
-            state.releases = Some(verify::<Releases>(file, &state.root.body)?);
+            state.releases = Some(verify::<Releases>(file, &state.root.body, &state.memo)?);
         }
         if let Some(file) = &persisted.rollout {
-            let rollout = verify::<Rollout>(file, &state.root.body)?;
+            let rollout = verify::<Rollout>(file, &state.root.body, &state.memo)?;
             let Some(releases) = &state.releases else {
                 return Err(Error::NoReleases {
                     referenced: rollout.body.releases_version,

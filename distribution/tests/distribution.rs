@@ -2,7 +2,7 @@
 
 use bulwark_distribution::{
     sign, Error, KeyId, PackHash, PersistedTrust, Releases, Role, Rollout, Root, RootError,
-    Timestamp, TrustState, Update,
+    SignatureMemo, Timestamp, TrustState, Update,
 };
 use std::collections::BTreeMap;
 
@@ -239,6 +239,41 @@ fn tampered_body_is_refused() {
         })
     );
     assert_eq!(trust.update_releases(&file, T0), Ok(Update::Updated));
+}
+
+#[test]
+fn a_shared_memo_answers_only_for_the_same_bytes() {
+    // Two endpoints in one process sharing a memo: the first verifies the genuine file; the
+    // second gets the same signatures over a tampered body and must refuse it exactly as an
+    // endpoint without a memo does, then accept the genuine file from the memo.
+    let k = keys();
+    let memo = SignatureMemo::shared();
+    let root = root_file(&root_v1(&k), &[&k.root[0], &k.root[1]]);
+    let mut first = TrustState::bootstrap_with(&root, memo.clone()).unwrap();
+    let mut second = TrustState::bootstrap_with(&root, memo.clone()).unwrap();
+    let mut alone = TrustState::bootstrap(&root).unwrap();
+    let file = releases_file(&k, 1, T0.plus_secs(DAY), &[release(1, 5)]);
+    assert_eq!(first.update_releases(&file, T0), Ok(Update::Updated));
+    let checks = memo.len();
+    let tampered = file.replace(
+        &bulwark_rollout::hex::encode(&[5; 32]),
+        &bulwark_rollout::hex::encode(&[7; 32]),
+    );
+    assert_ne!(tampered, file);
+    let refused = alone.update_releases(&tampered, T0);
+    assert!(matches!(
+        refused,
+        Err(Error::InsufficientSignatures { valid: 0, .. })
+    ));
+    assert_eq!(second.update_releases(&tampered, T0), refused);
+    assert_eq!(
+        memo.len(),
+        checks + 2,
+        "the tampered file's two checks, done"
+    );
+    assert_eq!(second.update_releases(&file, T0), Ok(Update::Updated));
+    assert_eq!(memo.len(), checks + 2, "the genuine file's, remembered");
+    assert_eq!(second.releases(), first.releases());
 }
 
 #[test]

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use bulwark_distribution::SignatureMemo;
+
 use crate::agent::AgentConfig;
 
 /// `bulwark-service.toml`.
@@ -172,6 +174,7 @@ impl ServiceConfig {
             spool_max_bytes: self.spool_max_bytes,
             hot: self.hot,
             health_requires_events: self.health_requires_events,
+            signature_memo: SignatureMemo::off(),
         })
     }
 }

@@ -23,6 +23,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::rc::Rc;
 
+use bulwark_distribution::SignatureMemo;
 use bulwark_loader_boot_guard::{Config as GuardConfig, TrustedKeys};
 use bulwark_rollout::controller::ControllerEvent;
 use bulwark_rollout::Status;
@@ -381,6 +382,9 @@ impl Sim {
         let _ = installed.confirm_healthy(EPOCH);
         installed.shutdown(EPOCH);
         let _ = installed.take_events();
+        // Every agent verifies the same signed files: each distinct check is done once for the
+        // fleet (the same answer for the same bytes; a damaged copy is checked afresh).
+        let signature_memo = SignatureMemo::shared();
         let mut fleet = Vec::new();
         for index in 0..u32::try_from(scenario.fleet.endpoints).unwrap_or(u32::MAX) {
             let e = Endpoint::generate(scenario, seed, index);
@@ -411,6 +415,7 @@ impl Sim {
                 spool_max_bytes: 1 << 20,
                 hot: r.stage_hot,
                 health_requires_events: true,
+                signature_memo: signature_memo.clone(),
             };
             let link = SimLink::new(node.clone(), trusted.clone());
             let clock = SimClock(clock.clone());

@@ -1,0 +1,218 @@
+//! Signature checks remembered across verifiers in one process.
+//!
+//! A metadata file signed once is verified by every endpoint that fetches it. In one process
+//! that runs many endpoints (the fleet simulator: 100,000 agents, each verifying every releases
+//! and rollout file the server signs) the same ed25519 check of the same bytes is repeated
+//! hundreds of thousands of times. A [`SignatureMemo`] shared by those verifiers does each
+//! distinct check once.
+//!
+//! It answers only for the very same input: the public key's bytes, the signature's bytes and the
+//! whole message, compared byte for byte (no hash stands for the message). `verify_strict` is a
+//! deterministic function of those three, so a remembered answer is the answer the check would
+//! give, valid or not: a damaged file (a torn write, a flipped byte) is a different message and
+//! is checked afresh. A process with one verifier gains nothing from a memo and does not use one:
+//! the default, [`SignatureMemo::off`], checks every time.
+//!
+//! Bounded: at most [`MEMO_MAX_ENTRIES`] checks and [`MEMO_MAX_BYTES`] of messages are kept;
+//! past either, checks are still done, and not kept.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// The most checks a memo keeps.
+pub const MEMO_MAX_ENTRIES: usize = 4096;
+
+/// The most message bytes a memo keeps, all entries together.
+pub const MEMO_MAX_BYTES: usize = 64 << 20;
+
+/// What one signature check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// The signature is valid for the message under the key.
+    Valid,
+    /// The key is a valid point, the signature is not valid for the message under it.
+    Invalid,
+    /// The public key's bytes are not a valid key.
+    BadKey,
+}
+
+/// One remembered check: the message and what the check found.
+type Remembered = (Box<[u8]>, Check);
+
+#[derive(Default)]
+struct Table {
+    /// By key and signature, the messages checked with them.
+    checks: HashMap<([u8; 32], [u8; 64]), Vec<Remembered>>,
+    entries: usize,
+    bytes: usize,
+}
+
+/// Signature checks shared by verifiers in one process (see the module's documentation). Cloning
+/// shares the same memo.
+#[derive(Clone, Default)]
+pub struct SignatureMemo(Option<Arc<Mutex<Table>>>);
+
+impl core::fmt::Debug for SignatureMemo {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match &self.0 {
+            None => f.write_str("SignatureMemo(off)"),
+            Some(t) => {
+                let t = t.lock().unwrap_or_else(PoisonError::into_inner);
+                write!(f, "SignatureMemo({} checks, {} bytes)", t.entries, t.bytes)
+            }
+        }
+    }
+}
+
+impl SignatureMemo {
+    /// No memo: every check is done (the service, the server, the tools).
+    #[must_use]
+    pub fn off() -> SignatureMemo {
+        SignatureMemo(None)
+    }
+
+    /// A new, empty memo; clone it to share it.
+    #[must_use]
+    pub fn shared() -> SignatureMemo {
+        SignatureMemo(Some(Arc::new(Mutex::new(Table::default()))))
+    }
+
+    /// How many checks are kept.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |t| {
+            t.lock().unwrap_or_else(PoisonError::into_inner).entries
+        })
+    }
+
+    /// Whether no check is kept.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// What checking `signature` of `message` under `public` finds: remembered if this very
+    /// check was done before, otherwise done by `check` (and kept, within the bounds).
+    pub fn check(
+        &self,
+        public: &[u8; 32],
+        signature: &[u8; 64],
+        message: &[u8],
+        check: impl FnOnce() -> Check,
+    ) -> Check {
+        let Some(table) = &self.0 else {
+            return check();
+        };
+        let key = (*public, *signature);
+        {
+            let t = table.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(found) = t
+                .checks
+                .get(&key)
+                .and_then(|seen| seen.iter().find(|(m, _)| **m == *message))
+            {
+                return found.1;
+            }
+        }
+        // Checked outside the lock: another verifier may check the same meanwhile, and both
+        // find the same.
+        let found = check();
+        let mut t = table.lock().unwrap_or_else(PoisonError::into_inner);
+        let fits =
+            t.entries < MEMO_MAX_ENTRIES && t.bytes.saturating_add(message.len()) <= MEMO_MAX_BYTES;
+        let known = t
+            .checks
+            .get(&key)
+            .is_some_and(|seen| seen.iter().any(|(m, _)| **m == *message));
+        if fits && !known {
+            t.entries = t.entries.saturating_add(1);
+            t.bytes = t.bytes.saturating_add(message.len());
+            t.checks
+                .entry(key)
+                .or_default()
+                .push((message.to_vec().into_boxed_slice(), found));
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn a_check_is_done_once_per_distinct_input() {
+        let memo = SignatureMemo::shared();
+        let other = memo.clone();
+        let done = Cell::new(0u32);
+        let run = |m: &SignatureMemo, key: u8, sig: u8, msg: &[u8], answer: Check| {
+            m.check(&[key; 32], &[sig; 64], msg, || {
+                done.set(done.get() + 1);
+                answer
+            })
+        };
+        assert_eq!(run(&memo, 1, 2, b"file", Check::Valid), Check::Valid);
+        // The same input through a clone: remembered, whatever the closure would say.
+        assert_eq!(run(&other, 1, 2, b"file", Check::Invalid), Check::Valid);
+        assert_eq!(done.get(), 1);
+        // A message differing in one byte, or only in length, is checked afresh.
+        assert_eq!(run(&memo, 1, 2, b"filf", Check::Invalid), Check::Invalid);
+        assert_eq!(run(&memo, 1, 2, b"fil", Check::Invalid), Check::Invalid);
+        assert_eq!(run(&memo, 1, 2, b"file ", Check::Invalid), Check::Invalid);
+        assert_eq!(done.get(), 4);
+        // Another key or another signature over the same message: checked afresh.
+        assert_eq!(run(&memo, 9, 2, b"file", Check::BadKey), Check::BadKey);
+        assert_eq!(run(&memo, 1, 9, b"file", Check::Invalid), Check::Invalid);
+        assert_eq!(done.get(), 6);
+        // Every answer is remembered, failures too.
+        assert_eq!(run(&memo, 1, 2, b"filf", Check::Valid), Check::Invalid);
+        assert_eq!(run(&memo, 9, 2, b"file", Check::Valid), Check::BadKey);
+        assert_eq!(done.get(), 6);
+        assert_eq!(memo.len(), 6);
+    }
+
+    #[test]
+    fn off_checks_every_time() {
+        let memo = SignatureMemo::off();
+        let done = Cell::new(0u32);
+        for _ in 0..3 {
+            memo.check(&[1; 32], &[2; 64], b"file", || {
+                done.set(done.get() + 1);
+                Check::Valid
+            });
+        }
+        assert_eq!(done.get(), 3);
+        assert!(memo.is_empty());
+    }
+
+    #[test]
+    fn past_its_bounds_checks_are_done_and_not_kept() {
+        let memo = SignatureMemo::shared();
+        let done = Cell::new(0usize);
+        let count = || {
+            done.set(done.get() + 1);
+            Check::Valid
+        };
+        for i in 0..MEMO_MAX_ENTRIES + 10 {
+            let n = u32::try_from(i).unwrap().to_le_bytes();
+            memo.check(&[0; 32], &[0; 64], &n, count);
+        }
+        assert_eq!(memo.len(), MEMO_MAX_ENTRIES);
+        let past = u32::try_from(MEMO_MAX_ENTRIES + 5).unwrap().to_le_bytes();
+        let before = done.get();
+        memo.check(&[0; 32], &[0; 64], &past, count);
+        assert_eq!(done.get(), before + 1, "not kept, so checked again");
+        let kept = 7u32.to_le_bytes();
+        memo.check(&[0; 32], &[0; 64], &kept, count);
+        assert_eq!(done.get(), before + 1, "kept, so remembered");
+
+        // The byte bound: one message larger than all the room is checked, not kept.
+        let big = SignatureMemo::shared();
+        let huge = vec![0u8; MEMO_MAX_BYTES + 1];
+        big.check(&[0; 32], &[0; 64], &huge, count);
+        big.check(&[0; 32], &[0; 64], &huge, count);
+        assert_eq!(done.get(), before + 3);
+        assert!(big.is_empty());
+    }
+}
