@@ -131,6 +131,20 @@ log_file = "{dir}/logs/bulwark-service.log"
     };
     let mut child = spawn();
     let id = wait_enrolled(&config);
+    // The step that enrolled saves the enrollment before its log lines are written: wait for
+    // the line too (a kill -9 between the two may lose the line, never the enrollment).
+    let log_path = dir.join("logs/bulwark-service.log");
+    let start = Instant::now();
+    while !std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .contains(&format!(" enrolled as {id}\n"))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no enrolled line"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // kill -9, then start again: the same enrollment, no second one.
     child.kill().unwrap();
     child.wait().unwrap();
@@ -142,7 +156,7 @@ log_file = "{dir}/logs/bulwark-service.log"
     child.kill().unwrap();
     child.wait().unwrap();
     // The log file has what the service did, stamped in UTC.
-    let log = std::fs::read_to_string(dir.join("logs/bulwark-service.log")).unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(
         log.lines().all(|l| l.len() > 21 && &l[19..21] == "Z "),
         "{log}"
