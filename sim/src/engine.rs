@@ -19,8 +19,6 @@
 //! machines' storage at the scenario's rate (after an install without faults).
 
 use std::cell::{Cell, RefCell};
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::rc::Rc;
 
 use bulwark_distribution::SignatureMemo;
@@ -31,6 +29,7 @@ use bulwark_service::agent::{Agent, AgentConfig, Clock, Random};
 use bulwark_service::storage::MemoryStorage;
 
 use crate::activity::{Activity, Running, StormRule, RULES};
+use crate::agenda::Agenda;
 use crate::fleet::{Endpoint, OnlineSchedule, DAY};
 use crate::http::{Client, HttpServer};
 use crate::link::{Node, SimLink};
@@ -252,8 +251,7 @@ pub struct Sim {
     backend: Backend,
     keys: Rc<TrustedKeys>,
     fleet: Vec<EndpointSim>,
-    queue: BinaryHeap<Reverse<(u64, u64, Ev, u32)>>,
-    next: u64,
+    agenda: Agenda<(Ev, u32)>,
     release_envelope: Vec<u8>,
     timeline: Timeline,
     first_crash: Option<u64>,
@@ -487,8 +485,7 @@ impl Sim {
             backend,
             keys: trusted,
             fleet,
-            queue: BinaryHeap::new(),
-            next: 0,
+            agenda: Agenda::new(EPOCH),
             release_envelope,
             timeline,
             first_crash: None,
@@ -532,8 +529,7 @@ impl Sim {
     }
 
     fn push(&mut self, at: u64, ev: Ev, epoch: u32) {
-        self.next += 1;
-        self.queue.push(Reverse((at, self.next, ev, epoch)));
+        self.agenda.push(at, (ev, epoch));
     }
 
     fn crash_fate(&mut self, i: usize) -> bool {
@@ -557,7 +553,7 @@ impl Sim {
     /// [`Sim::run`], with the time series behind the report's charts.
     pub fn run_with_timeline(mut self) -> Result<(Outcome, Timeline), SimError> {
         let end = EPOCH + self.scenario.fleet.hours * 3600;
-        while let Some(Reverse((at, _, ev, epoch))) = self.queue.pop() {
+        while let Some((at, (ev, epoch))) = self.agenda.pop() {
             if at > end {
                 break;
             }

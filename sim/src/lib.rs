@@ -58,6 +58,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod activity;
+pub mod agenda;
 pub mod engine;
 pub mod fleet;
 pub mod http;

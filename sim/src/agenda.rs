@@ -1,0 +1,199 @@
+//! The simulation's agenda: events by the second they are due, in the order they were scheduled
+//! within a second.
+//!
+//! A binary heap of every pending event (one or two per endpoint: 100,000 and more) costs a
+//! dozen cache misses a pop as it sifts through levels that do not fit the caches. Times here are
+//! whole seconds, and nearly every event is due within a day, so the agenda is a wheel of one
+//! bucket per second over [`HORIZON`] seconds, drained in order; the few events due later (a
+//! baseline crash weeks away) wait in a heap and join their bucket when the wheel reaches their
+//! horizon, before anything else can be scheduled into it. The order is exactly the heap's on
+//! (second, order of scheduling): the same run, event for event.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+/// Seconds the wheel covers ahead of the second being drained (about 36 hours).
+pub const HORIZON: u64 = 1 << 17;
+
+/// Pending events of type `E`, each due at a whole second.
+pub struct Agenda<E> {
+    /// Bucket `t % HORIZON` holds the events due at second `t`, for `now <= t < now + HORIZON`.
+    buckets: Vec<Vec<E>>,
+    /// The second being drained.
+    now: u64,
+    /// How many events of the current bucket were taken.
+    taken: usize,
+    /// Events in the buckets, the current bucket's taken ones excluded.
+    pending: usize,
+    /// Events due at `now + HORIZON` or later, by (second, order of scheduling).
+    later: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    /// The events `later` refers to (by index), taken out as they join a bucket.
+    later_events: Vec<Option<E>>,
+    /// Order of scheduling among `later`'s events.
+    scheduled: u64,
+}
+
+impl<E: Copy> Agenda<E> {
+    /// An empty agenda whose first second is `start`.
+    #[must_use]
+    pub fn new(start: u64) -> Agenda<E> {
+        Agenda {
+            buckets: (0..HORIZON).map(|_| Vec::new()).collect(),
+            now: start,
+            taken: 0,
+            pending: 0,
+            later: BinaryHeap::new(),
+            later_events: Vec::new(),
+            scheduled: 0,
+        }
+    }
+
+    fn bucket(&mut self, at: u64) -> &mut Vec<E> {
+        // The wheel's length is HORIZON: the index is in range.
+        let i = usize::try_from(at % HORIZON).unwrap_or(0);
+        &mut self.buckets[i]
+    }
+
+    /// Schedules `event` at second `at`: after every event scheduled before it for the same
+    /// second. A second already past is taken as the current one (nothing runs in the past).
+    pub fn push(&mut self, at: u64, event: E) {
+        let at = at.max(self.now);
+        if at - self.now < HORIZON {
+            self.bucket(at).push(event);
+            self.pending += 1;
+        } else {
+            self.scheduled += 1;
+            self.later
+                .push(Reverse((at, self.scheduled, self.later_events.len())));
+            self.later_events.push(Some(event));
+        }
+    }
+
+    /// Moves the events of `later` due before the horizon into their buckets, in order.
+    fn admit_later(&mut self) {
+        while let Some(&Reverse((at, _, i))) = self.later.peek() {
+            if at - self.now >= HORIZON {
+                break;
+            }
+            self.later.pop();
+            if let Some(event) = self.later_events.get_mut(i).and_then(Option::take) {
+                self.bucket(at).push(event);
+                self.pending += 1;
+            }
+        }
+        if self.later.is_empty() {
+            self.later_events.clear();
+        }
+    }
+
+    /// The next event and its second, or `None` when nothing is pending.
+    pub fn pop(&mut self) -> Option<(u64, E)> {
+        loop {
+            let (now, taken) = (self.now, self.taken);
+            if let Some(&event) = self.bucket(now).get(taken) {
+                self.taken += 1;
+                self.pending -= 1;
+                return Some((now, event));
+            }
+            self.bucket(now).clear();
+            self.taken = 0;
+            if self.pending == 0 {
+                // The wheel is empty: jump to the first later event, if any.
+                let &Reverse((at, _, _)) = self.later.peek()?;
+                self.now = at;
+            } else {
+                self.now += 1;
+            }
+            self.admit_later();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::{Purpose, Rng};
+
+    fn below(rng: &mut Rng, n: u64) -> u64 {
+        rng.below_or_eq(n - 1)
+    }
+
+    /// A heap of (second, order of scheduling, event): what the agenda must agree with.
+    struct Reference {
+        heap: BinaryHeap<Reverse<(u64, u64, u32)>>,
+        next: u64,
+    }
+
+    impl Reference {
+        fn push(&mut self, at: u64, e: u32) {
+            self.next += 1;
+            self.heap.push(Reverse((at, self.next, e)));
+        }
+        fn pop(&mut self) -> Option<(u64, u32)> {
+            self.heap.pop().map(|Reverse((at, _, e))| (at, e))
+        }
+    }
+
+    #[test]
+    fn agrees_with_a_heap_on_second_and_order() {
+        for seed in 0..12 {
+            let mut rng = Rng::stream(seed, 0, Purpose::Agent);
+            let mut agenda = Agenda::new(1_000);
+            let mut reference = Reference {
+                heap: BinaryHeap::new(),
+                next: 0,
+            };
+            let mut now = 1_000;
+            let mut label = 0u32;
+            let mut schedule = |rng: &mut Rng, now: u64, a: &mut Agenda<u32>, r: &mut Reference| {
+                // Same second, near, a day, past the horizon, weeks away, exactly at its edge.
+                let delay = match below(rng, 7) {
+                    0 => 0,
+                    1 => below(rng, 5),
+                    2 => below(rng, 900),
+                    3 => below(rng, 86_400),
+                    4 => HORIZON + below(rng, 3 * HORIZON),
+                    5 => HORIZON - 1 + below(rng, 3),
+                    _ => 30 * 86_400 + below(rng, 5),
+                };
+                label += 1;
+                a.push(now + delay, label);
+                r.push(now + delay, label);
+            };
+            for _ in 0..50 {
+                schedule(&mut rng, now, &mut agenda, &mut reference);
+            }
+            let mut popped = 0;
+            while let Some((at, e)) = agenda.pop() {
+                assert_eq!(
+                    Some((at, e)),
+                    reference.pop(),
+                    "seed {seed}, event {popped}"
+                );
+                assert!(at >= now);
+                now = at;
+                popped += 1;
+                // Each event schedules up to two more, for a while.
+                if popped < 3_000 {
+                    for _ in 0..below(&mut rng, 3) {
+                        schedule(&mut rng, now, &mut agenda, &mut reference);
+                    }
+                }
+            }
+            assert_eq!(reference.pop(), None, "seed {seed}");
+            assert!(popped > 100, "seed {seed}: {popped}");
+        }
+    }
+
+    #[test]
+    fn a_past_second_is_the_current_one() {
+        let mut agenda = Agenda::new(100);
+        agenda.push(200, 1u32);
+        assert_eq!(agenda.pop(), Some((200, 1)));
+        agenda.push(150, 2);
+        agenda.push(200, 3);
+        assert_eq!(agenda.pop(), Some((200, 2)));
+        assert_eq!(agenda.pop(), Some((200, 3)));
+        assert_eq!(agenda.pop(), None);
+    }
+}
