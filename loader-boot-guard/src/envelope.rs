@@ -147,6 +147,26 @@ pub enum KeyError {
 #[derive(Debug, Clone, Default)]
 pub struct TrustedKeys {
     keys: [Option<VerifyingKey>; MAX_TRUSTED_KEYS],
+    /// Host builds only (never the driver's): where signature checks go, see
+    /// [`TrustedKeys::with_memo`].
+    #[cfg(feature = "std")]
+    memo: Option<alloc::sync::Arc<dyn SignatureMemo>>,
+}
+
+/// Host builds only: signature checks remembered across guards in one process (the fleet
+/// simulator's machines all open the same envelopes). An implementation must answer only for the
+/// very same public key, signature and message, as `check` would: `verify_strict` is a function
+/// of those three.
+#[cfg(feature = "std")]
+pub trait SignatureMemo: core::fmt::Debug + Send + Sync {
+    /// Whether `signature` of `message` under `public` is valid: remembered, or found by `check`.
+    fn check(
+        &self,
+        public: &[u8; 32],
+        signature: &[u8; 64],
+        message: &[u8],
+        check: &mut dyn FnMut() -> bool,
+    ) -> bool;
 }
 
 impl TrustedKeys {
@@ -175,8 +195,26 @@ impl TrustedKeys {
         Ok(out)
     }
 
+    /// Host builds only: these keys, their signature checks going through `memo`.
+    #[cfg(feature = "std")]
+    #[must_use]
+    pub fn with_memo(mut self, memo: alloc::sync::Arc<dyn SignatureMemo>) -> TrustedKeys {
+        self.memo = Some(memo);
+        self
+    }
+
     fn find(&self, key: &[u8; 32]) -> Option<&VerifyingKey> {
         self.keys.iter().flatten().find(|k| k.as_bytes() == key)
+    }
+
+    /// Whether `signature` of `message` is valid under `key` (one of these keys).
+    fn verify(&self, key: &VerifyingKey, message: &[u8], signature: &Signature) -> bool {
+        #[cfg(feature = "std")]
+        if let Some(memo) = &self.memo {
+            let mut check = || key.verify_strict(message, signature).is_ok();
+            return memo.check(key.as_bytes(), &signature.to_bytes(), message, &mut check);
+        }
+        key.verify_strict(message, signature).is_ok()
     }
 
     /// The number of keys.
@@ -336,10 +374,11 @@ pub fn open(
     let signature = Signature::from_bytes(&array(envelope, SIGNED_HEADER_BYTES));
     let pack_hash: [u8; 32] = Sha256::digest(pack).into();
     let message = signed_message(envelope, &pack_hash);
-    key.verify_strict(&message, &signature)
-        .map_err(|_| LoadError::BadSignature {
+    if !keys.verify(key, &message, &signature) {
+        return Err(LoadError::BadSignature {
             key: HexHash(header.signer),
-        })?;
+        });
+    }
     let id = ContentId {
         version: header.version,
         hash: pack_hash,

@@ -317,3 +317,71 @@ fn reason_codes_are_distinct() {
     assert_eq!(codes.len(), errors.len());
     let _ = ContentId::NONE;
 }
+
+/// A check's input (key, signature, message) and its answer.
+#[cfg(feature = "std")]
+type Checked = ([u8; 32], [u8; 64], Vec<u8>, bool);
+
+/// A memo as the simulator's: remembers each check by its exact input, counts the checks done.
+#[cfg(feature = "std")]
+#[derive(Debug, Default)]
+struct CountingMemo {
+    seen: std::sync::Mutex<Vec<Checked>>,
+    done: std::sync::atomic::AtomicUsize,
+}
+
+#[cfg(feature = "std")]
+impl bulwark_loader_boot_guard::envelope::SignatureMemo for CountingMemo {
+    fn check(
+        &self,
+        public: &[u8; 32],
+        signature: &[u8; 64],
+        message: &[u8],
+        check: &mut dyn FnMut() -> bool,
+    ) -> bool {
+        let mut seen = self.seen.lock().unwrap();
+        if let Some(s) = seen
+            .iter()
+            .find(|s| s.0 == *public && s.1 == *signature && s.2 == message)
+        {
+            return s.3;
+        }
+        self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ok = check();
+        seen.push((*public, *signature, message.to_vec(), ok));
+        ok
+    }
+}
+
+#[cfg(feature = "std")]
+#[test]
+fn a_memo_remembers_checks_and_every_tampered_byte_is_still_refused() {
+    use std::sync::atomic::Ordering;
+    let memo = std::sync::Arc::new(CountingMemo::default());
+    let keys = keys().with_memo(memo.clone());
+    let env = envelope(1, 5);
+    let first = open(&env, &keys, update(4)).unwrap();
+    let again = open(&env, &keys, update(4)).unwrap();
+    assert_eq!(first.id, again.id);
+    assert_eq!(
+        memo.done.load(Ordering::Relaxed),
+        1,
+        "the second open is remembered"
+    );
+    // With the genuine envelope's check remembered, every signed byte and a spread of the pack's
+    // is refused as without a memo: each is another message, checked afresh.
+    for at in (8..52)
+        .chain(88..HEADER_BYTES)
+        .chain((HEADER_BYTES..env.len()).step_by(7))
+    {
+        let mut bad = env.clone();
+        bad[at] ^= 0x01;
+        let with = open(&bad, &keys, update(0)).unwrap_err();
+        let without = open(&bad, &self::keys(), update(0)).unwrap_err();
+        assert_eq!(with, without, "byte {at}");
+        assert!(
+            matches!(with, LoadError::BadSignature { .. }),
+            "byte {at}: {with}"
+        );
+    }
+}

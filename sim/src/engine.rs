@@ -21,6 +21,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
+use bulwark_distribution::memo::Check;
 use bulwark_distribution::SignatureMemo;
 use bulwark_loader_boot_guard::{Config as GuardConfig, TrustedKeys};
 use bulwark_rollout::controller::ControllerEvent;
@@ -243,6 +244,29 @@ pub enum SimError {
     NotGood(String),
 }
 
+/// The fleet's signature memo, as the guards' (their envelopes' checks).
+#[derive(Debug)]
+struct GuardMemo(SignatureMemo);
+
+impl bulwark_loader_boot_guard::envelope::SignatureMemo for GuardMemo {
+    fn check(
+        &self,
+        public: &[u8; 32],
+        signature: &[u8; 64],
+        message: &[u8],
+        check: &mut dyn FnMut() -> bool,
+    ) -> bool {
+        let found = self.0.check(public, signature, message, || {
+            if check() {
+                Check::Valid
+            } else {
+                Check::Invalid
+            }
+        });
+        found == Check::Valid
+    }
+}
+
 /// A run of `scenario` seeded with `seed`.
 pub struct Sim {
     scenario: Scenario,
@@ -301,9 +325,14 @@ impl Sim {
         let clock = Rc::new(Cell::new(EPOCH));
         let keys = Keys::from_seed(seed);
         let secret = keys.release_secret();
+        // Every agent verifies the same signed metadata, and every machine's guard opens the same
+        // envelopes: each distinct check is done once for the fleet (the same answer for the same
+        // bytes; a damaged copy is another message, checked afresh).
+        let signature_memo = SignatureMemo::shared();
         let trusted = Rc::new(
             TrustedKeys::new(&[keys.release_public()])
-                .map_err(|e| SimError::Agent(e.to_string()))?,
+                .map_err(|e| SimError::Agent(e.to_string()))?
+                .with_memo(std::sync::Arc::new(GuardMemo(signature_memo.clone()))),
         );
         let health = if scenario.rollout.health_analysis {
             scenario.rollout.health.clone()
@@ -380,9 +409,6 @@ impl Sim {
         let _ = installed.confirm_healthy(EPOCH);
         installed.shutdown(EPOCH);
         let _ = installed.take_events();
-        // Every agent verifies the same signed files: each distinct check is done once for the
-        // fleet (the same answer for the same bytes; a damaged copy is checked afresh).
-        let signature_memo = SignatureMemo::shared();
         let mut fleet = Vec::new();
         for index in 0..u32::try_from(scenario.fleet.endpoints).unwrap_or(u32::MAX) {
             let e = Endpoint::generate(scenario, seed, index);
