@@ -96,30 +96,49 @@ impl CohortObservations {
         now: Timestamp,
         silence_timeout_secs: u64,
     ) -> Self {
-        let mut c = Self {
-            rules: rules.into_iter().map(|r| (r.to_owned(), 0)).collect(),
-            ..Self::default()
-        };
+        let mut c = Self::with_rules(rules);
         for r in records {
-            c.endpoints = c.endpoints.saturating_add(1);
-            c.exposure_secs = c.exposure_secs.saturating_add(r.exposure_secs(now));
-            c.crashes = c.crashes.saturating_add(u64::from(r.crashes));
-            c.reverts = c.reverts.saturating_add(u64::from(r.reverts));
-            c.quarantines = c.quarantines.saturating_add(u64::from(r.quarantines));
-            c.rejections = c.rejections.saturating_add(u64::from(r.rejections));
-            c.silent = c
-                .silent
-                .saturating_add(u64::from(r.is_silent(now, silence_timeout_secs)));
-            c.confirmed_healthy = c
-                .confirmed_healthy
-                .saturating_add(u64::from(r.confirmed_healthy));
+            c.add(r, now, silence_timeout_secs);
             for (rule, n) in &r.detections {
-                if let Some(total) = c.rules.get_mut(rule) {
-                    *total = total.saturating_add(*n);
-                }
+                c.add_detections(rule, *n);
             }
         }
         c
+    }
+
+    /// An empty cohort of a release with rule ids `rules` (each counted from zero).
+    pub fn with_rules<'r>(rules: impl IntoIterator<Item = &'r str>) -> Self {
+        Self {
+            rules: rules.into_iter().map(|r| (r.to_owned(), 0)).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Adds one endpoint's record, all but its detections (see
+    /// [`CohortObservations::add_detections`]): what [`CohortObservations::aggregate`] does for
+    /// each, so that a caller can aggregate without building records' detection maps.
+    pub fn add(&mut self, r: &EndpointRecord, now: Timestamp, silence_timeout_secs: u64) {
+        self.endpoints = self.endpoints.saturating_add(1);
+        self.exposure_secs = self.exposure_secs.saturating_add(r.exposure_secs(now));
+        self.crashes = self.crashes.saturating_add(u64::from(r.crashes));
+        self.reverts = self.reverts.saturating_add(u64::from(r.reverts));
+        self.quarantines = self.quarantines.saturating_add(u64::from(r.quarantines));
+        self.rejections = self.rejections.saturating_add(u64::from(r.rejections));
+        self.silent = self
+            .silent
+            .saturating_add(u64::from(r.is_silent(now, silence_timeout_secs)));
+        self.confirmed_healthy = self
+            .confirmed_healthy
+            .saturating_add(u64::from(r.confirmed_healthy));
+    }
+
+    /// Adds `n` detections of `rule` by an endpoint of the cohort (ignored if the cohort's
+    /// release has no such rule). Saturating sums of counts do not depend on their grouping, so
+    /// adding an endpoint's detections one report at a time equals adding its record's totals.
+    pub fn add_detections(&mut self, rule: &str, n: u64) {
+        if let Some(total) = self.rules.get_mut(rule) {
+            *total = total.saturating_add(n);
+        }
     }
 
     /// Exposure in endpoint-hours.

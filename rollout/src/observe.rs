@@ -81,8 +81,13 @@ pub fn observe<'a>(
     let baseline_version = state.baseline_version;
     let started = state.opened_at(0).unwrap_or(now);
     let open = state.open_waves as usize;
-    let mut waves: Vec<Vec<EndpointRecord>> = vec![Vec::new(); open];
-    let mut baseline: Vec<EndpointRecord> = Vec::new();
+    let timeout = config.silence_timeout_secs;
+    // Each endpoint's record is added to its cohort as it is made (no record kept, no detection
+    // map built): the same counts as aggregating the records.
+    let mut waves: Vec<CohortObservations> = (0..open)
+        .map(|_| CohortObservations::with_rules(release_rules.iter().map(String::as_str)))
+        .collect();
+    let mut baseline = CohortObservations::with_rules(baseline_rules.iter().map(String::as_str));
     for e in reports {
         let Some(wave) = e.wave else {
             continue;
@@ -126,39 +131,23 @@ pub fn observe<'a>(
                 GuardReportKind::Reject => r.rejections = r.rejections.saturating_add(1),
             }
         }
-        for &(v, rule, count) in e.detections {
-            if Some(v) == cohort_version {
-                let n = r.detections.entry(rule.to_owned()).or_insert(0);
-                *n = n.saturating_add(count);
-            }
-        }
-        if wave < open {
-            if let Some(w) = waves.get_mut(wave) {
-                w.push(r);
-            }
+        let cohort = if wave < open {
+            waves.get_mut(wave)
         } else {
-            baseline.push(r);
+            Some(&mut baseline)
+        };
+        if let Some(c) = cohort {
+            c.add(&r, now, timeout);
+            for &(v, rule, count) in e.detections {
+                if Some(v) == cohort_version {
+                    c.add_detections(rule, count);
+                }
+            }
         }
     }
-    let timeout = config.silence_timeout_secs;
     HealthObservations {
         release_version: version,
-        baseline: CohortObservations::aggregate(
-            &baseline,
-            baseline_rules.iter().map(String::as_str),
-            now,
-            timeout,
-        ),
-        waves: waves
-            .iter()
-            .map(|w| {
-                CohortObservations::aggregate(
-                    w,
-                    release_rules.iter().map(String::as_str),
-                    now,
-                    timeout,
-                )
-            })
-            .collect(),
+        baseline,
+        waves,
     }
 }

@@ -48,7 +48,13 @@ fn cohorts_are_formed_from_the_reports_that_count() {
         event(6, GuardReportKind::Revert, t + 50),
     ];
     let base_events = [event(6, GuardReportKind::Crash, t + 100)];
-    let dets: [(u64, &str, u64); 2] = [(7, "rule-7", 4), (6, "rule-7", 100)];
+    // Two reports of one rule add up; a rule the release does not have is not counted.
+    let dets: [(u64, &str, u64); 4] = [
+        (7, "rule-7", 4),
+        (6, "rule-7", 100),
+        (7, "rule-7", 2),
+        (7, "not-a-rule", 9),
+    ];
     let base_dets: [(u64, &str, u64); 2] = [(6, "rule-6", 3), (7, "rule-6", 50)];
     let reports = [
         // Staged and confirmed, with detections of both versions.
@@ -111,7 +117,8 @@ fn cohorts_are_formed_from_the_reports_that_count() {
         (2, 1, 1, 0)
     );
     assert_eq!(w.confirmed_healthy, 1);
-    assert_eq!(w.rules["rule-7"], 4);
+    assert_eq!(w.rules["rule-7"], 6);
+    assert_eq!(w.rules.len(), 1, "{:?}", w.rules);
     // Exposure: from staging (t + 10), the first event (t + 60) and the refusal (t + 30) to the
     // last heartbeat (t + 600).
     assert_eq!(w.exposure_secs, 590 + 540 + 570);
