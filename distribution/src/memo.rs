@@ -15,15 +15,42 @@
 //!
 //! Bounded: at most [`MEMO_MAX_ENTRIES`] checks and [`MEMO_MAX_BYTES`] of messages are kept;
 //! past either, checks are still done, and not kept.
+//!
+//! The same memo shares parsed files: the [`MEMO_PARSED_KEPT`] files parsed last, by role and
+//! exact text. Parsing is a function of the text, so an endpoint given a file another parsed gets
+//! the same body, shared rather than its own copy (nothing is verified by parsing: each endpoint
+//! still checks the signatures, through the memo, against its own trusted root). 100,000 agents
+//! holding one rollout body instead of 100,000 copies is most of the simulator's memory traffic.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::error::Error;
+use crate::metadata::{Metadata, Role};
+use crate::signed::{parse, SignedFile};
 
 /// The most checks a memo keeps.
 pub const MEMO_MAX_ENTRIES: usize = 4096;
 
 /// The most message bytes a memo keeps, all entries together.
 pub const MEMO_MAX_BYTES: usize = 64 << 20;
+
+/// The most parsed files a memo keeps (the newest; each role has a few current files).
+pub const MEMO_PARSED_KEPT: usize = 16;
+
+/// A file parsed as `M`'s metadata (nothing verified): the file, its body, the SHA-256 of its
+/// signed bytes and its text.
+#[derive(Debug)]
+pub(crate) struct Parsed<M> {
+    pub(crate) signed: SignedFile,
+    pub(crate) body: Arc<M>,
+    pub(crate) signed_sha256: [u8; 32],
+    pub(crate) text: Arc<str>,
+}
+
+/// A parsed file kept: its role, its text and the `Arc<Parsed<M>>` of the role's type.
+type Kept = (Role, Arc<str>, Arc<dyn Any + Send + Sync>);
 
 /// What one signature check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +72,8 @@ struct Table {
     checks: HashMap<([u8; 32], [u8; 64]), Vec<Remembered>>,
     entries: usize,
     bytes: usize,
+    /// The files parsed last, oldest first.
+    parsed: Vec<Kept>,
 }
 
 /// Signature checks shared by verifiers in one process (see the module's documentation). Cloning
@@ -134,6 +163,47 @@ impl SignatureMemo {
         }
         found
     }
+
+    /// `file` parsed as `M`'s metadata ([`parse`]): shared with every earlier parse of the very
+    /// same text for the same role that the memo still keeps, else parsed (and kept). Refusals
+    /// are not kept.
+    pub(crate) fn parse<M: Metadata + Send + Sync + 'static>(
+        &self,
+        file: &str,
+    ) -> Result<Arc<Parsed<M>>, Error> {
+        let fresh = || -> Result<Arc<Parsed<M>>, Error> {
+            let (signed, body, signed_sha256) = parse::<M>(file)?;
+            Ok(Arc::new(Parsed {
+                signed,
+                body: Arc::new(body),
+                signed_sha256,
+                text: Arc::from(file),
+            }))
+        };
+        let Some(table) = &self.0 else {
+            return fresh();
+        };
+        {
+            let t = table.lock().unwrap_or_else(PoisonError::into_inner);
+            let found = t
+                .parsed
+                .iter()
+                .rev()
+                .find(|(role, text, _)| *role == M::ROLE && **text == *file)
+                .and_then(|(_, _, kept)| Arc::clone(kept).downcast::<Parsed<M>>().ok());
+            if let Some(found) = found {
+                return Ok(found);
+            }
+        }
+        let parsed = fresh()?;
+        let mut t = table.lock().unwrap_or_else(PoisonError::into_inner);
+        if t.parsed.len() >= MEMO_PARSED_KEPT {
+            t.parsed.remove(0);
+        }
+        let kept: Arc<dyn Any + Send + Sync> = parsed.clone();
+        t.parsed.push((M::ROLE, Arc::clone(&parsed.text), kept));
+        Ok(parsed)
+    }
 }
 
 #[cfg(test)]
@@ -214,5 +284,41 @@ mod tests {
         big.check(&[0; 32], &[0; 64], &huge, count);
         assert_eq!(done.get(), before + 3);
         assert!(big.is_empty());
+    }
+
+    #[test]
+    fn parsed_files_are_shared_by_exact_text_and_role() {
+        use crate::metadata::{Releases, Rollout};
+        use bulwark_rollout::Timestamp;
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let file = |version: u64| {
+            crate::signed::sign(&Releases::new(version, Timestamp(2_000_000_000)), &[&key]).unwrap()
+        };
+        let memo = SignatureMemo::shared();
+        let first = memo.parse::<Releases>(&file(1)).unwrap();
+        let again = memo.parse::<Releases>(&file(1)).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "the same text: shared");
+        // One byte more (a space the JSON allows): another text, parsed afresh.
+        let spaced = format!("{} ", file(1));
+        let other = memo.parse::<Releases>(&spaced).unwrap();
+        assert!(!Arc::ptr_eq(&first, &other));
+        assert_eq!(other.body, first.body);
+        // The same text as another role is that role's parse: refused, and not kept.
+        assert!(matches!(
+            memo.parse::<Rollout>(&file(1)),
+            Err(Error::WrongType { .. })
+        ));
+        // Without a memo nothing is shared.
+        let off = SignatureMemo::off();
+        let a = off.parse::<Releases>(&file(1)).unwrap();
+        let b = off.parse::<Releases>(&file(1)).unwrap();
+        assert!(!Arc::ptr_eq(&a, &b));
+        // The newest MEMO_PARSED_KEPT are kept: the first file is evicted by as many others.
+        for v in 2..=u64::try_from(MEMO_PARSED_KEPT).unwrap() + 1 {
+            memo.parse::<Releases>(&file(v)).unwrap();
+        }
+        let evicted = memo.parse::<Releases>(&file(1)).unwrap();
+        assert!(!Arc::ptr_eq(&first, &evicted));
+        assert_eq!(evicted.body, first.body);
     }
 }

@@ -7,14 +7,15 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, PackHash};
 use crate::memo::SignatureMemo;
 use crate::metadata::{Metadata, Releases, Role, Rollout, Root};
-use crate::signed::{check_signatures, parse};
+use crate::signed::check_signatures;
+use std::sync::Arc;
 
 /// Verified metadata and the file it came from.
 #[derive(Debug, Clone)]
 struct Trusted<M> {
-    body: M,
+    body: Arc<M>,
     signed_sha256: [u8; 32],
-    file: String,
+    file: Arc<str>,
 }
 
 /// What an accepted update did.
@@ -70,13 +71,17 @@ pub struct TrustState {
 }
 
 /// Parses `file` and checks its signatures against `root`'s keys for `M`'s role.
-fn verify<M: Metadata>(file: &str, root: &Root, memo: &SignatureMemo) -> Result<Trusted<M>, Error> {
-    let (signed, body, signed_sha256) = parse::<M>(file)?;
-    check_signatures(M::ROLE, &signed, root, memo)?;
+fn verify<M: Metadata + Send + Sync + 'static>(
+    file: &str,
+    root: &Root,
+    memo: &SignatureMemo,
+) -> Result<Trusted<M>, Error> {
+    let parsed = memo.parse::<M>(file)?;
+    check_signatures(M::ROLE, &parsed.signed, root, memo)?;
     Ok(Trusted {
-        body,
-        signed_sha256,
-        file: file.to_owned(),
+        body: Arc::clone(&parsed.body),
+        signed_sha256: parsed.signed_sha256,
+        file: Arc::clone(&parsed.text),
     })
 }
 
@@ -249,14 +254,14 @@ impl TrustState {
     /// [`TrustState::bootstrap`], its signature checks (this one's and every later update's)
     /// going through `memo`.
     pub fn bootstrap_with(root_file: &str, memo: SignatureMemo) -> Result<TrustState, Error> {
-        let (signed, body, signed_sha256) = parse::<Root>(root_file)?;
-        body.validate()?;
-        check_signatures(Role::Root, &signed, &body, &memo)?;
+        let parsed = memo.parse::<Root>(root_file)?;
+        parsed.body.validate()?;
+        check_signatures(Role::Root, &parsed.signed, &parsed.body, &memo)?;
         Ok(TrustState {
             root: Trusted {
-                body,
-                signed_sha256,
-                file: root_file.to_owned(),
+                body: Arc::clone(&parsed.body),
+                signed_sha256: parsed.signed_sha256,
+                file: Arc::clone(&parsed.text),
             },
             releases: None,
             rollout: None,
@@ -272,11 +277,12 @@ impl TrustState {
     /// the releases or rollout role's keys or threshold, that role's trusted metadata is dropped:
     /// the new keys start afresh, and metadata signed by the old keys is refused.
     pub fn update_root(&mut self, file: &str) -> Result<Update, Error> {
-        if file == self.root.file {
+        if *self.root.file == *file {
             // The very file trusted already (its expiry is checked where it matters).
             return Ok(Update::Unchanged);
         }
-        let (signed, body, signed_sha256) = parse::<Root>(file)?;
+        let parsed = self.memo.parse::<Root>(file)?;
+        let (signed, body, signed_sha256) = (&parsed.signed, &parsed.body, parsed.signed_sha256);
         let trusted = self.root.body.version;
         if body.version < trusted {
             return Err(Error::Rollback {
@@ -300,9 +306,9 @@ impl TrustState {
                 found: body.version,
             });
         }
-        check_signatures(Role::Root, &signed, &self.root.body, &self.memo)?;
+        check_signatures(Role::Root, signed, &self.root.body, &self.memo)?;
         body.validate()?;
-        check_signatures(Role::Root, &signed, &body, &self.memo)?;
+        check_signatures(Role::Root, signed, body, &self.memo)?;
         if body.role(Role::Releases) != self.root.body.role(Role::Releases) {
             self.releases = None;
             self.references_checked.set(false);
@@ -312,16 +318,16 @@ impl TrustState {
             self.references_checked.set(false);
         }
         self.root = Trusted {
-            body,
+            body: Arc::clone(body),
             signed_sha256,
-            file: file.to_owned(),
+            file: Arc::clone(&parsed.text),
         };
         Ok(Update::Updated)
     }
 
     /// Refuses if the trusted root has expired at `now`.
     fn check_root(&self, now: Timestamp) -> Result<(), Error> {
-        check_expiry(&self.root.body, now)
+        check_expiry(&*self.root.body, now)
     }
 
     /// Updates the releases metadata: signed by a threshold of the release keys, not older than
@@ -331,13 +337,13 @@ impl TrustState {
         self.check_root(now)?;
         // The very file already verified: its signatures need not be checked again (they are
         // what an endpoint polling every few minutes would spend its time on), its expiry does.
-        if let Some(held) = self.releases.as_ref().filter(|t| t.file == file) {
-            check_expiry(&held.body, now)?;
+        if let Some(held) = self.releases.as_ref().filter(|t| *t.file == *file) {
+            check_expiry(&*held.body, now)?;
             return Ok(Update::Unchanged);
         }
         let new = verify::<Releases>(file, &self.root.body, &self.memo)?;
         let update = check_version(self.releases.as_ref(), &new)?;
-        check_expiry(&new.body, now)?;
+        check_expiry(&*new.body, now)?;
         self.releases = Some(new);
         self.references_checked.set(false);
         Ok(update)
@@ -350,20 +356,20 @@ impl TrustState {
     /// decide and are accepted.
     pub fn update_rollout(&mut self, file: &str, now: Timestamp) -> Result<Update, Error> {
         self.check_root(now)?;
-        if self.rollout.as_ref().is_some_and(|t| t.file == file) {
+        if self.rollout.as_ref().is_some_and(|t| *t.file == *file) {
             // As for releases: the same file, verified already; everything but its signatures is
             // checked again.
             return self.current(now).map(|_| Update::Unchanged);
         }
         let new = verify::<Rollout>(file, &self.root.body, &self.memo)?;
         let update = check_version(self.rollout.as_ref(), &new)?;
-        check_expiry(&new.body, now)?;
+        check_expiry(&*new.body, now)?;
         let Some(releases) = &self.releases else {
             return Err(Error::NoReleases {
                 referenced: new.body.releases_version,
             });
         };
-        check_expiry(&releases.body, now)?;
+        check_expiry(&*releases.body, now)?;
         check_references(&new.body, &releases.body)?;
         self.rollout = Some(new);
         self.references_checked.set(true);
@@ -384,8 +390,8 @@ impl TrustState {
         let (Some(rollout), Some(releases)) = (&self.rollout, &self.releases) else {
             return Ok(None);
         };
-        check_expiry(&releases.body, now)?;
-        check_expiry(&rollout.body, now)?;
+        check_expiry(&*releases.body, now)?;
+        check_expiry(&*rollout.body, now)?;
         if !self.references_checked.get() {
             check_references(&rollout.body, &releases.body)?;
             self.references_checked.set(true);
@@ -402,13 +408,13 @@ impl TrustState {
     /// The newest verified releases metadata.
     #[must_use]
     pub fn releases(&self) -> Option<&Releases> {
-        self.releases.as_ref().map(|t| &t.body)
+        self.releases.as_ref().map(|t| &*t.body)
     }
 
     /// The newest verified rollout metadata (check expiry with [`TrustState::current_rollout`]).
     #[must_use]
     pub fn rollout(&self) -> Option<&Rollout> {
-        self.rollout.as_ref().map(|t| &t.body)
+        self.rollout.as_ref().map(|t| &*t.body)
     }
 
     /// The newest trusted version of each role.
@@ -425,9 +431,9 @@ impl TrustState {
     #[must_use]
     pub fn persisted(&self) -> PersistedTrust {
         PersistedTrust {
-            root: self.root.file.clone(),
-            releases: self.releases.as_ref().map(|t| t.file.clone()),
-            rollout: self.rollout.as_ref().map(|t| t.file.clone()),
+            root: self.root.file.to_string(),
+            releases: self.releases.as_ref().map(|t| t.file.to_string()),
+            rollout: self.rollout.as_ref().map(|t| t.file.to_string()),
         }
     }
 
