@@ -6,7 +6,7 @@
 //! (enrollment, heartbeats, telemetry), the service's own traits.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use bulwark_distribution::{sign, Releases, Role, Rollout, Root};
@@ -40,7 +40,6 @@ struct Endpoint {
     staged: Option<u64>,
     healthy: bool,
     guard_events: Vec<GuardReport>,
-    detections: BTreeMap<(u64, String), u64>,
     /// Its wave under the current thresholds (computed when the rollout starts).
     wave: Option<usize>,
 }
@@ -207,6 +206,14 @@ pub struct SimServer {
     thresholds: Option<WaveThresholds>,
     policies: PolicyTable,
     endpoints: Vec<Endpoint>,
+    /// Every endpoint's detections: by endpoint index, release version and rule (its index in
+    /// `rule_names`), the count. One map for the fleet, walked in endpoint order at each tick,
+    /// rather than a map in each endpoint chased at every tick.
+    detections: BTreeMap<(usize, u64, u32), u64>,
+    /// Rule ids as reported, each once (the few rules of a fleet, shared by every count).
+    rule_names: Vec<Rc<str>>,
+    /// Each rule id's index in `rule_names`.
+    rule_index: HashMap<Rc<str>, u32>,
     /// Endpoint ids (hex) enrolled, and their index.
     enrolled: BTreeMap<String, usize>,
     config: HealthConfig,
@@ -245,6 +252,9 @@ impl SimServer {
             thresholds: None,
             policies: PolicyTable::default(),
             endpoints: Vec::new(),
+            detections: BTreeMap::new(),
+            rule_names: Vec::new(),
+            rule_index: HashMap::new(),
             enrolled: BTreeMap::new(),
             config: HealthConfig::default(),
             events: Vec::new(),
@@ -382,17 +392,22 @@ impl SimServer {
             .baseline_version
             .and_then(|v| self.rules.get(&v))
             .unwrap_or(&no_rules);
-        // Every endpoint's detections in one arena (one allocation a tick, not one an endpoint).
-        let mut arena: Vec<(u64, &str, u64)> = Vec::new();
-        let mut spans: Vec<(usize, usize)> = Vec::with_capacity(self.endpoints.len());
-        for e in &self.endpoints {
-            let start = arena.len();
-            arena.extend(
-                e.detections
-                    .iter()
-                    .map(|((v, rule), n)| (*v, rule.as_str(), *n)),
-            );
-            spans.push((start, arena.len()));
+        // Every endpoint's detections in one arena (one allocation a tick, not one an endpoint),
+        // in endpoint order as the map holds them; `spans[i]` is endpoint i's.
+        let mut arena: Vec<(u64, &str, u64)> = Vec::with_capacity(self.detections.len());
+        let mut spans: Vec<(usize, usize)> = vec![(0, 0); self.endpoints.len()];
+        for (&(i, v, rule), &n) in &self.detections {
+            let name = self
+                .rule_names
+                .get(rule as usize)
+                .map_or("", |r| r.as_ref());
+            if let Some(span) = spans.get_mut(i) {
+                if span.1 == 0 {
+                    span.0 = arena.len();
+                }
+                arena.push((v, name, n));
+                span.1 = arena.len();
+            }
         }
         let reports = self
             .endpoints
@@ -433,19 +448,34 @@ impl SimServer {
     /// The endpoint holding `token` (`bwe_{index}_{id}`): found by the index it names, and
     /// only if the whole token is that endpoint's.
     fn endpoint(&mut self, token: &str) -> Result<&mut Endpoint, NetError> {
-        let bad = || NetError::Status {
-            status: 401,
-            body: "bad_token".into(),
-        };
+        let index = self.endpoint_index(token)?;
+        self.endpoints.get_mut(index).ok_or_else(bad_token)
+    }
+
+    /// [`SimServer::endpoint`]'s index.
+    fn endpoint_index(&self, token: &str) -> Result<usize, NetError> {
         let index = token
             .strip_prefix("bwe_")
             .and_then(|t| t.split_once('_'))
             .and_then(|(i, _)| i.parse::<usize>().ok())
-            .ok_or_else(bad)?;
+            .ok_or_else(bad_token)?;
         self.endpoints
-            .get_mut(index)
+            .get(index)
             .filter(|e| e.token == token)
-            .ok_or_else(bad)
+            .map(|_| index)
+            .ok_or_else(bad_token)
+    }
+
+    /// `rule`'s index in `rule_names`, added if new.
+    fn intern(&mut self, rule: &str) -> u32 {
+        if let Some(&i) = self.rule_index.get(rule) {
+            return i;
+        }
+        let i = u32::try_from(self.rule_names.len()).unwrap_or(u32::MAX);
+        let name: Rc<str> = Rc::from(rule);
+        self.rule_names.push(Rc::clone(&name));
+        self.rule_index.insert(name, i);
+        i
     }
 
     /// Parses a report and checks its sequence number (a replay is refused, as the server does).
@@ -463,6 +493,14 @@ impl SimServer {
         e.last_seq = seq;
         e.last = Some((now, false));
         Ok(v)
+    }
+}
+
+/// A token no endpoint holds.
+fn bad_token() -> NetError {
+    NetError::Status {
+        status: 401,
+        body: "bad_token".into(),
     }
 }
 
@@ -601,7 +639,6 @@ impl TelemetrySink for SimSink {
                     staged: None,
                     healthy: false,
                     guard_events: Vec::new(),
-                    detections: BTreeMap::new(),
                 });
                 s.enrolled.insert(id.clone(), i);
                 i
@@ -638,6 +675,13 @@ impl TelemetrySink for SimSink {
         let mut s = self.server.borrow_mut();
         let v: TelemetryReport = s.sequenced(token, body)?;
         let now = s.now;
+        let index = s.endpoint_index(token)?;
+        for d in v.detections {
+            let rule = s.intern(&d.rule);
+            *s.detections
+                .entry((index, d.release_version, rule))
+                .or_default() += d.count;
+        }
         let e = s.endpoint(token)?;
         for g in v.guard_events {
             let kind = match g.kind.as_str() {
@@ -652,9 +696,6 @@ impl TelemetrySink for SimSink {
                 kind,
                 at: now,
             });
-        }
-        for d in v.detections {
-            *e.detections.entry((d.release_version, d.rule)).or_default() += d.count;
         }
         Ok(Delivered::Stored)
     }
