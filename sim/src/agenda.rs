@@ -86,6 +86,17 @@ impl<E: Copy> Agenda<E> {
         }
     }
 
+    /// The event `n` places after the next one [`Agenda::pop`] returns, if it is due in the same
+    /// second (a look ahead, for touching its state early; nothing is taken).
+    #[must_use]
+    pub fn peek_after_next(&self, n: usize) -> Option<E> {
+        let i = usize::try_from(self.now % HORIZON).ok()?;
+        self.buckets
+            .get(i)?
+            .get(self.taken.checked_add(n)?)
+            .copied()
+    }
+
     /// The next event and its second, or `None` when nothing is pending.
     pub fn pop(&mut self) -> Option<(u64, E)> {
         loop {
@@ -183,6 +194,25 @@ mod tests {
             assert_eq!(reference.pop(), None, "seed {seed}");
             assert!(popped > 100, "seed {seed}: {popped}");
         }
+    }
+
+    #[test]
+    fn peeking_sees_the_events_pop_returns_next_in_the_second() {
+        let mut agenda = Agenda::new(0);
+        for e in 1..=4u32 {
+            agenda.push(10, e);
+        }
+        agenda.push(11, 5);
+        assert_eq!(agenda.pop(), Some((10, 1)));
+        assert_eq!(agenda.peek_after_next(0), Some(2));
+        assert_eq!(agenda.peek_after_next(2), Some(4));
+        assert_eq!(
+            agenda.peek_after_next(3),
+            None,
+            "the next second is not looked at"
+        );
+        assert_eq!(agenda.pop(), Some((10, 2)));
+        assert_eq!(agenda.peek_after_next(0), Some(3));
     }
 
     #[test]

@@ -583,11 +583,29 @@ impl Sim {
             if at > end {
                 break;
             }
+            self.touch_ahead();
             self.clock.set(at);
             self.event(at, ev, epoch)?;
         }
         let outcome = self.outcome()?;
         Ok((outcome, self.timeline))
+    }
+
+    /// Reads a little of the state the next events will use, so that its cache misses overlap
+    /// this event's instead of following them: the endpoint of the event after next, and the
+    /// node of the next one (whose endpoint the previous call read). At 100,000 endpoints each
+    /// step's first reads of its endpoint, its node and its guard were a quarter of a run.
+    fn touch_ahead(&self) {
+        let endpoint = |n: usize| match self.agenda.peek_after_next(n) {
+            Some((Ev::Step(i) | Ev::PowerOn(i) | Ev::PowerOff(i), _)) => self.fleet.get(i as usize),
+            _ => None,
+        };
+        if let Some(e) = endpoint(1) {
+            std::hint::black_box(e.epoch);
+        }
+        if let Some(e) = endpoint(0) {
+            std::hint::black_box(e.node.try_borrow().map(|n| n.now).ok());
+        }
     }
 
     fn event(&mut self, now: u64, ev: Ev, epoch: u32) -> Result<(), SimError> {
