@@ -1,9 +1,9 @@
-//! Signature checks remembered across verifiers in one process.
+//! Signed metadata's signature checks and parsed files, shared by the verifiers of one process.
 //!
 //! A metadata file signed once is verified by every endpoint that fetches it. In one process
 //! that runs many endpoints (the fleet simulator: 100,000 agents, each verifying every releases
 //! and rollout file the server signs) the same ed25519 check of the same bytes is repeated
-//! hundreds of thousands of times. A [`SignatureMemo`] shared by those verifiers does each
+//! hundreds of thousands of times. A [`MetadataMemo`] shared by those verifiers does each
 //! distinct check once.
 //!
 //! It answers only for the very same input: the public key's bytes, the signature's bytes and the
@@ -11,7 +11,7 @@
 //! deterministic function of those three, so a remembered answer is the answer the check would
 //! give, valid or not: a damaged file (a torn write, a flipped byte) is a different message and
 //! is checked afresh. A process with one verifier gains nothing from a memo and does not use one:
-//! the default, [`SignatureMemo::off`], checks every time.
+//! the default, [`MetadataMemo::off`], checks every time.
 //!
 //! Bounded: at most [`MEMO_MAX_ENTRIES`] checks and [`MEMO_MAX_BYTES`] of messages are kept;
 //! past either, checks are still done, and not kept.
@@ -76,34 +76,34 @@ struct Table {
     parsed: Vec<Kept>,
 }
 
-/// Signature checks shared by verifiers in one process (see the module's documentation). Cloning
-/// shares the same memo.
+/// Signature checks and parsed files shared by verifiers in one process (see the module's
+/// documentation). Cloning shares the same memo.
 #[derive(Clone, Default)]
-pub struct SignatureMemo(Option<Arc<Mutex<Table>>>);
+pub struct MetadataMemo(Option<Arc<Mutex<Table>>>);
 
-impl core::fmt::Debug for SignatureMemo {
+impl core::fmt::Debug for MetadataMemo {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match &self.0 {
-            None => f.write_str("SignatureMemo(off)"),
+            None => f.write_str("MetadataMemo(off)"),
             Some(t) => {
                 let t = t.lock().unwrap_or_else(PoisonError::into_inner);
-                write!(f, "SignatureMemo({} checks, {} bytes)", t.entries, t.bytes)
+                write!(f, "MetadataMemo({} checks, {} bytes)", t.entries, t.bytes)
             }
         }
     }
 }
 
-impl SignatureMemo {
+impl MetadataMemo {
     /// No memo: every check is done (the service, the server, the tools).
     #[must_use]
-    pub fn off() -> SignatureMemo {
-        SignatureMemo(None)
+    pub fn off() -> MetadataMemo {
+        MetadataMemo(None)
     }
 
     /// A new, empty memo; clone it to share it.
     #[must_use]
-    pub fn shared() -> SignatureMemo {
-        SignatureMemo(Some(Arc::new(Mutex::new(Table::default()))))
+    pub fn shared() -> MetadataMemo {
+        MetadataMemo(Some(Arc::new(Mutex::new(Table::default()))))
     }
 
     /// How many checks are kept.
@@ -213,10 +213,10 @@ mod tests {
 
     #[test]
     fn a_check_is_done_once_per_distinct_input() {
-        let memo = SignatureMemo::shared();
+        let memo = MetadataMemo::shared();
         let other = memo.clone();
         let done = Cell::new(0u32);
-        let run = |m: &SignatureMemo, key: u8, sig: u8, msg: &[u8], answer: Check| {
+        let run = |m: &MetadataMemo, key: u8, sig: u8, msg: &[u8], answer: Check| {
             m.check(&[key; 32], &[sig; 64], msg, || {
                 done.set(done.get() + 1);
                 answer
@@ -244,7 +244,7 @@ mod tests {
 
     #[test]
     fn off_checks_every_time() {
-        let memo = SignatureMemo::off();
+        let memo = MetadataMemo::off();
         let done = Cell::new(0u32);
         for _ in 0..3 {
             memo.check(&[1; 32], &[2; 64], b"file", || {
@@ -258,7 +258,7 @@ mod tests {
 
     #[test]
     fn past_its_bounds_checks_are_done_and_not_kept() {
-        let memo = SignatureMemo::shared();
+        let memo = MetadataMemo::shared();
         let done = Cell::new(0usize);
         let count = || {
             done.set(done.get() + 1);
@@ -278,7 +278,7 @@ mod tests {
         assert_eq!(done.get(), before + 1, "kept, so remembered");
 
         // The byte bound: one message larger than all the room is checked, not kept.
-        let big = SignatureMemo::shared();
+        let big = MetadataMemo::shared();
         let huge = vec![0u8; MEMO_MAX_BYTES + 1];
         big.check(&[0; 32], &[0; 64], &huge, count);
         big.check(&[0; 32], &[0; 64], &huge, count);
@@ -294,7 +294,7 @@ mod tests {
         let file = |version: u64| {
             crate::signed::sign(&Releases::new(version, Timestamp(2_000_000_000)), &[&key]).unwrap()
         };
-        let memo = SignatureMemo::shared();
+        let memo = MetadataMemo::shared();
         let first = memo.parse::<Releases>(&file(1)).unwrap();
         let again = memo.parse::<Releases>(&file(1)).unwrap();
         assert!(Arc::ptr_eq(&first, &again), "the same text: shared");
@@ -309,7 +309,7 @@ mod tests {
             Err(Error::WrongType { .. })
         ));
         // Without a memo nothing is shared.
-        let off = SignatureMemo::off();
+        let off = MetadataMemo::off();
         let a = off.parse::<Releases>(&file(1)).unwrap();
         let b = off.parse::<Releases>(&file(1)).unwrap();
         assert!(!Arc::ptr_eq(&a, &b));

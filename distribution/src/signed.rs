@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
-use crate::memo::{Check, SignatureMemo};
+use crate::memo::{Check, MetadataMemo};
 use crate::metadata::{KeyId, Metadata, Role, Root};
 use crate::MAX_FILE_BYTES;
 
@@ -148,7 +148,7 @@ pub(crate) fn check_signatures(
     role: Role,
     file: &SignedFile,
     root: &Root,
-    memo: &SignatureMemo,
+    memo: &MetadataMemo,
 ) -> Result<(), Error> {
     let (keyids, threshold) = match root.role(role) {
         Some(keys) => (&keys.keyids, keys.threshold),

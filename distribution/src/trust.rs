@@ -5,7 +5,7 @@ use bulwark_rollout::{Policy, RolloutState, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, PackHash};
-use crate::memo::SignatureMemo;
+use crate::memo::MetadataMemo;
 use crate::metadata::{Metadata, Releases, Role, Rollout, Root};
 use crate::signed::check_signatures;
 use std::sync::Arc;
@@ -65,16 +65,16 @@ pub struct TrustState {
     /// since either changed: they are pure functions of the two bodies, so they are not checked
     /// again on every poll.
     references_checked: core::cell::Cell<bool>,
-    /// Where signature checks go: off (each done) but in a process that verifies the same files
-    /// for many endpoints.
-    memo: SignatureMemo,
+    /// Where signature checks and parses go: off (each done) but in a process that verifies the
+    /// same files for many endpoints.
+    memo: MetadataMemo,
 }
 
 /// Parses `file` and checks its signatures against `root`'s keys for `M`'s role.
 fn verify<M: Metadata + Send + Sync + 'static>(
     file: &str,
     root: &Root,
-    memo: &SignatureMemo,
+    memo: &MetadataMemo,
 ) -> Result<Trusted<M>, Error> {
     let parsed = memo.parse::<M>(file)?;
     check_signatures(M::ROLE, &parsed.signed, root, memo)?;
@@ -248,12 +248,12 @@ impl TrustState {
     /// installer's root is updated by [`TrustState::update_root`]); every releases and rollout
     /// update requires the trusted root unexpired.
     pub fn bootstrap(root_file: &str) -> Result<TrustState, Error> {
-        TrustState::bootstrap_with(root_file, SignatureMemo::off())
+        TrustState::bootstrap_with(root_file, MetadataMemo::off())
     }
 
     /// [`TrustState::bootstrap`], its signature checks (this one's and every later update's)
     /// going through `memo`.
-    pub fn bootstrap_with(root_file: &str, memo: SignatureMemo) -> Result<TrustState, Error> {
+    pub fn bootstrap_with(root_file: &str, memo: MetadataMemo) -> Result<TrustState, Error> {
         let parsed = memo.parse::<Root>(root_file)?;
         parsed.body.validate()?;
         check_signatures(Role::Root, &parsed.signed, &parsed.body, &memo)?;
@@ -440,14 +440,14 @@ impl TrustState {
     /// Loads persisted files: the root as by [`TrustState::bootstrap`], the releases and rollout
     /// metadata verified against it (signatures, references), without expiry checks.
     pub fn restore(persisted: &PersistedTrust) -> Result<TrustState, Error> {
-        TrustState::restore_with(persisted, SignatureMemo::off())
+        TrustState::restore_with(persisted, MetadataMemo::off())
     }
 
     /// [`TrustState::restore`], its signature checks (these and every later update's) going
     /// through `memo`.
     pub fn restore_with(
         persisted: &PersistedTrust,
-        memo: SignatureMemo,
+        memo: MetadataMemo,
     ) -> Result<TrustState, Error> {
         let mut state = TrustState::bootstrap_with(&persisted.root, memo)?;
         if let Some(file) = &persisted.releases {

@@ -1,8 +1,8 @@
 //! The verifier's guarantees, each against the refusal it must produce.
 
 use bulwark_distribution::{
-    sign, Error, KeyId, PackHash, PersistedTrust, Releases, Role, Rollout, Root, RootError,
-    SignatureMemo, Timestamp, TrustState, Update,
+    sign, Error, KeyId, MetadataMemo, PackHash, PersistedTrust, Releases, Role, Rollout, Root,
+    RootError, Timestamp, TrustState, Update,
 };
 use std::collections::BTreeMap;
 
@@ -247,7 +247,7 @@ fn a_shared_memo_answers_only_for_the_same_bytes() {
     // second gets the same signatures over a tampered body and must refuse it exactly as an
     // endpoint without a memo does, then accept the genuine file from the memo.
     let k = keys();
-    let memo = SignatureMemo::shared();
+    let memo = MetadataMemo::shared();
     let root = root_file(&root_v1(&k), &[&k.root[0], &k.root[1]]);
     let mut first = TrustState::bootstrap_with(&root, memo.clone()).unwrap();
     let mut second = TrustState::bootstrap_with(&root, memo.clone()).unwrap();

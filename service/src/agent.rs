@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use bulwark_distribution::{PersistedTrust, SignatureMemo, TrustState, Update};
+use bulwark_distribution::{MetadataMemo, PersistedTrust, TrustState, Update};
 use bulwark_loader_boot_guard::state::EventKind;
 use bulwark_loader_boot_guard::{Admission, TrustedKeys};
 use bulwark_rollout::{decide_placed, Decision, EndpointFacts, EndpointId, Placement, Timestamp};
@@ -96,12 +96,12 @@ pub struct AgentConfig {
     /// where the kernel's callbacks never fire.
     #[serde(default = "yes")]
     pub health_requires_events: bool,
-    /// Where the metadata's signature checks go: off (the default, and never read from a file):
-    /// each is done. The fleet simulator shares one memo among its agents, so that a file
-    /// verified by one is not verified again by the next 100,000 (see
-    /// [`bulwark_distribution::memo`]).
+    /// Where the metadata's signature checks and parses go: off (the default, and never read
+    /// from a file): each is done. The fleet simulator shares one memo among its agents, so that
+    /// a file checked and parsed by one is not checked again, nor held again, by the next 100,000
+    /// (see [`bulwark_distribution::memo`]).
     #[serde(skip)]
-    pub signature_memo: SignatureMemo,
+    pub metadata_memo: MetadataMemo,
 }
 
 fn yes() -> bool {
@@ -409,9 +409,9 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
                 let p: PersistedTrust = serde_json::from_slice(&b).map_err(|e| {
                     AgentError::Other(format!("{}: {e}", storage.describe("trust.json")))
                 })?;
-                TrustState::restore_with(&p, config.signature_memo.clone())?
+                TrustState::restore_with(&p, config.metadata_memo.clone())?
             }
-            None => TrustState::bootstrap_with(&config.root, config.signature_memo.clone())?,
+            None => TrustState::bootstrap_with(&config.root, config.metadata_memo.clone())?,
         };
         let spool = storage.open_spool(config.spool_max_bytes)?;
         Ok((state, trust, spool))

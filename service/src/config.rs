@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use bulwark_distribution::SignatureMemo;
+use bulwark_distribution::MetadataMemo;
 
 use crate::agent::AgentConfig;
 
@@ -174,7 +174,7 @@ impl ServiceConfig {
             spool_max_bytes: self.spool_max_bytes,
             hot: self.hot,
             health_requires_events: self.health_requires_events,
-            signature_memo: SignatureMemo::off(),
+            metadata_memo: MetadataMemo::off(),
         })
     }
 }

@@ -379,7 +379,7 @@ fn the_agent_logs_each_hostile_answer_backs_off_and_stages_nothing() {
             spool_max_bytes: 1 << 20,
             hot: true,
             health_requires_events: true,
-            signature_memo: bulwark_distribution::SignatureMemo::off(),
+            metadata_memo: bulwark_distribution::MetadataMemo::off(),
         },
         &dir.join("agent"),
         link,

@@ -350,7 +350,7 @@ impl<D: Storage> World<D> {
                 spool_max_bytes: 1 << 20,
                 hot,
                 health_requires_events: events,
-                signature_memo: bulwark_distribution::SignatureMemo::off(),
+                metadata_memo: bulwark_distribution::MetadataMemo::off(),
             },
             storage,
             link,

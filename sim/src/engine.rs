@@ -22,7 +22,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use bulwark_distribution::memo::Check;
-use bulwark_distribution::SignatureMemo;
+use bulwark_distribution::MetadataMemo;
 use bulwark_loader_boot_guard::{Config as GuardConfig, TrustedKeys};
 use bulwark_rollout::controller::ControllerEvent;
 use bulwark_rollout::Status;
@@ -246,7 +246,7 @@ pub enum SimError {
 
 /// The fleet's signature memo, as the guards' (their envelopes' checks).
 #[derive(Debug)]
-struct GuardMemo(SignatureMemo);
+struct GuardMemo(MetadataMemo);
 
 impl bulwark_loader_boot_guard::envelope::SignatureMemo for GuardMemo {
     fn check(
@@ -328,11 +328,11 @@ impl Sim {
         // Every agent verifies the same signed metadata, and every machine's guard opens the same
         // envelopes: each distinct check is done once for the fleet (the same answer for the same
         // bytes; a damaged copy is another message, checked afresh).
-        let signature_memo = SignatureMemo::shared();
+        let metadata_memo = MetadataMemo::shared();
         let trusted = Rc::new(
             TrustedKeys::new(&[keys.release_public()])
                 .map_err(|e| SimError::Agent(e.to_string()))?
-                .with_memo(std::sync::Arc::new(GuardMemo(signature_memo.clone()))),
+                .with_memo(std::sync::Arc::new(GuardMemo(metadata_memo.clone()))),
         );
         let health = if scenario.rollout.health_analysis {
             scenario.rollout.health.clone()
@@ -439,7 +439,7 @@ impl Sim {
                 spool_max_bytes: 1 << 20,
                 hot: r.stage_hot,
                 health_requires_events: true,
-                signature_memo: signature_memo.clone(),
+                metadata_memo: metadata_memo.clone(),
             };
             let link = SimLink::new(node.clone(), trusted.clone());
             let clock = SimClock(clock.clone());
