@@ -41,14 +41,14 @@
 //!
 //! # Not done yet (issue 15)
 //!
-//! * Speed: 100,000 endpoints over 48 simulated hours take 144 to 240 s on one core (the goal
-//!   is under 60 s), and 4.3 GiB (about 45 KiB per endpoint). A third of the time is ed25519:
-//!   every agent verifies each signed metadata file the server re-signs, every boot verifies the
-//!   stored envelope, and every stage is verified twice (service and guard): 40 to 65 s at that
-//!   size on its own, the goal's whole budget. The rest is each agent step's real work (JSON
-//!   reports through the spool, which the server parses) and memory stalls, as each event
-//!   touches a random endpoint's state. 1,000,000 endpoints would take 24 to 40 minutes and 43 GiB: more memory than this
-//!   machine has. `sim/BENCHMARKS.md` has the figures.
+//! * Speed: 100,000 endpoints over 48 simulated hours take 127 to 264 s on one core (the goal
+//!   is under 60 s), and 3.3 GiB (about 34 KiB per endpoint). The fleet's agents and guards share
+//!   one [`bulwark_distribution::MetadataMemo`]: each distinct signature check is done once, and
+//!   each metadata file is parsed once and held once. What is left is each agent step's real work
+//!   (JSON reports through the spool, which the server parses), cache misses as each event
+//!   touches a random endpoint's state, and the controller's tick over every endpoint.
+//!   1,000,000 endpoints would take 21 to 44 minutes and 33 GiB: more memory than this machine
+//!   has. `sim/BENCHMARKS.md` has the figures.
 //! * `good`: 95% of the fleet within 24 hours is out of reach of the built-in fleet under any
 //!   plan: at most 90% of its machines are on at any hour, so a tenth stays off all day, and
 //!   about 93.5% is the most a release at hour 1 can reach by hour 25 (93.65% measured).
