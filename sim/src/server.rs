@@ -21,6 +21,7 @@ use bulwark_service::net::{
 };
 use ed25519_dalek::SigningKey;
 use sha2::{Digest, Sha256};
+use smallvec::SmallVec;
 
 /// The root's version (the simulated server never rotates its root keys).
 const ROOT_VERSION: u64 = 1;
@@ -39,7 +40,10 @@ struct Endpoint {
     /// First heartbeat on the release under rollout, and whether it confirmed it.
     staged: Option<u64>,
     healthy: bool,
-    guard_events: Vec<GuardReport>,
+    /// Its guard's events: the first few in place, so that the controller's tick, which reads
+    /// every endpoint's at every step, streams through the endpoints instead of chasing a pointer
+    /// for each (a machine that crashed on a release has three to six).
+    guard_events: SmallVec<[GuardReport; 6]>,
     /// Its wave under the current thresholds (computed when the rollout starts).
     wave: Option<usize>,
 }
@@ -638,7 +642,7 @@ impl TelemetrySink for SimSink {
                     last: None,
                     staged: None,
                     healthy: false,
-                    guard_events: Vec::new(),
+                    guard_events: SmallVec::new(),
                 });
                 s.enrolled.insert(id.clone(), i);
                 i
