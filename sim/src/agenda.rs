@@ -25,15 +25,14 @@ pub struct Agenda<E> {
     taken: usize,
     /// Events in the buckets, the current bucket's taken ones excluded.
     pending: usize,
-    /// Events due at `now + HORIZON` or later, by (second, order of scheduling).
-    later: BinaryHeap<Reverse<(u64, u64, usize)>>,
-    /// The events `later` refers to (by index), taken out as they join a bucket.
-    later_events: Vec<Option<E>>,
+    /// Events due at `now + HORIZON` or later, by (second, order of scheduling): the two are
+    /// unique together, so the event itself never decides the order.
+    later: BinaryHeap<Reverse<(u64, u64, E)>>,
     /// Order of scheduling among `later`'s events.
     scheduled: u64,
 }
 
-impl<E: Copy> Agenda<E> {
+impl<E: Copy + Ord> Agenda<E> {
     /// An empty agenda whose first second is `start`.
     #[must_use]
     pub fn new(start: u64) -> Agenda<E> {
@@ -43,7 +42,6 @@ impl<E: Copy> Agenda<E> {
             taken: 0,
             pending: 0,
             later: BinaryHeap::new(),
-            later_events: Vec::new(),
             scheduled: 0,
         }
     }
@@ -63,26 +61,19 @@ impl<E: Copy> Agenda<E> {
             self.pending += 1;
         } else {
             self.scheduled += 1;
-            self.later
-                .push(Reverse((at, self.scheduled, self.later_events.len())));
-            self.later_events.push(Some(event));
+            self.later.push(Reverse((at, self.scheduled, event)));
         }
     }
 
     /// Moves the events of `later` due before the horizon into their buckets, in order.
     fn admit_later(&mut self) {
-        while let Some(&Reverse((at, _, i))) = self.later.peek() {
+        while let Some(&Reverse((at, _, event))) = self.later.peek() {
             if at - self.now >= HORIZON {
                 break;
             }
             self.later.pop();
-            if let Some(event) = self.later_events.get_mut(i).and_then(Option::take) {
-                self.bucket(at).push(event);
-                self.pending += 1;
-            }
-        }
-        if self.later.is_empty() {
-            self.later_events.clear();
+            self.bucket(at).push(event);
+            self.pending += 1;
         }
     }
 
