@@ -153,6 +153,11 @@ check(not any(has_event(events(n), "crash-counted") for n in
 check(rc("svc-install") == 0 and "installed BulwarkService" in text("svc-install", "out"),
       "bulwark-service install: registered with the service control manager",
       (text("svc-install", "out") + text("svc-install", "err"))[:300])
+check(rc("svc-install-again") not in (0, None)
+      and "already installed" in text("svc-install-again", "err")
+      and "1073" in text("svc-install-again", "err"),
+      "bulwark-service install again: refused, naming the Windows error and the way out",
+      text("svc-install-again", "err")[:300])
 reg = text("svc-registered", "out")
 check(rc("svc-registered") == 0 and re.search(r"Start\s+REG_DWORD\s+0x2\b", reg)
       and re.search(r"ObjectName\s+REG_SZ\s+LocalSystem", reg)

@@ -42,9 +42,12 @@ WINEDEBUG=-all wine64 cmd.exe <"$keep" >/dev/null 2>&1 &
 keeper=$!
 exec 3>"$keep"
 
-# A clean slate from earlier runs: no service key (the guard's records live in its Parameters),
-# no content directory. C:\Bulwark is NOT created here: the driver creates its content directory
-# parent by parent.
+# A clean slate from earlier runs: no endpoint service (a run cut short between its install and
+# uninstall leaves it registered for automatic start: wineboot above started it), no driver
+# service key (the guard's records live in its Parameters), no content directory. C:\Bulwark is
+# NOT created here: the driver creates its content directory parent by parent.
+run pre-svc-stop wine64 sc stop BulwarkService
+run pre-svc-delete wine64 sc delete BulwarkService
 run pre-sc-delete wine64 sc delete bulwark
 run pre-reg-delete wine64 reg delete "$SERVICE" /f
 rm -rf "$WINEPREFIX/drive_c/Bulwark"
@@ -91,6 +94,7 @@ rm -rf "$WINEPREFIX/drive_c/svc"; cp -r "$IN/svc" "$WINEPREFIX/drive_c/svc"
 svc() { local name=$1; shift; run "$name" wine64 'C:\bulwark-service.exe' "$@" --config 'C:\svc\service.toml'; }
 svc svc-install install
 run svc-registered wine64 reg query 'HKLM\System\CurrentControlSet\Services\BulwarkService'
+svc svc-install-again install
 svc svc-start start
 # Until the driver runs release 2 as last-known-good, at most 90 s.
 for i in $(seq 1 45); do

@@ -38,6 +38,28 @@ fn err(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what}: {e}")
 }
 
+/// A service control manager call's error, with the Windows error under it (windows-service's
+/// own text is only "IO error in winapi call") and what to do for the ones an administrator meets.
+fn scm_err(what: &str, e: windows_service::Error) -> String {
+    let windows_service::Error::Winapi(os) = &e else {
+        return err(what, e);
+    };
+    let hint = match os.raw_os_error() {
+        Some(5) => " (ERROR_ACCESS_DENIED: run it from an elevated prompt)",
+        Some(1060) => " (ERROR_SERVICE_DOES_NOT_EXIST: `bulwark-service install` registers it)",
+        Some(1072) => {
+            " (ERROR_SERVICE_MARKED_FOR_DELETE: close the Services console and any handle to it, \
+             or restart, then install again)"
+        }
+        Some(1073) => {
+            " (ERROR_SERVICE_EXISTS: the service is already installed; \
+             `bulwark-service uninstall` removes it)"
+        }
+        _ => "",
+    };
+    format!("{what}: {os}{hint}")
+}
+
 /// Registers the service (LocalSystem, automatic start, restarted by the service control manager
 /// after a failure) to run `exe service --config CONFIG`, and the event log source.
 pub fn install(exe: &Path, config: &Path) -> Result<(), String> {
@@ -48,7 +70,7 @@ pub fn install(exe: &Path, config: &Path) -> Result<(), String> {
         None::<&str>,
         ServiceManagerAccess::CONNECT | ServiceManagerAccess::CREATE_SERVICE,
     )
-    .map_err(|e| err("the service control manager", e))?;
+    .map_err(|e| scm_err("the service control manager", e))?;
     let info = ServiceInfo {
         name: OsString::from(SERVICE_NAME),
         display_name: OsString::from(DISPLAY_NAME),
@@ -70,10 +92,10 @@ pub fn install(exe: &Path, config: &Path) -> Result<(), String> {
             &info,
             ServiceAccess::CHANGE_CONFIG | ServiceAccess::START | ServiceAccess::QUERY_STATUS,
         )
-        .map_err(|e| err("creating the service", e))?;
+        .map_err(|e| scm_err("creating the service", e))?;
     service
         .set_description(DESCRIPTION)
-        .map_err(|e| err("setting its description", e))?;
+        .map_err(|e| scm_err("setting its description", e))?;
     let restart = |secs| ServiceAction {
         action_type: ServiceActionType::Restart,
         delay: Duration::from_secs(secs),
@@ -85,7 +107,7 @@ pub fn install(exe: &Path, config: &Path) -> Result<(), String> {
             command: None,
             actions: Some(vec![restart(5), restart(30), restart(300)]),
         })
-        .map_err(|e| err("setting its recovery actions", e))?;
+        .map_err(|e| scm_err("setting its recovery actions", e))?;
     eventlog::register(SERVICE_NAME).map_err(|e| err("registering the event log source", e))?;
     Ok(())
 }
@@ -93,16 +115,16 @@ pub fn install(exe: &Path, config: &Path) -> Result<(), String> {
 /// Stops (if running) and removes the service, and its event log source.
 pub fn uninstall() -> Result<(), String> {
     let manager = ServiceManager::local_computer(None::<&str>, ServiceManagerAccess::CONNECT)
-        .map_err(|e| err("the service control manager", e))?;
+        .map_err(|e| scm_err("the service control manager", e))?;
     let service = manager
         .open_service(
             SERVICE_NAME,
             ServiceAccess::QUERY_STATUS | ServiceAccess::STOP | ServiceAccess::DELETE,
         )
-        .map_err(|e| err("opening the service", e))?;
+        .map_err(|e| scm_err("opening the service", e))?;
     if service
         .query_status()
-        .map_err(|e| err("its status", e))?
+        .map_err(|e| scm_err("its status", e))?
         .current_state
         != ServiceState::Stopped
     {
@@ -110,7 +132,7 @@ pub fn uninstall() -> Result<(), String> {
     }
     service
         .delete()
-        .map_err(|e| err("deleting the service", e))?;
+        .map_err(|e| scm_err("deleting the service", e))?;
     let _ = eventlog::deregister(SERVICE_NAME);
     Ok(())
 }
@@ -118,26 +140,26 @@ pub fn uninstall() -> Result<(), String> {
 /// Starts the installed service.
 pub fn start() -> Result<(), String> {
     let manager = ServiceManager::local_computer(None::<&str>, ServiceManagerAccess::CONNECT)
-        .map_err(|e| err("the service control manager", e))?;
+        .map_err(|e| scm_err("the service control manager", e))?;
     let service = manager
         .open_service(SERVICE_NAME, ServiceAccess::START)
-        .map_err(|e| err("opening the service", e))?;
+        .map_err(|e| scm_err("opening the service", e))?;
     service
         .start::<&OsStr>(&[])
-        .map_err(|e| err("starting the service", e))
+        .map_err(|e| scm_err("starting the service", e))
 }
 
 /// Stops the running service.
 pub fn stop() -> Result<(), String> {
     let manager = ServiceManager::local_computer(None::<&str>, ServiceManagerAccess::CONNECT)
-        .map_err(|e| err("the service control manager", e))?;
+        .map_err(|e| scm_err("the service control manager", e))?;
     let service = manager
         .open_service(SERVICE_NAME, ServiceAccess::STOP)
-        .map_err(|e| err("opening the service", e))?;
+        .map_err(|e| scm_err("opening the service", e))?;
     service
         .stop()
         .map(|_| ())
-        .map_err(|e| err("stopping the service", e))
+        .map_err(|e| scm_err("stopping the service", e))
 }
 
 static CONFIG: OnceLock<PathBuf> = OnceLock::new();
@@ -147,7 +169,7 @@ static CONFIG: OnceLock<PathBuf> = OnceLock::new();
 pub fn dispatch(config: &Path) -> Result<(), String> {
     let _ = CONFIG.set(config.to_owned());
     service_dispatcher::start(SERVICE_NAME, ffi_service_main)
-        .map_err(|e| err("the service control dispatcher", e))
+        .map_err(|e| scm_err("the service control dispatcher", e))
 }
 
 define_windows_service!(ffi_service_main, service_main);
@@ -186,7 +208,7 @@ fn run_service() -> Result<(), String> {
         ServiceControl::Interrogate => ServiceControlHandlerResult::NoError,
         _ => ServiceControlHandlerResult::NotImplemented,
     })
-    .map_err(|e| err("registering the control handler", e))?;
+    .map_err(|e| scm_err("registering the control handler", e))?;
     let _ = handle.set_service_status(status(ServiceState::Running, 0));
     let result = CONFIG
         .get()
