@@ -679,11 +679,11 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
         for batch in all.chunks(1000) {
             let body = json!({"channel": self.config.channel, "guard_events": [],
                 "detections": batch});
-            self.spool.push(Kind::Telemetry, body)?;
+            self.spool.push(Kind::Telemetry, &body)?;
         }
         for batch in alerts.chunks(100) {
             let body = json!({"channel": self.config.channel, "alerts": batch});
-            self.spool.push(Kind::Telemetry, body)?;
+            self.spool.push(Kind::Telemetry, &body)?;
         }
         Ok(())
     }
@@ -691,15 +691,26 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
     fn telemetry(&mut self, guard_events: Vec<serde_json::Value>) -> Result<(), AgentError> {
         let body = json!({"channel": self.config.channel, "guard_events": guard_events,
             "detections": []});
-        self.spool.push(Kind::Telemetry, body)?;
+        self.spool.push(Kind::Telemetry, &body)?;
         Ok(())
     }
 
     fn heartbeat(&mut self, confirmed: bool) -> Result<(), AgentError> {
-        let version = self.link.status()?.content_version;
-        let body = json!({"channel": self.config.channel, "content_version": version,
-            "confirmed_healthy": confirmed});
-        self.spool.push(Kind::Heartbeat, body)?;
+        /// `POST /v1/heartbeat`'s body (the spool adds `seq`), serialized without a
+        /// `serde_json::Value` in between: a heartbeat is what an endpoint sends most.
+        #[derive(serde::Serialize)]
+        struct Heartbeat<'a> {
+            channel: &'a str,
+            content_version: u64,
+            confirmed_healthy: bool,
+        }
+        let content_version = self.link.status()?.content_version;
+        let body = Heartbeat {
+            channel: &self.config.channel,
+            content_version,
+            confirmed_healthy: confirmed,
+        };
+        self.spool.push(Kind::Heartbeat, &body)?;
         Ok(())
     }
 

@@ -14,6 +14,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
 
 /// Which endpoint a message goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,9 +68,10 @@ pub enum SpoolError {
 
 /// What the agent needs of a spool.
 pub trait SpoolStore {
-    /// Numbers `body` (a JSON object; its `seq` is set here) and stores it, dropping the oldest
-    /// messages (counted) while the bodies are over the bound. Returns the sequence number.
-    fn push(&mut self, kind: Kind, body: serde_json::Value) -> Result<u64, SpoolError>;
+    /// Numbers `body` (what serializes to a JSON object without a `seq` member; its `seq` is set
+    /// here) and stores it, dropping the oldest messages (counted) while the bodies are over the
+    /// bound. Returns the sequence number.
+    fn push<B: Serialize + ?Sized>(&mut self, kind: Kind, body: &B) -> Result<u64, SpoolError>;
     /// The oldest message not yet delivered.
     fn oldest(&self) -> Result<Option<Message>, SpoolError>;
     /// The server has message `seq`: forget it.
@@ -86,12 +88,33 @@ pub trait SpoolStore {
     fn next_seq(&self) -> Result<u64, SpoolError>;
 }
 
-/// `body` numbered `seq`, as bytes.
-fn numbered(seq: u64, mut body: serde_json::Value) -> Vec<u8> {
-    if let Some(o) = body.as_object_mut() {
-        o.insert("seq".into(), seq.into());
+/// `body` numbered `seq`, as bytes: `{"seq":N,` then the members of the object `body`
+/// serializes to, written once (no intermediate value). A body that is not an object is kept as
+/// it is, unnumbered (no caller sends one).
+fn numbered<B: Serialize + ?Sized>(seq: u64, body: &B) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut out = Vec::with_capacity(128);
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{{\"seq\":{seq}");
+    let at = out.len();
+    if serde_json::to_writer(&mut out, body).is_err() {
+        return Vec::new();
     }
-    serde_json::to_vec(&body).unwrap_or_default()
+    match out.get(at..) {
+        Some(b"{}") => {
+            out.truncate(at);
+            out.push(b'}');
+        }
+        Some([b'{', ..]) => {
+            if let Some(b) = out.get_mut(at) {
+                *b = b',';
+            }
+        }
+        _ => {
+            out.drain(..at);
+        }
+    }
+    out
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -124,11 +147,11 @@ impl Spool {
             .map(to_u64)?)
     }
 
-    /// Numbers `body` (a JSON object; its `seq` is set here) and stores it, in one
+    /// Numbers `body` (see [`SpoolStore::push`]) and stores it, in one
     /// transaction, dropping the oldest messages if the spool is over its bound. Returns the
     /// sequence number. The bodies' total is kept in the database, so a push costs the same
     /// however full the spool is.
-    pub fn push(&mut self, kind: Kind, body: serde_json::Value) -> Result<u64, SpoolError> {
+    pub fn push<B: Serialize + ?Sized>(&mut self, kind: Kind, body: &B) -> Result<u64, SpoolError> {
         let tx = self.db.transaction()?;
         let seq = Self::meta(&tx, "next_seq")?;
         let bytes = numbered(seq, body);
@@ -231,7 +254,7 @@ impl Spool {
 }
 
 impl SpoolStore for Spool {
-    fn push(&mut self, kind: Kind, body: serde_json::Value) -> Result<u64, SpoolError> {
+    fn push<B: Serialize + ?Sized>(&mut self, kind: Kind, body: &B) -> Result<u64, SpoolError> {
         Spool::push(self, kind, body)
     }
     fn oldest(&self) -> Result<Option<Message>, SpoolError> {
@@ -281,7 +304,7 @@ impl MemorySpool {
 }
 
 impl SpoolStore for MemorySpool {
-    fn push(&mut self, kind: Kind, body: serde_json::Value) -> Result<u64, SpoolError> {
+    fn push<B: Serialize + ?Sized>(&mut self, kind: Kind, body: &B) -> Result<u64, SpoolError> {
         let mut m = self.inner.borrow_mut();
         let seq = m.next_seq;
         m.next_seq = seq.saturating_add(1);
@@ -333,6 +356,38 @@ mod tests {
     }
 
     #[test]
+    fn a_body_is_numbered_first_and_keeps_its_members() {
+        #[derive(Serialize)]
+        struct Beat<'a> {
+            channel: &'a str,
+            content_version: u64,
+        }
+        let typed = numbered(
+            7,
+            &Beat {
+                channel: "st\"able",
+                content_version: 3,
+            },
+        );
+        assert_eq!(
+            typed,
+            br#"{"seq":7,"channel":"st\"able","content_version":3}"#
+        );
+        let value = numbered(
+            u64::MAX,
+            &serde_json::json!({"a": [1, {"b": {}}], "c": null}),
+        );
+        let parsed: serde_json::Value = serde_json::from_slice(&value).unwrap();
+        assert_eq!(
+            parsed,
+            serde_json::json!({"seq": u64::MAX, "a": [1, {"b": {}}], "c": null})
+        );
+        assert_eq!(numbered(1, &serde_json::json!({})), br#"{"seq":1}"#);
+        // Not an object: kept as it is.
+        assert_eq!(numbered(1, &serde_json::json!([1])), b"[1]");
+    }
+
+    #[test]
     fn numbers_survive_a_reopen_and_the_oldest_are_dropped_and_counted() {
         let d = dir("bound");
         let path = d.join("spool.sqlite");
@@ -340,7 +395,7 @@ mod tests {
             let mut s = Spool::open(&path, 200).unwrap();
             for i in 0..3 {
                 assert_eq!(
-                    s.push(Kind::Heartbeat, serde_json::json!({"n": i}))
+                    s.push(Kind::Heartbeat, &serde_json::json!({"n": i}))
                         .unwrap(),
                     i + 1
                 );
@@ -351,13 +406,13 @@ mod tests {
         let mut s = Spool::open(&path, 200).unwrap();
         assert_eq!(s.len().unwrap(), 3);
         assert_eq!(
-            s.push(Kind::Telemetry, serde_json::json!({"n": 3}))
+            s.push(Kind::Telemetry, &serde_json::json!({"n": 3}))
                 .unwrap(),
             4
         );
         // Each body is ~20 bytes: a large one pushes the oldest out, counted.
         let big = "x".repeat(150);
-        s.push(Kind::Telemetry, serde_json::json!({"big": big}))
+        s.push(Kind::Telemetry, &serde_json::json!({"big": big}))
             .unwrap();
         assert!(s.dropped().unwrap() >= 1);
         let oldest = s.oldest().unwrap().unwrap();
@@ -370,7 +425,7 @@ mod tests {
     }
 
     /// The same pushes and deliveries on both spools: the same numbers, drops and bodies.
-    fn script(s: &mut dyn SpoolStore) -> Vec<(u64, u64, u64, Option<u64>)> {
+    fn script<S: SpoolStore>(s: &mut S) -> Vec<(u64, u64, u64, Option<u64>)> {
         let mut seen = Vec::new();
         for i in 0..40u64 {
             let body = serde_json::json!({"n": i, "pad": "y".repeat((i as usize * 7) % 60)});
@@ -379,7 +434,7 @@ mod tests {
             } else {
                 Kind::Telemetry
             };
-            s.push(kind, body).unwrap();
+            s.push(kind, &body).unwrap();
             if i % 5 == 4 {
                 if let Some(m) = s.oldest().unwrap() {
                     s.delivered(m.seq).unwrap();
@@ -413,8 +468,8 @@ mod tests {
         let mut reopened = memory.clone();
         for i in 0..10 {
             let body = serde_json::json!({"again": i});
-            sqlite.push(Kind::Telemetry, body.clone()).unwrap();
-            reopened.push(Kind::Telemetry, body).unwrap();
+            sqlite.push(Kind::Telemetry, &body).unwrap();
+            reopened.push(Kind::Telemetry, &body).unwrap();
         }
         assert_eq!(sqlite.len().unwrap(), reopened.len().unwrap());
         assert_eq!(sqlite.dropped().unwrap(), reopened.dropped().unwrap());

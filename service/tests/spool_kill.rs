@@ -21,7 +21,7 @@ fn spool_child() {
         let seq = spool
             .push(
                 Kind::Telemetry,
-                serde_json::json!({"n": i, "pad": "x".repeat(200)}),
+                &serde_json::json!({"n": i, "pad": "x".repeat(200)}),
             )
             .unwrap();
         println!("committed {seq}");

@@ -31,9 +31,10 @@ const ROLLOUT_LIFETIME: u64 = 7 * 86_400;
 /// What the server knows of one endpoint.
 #[derive(Debug, Clone)]
 struct Endpoint {
+    /// Its facts; its bearer token is `bwe_{index}_{hex of facts.id}` ([`token_of`]), checked
+    /// against the id held here rather than a string of its own elsewhere on the heap (a
+    /// heartbeat is what the server handles most).
     facts: EndpointFacts,
-    /// Its bearer token.
-    token: String,
     last_seq: u64,
     /// Last heartbeat, whether it announced a shutdown.
     last: Option<(u64, bool)>,
@@ -449,14 +450,8 @@ impl SimServer {
         Ok(events)
     }
 
-    /// The endpoint holding `token` (`bwe_{index}_{id}`): found by the index it names, and
-    /// only if the whole token is that endpoint's.
-    fn endpoint(&mut self, token: &str) -> Result<&mut Endpoint, NetError> {
-        let index = self.endpoint_index(token)?;
-        self.endpoints.get_mut(index).ok_or_else(bad_token)
-    }
-
-    /// [`SimServer::endpoint`]'s index.
+    /// The index of the endpoint holding `token` (`bwe_{index}_{id}`): found by the index it
+    /// names, and only if the whole token is that endpoint's.
     fn endpoint_index(&self, token: &str) -> Result<usize, NetError> {
         let index = token
             .strip_prefix("bwe_")
@@ -465,7 +460,7 @@ impl SimServer {
             .ok_or_else(bad_token)?;
         self.endpoints
             .get(index)
-            .filter(|e| e.token == token)
+            .filter(|e| is_token_of(token, index, &e.facts.id.0))
             .map(|_| index)
             .ok_or_else(bad_token)
     }
@@ -483,11 +478,13 @@ impl SimServer {
     }
 
     /// Parses a report and checks its sequence number (a replay is refused, as the server does).
-    fn sequenced<T: Report>(&mut self, token: &str, body: &[u8]) -> Result<T, NetError> {
+    /// Returns it and its endpoint's index.
+    fn sequenced<T: Report>(&mut self, token: &str, body: &[u8]) -> Result<(T, usize), NetError> {
         let v: T = serde_json::from_slice(body).map_err(|e| NetError::Malformed(e.to_string()))?;
         let seq = v.seq();
         let now = self.now;
-        let e = self.endpoint(token)?;
+        let index = self.endpoint_index(token)?;
+        let e = self.endpoints.get_mut(index).ok_or_else(bad_token)?;
         if seq <= e.last_seq {
             return Err(NetError::Status {
                 status: 409,
@@ -496,8 +493,36 @@ impl SimServer {
         }
         e.last_seq = seq;
         e.last = Some((now, false));
-        Ok(v)
+        Ok((v, index))
     }
+}
+
+/// The bearer token of endpoint `index` with id `id`.
+fn token_of(index: usize, id: &[u8; 16]) -> String {
+    format!("bwe_{index}_{}", hex(id))
+}
+
+/// Whether `token` is exactly [`token_of`]`(index, id)`, written on the stack.
+fn is_token_of(token: &str, index: usize, id: &[u8; 16]) -> bool {
+    use std::io::Write as _;
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    // 57 bytes hold the longest token (a 20-digit index).
+    let mut buf = [0u8; 4 + 20 + 1 + 32];
+    let cap = buf.len();
+    let mut w = &mut buf[..];
+    if write!(w, "bwe_{index}_").is_err() {
+        return false;
+    }
+    let mut len = cap - w.len();
+    for b in id {
+        for d in [b >> 4, b & 15] {
+            if let (Some(slot), Some(&c)) = (buf.get_mut(len), DIGITS.get(usize::from(d))) {
+                *slot = c;
+            }
+            len += 1;
+        }
+    }
+    buf.get(..len) == Some(token.as_bytes())
 }
 
 /// A token no endpoint holds.
@@ -636,7 +661,6 @@ impl TelemetrySink for SimSink {
                 let wave = s.thresholds.as_ref().and_then(|t| t.wave_of(&self.facts));
                 s.endpoints.push(Endpoint {
                     facts: self.facts.clone(),
-                    token: format!("bwe_{i}_{id}"),
                     wave,
                     last_seq: 0,
                     last: None,
@@ -651,7 +675,7 @@ impl TelemetrySink for SimSink {
         let token = s
             .endpoints
             .get(index)
-            .map(|e| e.token.clone())
+            .map(|e| token_of(index, &e.facts.id.0))
             .unwrap_or_default();
         Ok(Enrolled {
             endpoint_id: id,
@@ -661,10 +685,10 @@ impl TelemetrySink for SimSink {
 
     fn heartbeat(&mut self, token: &str, body: &[u8]) -> Result<Delivered, NetError> {
         let mut s = self.server.borrow_mut();
-        let v: HeartbeatReport = s.sequenced(token, body)?;
+        let (v, index): (HeartbeatReport, _) = s.sequenced(token, body)?;
         let release = s.state.as_ref().map(|r| r.release.version);
         let now = s.now;
-        let e = s.endpoint(token)?;
+        let e = s.endpoints.get_mut(index).ok_or_else(bad_token)?;
         if Some(v.content_version) == release {
             e.staged.get_or_insert(now);
             e.healthy |= v.confirmed_healthy;
@@ -677,16 +701,15 @@ impl TelemetrySink for SimSink {
 
     fn telemetry(&mut self, token: &str, body: &[u8]) -> Result<Delivered, NetError> {
         let mut s = self.server.borrow_mut();
-        let v: TelemetryReport = s.sequenced(token, body)?;
+        let (v, index): (TelemetryReport, _) = s.sequenced(token, body)?;
         let now = s.now;
-        let index = s.endpoint_index(token)?;
         for d in v.detections {
             let rule = s.intern(&d.rule);
             *s.detections
                 .entry((index, d.release_version, rule))
                 .or_default() += d.count;
         }
-        let e = s.endpoint(token)?;
+        let e = s.endpoints.get_mut(index).ok_or_else(bad_token)?;
         for g in v.guard_events {
             let kind = match g.kind.as_str() {
                 "crash" => GuardReportKind::Crash,
@@ -709,6 +732,34 @@ impl TelemetrySink for SimSink {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_token_is_accepted_only_whole() {
+        let id: [u8; 16] = core::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(9));
+        for index in [0, 7, 10, 99_999, usize::MAX] {
+            let token = token_of(index, &id);
+            assert!(is_token_of(&token, index, &id), "{token}");
+            assert!(!is_token_of(&token[..token.len() - 1], index, &id));
+            assert!(!is_token_of(&format!("{token}0"), index, &id));
+            assert!(!is_token_of(&token.to_uppercase(), index, &id));
+            assert!(!is_token_of(&token, index ^ 1, &id));
+            let mut other = id;
+            other[15] ^= 1;
+            assert!(!is_token_of(&token, index, &other));
+        }
+        // The index as the endpoint_index parse also reads it, but not as written.
+        let token = token_of(7, &id);
+        assert!(!is_token_of(
+            &token.replacen("bwe_7_", "bwe_07_", 1),
+            7,
+            &id
+        ));
+        assert!(!is_token_of(
+            &token.replacen("bwe_7_", "bwe_+7_", 1),
+            7,
+            &id
+        ));
+    }
 
     fn envelope(keys: &Keys, version: u64) -> Vec<u8> {
         let text = "rule\n  id \"r\"\n  title \"t\"\n  author \"a\"\n  level high\n  action alert\n  event process_creation\n  str.contains CommandLine \"m\"\n  ret\nend\n";
