@@ -40,20 +40,67 @@ pub fn position(id: &EndpointId, channel: &str) -> u32 {
 
 /// Where an endpoint stands in a channel's rollouts: its stratum and its [`position`]. Both are
 /// fixed for an endpoint and a channel, and the position costs a SHA-256, so an endpoint that
-/// decides at every poll keeps its placement ([`crate::decide_placed`]).
+/// decides at every poll keeps its placement ([`crate::decide_placed`]). Made only by
+/// [`Placement::of`] and read through its accessors: what it keeps stays consistent.
 #[derive(Debug, Clone)]
 pub struct Placement {
     /// The endpoint.
-    pub id: EndpointId,
+    id: EndpointId,
     /// The channel the position is keyed by.
-    pub channel: String,
+    channel: String,
     /// Its stratum.
-    pub stratum: Stratum,
+    stratum: Stratum,
     /// Its position in the channel's order.
-    pub position: u32,
+    position: u32,
     /// Where its stratum was last found in a [`crate::WaveThresholds`]'s strata (checked
     /// before use: a hint, not a fact).
-    pub stratum_hint: core::cell::Cell<usize>,
+    pub(crate) stratum_hint: core::cell::Cell<usize>,
+    /// The channel's name and the stratum's strings again, in place (when they fit), so that an
+    /// endpoint deciding at every poll compares them without reading its own strings elsewhere
+    /// on the heap (a cache miss each, for each of a fleet's endpoints in the simulator).
+    inline: InlineNames,
+}
+
+/// The bytes of a placement's channel, OS build and hardware class, one after the other.
+#[derive(Debug, Clone)]
+struct InlineNames {
+    bytes: [u8; INLINE_BYTES],
+    /// The lengths of the three; `None` when they do not fit together in `bytes`.
+    lens: Option<[u8; 3]>,
+}
+
+/// What [`InlineNames`] holds: channel names, Windows builds and hardware classes are short.
+const INLINE_BYTES: usize = 64;
+
+impl InlineNames {
+    fn of(parts: [&str; 3]) -> InlineNames {
+        let mut bytes = [0u8; INLINE_BYTES];
+        let mut lens = [0u8; 3];
+        let mut at = 0usize;
+        for (len, part) in lens.iter_mut().zip(parts) {
+            let end = at.saturating_add(part.len());
+            match (bytes.get_mut(at..end), u8::try_from(part.len())) {
+                (Some(dst), Ok(n)) => {
+                    dst.copy_from_slice(part.as_bytes());
+                    *len = n;
+                    at = end;
+                }
+                _ => return InlineNames { bytes, lens: None },
+            }
+        }
+        InlineNames {
+            bytes,
+            lens: Some(lens),
+        }
+    }
+
+    /// Part `which` (0 channel, 1 OS build, 2 hardware class), if they fit.
+    fn part(&self, which: usize) -> Option<&[u8]> {
+        let lens = self.lens?;
+        let start: usize = lens.iter().take(which).map(|&n| usize::from(n)).sum();
+        let len = usize::from(*lens.get(which)?);
+        self.bytes.get(start..start.saturating_add(len))
+    }
 }
 
 /// Placements are equal when they place the same endpoint the same way (the hint aside).
@@ -78,16 +125,56 @@ impl Placement {
             stratum: facts.stratum(),
             position: position(&facts.id, channel),
             stratum_hint: core::cell::Cell::new(0),
+            inline: InlineNames::of([channel, &facts.os_build, &facts.hw_class]),
         }
+    }
+
+    /// The endpoint.
+    #[must_use]
+    pub fn id(&self) -> EndpointId {
+        self.id
+    }
+
+    /// The channel its position is kept for.
+    #[must_use]
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// Its stratum.
+    #[must_use]
+    pub fn stratum(&self) -> &Stratum {
+        &self.stratum
+    }
+
+    /// Its position in its channel's order.
+    #[must_use]
+    pub fn position(&self) -> u32 {
+        self.position
     }
 
     /// Its position in `channel`'s order: the kept one for its own channel, computed otherwise.
     #[must_use]
     pub fn position_in(&self, channel: &str) -> u32 {
-        if self.channel == channel {
+        let own = match self.inline.part(0) {
+            Some(name) => name == channel.as_bytes(),
+            None => self.channel == channel,
+        };
+        if own {
             self.position
         } else {
             position(&self.id, channel)
+        }
+    }
+
+    /// Whether its stratum is `stratum`.
+    #[must_use]
+    pub fn in_stratum(&self, stratum: &Stratum) -> bool {
+        match (self.inline.part(1), self.inline.part(2)) {
+            (Some(os_build), Some(hw_class)) => {
+                os_build == stratum.os_build.as_bytes() && hw_class == stratum.hw_class.as_bytes()
+            }
+            _ => self.stratum == *stratum,
         }
     }
 }
@@ -100,6 +187,51 @@ mod tests {
         let mut b = [0u8; 16];
         b[..8].copy_from_slice(&n.to_le_bytes());
         EndpointId(b)
+    }
+
+    #[test]
+    fn a_placement_compares_its_names_in_place_or_not_alike() {
+        // Names that fit in place, and names too long together (the strings are compared).
+        for (channel, os_build, hw_class) in [
+            ("detections", "26100", "x64-vm"),
+            ("", "", ""),
+            ("c", &"9".repeat(40)[..], &"h".repeat(23)[..]),
+            ("c", &"9".repeat(40)[..], &"h".repeat(24)[..]),
+            (&"n".repeat(300)[..], "26100", "x64-vm"),
+        ] {
+            let facts = EndpointFacts {
+                id: id(3),
+                os_build: os_build.into(),
+                hw_class: hw_class.into(),
+                host_group: "default".into(),
+            };
+            let p = Placement::of(&facts, channel);
+            let fits = channel.len() + os_build.len() + hw_class.len() <= INLINE_BYTES;
+            assert_eq!(
+                p.inline.lens.is_some(),
+                fits,
+                "{channel}/{os_build}/{hw_class}"
+            );
+            assert!(p.in_stratum(&facts.stratum()));
+            assert_eq!(p.position_in(channel), position(&id(3), channel));
+            assert_eq!(
+                p.position_in(&format!("{channel}x")),
+                position(&id(3), &format!("{channel}x"))
+            );
+            for other in [
+                Stratum::new(&format!("{os_build}0"), hw_class),
+                Stratum::new(os_build, &format!("{hw_class}0")),
+                // The same bytes split elsewhere between the two names.
+                Stratum::new(&format!("{os_build}{hw_class}"), ""),
+                Stratum::new("", &format!("{os_build}{hw_class}")),
+            ] {
+                assert_eq!(
+                    p.in_stratum(&other),
+                    other == facts.stratum(),
+                    "{other:?} for {os_build}/{hw_class}"
+                );
+            }
+        }
     }
 
     #[test]

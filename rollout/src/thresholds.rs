@@ -235,11 +235,11 @@ impl WaveThresholds {
         let index = if self
             .strata
             .get(hint)
-            .is_some_and(|s| s.stratum == placement.stratum)
+            .is_some_and(|s| placement.in_stratum(&s.stratum))
         {
             Some(hint)
         } else {
-            let found = self.stratum_index(&placement.stratum);
+            let found = self.stratum_index(placement.stratum());
             if let Some(i) = found {
                 placement.stratum_hint.set(i);
             }
@@ -335,7 +335,7 @@ mod tests {
             host_group: "default".into(),
         };
         let p = Placement::of(&facts, "detections");
-        let pos = p.position;
+        let pos = p.position();
         let make = |strata: &[(&str, [u32; 2])]| WaveThresholds {
             channel: "detections".into(),
             plain: vec![0, WHOLE_FLEET_PPM],
