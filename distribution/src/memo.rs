@@ -106,6 +106,12 @@ impl MetadataMemo {
         MetadataMemo(Some(Arc::new(Mutex::new(Table::default()))))
     }
 
+    /// Whether this is [`MetadataMemo::off`].
+    #[must_use]
+    pub fn is_off(&self) -> bool {
+        self.0.is_none()
+    }
+
     /// How many checks are kept.
     #[must_use]
     pub fn len(&self) -> usize {

@@ -96,16 +96,43 @@ pub struct AgentConfig {
     /// where the kernel's callbacks never fire.
     #[serde(default = "yes")]
     pub health_requires_events: bool,
-    /// Where the metadata's signature checks and parses go: off (the default, and never read
-    /// from a file): each is done. The fleet simulator shares one memo among its agents, so that
-    /// a file checked and parsed by one is not checked again, nor held again, by the next 100,000
-    /// (see [`bulwark_distribution::memo`]).
+    /// Where the metadata's signature checks and parses go, and the signature checks of the
+    /// envelopes the agent opens before staging them: off (the default, and never read from a
+    /// file): each is done. The fleet simulator shares one memo among its agents, so that a file
+    /// checked and parsed by one is not checked again, nor held again, by the next 100,000 (see
+    /// [`bulwark_distribution::memo`]).
     #[serde(skip)]
     pub metadata_memo: MetadataMemo,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// A [`MetadataMemo`] as the loader's [`SignatureMemo`](bulwark_loader_boot_guard::envelope::SignatureMemo):
+/// envelopes' signature checks shared the same way (the agent's, and the fleet simulator's
+/// guards').
+#[derive(Debug)]
+pub struct EnvelopeSignatureMemo(pub MetadataMemo);
+
+impl bulwark_loader_boot_guard::envelope::SignatureMemo for EnvelopeSignatureMemo {
+    fn check(
+        &self,
+        public: &[u8; 32],
+        signature: &[u8; 64],
+        message: &[u8],
+        check: &mut dyn FnMut() -> bool,
+    ) -> bool {
+        use bulwark_distribution::memo::Check;
+        let found = self.0.check(public, signature, message, || {
+            if check() {
+                Check::Valid
+            } else {
+                Check::Invalid
+            }
+        });
+        found == Check::Valid
+    }
 }
 
 /// A pack the agent refused before it reached the driver (or the driver refused).
@@ -282,6 +309,9 @@ pub struct Agent<L, S, T, C, R, D: Storage = DirStorage> {
     /// This endpoint's placement in its channel (stratum and position), kept from its facts once
     /// it is enrolled: the decision at every step needs it, and the position costs a SHA-256.
     placement: Option<Placement>,
+    /// The release engineers' keys envelopes are opened with, parsed once (a key's parse is a
+    /// point decompression).
+    release_keys: Option<TrustedKeys>,
     /// Log lines (the service writes them to its log).
     pub log: Vec<String>,
 }
@@ -376,6 +406,7 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
             admin: AdminControls::default(),
             admin_error: None,
             placement: None,
+            release_keys: None,
             log: Vec::new(),
         })
     }
@@ -444,6 +475,23 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
             last_error: self.last_error.clone(),
             failures: self.failures,
         }
+    }
+
+    /// The release engineers' keys, parsed at the first use (with the memo, if there is one).
+    fn release_keys(&mut self) -> Result<&TrustedKeys, AgentError> {
+        if self.release_keys.is_none() {
+            let mut keys = TrustedKeys::new(&self.config.release_keys)
+                .map_err(|e| AgentError::Other(e.to_string()))?;
+            if !self.config.metadata_memo.is_off() {
+                keys = keys.with_memo(std::sync::Arc::new(EnvelopeSignatureMemo(
+                    self.config.metadata_memo.clone(),
+                )));
+            }
+            self.release_keys = Some(keys);
+        }
+        self.release_keys
+            .as_ref()
+            .ok_or_else(|| AgentError::Other("no release keys".into()))
     }
 
     fn save(&mut self) -> Result<(), AgentError> {
@@ -1009,20 +1057,20 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
                 now,
             );
         }
-        let keys = TrustedKeys::new(&self.config.release_keys)
-            .map_err(|e| AgentError::Other(e.to_string()))?;
         let newest = status
             .content_version
             .max(status.last_known_good.unwrap_or(0));
-        let opened = match bulwark_loader_boot_guard::open(
+        let channel = self.config.channel_number;
+        let opened = bulwark_loader_boot_guard::open(
             &envelope,
-            &keys,
+            self.release_keys()?,
             Admission::Update {
-                channel: self.config.channel_number,
+                channel,
                 newest,
                 quarantine: &[],
             },
-        ) {
+        );
+        let opened = match opened {
             Ok(o) => o,
             Err(e) => return self.reject(version, format!("loader: {e}"), now),
         };
@@ -1233,4 +1281,74 @@ pub fn offline_status(dir: &Path) -> Result<serde_json::Value, AgentError> {
         "spool_dropped": dropped,
         "next_seq": next_seq,
     }))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use bulwark_loader_boot_guard::envelope::SignatureMemo;
+
+    #[test]
+    fn the_envelope_memo_remembers_each_answer_for_its_very_check() {
+        let memo = EnvelopeSignatureMemo(MetadataMemo::shared());
+        let mut calls = 0;
+        let answer = |calls: &mut u32, valid: bool| {
+            *calls += 1;
+            valid
+        };
+        assert!(memo.check(&[1; 32], &[2; 64], b"m", &mut || answer(&mut calls, true)));
+        assert!(memo.check(&[1; 32], &[2; 64], b"m", &mut || answer(&mut calls, false)));
+        assert_eq!(calls, 1, "the second check was remembered");
+        assert!(!memo.check(&[1; 32], &[2; 64], b"n", &mut || answer(&mut calls, false)));
+        assert!(!memo.check(&[1; 32], &[2; 64], b"n", &mut || answer(&mut calls, true)));
+        assert!(memo.check(&[1; 32], &[3; 64], b"m", &mut || answer(&mut calls, true)));
+        assert_eq!(calls, 3);
+    }
+
+    #[test]
+    fn an_envelope_opened_with_the_memo_is_judged_as_without_it() {
+        let secret = [7u8; 32];
+        let public = ed25519_dalek::SigningKey::from_bytes(&secret)
+            .verifying_key()
+            .to_bytes();
+        let text = "rule\n  id \"r\"\n  title \"t\"\n  author \"a\"\n  level high\n  action alert\n  event process_creation\n  str.contains CommandLine \"m\"\n  ret\nend\n";
+        let pack = bulwark_interpreter::text::asm(text).unwrap();
+        let envelope = bulwark_loader_boot_guard::seal(
+            &secret,
+            1,
+            5,
+            bulwark_interpreter::schema_hash(),
+            &pack,
+        )
+        .unwrap();
+        let memo = MetadataMemo::shared();
+        let with_memo = TrustedKeys::new(&[public])
+            .unwrap()
+            .with_memo(std::sync::Arc::new(EnvelopeSignatureMemo(memo.clone())));
+        let plain = TrustedKeys::new(&[public]).unwrap();
+        let open = |bytes: &[u8], keys: &TrustedKeys| {
+            let admission = Admission::Update {
+                channel: 1,
+                newest: 0,
+                quarantine: &[],
+            };
+            format!(
+                "{:?}",
+                bulwark_loader_boot_guard::open(bytes, keys, admission).map(|o| o.id)
+            )
+        };
+        let genuine = open(&envelope, &with_memo);
+        assert!(genuine.starts_with("Ok("), "{genuine}");
+        assert_eq!(memo.len(), 1);
+        // Every byte flipped, the genuine check remembered: each refused as without the memo.
+        for i in 0..envelope.len() {
+            let mut bad = envelope.clone();
+            bad[i] ^= 0x01;
+            let found = open(&bad, &with_memo);
+            assert!(!found.starts_with("Ok("), "byte {i}: {found}");
+            assert_eq!(found, open(&bad, &plain), "byte {i}");
+        }
+        assert_eq!(open(&envelope, &with_memo), genuine);
+    }
 }

@@ -21,12 +21,11 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use bulwark_distribution::memo::Check;
 use bulwark_distribution::MetadataMemo;
 use bulwark_loader_boot_guard::{Config as GuardConfig, TrustedKeys};
 use bulwark_rollout::controller::ControllerEvent;
 use bulwark_rollout::Status;
-use bulwark_service::agent::{Agent, AgentConfig, Clock, Random};
+use bulwark_service::agent::{Agent, AgentConfig, Clock, EnvelopeSignatureMemo, Random};
 use bulwark_service::storage::MemoryStorage;
 
 use crate::activity::{Activity, Running, StormRule, RULES};
@@ -244,29 +243,6 @@ pub enum SimError {
     NotGood(String),
 }
 
-/// The fleet's signature memo, as the guards' (their envelopes' checks).
-#[derive(Debug)]
-struct GuardMemo(MetadataMemo);
-
-impl bulwark_loader_boot_guard::envelope::SignatureMemo for GuardMemo {
-    fn check(
-        &self,
-        public: &[u8; 32],
-        signature: &[u8; 64],
-        message: &[u8],
-        check: &mut dyn FnMut() -> bool,
-    ) -> bool {
-        let found = self.0.check(public, signature, message, || {
-            if check() {
-                Check::Valid
-            } else {
-                Check::Invalid
-            }
-        });
-        found == Check::Valid
-    }
-}
-
 /// A run of `scenario` seeded with `seed`.
 pub struct Sim {
     scenario: Scenario,
@@ -332,7 +308,9 @@ impl Sim {
         let trusted = Rc::new(
             TrustedKeys::new(&[keys.release_public()])
                 .map_err(|e| SimError::Agent(e.to_string()))?
-                .with_memo(std::sync::Arc::new(GuardMemo(metadata_memo.clone()))),
+                .with_memo(std::sync::Arc::new(EnvelopeSignatureMemo(
+                    metadata_memo.clone(),
+                ))),
         );
         let health = if scenario.rollout.health_analysis {
             scenario.rollout.health.clone()
