@@ -175,6 +175,16 @@ pub fn encode(state: &State) -> Vec<u8> {
 /// Encodes a state as a record into `buf` (no allocation: the guard writes records from a
 /// buffer on the stack, on the driver's large stack).
 pub fn encode_into(state: &State, buf: &mut [u8; RECORD_BYTES]) {
+    encode_body_into(state, buf);
+    let crc = crc32(buf.get(..CRC_AT).unwrap_or(&[]));
+    if let Some(dst) = buf.get_mut(CRC_AT..RECORD_BYTES) {
+        dst.copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// [`encode_into`] but the CRC, left zero: what [`decode`] compares a record's checked bytes
+/// with.
+fn encode_body_into(state: &State, buf: &mut [u8; RECORD_BYTES]) {
     buf.fill(0);
     let mut w = W { buf, at: 0 };
     w.put(&MAGIC);
@@ -211,10 +221,6 @@ pub fn encode_into(state: &State, buf: &mut [u8; RECORD_BYTES]) {
         w.put(&[e.attempts, 0]);
         w.put(&e.detail.to_le_bytes());
         w.id(&e.content);
-    }
-    let crc = crc32(buf.get(..CRC_AT).unwrap_or(&[]));
-    if let Some(dst) = buf.get_mut(CRC_AT..RECORD_BYTES) {
-        dst.copy_from_slice(&crc.to_le_bytes());
     }
 }
 
@@ -368,9 +374,20 @@ pub fn decode(bytes: &[u8]) -> Result<Box<State>, RecordError> {
     }
     state.set_raw_lengths(qlen, next_event);
     // Exactly what this guard writes for that state, byte for byte: unused entries, absent slots
-    // and reserved bytes are zero, so no two byte strings decode to the same record.
-    let canonical = encode(&state);
-    if let Some(offset) = canonical.iter().zip(bytes).position(|(a, b)| a != b) {
+    // and reserved bytes are zero, so no two byte strings decode to the same record. The CRC
+    // needs no second look: it was checked against these very bytes above. Compared as slices
+    // first (a vectorized compare), then searched for the offset only when they differ.
+    let mut canonical = alloc::vec![0u8; RECORD_BYTES];
+    if let Ok(record) = <&mut [u8; RECORD_BYTES]>::try_from(canonical.as_mut_slice()) {
+        encode_body_into(&state, record);
+    }
+    let (ours, theirs) = (canonical.get(..CRC_AT), bytes.get(..CRC_AT));
+    if ours != theirs {
+        let offset = canonical
+            .iter()
+            .zip(bytes)
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
         return Err(RecordError::NonCanonical { offset });
     }
     check(&state)?;
