@@ -767,16 +767,24 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
         let Some(token) = self.state.enrolled.as_ref().map(|e| e.token.clone()) else {
             return Ok(());
         };
-        while let Some(m) = self.spool.oldest()? {
-            let r = match m.kind {
-                Kind::Heartbeat => self.sink.heartbeat(&token, &m.body),
-                Kind::Telemetry => self.sink.telemetry(&token, &m.body),
-            };
-            match r? {
-                Delivered::Stored | Delivered::Replayed => self.spool.delivered(m.seq)?,
+        let sink = &mut self.sink;
+        loop {
+            let sent = self.spool.with_oldest(|m| {
+                m.map(|m| {
+                    let r = match m.kind {
+                        Kind::Heartbeat => sink.heartbeat(&token, &m.body),
+                        Kind::Telemetry => sink.telemetry(&token, &m.body),
+                    };
+                    r.map(|delivered| (m.seq, delivered))
+                })
+            })?;
+            match sent {
+                None => return Ok(()),
+                Some(r) => match r? {
+                    (seq, Delivered::Stored | Delivered::Replayed) => self.spool.delivered(seq)?,
+                },
             }
         }
-        Ok(())
     }
 
     fn update_metadata(&mut self, now: u64) -> Result<(), AgentError> {

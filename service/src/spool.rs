@@ -74,6 +74,11 @@ pub trait SpoolStore {
     fn push<B: Serialize + ?Sized>(&mut self, kind: Kind, body: &B) -> Result<u64, SpoolError>;
     /// The oldest message not yet delivered.
     fn oldest(&self) -> Result<Option<Message>, SpoolError>;
+    /// `f` of the oldest message not yet delivered, lent where the spool holds it when it can
+    /// be (the agent sends each message once: no copy of it is needed).
+    fn with_oldest<R>(&self, f: impl FnOnce(Option<&Message>) -> R) -> Result<R, SpoolError> {
+        Ok(f(self.oldest()?.as_ref()))
+    }
     /// The server has message `seq`: forget it.
     fn delivered(&mut self, seq: u64) -> Result<(), SpoolError>;
     /// Messages waiting.
@@ -323,6 +328,9 @@ impl SpoolStore for MemorySpool {
     fn oldest(&self) -> Result<Option<Message>, SpoolError> {
         Ok(self.inner.borrow().messages.front().cloned())
     }
+    fn with_oldest<R>(&self, f: impl FnOnce(Option<&Message>) -> R) -> Result<R, SpoolError> {
+        Ok(f(self.inner.borrow().messages.front()))
+    }
     fn delivered(&mut self, seq: u64) -> Result<(), SpoolError> {
         let mut m = self.inner.borrow_mut();
         if let Some(i) = m.messages.iter().position(|x| x.seq == seq) {
@@ -440,6 +448,8 @@ mod tests {
                     s.delivered(m.seq).unwrap();
                 }
             }
+            // Lent in place or read out, the same message.
+            assert_eq!(s.with_oldest(|m| m.cloned()).unwrap(), s.oldest().unwrap());
             seen.push((
                 s.len().unwrap(),
                 s.dropped().unwrap(),
