@@ -6,6 +6,8 @@
 //! event builders fill in (one struct per event type with one member per field), so the sensor
 //! cannot produce an event that disagrees with what content was verified against.
 
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use sha2::{Digest, Sha256};
 
 /// The type of a field's value.
@@ -317,7 +319,48 @@ pub const MAX_FIELDS: u8 = 64;
 /// A stable hash of the whole schema: event type ids and names, and every field's index, name and
 /// type. A pack records the hash of the schema it was built for; the verifier refuses a pack whose
 /// hash differs from the running sensor's.
+///
+/// Computed once per process (the schema is fixed at build time) and kept in [`SCHEMA_HASH`]: a
+/// pack's verification, every envelope a guard opens and every status the service reads compare
+/// against it.
 pub fn schema_hash() -> [u8; 32] {
+    SCHEMA_HASH.get()
+}
+
+/// [`schema_hash`], once computed: four words, published by `ready` (a thread that finds it not
+/// ready computes the hash and stores it; threads racing to do so store the same words).
+struct SchemaHashCell {
+    words: [AtomicU64; 4],
+    ready: AtomicBool,
+}
+
+static SCHEMA_HASH: SchemaHashCell = SchemaHashCell {
+    words: [const { AtomicU64::new(0) }; 4],
+    ready: AtomicBool::new(false),
+};
+
+impl SchemaHashCell {
+    fn get(&self) -> [u8; 32] {
+        if !self.ready.load(Ordering::Acquire) {
+            let hash = compute_schema_hash();
+            for (word, bytes) in self.words.iter().zip(hash.chunks_exact(8)) {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(bytes);
+                word.store(u64::from_le_bytes(w), Ordering::Relaxed);
+            }
+            self.ready.store(true, Ordering::Release);
+            return hash;
+        }
+        let mut hash = [0u8; 32];
+        for (bytes, word) in hash.chunks_exact_mut(8).zip(&self.words) {
+            bytes.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+        }
+        hash
+    }
+}
+
+/// [`schema_hash`], computed.
+fn compute_schema_hash() -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"bulwark-schema-v1\n");
     for t in EventType::ALL {
@@ -395,6 +438,17 @@ mod tests {
         for (val, def) in v.iter().zip(ProcessCreation::FIELDS) {
             assert!(val.ty().is_none() || val.ty() == Some(def.ty));
         }
+    }
+
+    #[test]
+    fn schema_hash_is_kept_as_computed() {
+        let computed = compute_schema_hash();
+        // The first call may compute it or find it kept (tests run in parallel); later calls read
+        // the kept words, which must give back the same bytes in the same order.
+        for _ in 0..3 {
+            assert_eq!(schema_hash(), computed);
+        }
+        assert!(SCHEMA_HASH.ready.load(Ordering::Acquire));
     }
 
     #[test]
