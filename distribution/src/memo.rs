@@ -24,7 +24,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use crate::error::Error;
 use crate::metadata::{Metadata, Role};
@@ -47,6 +47,9 @@ pub(crate) struct Parsed<M> {
     pub(crate) body: Arc<M>,
     pub(crate) signed_sha256: [u8; 32],
     pub(crate) text: Arc<str>,
+    /// Set once the body passed its own validation (a root's [`Root::validate`](crate::Root)):
+    /// a function of the body alone, so a body shared through the memo is validated once.
+    pub(crate) validated: OnceLock<()>,
 }
 
 /// A parsed file kept: its role, its text and the `Arc<Parsed<M>>` of the role's type.
@@ -184,6 +187,7 @@ impl MetadataMemo {
                 body: Arc::new(body),
                 signed_sha256,
                 text: Arc::from(file),
+                validated: OnceLock::new(),
             }))
         };
         let Some(table) = &self.0 else {

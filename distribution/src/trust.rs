@@ -5,7 +5,7 @@ use bulwark_rollout::{Policy, RolloutState, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, PackHash};
-use crate::memo::MetadataMemo;
+use crate::memo::{MetadataMemo, Parsed};
 use crate::metadata::{Metadata, Releases, Role, Rollout, Root};
 use crate::signed::check_signatures;
 use std::sync::Arc;
@@ -255,7 +255,7 @@ impl TrustState {
     /// going through `memo`.
     pub fn bootstrap_with(root_file: &str, memo: MetadataMemo) -> Result<TrustState, Error> {
         let parsed = memo.parse::<Root>(root_file)?;
-        parsed.body.validate()?;
+        validate_root(&parsed)?;
         check_signatures(Role::Root, &parsed.signed, &parsed.body, &memo)?;
         Ok(TrustState {
             root: Trusted {
@@ -307,7 +307,7 @@ impl TrustState {
             });
         }
         check_signatures(Role::Root, signed, &self.root.body, &self.memo)?;
-        body.validate()?;
+        validate_root(&parsed)?;
         check_signatures(Role::Root, signed, body, &self.memo)?;
         if body.role(Role::Releases) != self.root.body.role(Role::Releases) {
             self.releases = None;
@@ -479,4 +479,16 @@ impl TryFrom<PersistedTrust> for TrustState {
     fn try_from(persisted: PersistedTrust) -> Result<TrustState, Error> {
         TrustState::restore(&persisted)
     }
+}
+
+/// `parsed`'s root validated ([`Root::validate`]): once per parsed body, which a memo shares
+/// among the endpoints given the same file (without a memo every parse is a body of its own, so
+/// every bootstrap and update validates).
+fn validate_root(parsed: &Parsed<Root>) -> Result<(), Error> {
+    if parsed.validated.get().is_none() {
+        parsed.body.validate()?;
+        // Another thread may have set it meanwhile: the same answer for the same body.
+        let _ = parsed.validated.set(());
+    }
+    Ok(())
 }

@@ -1,8 +1,8 @@
 //! The file format, root validation, and refusals before any signature is checked.
 
 use bulwark_distribution::{
-    sign, Error, KeyId, Releases, Role, Root, RootError, SignedFile, Timestamp, TrustState, Update,
-    MAX_FILE_BYTES,
+    sign, Error, KeyId, MetadataMemo, Releases, Role, Root, RootError, SignedFile, Timestamp,
+    TrustState, Update, MAX_FILE_BYTES,
 };
 use ed25519_dalek::SigningKey;
 use sha2::{Digest, Sha256};
@@ -77,7 +77,18 @@ fn root_signed_by_one_holder_after_another() {
 
 #[test]
 fn invalid_roots_are_refused() {
-    let bootstrap = |root: &Root| TrustState::bootstrap(&sign(root, &[&key(1), &key(2)]).unwrap());
+    // Without a memo, and through one shared memo (which shares a parsed root's body and whether
+    // it passed validation): refused alike, and again the second time the memo is given it.
+    let memo = MetadataMemo::shared();
+    let bootstrap = |root: &Root| {
+        let file = sign(root, &[&key(1), &key(2)]).unwrap();
+        let alone = TrustState::bootstrap(&file).err();
+        for _ in 0..2 {
+            assert_eq!(TrustState::bootstrap_with(&file, memo.clone()).err(), alone);
+        }
+        TrustState::bootstrap(&file)
+    };
+    assert!(bootstrap(&root(1)).is_ok());
     let missing = Root::new(1, Timestamp(1_000))
         .with_role(Role::Root, &[public(1), public(2)], 2)
         .with_role(Role::Releases, &[public(11)], 1);
