@@ -764,7 +764,8 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
 
     /// Sends the spool oldest first; stops at the first failure (kept for the next step).
     pub fn flush(&mut self) -> Result<(), AgentError> {
-        let Some(token) = self.state.enrolled.as_ref().map(|e| e.token.clone()) else {
+        // Borrowed, not copied: the spool and the sink are other fields.
+        let Some(token) = self.state.enrolled.as_ref().map(|e| e.token.as_str()) else {
             return Ok(());
         };
         let sink = &mut self.sink;
@@ -772,8 +773,8 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
             let sent = self.spool.with_oldest(|m| {
                 m.map(|m| {
                     let r = match m.kind {
-                        Kind::Heartbeat => sink.heartbeat(&token, &m.body),
-                        Kind::Telemetry => sink.telemetry(&token, &m.body),
+                        Kind::Heartbeat => sink.heartbeat(token, &m.body),
+                        Kind::Telemetry => sink.telemetry(token, &m.body),
                     };
                     r.map(|delivered| (m.seq, delivered))
                 })

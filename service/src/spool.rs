@@ -308,6 +308,14 @@ impl MemorySpool {
     }
 }
 
+impl MemorySpool {
+    /// Where its messages are held (shared by its clones), opaque: for a caller that wants it in
+    /// the caches before the next push (the fleet simulator's look-ahead over 100,000 agents).
+    pub fn held(&self) -> &impl Sized {
+        &*self.inner
+    }
+}
+
 impl SpoolStore for MemorySpool {
     fn push<B: Serialize + ?Sized>(&mut self, kind: Kind, body: &B) -> Result<u64, SpoolError> {
         let mut m = self.inner.borrow_mut();
@@ -337,6 +345,12 @@ impl SpoolStore for MemorySpool {
             if let Some(x) = m.messages.remove(i) {
                 m.bytes = m.bytes.saturating_sub(x.body.len() as u64);
             }
+        }
+        if m.messages.is_empty() {
+            // Its buffer given back: the next push takes one the allocator just freed (warm),
+            // not this spool's own, untouched since its last push (the simulator steps 100,000
+            // agents in turn, and each step's push missed the caches there).
+            m.messages = VecDeque::new();
         }
         Ok(())
     }
@@ -457,7 +471,29 @@ mod tests {
                 s.oldest().unwrap().map(|m| m.seq),
             ));
         }
+        // Everything delivered (the memory spool then gives its buffer back), then more pushed.
+        while let Some(m) = s.oldest().unwrap() {
+            s.delivered(m.seq).unwrap();
+        }
+        for i in 0..3u64 {
+            s.push(Kind::Heartbeat, &serde_json::json!({"after": i}))
+                .unwrap();
+            seen.push((
+                s.len().unwrap(),
+                s.dropped().unwrap(),
+                s.next_seq().unwrap(),
+                s.oldest().unwrap().map(|m| m.seq),
+            ));
+        }
         seen
+    }
+
+    #[test]
+    fn memory_spool_clones_hold_the_same_messages() {
+        let a = MemorySpool::new(400);
+        let b = a.clone();
+        assert!(core::ptr::eq(a.held(), b.held()));
+        assert!(!core::ptr::eq(a.held(), MemorySpool::new(400).held()));
     }
 
     #[test]
