@@ -450,6 +450,22 @@ impl SimServer {
         Ok(events)
     }
 
+    /// Asks the processor for the parts of endpoint `index`'s record its next report reads
+    /// (the engine's look-ahead): its id, against the token, and its sequence and health.
+    pub fn touch(&self, index: usize) {
+        if let Some(e) = self.endpoints.get(index) {
+            crate::engine::prefetch(&e.facts.id);
+            crate::engine::prefetch(&e.last_seq);
+            crate::engine::prefetch(&e.staged);
+        }
+    }
+
+    /// [`SimServer::endpoint_index`], for the engine's tests.
+    #[cfg(test)]
+    pub(crate) fn endpoint_index_of(&self, token: &str) -> Result<usize, NetError> {
+        self.endpoint_index(token)
+    }
+
     /// The index of the endpoint holding `token` (`bwe_{index}_{id}`): found by the index it
     /// names, and only if the whole token is that endpoint's.
     fn endpoint_index(&self, token: &str) -> Result<usize, NetError> {
