@@ -320,8 +320,8 @@ pub const MAX_FIELDS: u8 = 64;
 /// type. A pack records the hash of the schema it was built for; the verifier refuses a pack whose
 /// hash differs from the running sensor's.
 ///
-/// Computed once per process (the schema is fixed at build time) and kept in [`SCHEMA_HASH`]: a
-/// pack's verification, every envelope a guard opens and every status the service reads compare
+/// Computed once per process (the schema is fixed at build time) and kept: a pack's
+/// verification, every envelope a guard opens and every status the service reads compare
 /// against it.
 pub fn schema_hash() -> [u8; 32] {
     SCHEMA_HASH.get()

@@ -306,9 +306,7 @@ impl MemorySpool {
             max_bytes,
         }
     }
-}
 
-impl MemorySpool {
     /// Where its messages are held (shared by its clones), opaque: for a caller that wants it in
     /// the caches before the next push (the fleet simulator's look-ahead over 100,000 agents).
     pub fn held(&self) -> &impl Sized {
