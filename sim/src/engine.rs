@@ -201,9 +201,8 @@ impl FleetAgent {
         let FleetAgent::InProcess(a) = self else {
             return None;
         };
-        let token = &a.state().enrolled.as_ref()?.token;
-        let (index, _) = token.strip_prefix("bwe_")?.split_once('_')?;
-        index.parse().ok()
+        let index = crate::server::index_named_by(&a.state().enrolled.as_ref()?.token)?;
+        u32::try_from(index).ok()
     }
 }
 

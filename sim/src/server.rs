@@ -469,11 +469,7 @@ impl SimServer {
     /// The index of the endpoint holding `token` (`bwe_{index}_{id}`): found by the index it
     /// names, and only if the whole token is that endpoint's.
     fn endpoint_index(&self, token: &str) -> Result<usize, NetError> {
-        let index = token
-            .strip_prefix("bwe_")
-            .and_then(|t| t.split_once('_'))
-            .and_then(|(i, _)| i.parse::<usize>().ok())
-            .ok_or_else(bad_token)?;
+        let index = index_named_by(token).ok_or_else(bad_token)?;
         self.endpoints
             .get(index)
             .filter(|e| is_token_of(token, index, &e.facts.id.0))
@@ -511,6 +507,12 @@ impl SimServer {
         e.last = Some((now, false));
         Ok((v, index))
     }
+}
+
+/// The index a bearer token names (`bwe_{index}_{id}`), whether or not it is that endpoint's.
+pub(crate) fn index_named_by(token: &str) -> Option<usize> {
+    let (index, _) = token.strip_prefix("bwe_")?.split_once('_')?;
+    index.parse().ok()
 }
 
 /// The bearer token of endpoint `index` with id `id`.
