@@ -63,6 +63,23 @@ struct Heard {
     healthy: bool,
     /// Whether it reported guard events ([`Endpoint::guard_events`]).
     guard_events: bool,
+    /// Whether it reported detections ([`SimServer::detections`]).
+    detections: bool,
+}
+
+/// One endpoint's detection counts: (release version, rule index, count), in that order.
+type DetectionCounts = SmallVec<[(u64, u32, u64); 2]>;
+
+/// Adds `n` detections of `rule` on release `version` to `counts`, kept in order.
+fn add_detections(counts: &mut DetectionCounts, version: u64, rule: u32, n: u64) {
+    match counts.binary_search_by_key(&(version, rule), |&(v, r, _)| (v, r)) {
+        Ok(k) => {
+            if let Some(c) = counts.get_mut(k) {
+                c.2 += n;
+            }
+        }
+        Err(k) => counts.insert(k, (version, rule, n)),
+    }
 }
 
 /// [`Heard::wave`] of an endpoint in no wave.
@@ -80,6 +97,7 @@ impl Heard {
             staged_known: false,
             healthy: false,
             guard_events: false,
+            detections: false,
         }
         .in_wave(wave)
     }
@@ -271,10 +289,10 @@ pub struct SimServer {
     endpoints: Vec<Endpoint>,
     /// What the controller's tick reads of each endpoint (`heard[i]` is `endpoints[i]`'s).
     heard: Vec<Heard>,
-    /// Every endpoint's detections: by endpoint index, release version and rule (its index in
-    /// `rule_names`), the count. One map for the fleet, walked in endpoint order at each tick,
-    /// rather than a map in each endpoint chased at every tick.
-    detections: BTreeMap<(usize, u64, u32), u64>,
+    /// Each endpoint's detections (`detections[i]` is `endpoints[i]`'s): by release version and
+    /// rule (its index in `rule_names`), the count, in that order. A tick reads the lists of the
+    /// endpoints whose [`Heard::detections`] says they have some, in endpoint order.
+    detections: Vec<DetectionCounts>,
     /// Rule ids as reported, each once (the few rules of a fleet, shared by every count).
     rule_names: Vec<Rc<str>>,
     /// Each rule id's index in `rule_names`.
@@ -318,7 +336,7 @@ impl SimServer {
             policies: PolicyTable::default(),
             endpoints: Vec::new(),
             heard: Vec::new(),
-            detections: BTreeMap::new(),
+            detections: Vec::new(),
             rule_names: Vec::new(),
             rule_index: HashMap::new(),
             enrolled: BTreeMap::new(),
@@ -458,40 +476,45 @@ impl SimServer {
             .baseline_version
             .and_then(|v| self.rules.get(&v))
             .unwrap_or(&no_rules);
-        // Every endpoint's detections in one arena (one allocation a tick, not one an endpoint),
-        // in endpoint order as the map holds them; `spans[i]` is endpoint i's.
-        let mut arena: Vec<(u64, &str, u64)> = Vec::with_capacity(self.detections.len());
-        let mut spans: Vec<(usize, usize)> = vec![(0, 0); self.endpoints.len()];
-        for (&(i, v, rule), &n) in &self.detections {
-            let name = self
-                .rule_names
-                .get(rule as usize)
-                .map_or("", |r| r.as_ref());
-            if let Some(span) = spans.get_mut(i) {
-                if span.1 == 0 {
-                    span.0 = arena.len();
-                }
-                arena.push((v, name, n));
-                span.1 = arena.len();
-            }
-        }
-        let endpoints = &self.endpoints;
-        let reports = self
+        // The detections of every endpoint that has some, in one arena (one allocation a tick,
+        // not one an endpoint), in endpoint order; `spans[k]` is (endpoint, its part).
+        let mut arena: Vec<(u64, &str, u64)> = Vec::new();
+        let mut spans: Vec<(usize, usize, usize)> = Vec::new();
+        for (i, (_, counts)) in self
             .heard
             .iter()
-            .zip(&spans)
+            .zip(&self.detections)
             .enumerate()
-            .filter_map(|(i, (h, &(a, b)))| {
-                Some(EndpointReports {
-                    wave: h.wave(),
-                    heard: h.observed()?,
-                    guard_events: match endpoints.get(i) {
-                        Some(e) if h.guard_events => &e.guard_events,
-                        _ => &[],
-                    },
-                    detections: arena.get(a..b).unwrap_or(&[]),
-                })
-            });
+            .filter(|(_, (h, _))| h.detections)
+        {
+            let a = arena.len();
+            for &(v, rule, n) in counts {
+                let name = self
+                    .rule_names
+                    .get(rule as usize)
+                    .map_or("", |r| r.as_ref());
+                arena.push((v, name, n));
+            }
+            spans.push((i, a, arena.len()));
+        }
+        let endpoints = &self.endpoints;
+        let mut spans = spans.into_iter().peekable();
+        let reports = self.heard.iter().enumerate().filter_map(|(i, h)| {
+            // Taken in endpoint order whether or not the endpoint is reported on.
+            let detections = match spans.next_if(|&(e, _, _)| e == i) {
+                Some((_, a, b)) => arena.get(a..b).unwrap_or(&[]),
+                None => &[],
+            };
+            Some(EndpointReports {
+                wave: h.wave(),
+                heard: h.observed()?,
+                guard_events: match endpoints.get(i) {
+                    Some(e) if h.guard_events => &e.guard_events,
+                    _ => &[],
+                },
+                detections,
+            })
+        });
         let obs = observe(
             state,
             reports,
@@ -750,6 +773,7 @@ impl TelemetrySink for SimSink {
                     guard_events: SmallVec::new(),
                 });
                 s.heard.push(Heard::new(wave));
+                s.detections.push(DetectionCounts::new());
                 s.enrolled.insert(id.clone(), i);
                 i
             }
@@ -788,11 +812,15 @@ impl TelemetrySink for SimSink {
         let mut s = self.server.borrow_mut();
         let (v, index): (TelemetryReport, _) = s.sequenced(token, body)?;
         let now = s.now;
-        for d in v.detections {
-            let rule = s.intern(&d.rule);
-            *s.detections
-                .entry((index, d.release_version, rule))
-                .or_default() += d.count;
+        if !v.detections.is_empty() {
+            for d in v.detections {
+                let rule = s.intern(&d.rule);
+                let counts = s.detections.get_mut(index).ok_or_else(bad_token)?;
+                add_detections(counts, d.release_version, rule, d.count);
+            }
+            if let Some(h) = s.heard.get_mut(index) {
+                h.detections = true;
+            }
         }
         let e = s.endpoints.get_mut(index).ok_or_else(bad_token)?;
         for g in v.guard_events {
@@ -821,6 +849,15 @@ impl TelemetrySink for SimSink {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn an_endpoints_detections_are_summed_by_release_and_rule_in_order() {
+        let mut counts = DetectionCounts::new();
+        for (version, rule, n) in [(2, 5, 1), (1, 9, 2), (2, 0, 4), (2, 5, 3), (1, 9, 0)] {
+            add_detections(&mut counts, version, rule, n);
+        }
+        assert_eq!(counts.as_slice(), &[(1, 9, 2), (2, 0, 4), (2, 5, 4)]);
+    }
 
     #[test]
     fn a_token_is_accepted_only_whole() {
