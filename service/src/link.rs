@@ -19,7 +19,7 @@ pub struct DriverStatus {
     pub schema_hash: [u8; 32],
     /// Per event type, the number of fields the driver's schema has (the interpreter's schema
     /// is the one compiled into both; the status reply carries only the hash today).
-    pub field_counts: Vec<(String, usize)>,
+    pub field_counts: &'static [(&'static str, usize)],
     /// The running content's version (0: none).
     pub content_version: u64,
     /// Where it came from.
@@ -127,12 +127,16 @@ pub trait DriverLink {
     fn detections(&mut self) -> Result<Vec<Detection>, LinkError>;
 }
 
-/// The per-type field counts of the interpreter's schema (the schema the driver was built with).
-pub fn schema_field_counts() -> Vec<(String, usize)> {
-    bulwark_interpreter::EventType::ALL
-        .iter()
-        .map(|t| (t.name().to_owned(), t.fields().len()))
-        .collect()
+/// The per-type field counts of the interpreter's schema (the schema the driver was built with),
+/// listed once per process: a status carries them at every step of the agent.
+pub fn schema_field_counts() -> &'static [(&'static str, usize)] {
+    static COUNTS: std::sync::OnceLock<Vec<(&'static str, usize)>> = std::sync::OnceLock::new();
+    COUNTS.get_or_init(|| {
+        bulwark_interpreter::EventType::ALL
+            .iter()
+            .map(|t| (t.name(), t.fields().len()))
+            .collect()
+    })
 }
 
 struct Device {

@@ -59,15 +59,6 @@ impl SimLink {
     }
 }
 
-/// The schema's hash and each event type's field count, as the driver's status reports them.
-type Schema = ([u8; 32], Vec<(String, usize)>);
-
-/// The sensor's schema as its status reports it: the driver computes it once, at load.
-fn schema() -> &'static Schema {
-    static SCHEMA: std::sync::OnceLock<Schema> = std::sync::OnceLock::new();
-    SCHEMA.get_or_init(|| (bulwark_interpreter::schema_hash(), schema_field_counts()))
-}
-
 fn down() -> LinkError {
     LinkError::Unsupported("the machine is down")
 }
@@ -100,8 +91,8 @@ impl DriverLink for SimLink {
             _ => ContentSource::None,
         };
         Ok(DriverStatus {
-            schema_hash: schema().0,
-            field_counts: schema().1.clone(),
+            schema_hash: bulwark_interpreter::schema_hash(),
+            field_counts: schema_field_counts(),
             content_version: n.machine.running().map_or(0, |c| c.version),
             source,
             last_known_good: state.and_then(|s| s.lkg).map(|c| c.version),
