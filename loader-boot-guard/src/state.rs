@@ -260,32 +260,38 @@ impl Decision {
 }
 
 /// The guard's durable state: what [`crate::record`] encodes in each record slot.
+///
+/// Laid out in this order (`repr(C)`): what every status and boot reads (the content ids, what
+/// is running, the event count) in the first three cache lines, the rings after them; the
+/// compiler's own order put them 3 KiB apart, across four lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[repr(C)]
 pub struct State {
+    /// Last-known-good content.
+    pub lkg: Option<ContentId>,
+    /// The candidate: staged, not yet blessed or quarantined.
+    pub candidate: Option<ContentId>,
+    /// The sequence number the next event gets.
+    next_event: u64,
     /// The record's sequence number (the newer of the two valid slots wins).
     pub seq: u64,
-    /// The update channel.
-    pub channel: u32,
     /// The newest content version ever accepted on the channel (anti-downgrade).
     pub newest: u64,
     /// Boots seen.
     pub boots: u64,
-    /// Last-known-good content.
-    pub lkg: Option<ContentId>,
+    /// The update channel.
+    pub channel: u32,
     /// Unfinished runs of last-known-good in a row (each boot with it counts one, a clean
     /// shutdown or the stable period takes it back).
     pub lkg_attempts: u8,
-    /// The candidate: staged, not yet blessed or quarantined.
-    pub candidate: Option<ContentId>,
     /// Failed or unfinished boots with the candidate (counted before it loads, taken back by a
     /// clean shutdown).
     pub attempts: u8,
     /// What is running.
     pub active: Active,
-    quarantine: [ContentId; MAX_QUARANTINE],
     quarantine_len: u8,
+    quarantine: [ContentId; MAX_QUARANTINE],
     events: [Event; MAX_EVENTS],
-    next_event: u64,
 }
 
 impl State {

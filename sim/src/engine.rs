@@ -25,7 +25,9 @@ use bulwark_distribution::MetadataMemo;
 use bulwark_loader_boot_guard::{Config as GuardConfig, TrustedKeys};
 use bulwark_rollout::controller::ControllerEvent;
 use bulwark_rollout::Status;
-use bulwark_service::agent::{Agent, AgentConfig, Clock, EnvelopeSignatureMemo, Random};
+use bulwark_service::agent::{
+    Agent, AgentConfig, Clock, EnvelopeSignatureMemo, FieldVisitor, Random,
+};
 use bulwark_service::storage::MemoryStorage;
 
 use crate::activity::{Activity, Running, StormRule, RULES};
@@ -159,6 +161,15 @@ impl Backend {
 /// for it (a hint: nothing is read, nothing can fault).
 pub(crate) fn prefetch<T>(x: &T) {
     prefetch_index::prefetch_index(core::slice::from_ref(x), 0);
+}
+
+/// Asks for each field an agent shows (see [`Sim::touch_ahead`]).
+struct Prefetch;
+
+impl FieldVisitor for Prefetch {
+    fn field<F>(&mut self, field: &F) {
+        prefetch(field);
+    }
 }
 
 /// An endpoint's agent, over the run's transport.
@@ -677,11 +688,11 @@ impl Sim {
             _ => None,
         };
         if let Some(FleetAgent::InProcess(a)) = endpoint(2).map(|e| &e.agent) {
-            prefetch(a.state());
-            prefetch(a.spool());
+            a.show_fields(&mut Prefetch);
         }
         if let Some(e) = endpoint(1) {
             std::hint::black_box(e.epoch);
+            prefetch(&*e.node);
             self.backend.touch(e.server_index as usize);
             if let FleetAgent::InProcess(a) = &e.agent {
                 if let Some(enrolled) = &a.state().enrolled {
@@ -691,7 +702,10 @@ impl Sim {
             }
         }
         if let Some(e) = endpoint(0) {
-            std::hint::black_box(e.node.try_borrow().map(|n| n.now).ok());
+            if let Ok(n) = e.node.try_borrow() {
+                std::hint::black_box(n.now);
+                n.machine.touch();
+            }
         }
     }
 

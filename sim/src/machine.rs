@@ -295,6 +295,18 @@ impl Machine {
         self.guard.as_ref().and_then(|r| r.as_ref().ok())
     }
 
+    /// Asks the processor for what a step reads of the guard's state (the engine's look-ahead):
+    /// its content ids, what is running, the event count.
+    pub fn touch(&self) {
+        if let Some(g) = self.guard() {
+            // Its first three lines (see `State`'s layout).
+            let s = g.state();
+            crate::engine::prefetch(s);
+            crate::engine::prefetch(&s.seq);
+            crate::engine::prefetch(&s.active);
+        }
+    }
+
     fn guard_mut(&mut self) -> Option<&mut Guard<FaultyStore>> {
         self.guard.as_mut().and_then(|r| r.as_mut().ok())
     }
