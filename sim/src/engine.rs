@@ -699,6 +699,14 @@ impl Sim {
                     prefetch_index::prefetch_index(enrolled.token.as_bytes(), 0);
                 }
                 prefetch(a.spool().held());
+                // What the decision is checked against when it is a release not run here.
+                let state = a.state();
+                if let Some(r) = state.reverted.first() {
+                    prefetch(r);
+                }
+                if let Some(r) = state.rejections.first() {
+                    prefetch(r);
+                }
             }
         }
         if let Some(e) = endpoint(0) {
