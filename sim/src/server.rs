@@ -610,27 +610,27 @@ fn token_of(index: usize, id: &[u8; 16]) -> String {
     format!("bwe_{index}_{}", hex(id))
 }
 
-/// Whether `token` is exactly [`token_of`]`(index, id)`, written on the stack.
+/// Whether `token` is exactly [`token_of`]`(index, id)`: read in place, part by part (a
+/// heartbeat is what the server handles most), not written out and compared.
 fn is_token_of(token: &str, index: usize, id: &[u8; 16]) -> bool {
-    use std::io::Write as _;
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    // 57 bytes hold the longest token (a 20-digit index).
-    let mut buf = [0u8; 4 + 20 + 1 + 32];
-    let cap = buf.len();
-    let mut w = &mut buf[..];
-    if write!(w, "bwe_{index}_").is_err() {
+    let Some((digits, hex)) = token
+        .strip_prefix("bwe_")
+        .and_then(|rest| rest.split_once('_'))
+    else {
         return false;
-    }
-    let mut len = cap - w.len();
-    for b in id {
-        for d in [b >> 4, b & 15] {
-            if let (Some(slot), Some(&c)) = (buf.get_mut(len), DIGITS.get(usize::from(d))) {
-                *slot = c;
-            }
-            len += 1;
-        }
-    }
-    buf.get(..len) == Some(token.as_bytes())
+    };
+    // `index` as `{index}` writes it: decimal digits only, no sign, no leading zero.
+    let written = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits.len() == 1 || !digits.starts_with('0'))
+        && digits.parse() == Ok(index);
+    written
+        && hex.len() == 2 * id.len()
+        && hex.as_bytes().chunks_exact(2).zip(id).all(|(pair, &b)| {
+            pair.first() == DIGITS.get(usize::from(b >> 4))
+                && pair.get(1) == DIGITS.get(usize::from(b & 15))
+        })
 }
 
 /// A token no endpoint holds.
