@@ -677,11 +677,13 @@ impl Sim {
     /// node of the next one (whose endpoint the previous call read). At 100,000 endpoints each
     /// step's first reads of its endpoint, its node and its guard were a quarter of a run.
     ///
-    /// And, without waiting (prefetches): three events ahead, the agent's state and spool
-    /// handle; two ahead, what they point to, the bearer token its heartbeat is sent with (the
-    /// server reads it) and the spool's messages (the heartbeat is pushed there), and the
-    /// server's record of it (its index there, learned from its token, is read beside its
-    /// epoch). Those misses were about a seventh of a `good` run.
+    /// And, without waiting (prefetches): three events ahead, every field of the agent a step
+    /// reads ([`Agent::show_fields`]); two ahead, what they point to (the bearer token its
+    /// heartbeat is sent with, which the server reads; the spool's messages, where the heartbeat
+    /// is pushed; the versions reverted and rejected, which a decision is checked against), its
+    /// node, and the server's record of it (its index there, learned from its token, is read
+    /// beside its epoch); for the next event, its guard's state, found through the node. Those
+    /// misses were about a seventh of a `good` run, and the agent's fields another tenth.
     fn touch_ahead(&self) {
         let endpoint = |n: usize| match self.agenda.peek_after_next(n) {
             Some((Ev::Step(i) | Ev::PowerOn(i) | Ev::PowerOff(i), _)) => self.fleet.get(i as usize),
