@@ -555,10 +555,10 @@ impl SimServer {
     /// The index of the endpoint holding `token` (`bwe_{index}_{id}`): found by the index it
     /// names, and only if the whole token is that endpoint's.
     fn endpoint_index(&self, token: &str) -> Result<usize, NetError> {
-        let index = index_named_by(token).ok_or_else(bad_token)?;
+        let (index, hex) = token_parts(token).ok_or_else(bad_token)?;
         self.endpoints
             .get(index)
-            .filter(|e| is_token_of(token, index, &e.facts.id.0))
+            .filter(|e| is_hex_of(hex, &e.facts.id.0))
             .map(|_| index)
             .ok_or_else(bad_token)
     }
@@ -601,8 +601,28 @@ impl SimServer {
 
 /// The index a bearer token names (`bwe_{index}_{id}`), whether or not it is that endpoint's.
 pub(crate) fn index_named_by(token: &str) -> Option<usize> {
-    let (index, _) = token.strip_prefix("bwe_")?.split_once('_')?;
-    index.parse().ok()
+    token_parts(token).map(|(index, _)| index)
+}
+
+/// A token's index, written as [`token_of`] writes it (decimal digits only, no sign, no leading
+/// zero), and the rest after it: what should be its endpoint's id in hex. Read in place, once per
+/// report (a heartbeat is what the server handles most).
+fn token_parts(token: &str) -> Option<(usize, &str)> {
+    let (digits, hex) = token.strip_prefix("bwe_")?.split_once('_')?;
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits.len() == 1 || !digits.starts_with('0'));
+    Some((digits.parse().ok().filter(|_| canonical)?, hex))
+}
+
+/// Whether `hex` is `id` in lower-case hex, as [`token_of`] writes it.
+fn is_hex_of(hex: &str, id: &[u8; 16]) -> bool {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    hex.len() == 2 * id.len()
+        && hex.as_bytes().chunks_exact(2).zip(id).all(|(pair, &b)| {
+            pair.first() == DIGITS.get(usize::from(b >> 4))
+                && pair.get(1) == DIGITS.get(usize::from(b & 15))
+        })
 }
 
 /// The bearer token of endpoint `index` with id `id`.
@@ -610,27 +630,11 @@ fn token_of(index: usize, id: &[u8; 16]) -> String {
     format!("bwe_{index}_{}", hex(id))
 }
 
-/// Whether `token` is exactly [`token_of`]`(index, id)`: read in place, part by part (a
-/// heartbeat is what the server handles most), not written out and compared.
+/// Whether `token` is exactly [`token_of`]`(index, id)`: what [`SimServer::endpoint_index`]
+/// accepts for that endpoint.
+#[cfg(test)]
 fn is_token_of(token: &str, index: usize, id: &[u8; 16]) -> bool {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let Some((digits, hex)) = token
-        .strip_prefix("bwe_")
-        .and_then(|rest| rest.split_once('_'))
-    else {
-        return false;
-    };
-    // `index` as `{index}` writes it: decimal digits only, no sign, no leading zero.
-    let written = !digits.is_empty()
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && (digits.len() == 1 || !digits.starts_with('0'))
-        && digits.parse() == Ok(index);
-    written
-        && hex.len() == 2 * id.len()
-        && hex.as_bytes().chunks_exact(2).zip(id).all(|(pair, &b)| {
-            pair.first() == DIGITS.get(usize::from(b >> 4))
-                && pair.get(1) == DIGITS.get(usize::from(b & 15))
-        })
+    token_parts(token).is_some_and(|(i, hex)| i == index && is_hex_of(hex, id))
 }
 
 /// A token no endpoint holds.
