@@ -483,9 +483,9 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
         }
     }
 
-    /// Shows `visitor` where the fields a step reads are, one or more of each 64 bytes of them
-    /// (the fleet simulator asks the processor for them a few events ahead: it steps 100,000
-    /// agents in turn, and each one's fields are cold). Nothing is read.
+    /// Shows `visitor` where the fields a step reads are (of the configuration and the persisted
+    /// state, the parts it reads): the fleet simulator asks the processor for them a few events
+    /// ahead, as it steps 100,000 agents in turn, each one's fields cold. Nothing is read.
     pub fn show_fields(&self, visitor: &mut impl FieldVisitor) {
         let c = &self.config;
         visitor.field(&c.channel);

@@ -233,9 +233,13 @@ enum Ev {
     PowerOff(u32),
     /// The service's next step.
     Step(u32),
-    /// The machine crashes.
+    /// The machine crashes (its index, with [`BASELINE_CRASH`] set for a crash unrelated to
+    /// content).
     Crash(u32),
 }
+
+/// The bit of [`Ev::Crash`] that marks a baseline crash; the rest is the endpoint's index.
+const BASELINE_CRASH: u32 = 0x8000_0000;
 
 struct EndpointSim {
     facts: bulwark_rollout::EndpointFacts,
@@ -667,7 +671,7 @@ impl Sim {
         self.event(at, ev, epoch)?;
         if let Ev::PowerOn(i) | Ev::PowerOff(i) | Ev::Step(i) | Ev::Crash(i) = ev {
             // An endpoint's state changes only at its own events.
-            self.recount((i & 0x7fff_ffff) as usize);
+            self.recount((i & !BASELINE_CRASH) as usize);
         }
         Ok(())
     }
@@ -811,7 +815,7 @@ impl Sim {
                     .get_mut(idx)
                     .map_or(f64::MAX, |e| e.life.exponential(mean));
                 if next < 30.0 * 86_400.0 {
-                    self.push(now + next as u64, Ev::Crash(i | 0x8000_0000), epoch);
+                    self.push(now + next as u64, Ev::Crash(i | BASELINE_CRASH), epoch);
                 }
             }
             Ev::PowerOff(i) => {
@@ -885,8 +889,8 @@ impl Sim {
                 }
             }
             Ev::Crash(raw) => {
-                let baseline = raw & 0x8000_0000 != 0;
-                let idx = (raw & 0x7fff_ffff) as usize;
+                let baseline = raw & BASELINE_CRASH != 0;
+                let idx = (raw & !BASELINE_CRASH) as usize;
                 let Some(e) = self.fleet.get_mut(idx) else {
                     return Ok(());
                 };
