@@ -37,6 +37,13 @@ fn cli() -> clap::Command {
         .subcommands(sim::commands())
 }
 
+/// mimalloc rather than glibc's allocator on Linux: `bulwark sim` allocates and frees in every
+/// simulated step of every endpoint (its reports, the server model's parses), and spends 10 to
+/// 20% less time with it (`sim/BENCHMARKS.md`). Windows builds keep the system allocator.
+#[cfg(unix)]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let matches = match cli().try_get_matches() {
         Ok(m) => m,

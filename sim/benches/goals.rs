@@ -24,6 +24,11 @@ use bulwark_sim::engine::{Sim, Transport};
 use bulwark_sim::outcome::Outcome;
 use bulwark_sim::scenario::{PlanName, Scenario};
 
+/// The allocator `bulwark sim` runs on (cli/src/main.rs), so that these figures are the tool's.
+#[cfg(unix)]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The fleet on which false halts are counted: good releases against a noisy baseline.
 const NOISY: &str = r#"
 name = "good-noisy"
