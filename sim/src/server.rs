@@ -6,8 +6,9 @@
 //! (enrollment, heartbeats, telemetry), the service's own traits.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::rc::Rc;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use bulwark_distribution::{sign, Releases, Role, Rollout, Root};
 use bulwark_rollout::controller::{self, ControllerEvent};
@@ -67,11 +68,12 @@ struct Heard {
     detections: bool,
 }
 
-/// One endpoint's detection counts: (release version, rule index, count), in that order.
-type DetectionCounts = SmallVec<[(u64, u32, u64); 2]>;
+/// One endpoint's detection counts: (release version, rule id, count), in that order, as the
+/// controller's observation reads them (a tick passes each list as it is).
+type DetectionCounts = SmallVec<[(u64, &'static str, u64); 2]>;
 
 /// Adds `n` detections of `rule` on release `version` to `counts`, kept in order.
-fn add_detections(counts: &mut DetectionCounts, version: u64, rule: u32, n: u64) {
+fn add_detections(counts: &mut DetectionCounts, version: u64, rule: &'static str, n: u64) {
     match counts.binary_search_by_key(&(version, rule), |&(v, r, _)| (v, r)) {
         Ok(k) => {
             if let Some(c) = counts.get_mut(k) {
@@ -290,13 +292,11 @@ pub struct SimServer {
     /// What the controller's tick reads of each endpoint (`heard[i]` is `endpoints[i]`'s).
     heard: Vec<Heard>,
     /// Each endpoint's detections (`detections[i]` is `endpoints[i]`'s): by release version and
-    /// rule (its index in `rule_names`), the count, in that order. A tick reads the lists of the
-    /// endpoints whose [`Heard::detections`] says they have some, in endpoint order.
+    /// rule id, the count, in that order. A tick reads the lists of the endpoints whose
+    /// [`Heard::detections`] says they have some.
     detections: Vec<DetectionCounts>,
-    /// Rule ids as reported, each once (the few rules of a fleet, shared by every count).
-    rule_names: Vec<Rc<str>>,
-    /// Each rule id's index in `rule_names`.
-    rule_index: HashMap<Rc<str>, u32>,
+    /// The rule ids this server was told of ([`interned`]), to find each without a lock.
+    rule_names: HashSet<&'static str>,
     /// Endpoint ids (hex) enrolled, and their index.
     enrolled: BTreeMap<String, usize>,
     config: HealthConfig,
@@ -315,6 +315,23 @@ pub enum ServerError {
     /// The rollout command was refused.
     #[error("rollout: {0}")]
     Rollout(String),
+}
+
+/// `rule`, kept for the life of the process: each distinct rule id once, whichever simulation
+/// reports it (the rules of the simulated packs, a few per release), so that the detection counts
+/// hold the ids the controller's observation takes without copying them at every tick.
+fn interned(rule: &str) -> &'static str {
+    static NAMES: OnceLock<Mutex<BTreeSet<&'static str>>> = OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(|| Mutex::new(BTreeSet::new()))
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(&name) = names.get(rule) {
+        return name;
+    }
+    let name: &'static str = Box::leak(Box::from(rule));
+    names.insert(name);
+    name
 }
 
 fn hex(b: &[u8]) -> String {
@@ -337,8 +354,7 @@ impl SimServer {
             endpoints: Vec::new(),
             heard: Vec::new(),
             detections: Vec::new(),
-            rule_names: Vec::new(),
-            rule_index: HashMap::new(),
+            rule_names: HashSet::new(),
             enrolled: BTreeMap::new(),
             config: HealthConfig::default(),
             events: Vec::new(),
@@ -476,45 +492,23 @@ impl SimServer {
             .baseline_version
             .and_then(|v| self.rules.get(&v))
             .unwrap_or(&no_rules);
-        // The detections of every endpoint that has some, in one arena (one allocation a tick,
-        // not one an endpoint), in endpoint order; `spans[k]` is (endpoint, its part).
-        let mut arena: Vec<(u64, &str, u64)> = Vec::new();
-        let mut spans: Vec<(usize, usize, usize)> = Vec::new();
-        for (i, (_, counts)) in self
+        let endpoints = &self.endpoints;
+        let reports = self
             .heard
             .iter()
             .zip(&self.detections)
             .enumerate()
-            .filter(|(_, (h, _))| h.detections)
-        {
-            let a = arena.len();
-            for &(v, rule, n) in counts {
-                let name = self
-                    .rule_names
-                    .get(rule as usize)
-                    .map_or("", |r| r.as_ref());
-                arena.push((v, name, n));
-            }
-            spans.push((i, a, arena.len()));
-        }
-        let endpoints = &self.endpoints;
-        let mut spans = spans.into_iter().peekable();
-        let reports = self.heard.iter().enumerate().filter_map(|(i, h)| {
-            // Taken in endpoint order whether or not the endpoint is reported on.
-            let detections = match spans.next_if(|&(e, _, _)| e == i) {
-                Some((_, a, b)) => arena.get(a..b).unwrap_or(&[]),
-                None => &[],
-            };
-            Some(EndpointReports {
-                wave: h.wave(),
-                heard: h.observed()?,
-                guard_events: match endpoints.get(i) {
-                    Some(e) if h.guard_events => &e.guard_events,
-                    _ => &[],
-                },
-                detections,
-            })
-        });
+            .filter_map(|(i, (h, counts))| {
+                Some(EndpointReports {
+                    wave: h.wave(),
+                    heard: h.observed()?,
+                    guard_events: match endpoints.get(i) {
+                        Some(e) if h.guard_events => &e.guard_events,
+                        _ => &[],
+                    },
+                    detections: if h.detections { counts } else { &[] },
+                })
+            });
         let obs = observe(
             state,
             reports,
@@ -563,16 +557,14 @@ impl SimServer {
             .ok_or_else(bad_token)
     }
 
-    /// `rule`'s index in `rule_names`, added if new.
-    fn intern(&mut self, rule: &str) -> u32 {
-        if let Some(&i) = self.rule_index.get(rule) {
-            return i;
+    /// Rule id `rule`, as kept in the detection counts.
+    fn intern(&mut self, rule: &str) -> &'static str {
+        if let Some(&name) = self.rule_names.get(rule) {
+            return name;
         }
-        let i = u32::try_from(self.rule_names.len()).unwrap_or(u32::MAX);
-        let name: Rc<str> = Rc::from(rule);
-        self.rule_names.push(Rc::clone(&name));
-        self.rule_index.insert(name, i);
-        i
+        let name = interned(rule);
+        self.rule_names.insert(name);
+        name
     }
 
     /// Parses a report and checks its sequence number (a replay is refused, as the server does).
@@ -857,10 +849,21 @@ mod tests {
     #[test]
     fn an_endpoints_detections_are_summed_by_release_and_rule_in_order() {
         let mut counts = DetectionCounts::new();
-        for (version, rule, n) in [(2, 5, 1), (1, 9, 2), (2, 0, 4), (2, 5, 3), (1, 9, 0)] {
-            add_detections(&mut counts, version, rule, n);
+        for (version, rule, n) in [
+            (2, "r5", 1),
+            (1, "r9", 2),
+            (2, "r0", 4),
+            (2, "r5", 3),
+            (1, "r9", 0),
+        ] {
+            add_detections(&mut counts, version, interned(rule), n);
         }
-        assert_eq!(counts.as_slice(), &[(1, 9, 2), (2, 0, 4), (2, 5, 4)]);
+        assert_eq!(
+            counts.as_slice(),
+            &[(1, "r9", 2), (2, "r0", 4), (2, "r5", 4)]
+        );
+        // One id, whoever asks.
+        assert!(std::ptr::eq(interned("r5"), interned(&String::from("r5"))));
     }
 
     #[test]
