@@ -1136,12 +1136,8 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
                 now,
             );
         }
-        // The loader ran the verifier; run it again on its own so its message is the one
-        // reported (the pack bytes are the envelope's tail).
-        let rule_meta = match rule_meta_of(&envelope) {
-            Ok(m) => m,
-            Err(e) => return self.reject(version, e, now),
-        };
+        // The rules' names, from the pack the loader verified.
+        let rule_meta = rules_of(&opened.pack);
         let mode = if self.config.hot {
             StageMode::Hot
         } else {
@@ -1276,7 +1272,12 @@ fn rule_meta_of(envelope: &[u8]) -> Result<Vec<RuleMeta>, String> {
         return Ok(Vec::new());
     };
     let p = bulwark_interpreter::verify(pack).map_err(|e| format!("verifier: {e}"))?;
-    Ok((0..p.rule_count())
+    Ok(rules_of(&p))
+}
+
+/// The metadata of each rule of a verified pack, in rule order.
+fn rules_of(p: &bulwark_interpreter::VerifiedPack) -> Vec<RuleMeta> {
+    (0..p.rule_count())
         .filter_map(|i| {
             p.rule(i).map(|r| RuleMeta {
                 id: r.id.to_owned(),
@@ -1285,7 +1286,7 @@ fn rule_meta_of(envelope: &[u8]) -> Result<Vec<RuleMeta>, String> {
                 level: r.level.name().to_owned(),
             })
         })
-        .collect())
+        .collect()
 }
 
 /// The agent's state as `bulwark-service status` prints it, read from its state directory
