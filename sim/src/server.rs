@@ -38,11 +38,11 @@ struct Endpoint {
     /// heartbeat is what the server handles most).
     facts: EndpointFacts,
     last_seq: u64,
-    /// Its guard's events: the first few in place, so that the controller's tick reads them
-    /// without chasing a pointer (a machine that crashed on a release has three to six); the
-    /// tick comes here only for an endpoint whose [`Heard::guard_events`] says it has some.
-    guard_events: SmallVec<[GuardReport; 6]>,
 }
+
+/// One endpoint's guard events: the first few in place, so that the controller's tick reads them
+/// without chasing a pointer (a machine that crashed on a release has three to six).
+type GuardEvents = SmallVec<[GuardReport; 6]>;
 
 /// What the controller's tick reads of one endpoint: a row of 32 bytes in a table of its own,
 /// so that a tick, which reads every endpoint's, streams 3.2 MB at 100,000 endpoints instead of
@@ -62,7 +62,7 @@ struct Heard {
     staged_known: bool,
     /// Whether it confirmed the release under rollout healthy.
     healthy: bool,
-    /// Whether it reported guard events ([`Endpoint::guard_events`]).
+    /// Whether it reported guard events ([`SimServer::guard_events`]).
     guard_events: bool,
     /// Whether it reported detections ([`SimServer::detections`]).
     detections: bool,
@@ -291,6 +291,11 @@ pub struct SimServer {
     endpoints: Vec<Endpoint>,
     /// What the controller's tick reads of each endpoint (`heard[i]` is `endpoints[i]`'s).
     heard: Vec<Heard>,
+    /// Each endpoint's guard events (`guard_events[i]` is `endpoints[i]`'s), in a table of their
+    /// own: a tick reads those of every endpoint whose [`Heard::guard_events`] says it has some
+    /// (after a crashing release, nearly all), and streams these rather than the endpoints'
+    /// whole records.
+    guard_events: Vec<GuardEvents>,
     /// Each endpoint's detections (`detections[i]` is `endpoints[i]`'s): by release version and
     /// rule id, the count, in that order. A tick reads the lists of the endpoints whose
     /// [`Heard::detections`] says they have some.
@@ -353,6 +358,7 @@ impl SimServer {
             policies: PolicyTable::default(),
             endpoints: Vec::new(),
             heard: Vec::new(),
+            guard_events: Vec::new(),
             detections: Vec::new(),
             rule_names: HashSet::new(),
             enrolled: BTreeMap::new(),
@@ -492,20 +498,16 @@ impl SimServer {
             .baseline_version
             .and_then(|v| self.rules.get(&v))
             .unwrap_or(&no_rules);
-        let endpoints = &self.endpoints;
         let reports = self
             .heard
             .iter()
+            .zip(&self.guard_events)
             .zip(&self.detections)
-            .enumerate()
-            .filter_map(|(i, (h, counts))| {
+            .filter_map(|((h, events), counts)| {
                 Some(EndpointReports {
                     wave: h.wave(),
                     heard: h.observed()?,
-                    guard_events: match endpoints.get(i) {
-                        Some(e) if h.guard_events => &e.guard_events,
-                        _ => &[],
-                    },
+                    guard_events: if h.guard_events { events } else { &[] },
                     detections: if h.detections { counts } else { &[] },
                 })
             });
@@ -766,8 +768,8 @@ impl TelemetrySink for SimSink {
                 s.endpoints.push(Endpoint {
                     facts: self.facts.clone(),
                     last_seq: 0,
-                    guard_events: SmallVec::new(),
                 });
+                s.guard_events.push(GuardEvents::new());
                 s.heard.push(Heard::new(wave));
                 s.detections.push(DetectionCounts::new());
                 s.enrolled.insert(id.clone(), i);
@@ -818,7 +820,7 @@ impl TelemetrySink for SimSink {
                 h.detections = true;
             }
         }
-        let e = s.endpoints.get_mut(index).ok_or_else(bad_token)?;
+        let events = s.guard_events.get_mut(index).ok_or_else(bad_token)?;
         for g in v.guard_events {
             let kind = match g.kind.as_str() {
                 "crash" => GuardReportKind::Crash,
@@ -827,13 +829,13 @@ impl TelemetrySink for SimSink {
                 "reject" => GuardReportKind::Reject,
                 _ => continue,
             };
-            e.guard_events.push(GuardReport {
+            events.push(GuardReport {
                 release_version: g.release_version,
                 kind,
                 at: now,
             });
         }
-        let reported = !e.guard_events.is_empty();
+        let reported = !events.is_empty();
         if let Some(h) = s.heard.get_mut(index) {
             h.guard_events = reported;
         }
