@@ -515,6 +515,17 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
         visitor.field(&self.log);
     }
 
+    /// Shows `visitor` the text of the names a decision compares (the channel's rollout and the
+    /// host group's policy are found by name), on the heap apart from the agent. Reads the
+    /// names' headers: for after [`Agent::show_fields`]' fields have come in.
+    pub fn show_names(&self, visitor: &mut impl FieldVisitor) {
+        for name in [&self.config.channel, &self.config.host_group] {
+            if let Some(text) = name.as_bytes().first() {
+                visitor.field(text);
+            }
+        }
+    }
+
     /// The release engineers' keys, parsed at the first use (with the memo, if there is one).
     fn release_keys(&mut self) -> Result<&TrustedKeys, AgentError> {
         if self.release_keys.is_none() {

@@ -684,7 +684,8 @@ impl Sim {
     /// And, without waiting (prefetches): three events ahead, every field of the agent a step
     /// reads ([`Agent::show_fields`]); two ahead, what they point to (the bearer token its
     /// heartbeat is sent with, which the server reads; the spool's messages, where the heartbeat
-    /// is pushed; the versions reverted and rejected, which a decision is checked against), its
+    /// is pushed; the versions reverted and rejected, which a decision is checked against; the
+    /// channel's and host group's names, which it looks its rollout and policy up by), its
     /// node, and the server's record of it (its index there, learned from its token, is read
     /// beside its epoch); for the next event, its guard's state, found through the node. Those
     /// misses were about a seventh of a `good` run, and the agent's fields another tenth.
@@ -705,6 +706,7 @@ impl Sim {
                     prefetch_index::prefetch_index(enrolled.token.as_bytes(), 0);
                 }
                 prefetch(a.spool().held());
+                a.show_names(&mut Prefetch);
                 // What the decision is checked against when it is a release not run here.
                 let state = a.state();
                 if let Some(r) = state.reverted.first() {
