@@ -163,12 +163,28 @@ pub(crate) fn prefetch<T>(x: &T) {
     prefetch_index::prefetch_index(core::slice::from_ref(x), 0);
 }
 
-/// Asks for each field an agent shows (see [`Sim::touch_ahead`]).
+/// Asks the processor for every cache line `x` spans, as [`prefetch`] asks for its first.
+pub(crate) fn prefetch_lines<T>(x: &T) {
+    const LINE: usize = 64;
+    let start = core::ptr::from_ref(x) as usize;
+    let end = start.saturating_add(core::mem::size_of::<T>());
+    // Each line's address as an offset from a byte of this frame: a prefetch reads nothing and
+    // cannot fault wherever it points, and the offset arithmetic wraps rather than overflows.
+    let anchor = [0u8; 1];
+    let from = anchor.as_ptr() as usize;
+    let mut line = start & !(LINE - 1);
+    while line < end {
+        prefetch_index::prefetch_index(&anchor[..], line.wrapping_sub(from));
+        line += LINE;
+    }
+}
+
+/// Asks for each field an agent shows (see [`Sim::touch_ahead`]), every line of it.
 struct Prefetch;
 
 impl FieldVisitor for Prefetch {
     fn field<F>(&mut self, field: &F) {
-        prefetch(field);
+        prefetch_lines(field);
     }
 }
 
