@@ -41,14 +41,14 @@
 //!
 //! # Not done yet (issue 15)
 //!
-//! * Speed: 100,000 endpoints over 48 simulated hours take 48 to 79 s on one core (the goal is
-//!   under 60 s: met by the four releases the controller halts, 48 to 53 s; good takes 69 s,
-//!   all-at-once 79 s), and 3.5 GiB (about 36 KiB per endpoint). The fleet's agents and guards share
+//! * Speed: 100,000 endpoints over 48 simulated hours take 41 to 63 s on one core (the goal is
+//!   under 60 s: met by every scenario but all-at-once, which takes 63 s; good 54 s), and
+//!   3.6 GiB (about 37 KiB per endpoint). The fleet's agents and guards share
 //!   one [`bulwark_distribution::MetadataMemo`]: each distinct signature check is done once, and
 //!   each metadata file is parsed once and held once. What is left is each agent step's real work
 //!   (its heartbeat through the spool, which the server parses), cache misses as each event
 //!   touches a random endpoint's state, and the guard's and verifier's work at boots and stages.
-//!   1,000,000 endpoints would take 8 to 13 minutes and 34 GiB: more memory than this machine
+//!   1,000,000 endpoints would take 7 to 11 minutes and 35 GiB: more memory than this machine
 //!   has. `sim/BENCHMARKS.md` has the figures.
 //! * `good`: 95% of the fleet within 24 hours is out of reach of the built-in fleet under any
 //!   plan: at most 90% of its machines are on at any hour, so a tenth stays off all day, and
