@@ -43,7 +43,8 @@
 //!
 //! * Speed: 100,000 endpoints over 48 simulated hours take 41 to 63 s on one core (the goal is
 //!   under 60 s: met by every scenario but all-at-once, which takes 63 s; good 54 s), and
-//!   3.6 GiB (about 37 KiB per endpoint). The fleet's agents and guards share
+//!   3.6 GiB (about 37 KiB per endpoint); on a slower core (2.0 GHz EPYC) 83 to 137 s, over
+//!   the goal in every scenario. The fleet's agents and guards share
 //!   one [`bulwark_distribution::MetadataMemo`]: each distinct signature check is done once, and
 //!   each metadata file is parsed once and held once. What is left is each agent step's real work
 //!   (its heartbeat through the spool, which the server parses), cache misses as each event
