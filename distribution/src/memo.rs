@@ -46,14 +46,48 @@ pub(crate) struct Parsed<M> {
     pub(crate) signed: SignedFile,
     pub(crate) body: Arc<M>,
     pub(crate) signed_sha256: [u8; 32],
-    pub(crate) text: Arc<str>,
+    pub(crate) text: Arc<FileText>,
     /// Set once the body passed its own validation (a root's [`Root::validate`](crate::Root)):
     /// a function of the body alone, so a body shared through the memo is validated once.
     pub(crate) validated: OnceLock<()>,
 }
 
 /// A parsed file kept: its role, its text and the `Arc<Parsed<M>>` of the role's type.
-type Kept = (Role, Arc<str>, Arc<dyn Any + Send + Sync>);
+type Kept = (Role, Arc<FileText>, Arc<dyn Any + Send + Sync>);
+
+/// A metadata file's text as it was verified, and the JSON string it is persisted as (written
+/// the first time it is asked for, then kept): an endpoint saves its trust state whenever one
+/// of its files changes, and the files it holds are shared through the memo by every endpoint
+/// holding them, so each file is escaped once in the process rather than at every save.
+#[derive(Debug)]
+pub(crate) struct FileText {
+    text: Box<str>,
+    json: OnceLock<Box<[u8]>>,
+}
+
+impl FileText {
+    pub(crate) fn new(text: &str) -> FileText {
+        FileText {
+            text: Box::from(text),
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The text.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The text as a JSON string, quoted and escaped: the bytes `serde_json` writes for it.
+    pub(crate) fn json(&self) -> &[u8] {
+        self.json.get_or_init(|| {
+            // Writing a string to a Vec cannot fail.
+            serde_json::to_vec(&*self.text)
+                .unwrap_or_default()
+                .into_boxed_slice()
+        })
+    }
+}
 
 /// What one signature check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,7 +220,7 @@ impl MetadataMemo {
                 signed,
                 body: Arc::new(body),
                 signed_sha256,
-                text: Arc::from(file),
+                text: Arc::new(FileText::new(file)),
                 validated: OnceLock::new(),
             }))
         };
@@ -199,7 +233,7 @@ impl MetadataMemo {
                 .parsed
                 .iter()
                 .rev()
-                .find(|(role, text, _)| *role == M::ROLE && **text == *file)
+                .find(|(role, text, _)| *role == M::ROLE && text.as_str() == file)
                 .and_then(|(_, _, kept)| Arc::clone(kept).downcast::<Parsed<M>>().ok());
             if let Some(found) = found {
                 return Ok(found);
@@ -250,6 +284,28 @@ mod tests {
         assert_eq!(run(&memo, 9, 2, b"file", Check::Valid), Check::BadKey);
         assert_eq!(done.get(), 6);
         assert_eq!(memo.len(), 6);
+    }
+
+    #[test]
+    fn a_files_json_string_is_serdes_and_is_written_once() {
+        for text in [
+            "",
+            "plain",
+            "{\"signed\": {\"a\": [1, \"b\\\\c\"]},\n\t\"x\": \"\\u00e9\"}",
+            "\u{0}\u{1}\u{1f}\u{7f} \r\u{8}\u{c} / \u{e9}\u{1F600}\u{2028}",
+        ] {
+            let file = FileText::new(text);
+            assert_eq!(file.as_str(), text);
+            let json = file.json();
+            assert_eq!(
+                json,
+                serde_json::to_vec(text).unwrap().as_slice(),
+                "{text:?}"
+            );
+            assert_eq!(serde_json::from_slice::<String>(json).unwrap(), text);
+            // Kept: the same bytes, not written again.
+            assert!(core::ptr::eq(json, file.json()));
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use bulwark_rollout::{Policy, RolloutState, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, PackHash};
-use crate::memo::{MetadataMemo, Parsed};
+use crate::memo::{FileText, MetadataMemo, Parsed};
 use crate::metadata::{Metadata, Releases, Role, Rollout, Root};
 use crate::signed::check_signatures;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 struct Trusted<M> {
     body: Arc<M>,
     signed_sha256: [u8; 32],
-    file: Arc<str>,
+    file: Arc<FileText>,
 }
 
 /// What an accepted update did.
@@ -277,7 +277,7 @@ impl TrustState {
     /// the releases or rollout role's keys or threshold, that role's trusted metadata is dropped:
     /// the new keys start afresh, and metadata signed by the old keys is refused.
     pub fn update_root(&mut self, file: &str) -> Result<Update, Error> {
-        if *self.root.file == *file {
+        if self.root.file.as_str() == file {
             // The very file trusted already (its expiry is checked where it matters).
             return Ok(Update::Unchanged);
         }
@@ -337,7 +337,7 @@ impl TrustState {
         self.check_root(now)?;
         // The very file already verified: its signatures need not be checked again (they are
         // what an endpoint polling every few minutes would spend its time on), its expiry does.
-        if let Some(held) = self.releases.as_ref().filter(|t| *t.file == *file) {
+        if let Some(held) = self.releases.as_ref().filter(|t| t.file.as_str() == file) {
             check_expiry(&*held.body, now)?;
             return Ok(Update::Unchanged);
         }
@@ -356,7 +356,11 @@ impl TrustState {
     /// decide and are accepted.
     pub fn update_rollout(&mut self, file: &str, now: Timestamp) -> Result<Update, Error> {
         self.check_root(now)?;
-        if self.rollout.as_ref().is_some_and(|t| *t.file == *file) {
+        if self
+            .rollout
+            .as_ref()
+            .is_some_and(|t| t.file.as_str() == file)
+        {
             // As for releases: the same file, verified already; everything but its signatures is
             // checked again.
             return self.current(now).map(|_| Update::Unchanged);
@@ -431,10 +435,38 @@ impl TrustState {
     #[must_use]
     pub fn persisted(&self) -> PersistedTrust {
         PersistedTrust {
-            root: self.root.file.to_string(),
-            releases: self.releases.as_ref().map(|t| t.file.to_string()),
-            rollout: self.rollout.as_ref().map(|t| t.file.to_string()),
+            root: self.root.file.as_str().to_owned(),
+            releases: self.releases.as_ref().map(|t| t.file.as_str().to_owned()),
+            rollout: self.rollout.as_ref().map(|t| t.file.as_str().to_owned()),
         }
+    }
+
+    /// [`TrustState::persisted`] as JSON: the very bytes `serde_json::to_vec` writes for it,
+    /// without escaping each file again. Each file's JSON string is written once and kept with
+    /// the file (shared, through a memo, by every endpoint holding the same file): a service
+    /// saves this at every metadata update, and in the fleet simulator 100,000 of them do.
+    #[must_use]
+    pub fn persisted_json(&self) -> Vec<u8> {
+        let files = [
+            Some(&self.root.file),
+            self.releases.as_ref().map(|t| &t.file),
+            self.rollout.as_ref().map(|t| &t.file),
+        ];
+        let len: usize = files.iter().flatten().map(|f| f.json().len()).sum();
+        let mut out = Vec::with_capacity(len.saturating_add(40));
+        for (i, (name, file)) in ["root", "releases", "rollout"]
+            .iter()
+            .zip(files)
+            .enumerate()
+        {
+            out.push(if i == 0 { b'{' } else { b',' });
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+            out.extend_from_slice(file.map_or(&b"null"[..], |f| f.json()));
+        }
+        out.push(b'}');
+        out
     }
 
     /// Loads persisted files: the root as by [`TrustState::bootstrap`], the releases and rollout

@@ -447,6 +447,43 @@ fn rollback_is_refused_also_after_reloading() {
 }
 
 #[test]
+fn the_persisted_json_is_what_serde_writes_for_the_persisted_files() {
+    let k = keys();
+    let same = |t: &TrustState| {
+        let json = t.persisted_json();
+        assert_eq!(json, serde_json::to_vec(&t.persisted()).unwrap());
+        // And it loads back to the same state.
+        let back: PersistedTrust = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back, t.persisted());
+        assert_eq!(TrustState::restore(&back).unwrap().versions(), t.versions());
+    };
+    // A root alone: the other two are null.
+    let root = root_file(&root_v1(&k), &[&k.root[0], &k.root[1]]);
+    let alone = TrustState::bootstrap(&root).unwrap();
+    same(&alone);
+    assert!(String::from_utf8(alone.persisted_json())
+        .unwrap()
+        .ends_with(r#","releases":null,"rollout":null}"#));
+    // Releases, then a rollout, then a newer rollout; through a shared memo too, where the
+    // files' JSON strings are shared by both states.
+    let memo = MetadataMemo::shared();
+    for mut trust in [
+        trusted(&k),
+        TrustState::bootstrap_with(&root, memo.clone()).unwrap(),
+        TrustState::bootstrap_with(&root, memo.clone()).unwrap(),
+    ] {
+        let releases = releases_file(&k, 1, T0.plus_secs(30 * DAY), &[release(1, 5)]);
+        trust.update_releases(&releases, T0).unwrap();
+        same(&trust);
+        for version in 1..=2 {
+            let rollout = rollout_file(&k, version, T0.plus_secs(DAY), 1, state(release(1, 5)));
+            assert_eq!(trust.update_rollout(&rollout, T0), Ok(Update::Updated));
+            same(&trust);
+        }
+    }
+}
+
+#[test]
 fn online_key_cannot_reference_unsigned_content() {
     let k = keys();
     let mut trust = trusted(&k);

@@ -551,8 +551,7 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
     }
 
     fn save_trust(&mut self) -> Result<(), AgentError> {
-        let bytes = serde_json::to_vec(&self.trust.persisted())
-            .map_err(|e| AgentError::Other(e.to_string()))?;
+        let bytes = self.trust.persisted_json();
         self.storage.write("trust.json", &bytes)?;
         Ok(())
     }
