@@ -97,10 +97,13 @@ pub trait SpoolStore {
 /// serializes to, written once (no intermediate value). A body that is not an object is kept as
 /// it is, unnumbered (no caller sends one).
 fn numbered<B: Serialize + ?Sized>(seq: u64, body: &B) -> Vec<u8> {
-    use std::io::Write as _;
     let mut out = Vec::with_capacity(128);
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{{\"seq\":{seq}");
+    out.extend_from_slice(b"{\"seq\":");
+    // The number's decimal digits, as serde_json writes integers (itoa): not through the
+    // formatting machinery, for every heartbeat. Writing to a Vec cannot fail.
+    if serde_json::to_writer(&mut out, &seq).is_err() {
+        return Vec::new();
+    }
     let at = out.len();
     if serde_json::to_writer(&mut out, body).is_err() {
         return Vec::new();
@@ -403,6 +406,12 @@ mod tests {
             serde_json::json!({"seq": u64::MAX, "a": [1, {"b": {}}], "c": null})
         );
         assert_eq!(numbered(1, &serde_json::json!({})), br#"{"seq":1}"#);
+        for seq in [0, 10, 1_234_567_890, u64::MAX] {
+            assert_eq!(
+                numbered(seq, &serde_json::json!({"a": 1})),
+                format!("{{\"seq\":{seq},\"a\":1}}").as_bytes()
+            );
+        }
         // Not an object: kept as it is.
         assert_eq!(numbered(1, &serde_json::json!([1])), b"[1]");
     }
