@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::spool::{MemorySpool, Spool, SpoolError, SpoolStore};
 
@@ -68,7 +69,9 @@ impl Storage for DirStorage {
 /// was written.
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
-    docs: BTreeMap<String, Vec<u8>>,
+    docs: BTreeMap<String, Arc<[u8]>>,
+    /// Where a document the same as another storage's is found, to be held once.
+    shared: Option<SharedDocuments>,
     /// One bit per name ever written (by its hash): a name whose bit is clear is not in `docs`,
     /// and is answered without a search there (the agent looks for the administrator's file at
     /// every step, and it is rarely there; the simulator runs 100,000 such agents).
@@ -80,6 +83,52 @@ impl MemoryStorage {
     /// Empty storage.
     pub fn new() -> MemoryStorage {
         MemoryStorage::default()
+    }
+
+    /// Empty storage whose documents are held once with the same documents of every storage
+    /// sharing `shared`.
+    pub fn sharing(shared: SharedDocuments) -> MemoryStorage {
+        MemoryStorage {
+            shared: Some(shared),
+            ..MemoryStorage::default()
+        }
+    }
+}
+
+/// Documents that [`MemoryStorage`]s hold in common: a document written with the same name and
+/// bytes as one of the last [`SharedDocuments::KEPT`] written under that name through any of
+/// them is held once. A simulated fleet's agents write the same trust state as each other, a
+/// few KB each, and were a third of a large fleet's memory.
+#[derive(Debug, Default, Clone)]
+pub struct SharedDocuments(Arc<Mutex<RecentByName>>);
+
+/// By name, the last documents written under it, the most recent first.
+type RecentByName = BTreeMap<String, Vec<Arc<[u8]>>>;
+
+impl SharedDocuments {
+    /// How many distinct documents are looked through by name (the most recent first): a fleet
+    /// moves from one version of its trust state to the next, and not all at once.
+    pub const KEPT: usize = 4;
+
+    /// `bytes`, held once with the same document written under `name` before, if it is one of
+    /// the last [`SharedDocuments::KEPT`].
+    fn hold(&self, name: &str, bytes: &[u8]) -> Arc<[u8]> {
+        let Ok(mut by_name) = self.0.lock() else {
+            return Arc::from(bytes);
+        };
+        let recent = match by_name.get_mut(name) {
+            Some(recent) => recent,
+            None => by_name.entry(name.to_owned()).or_default(),
+        };
+        if let Some(i) = recent.iter().position(|doc| **doc == *bytes) {
+            let doc = recent.remove(i);
+            recent.insert(0, doc.clone());
+            return doc;
+        }
+        let doc: Arc<[u8]> = Arc::from(bytes);
+        recent.truncate(Self::KEPT - 1);
+        recent.insert(0, doc.clone());
+        doc
     }
 }
 
@@ -97,11 +146,20 @@ impl Storage for MemoryStorage {
         if self.written & name_bit(name) == 0 {
             return Ok(None);
         }
-        Ok(self.docs.get(name).cloned())
+        Ok(self.docs.get(name).map(|doc| doc.to_vec()))
     }
     fn write(&mut self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
         self.written |= name_bit(name);
-        self.docs.insert(name.to_owned(), bytes.to_vec());
+        let doc = match &self.shared {
+            Some(shared) => shared.hold(name, bytes),
+            None => Arc::from(bytes),
+        };
+        match self.docs.get_mut(name) {
+            Some(held) => *held = doc,
+            None => {
+                self.docs.insert(name.to_owned(), doc);
+            }
+        }
         Ok(())
     }
     fn open_spool(&mut self, max_bytes: u64) -> Result<MemorySpool, SpoolError> {
@@ -137,6 +195,53 @@ mod tests {
         assert_eq!(s.read("admin.json").unwrap(), None);
         s.write("admin.json", b"{}").unwrap();
         assert_eq!(s.read("admin.json").unwrap(), Some(b"{}".to_vec()));
+    }
+
+    #[test]
+    fn storages_sharing_documents_hold_equal_ones_once_and_read_their_own() {
+        let shared = SharedDocuments::default();
+        let mut a = MemoryStorage::sharing(shared.clone());
+        let mut b = MemoryStorage::sharing(shared.clone());
+        let mut alone = MemoryStorage::new();
+        let held = |s: &MemoryStorage, name: &str| s.docs.get(name).cloned().unwrap();
+        a.write("trust.json", b"v1").unwrap();
+        b.write("trust.json", b"v1").unwrap();
+        alone.write("trust.json", b"v1").unwrap();
+        assert!(Arc::ptr_eq(
+            &held(&a, "trust.json"),
+            &held(&b, "trust.json")
+        ));
+        assert!(!Arc::ptr_eq(
+            &held(&a, "trust.json"),
+            &held(&alone, "trust.json")
+        ));
+        // Another name with the same bytes is another document.
+        b.write("state.json", b"v1").unwrap();
+        assert_eq!(b.read("state.json").unwrap(), Some(b"v1".to_vec()));
+        // One moves on; the other still reads what it wrote.
+        b.write("trust.json", b"v2").unwrap();
+        assert_eq!(a.read("trust.json").unwrap(), Some(b"v1".to_vec()));
+        assert_eq!(b.read("trust.json").unwrap(), Some(b"v2".to_vec()));
+        // An older version written again is still found among the last KEPT.
+        a.write("trust.json", b"v2").unwrap();
+        assert!(Arc::ptr_eq(
+            &held(&a, "trust.json"),
+            &held(&b, "trust.json")
+        ));
+        b.write("trust.json", b"v1").unwrap();
+        let v1 = held(&b, "trust.json");
+        for i in 3..=SharedDocuments::KEPT + 2 {
+            a.write("trust.json", format!("v{i}").as_bytes()).unwrap();
+        }
+        // KEPT other versions since v1: written again, it is a new copy, with its bytes.
+        assert_eq!(
+            a.read("trust.json").unwrap(),
+            Some(format!("v{}", SharedDocuments::KEPT + 2).into_bytes())
+        );
+        a.write("trust.json", b"v1").unwrap();
+        assert!(!Arc::ptr_eq(&held(&a, "trust.json"), &v1));
+        assert_eq!(a.read("trust.json").unwrap(), Some(b"v1".to_vec()));
+        assert_eq!(b.read("trust.json").unwrap(), Some(b"v1".to_vec()));
     }
 
     #[test]

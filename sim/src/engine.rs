@@ -28,7 +28,7 @@ use bulwark_rollout::Status;
 use bulwark_service::agent::{
     Agent, AgentConfig, Clock, EnvelopeSignatureMemo, FieldVisitor, Random,
 };
-use bulwark_service::storage::MemoryStorage;
+use bulwark_service::storage::{MemoryStorage, SharedDocuments};
 
 use crate::activity::{Activity, Running, StormRule, RULES};
 use crate::agenda::Agenda;
@@ -411,6 +411,8 @@ impl Sim {
         // envelopes: each distinct check is done once for the fleet (the same answer for the same
         // bytes; a damaged copy is another message, checked afresh).
         let metadata_memo = MetadataMemo::shared();
+        // And every agent saves the same trust state: held once for the fleet.
+        let documents = SharedDocuments::default();
         let trusted = Rc::new(
             TrustedKeys::new(&[keys.release_public()])
                 .map_err(|e| SimError::Agent(e.to_string()))?
@@ -532,7 +534,7 @@ impl Sim {
                 Backend::InProcess(server) => FleetAgent::InProcess(
                     Agent::with_storage(
                         config,
-                        MemoryStorage::new(),
+                        MemoryStorage::sharing(documents.clone()),
                         link,
                         SimSource(server.clone()),
                         SimSink {
@@ -551,7 +553,7 @@ impl Sim {
                     FleetAgent::Http(Box::new(
                         Agent::with_storage(
                             config,
-                            MemoryStorage::new(),
+                            MemoryStorage::sharing(documents.clone()),
                             link,
                             client.clone(),
                             client,
