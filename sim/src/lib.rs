@@ -71,3 +71,4 @@ pub mod report;
 pub mod rng;
 pub mod scenario;
 pub mod server;
+pub mod sparse;

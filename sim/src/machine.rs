@@ -15,6 +15,7 @@ use bulwark_loader_boot_guard::{
 };
 
 use crate::rng::{Purpose, Rng};
+use crate::sparse::SparseBytes;
 
 /// What happens to the write a power cut hits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +31,7 @@ pub enum Cut {
 /// machine lost power in the middle of the operation.
 #[derive(Debug, Clone)]
 pub struct FaultyStore {
-    records: [Vec<u8>; 2],
+    records: [SparseBytes; 2],
     /// Envelopes by content id.
     blobs: Vec<(ContentId, Rc<[u8]>)>,
     rng: Rng,
@@ -54,7 +55,7 @@ impl FaultyStore {
     #[must_use]
     pub fn new(rng: Rng, cut_probability: f64, torn_share: f64) -> FaultyStore {
         FaultyStore {
-            records: [Vec::new(), Vec::new()],
+            records: [SparseBytes::default(), SparseBytes::default()],
             blobs: Vec::new(),
             rng,
             cut_probability,
@@ -75,28 +76,34 @@ impl FaultyStore {
         self.dead = false;
     }
 
-    /// Decides the fate of a write of `new` over `old`: `None` stores nothing.
-    fn fate(&mut self, old: &[u8], new: &[u8]) -> Option<Vec<u8>> {
+    /// Decides the fate of a write of `len` bytes.
+    fn fate(&mut self, len: usize) -> Fate {
         if self.dead {
-            return None;
+            return Fate::Lost;
         }
         if self.cut_probability > 0.0 && self.rng.chance(self.cut_probability) {
             self.dead = true;
             self.cuts = self.cuts.saturating_add(1);
             if self.rng.chance(self.torn_share) {
-                let n = usize::try_from(self.rng.below_or_eq(new.len() as u64))
-                    .unwrap_or(new.len())
-                    .min(new.len());
-                let mut torn = new.get(..n).unwrap_or(new).to_vec();
-                if let Some(rest) = old.get(n..) {
-                    torn.extend_from_slice(rest);
-                }
-                return Some(torn);
+                let n = usize::try_from(self.rng.below_or_eq(len as u64))
+                    .unwrap_or(len)
+                    .min(len);
+                return Fate::Torn(n);
             }
-            return None;
+            return Fate::Lost;
         }
-        Some(new.to_vec())
+        Fate::Written
     }
+}
+
+/// What became of a write.
+enum Fate {
+    /// Written whole.
+    Written,
+    /// Its first bytes written (this many), the old bytes after them.
+    Torn(usize),
+    /// Nothing written.
+    Lost,
 }
 
 impl Store for FaultyStore {
@@ -105,25 +112,30 @@ impl Store for FaultyStore {
         if r.len() > max {
             return Err(StoreError::TooLarge { max });
         }
-        buf.clear();
-        buf.extend_from_slice(r);
+        r.read_into(buf);
         Ok(())
     }
 
     fn write_record(&mut self, slot: Slot, bytes: &[u8]) -> Result<(), StoreError> {
         let i = slot_index(slot);
-        let old = std::mem::take(&mut self.records[i]);
-        self.records[i] = match self.fate(&old, bytes) {
-            Some(b) => b,
-            None => old,
-        };
+        match self.fate(bytes.len()) {
+            Fate::Written => self.records[i] = SparseBytes::new(bytes),
+            Fate::Torn(n) => {
+                let mut torn = bytes.get(..n).unwrap_or(bytes).to_vec();
+                if let Some(rest) = self.records[i].to_vec().get(n..) {
+                    torn.extend_from_slice(rest);
+                }
+                self.records[i] = SparseBytes::new(&torn);
+            }
+            Fate::Lost => {}
+        }
         Ok(())
     }
 
     fn put_blob(&mut self, id: &ContentId, bytes: &[u8]) -> Result<(), StoreError> {
         // A blob is written whole or not at all here: a torn blob is caught by the loader's
         // signature check, which the records' fallback already exercises.
-        if self.fate(&[], &[]).is_none() {
+        if let Fate::Lost = self.fate(0) {
             return Ok(());
         }
         self.blobs.retain(|(i, _)| i != id);
@@ -679,10 +691,10 @@ mod tests {
     #[test]
     fn the_store_tears_and_loses_writes_as_told() {
         let mut s = FaultyStore::new(Rng::new(9), 1.0, 1.0);
-        s.records[0] = vec![1; 8];
+        s.records[0] = SparseBytes::new(&[1; 8]);
         s.write_record(Slot::A, &[2; 8]).unwrap();
         assert!(s.is_dead());
-        let r = &s.records[0];
+        let r = &s.records[0].to_vec();
         let n = r.iter().take_while(|b| **b == 2).count();
         assert!(r[n..].iter().all(|b| *b == 1), "{r:?}");
         // Dead: nothing more is written until power is back.
@@ -693,7 +705,7 @@ mod tests {
         assert!(s.records[0].is_empty());
         let mut s = FaultyStore::new(Rng::new(9), 0.0, 1.0);
         s.write_record(Slot::A, &[2; 8]).unwrap();
-        assert_eq!(s.records[0], [2; 8]);
+        assert_eq!(s.records[0].to_vec(), [2; 8]);
         assert!(!s.is_dead());
     }
 }
