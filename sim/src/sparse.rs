@@ -13,8 +13,8 @@ pub struct SparseBytes {
 }
 
 const WORD: usize = 8;
-/// The fewest zero words between two runs: a shorter gap is held inside the run (holding it
-/// costs no more than a header).
+/// The fewest zero words between two runs: a shorter gap is held inside the run (holding one
+/// word costs what a header costs, and a read copies one run rather than two).
 const MIN_GAP: usize = 2;
 
 impl SparseBytes {
@@ -190,7 +190,7 @@ mod tests {
         assert_eq!(SparseBytes::new(&record), s);
         record[2000] = 1;
         assert_ne!(SparseBytes::new(&record), s);
-        // A gap of one zero word is held inside its run (one header, not two).
+        // A gap of one zero word costs what a header would; two are skipped.
         let mut one_gap = vec![3u8; 24];
         one_gap[8..16].fill(0);
         assert_eq!(round_trip(&one_gap).held_bytes(), 8 + 24);
