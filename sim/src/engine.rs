@@ -495,7 +495,9 @@ impl Sim {
         let _ = installed.confirm_healthy(EPOCH);
         installed.shutdown(EPOCH);
         let _ = installed.take_events();
-        let mut fleet = Vec::new();
+        // Its size known: no room to spare (an endpoint is about 1.5 KB here) and no copy as it
+        // grows.
+        let mut fleet = Vec::with_capacity(usize::try_from(scenario.fleet.endpoints).unwrap_or(0));
         for index in 0..u32::try_from(scenario.fleet.endpoints).unwrap_or(u32::MAX) {
             let e = Endpoint::generate(scenario, seed, index);
             let facts = e.facts(scenario);
