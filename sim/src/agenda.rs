@@ -97,7 +97,10 @@ impl<E: Copy + Ord> Agenda<E> {
                 self.pending -= 1;
                 return Some((now, event));
             }
-            self.bucket(now).clear();
+            // Drained: its memory goes back to the allocator rather than waiting a HORIZON for
+            // the bucket's next second (kept, every second's bucket would hold the most events
+            // it ever held: 0.7 GB of good's 2.5 GB at 100,000 endpoints over 48 hours).
+            *self.bucket(now) = Vec::new();
             self.taken = 0;
             if self.pending == 0 {
                 // The wheel is empty: jump to the first later event, if any.
@@ -185,6 +188,23 @@ mod tests {
             assert_eq!(reference.pop(), None, "seed {seed}");
             assert!(popped > 100, "seed {seed}: {popped}");
         }
+    }
+
+    #[test]
+    fn a_drained_second_holds_no_memory() {
+        let mut agenda = Agenda::new(0);
+        for e in 0..1_000u32 {
+            agenda.push(10, e);
+        }
+        agenda.push(11, 1_000);
+        for e in 0..1_000u32 {
+            assert_eq!(agenda.pop(), Some((10, e)));
+        }
+        assert_eq!(agenda.pop(), Some((11, 1_000)));
+        assert_eq!(agenda.buckets[10].capacity(), 0);
+        // And the wheel still takes events for that bucket's next turn.
+        agenda.push(HORIZON + 10, 7);
+        assert_eq!(agenda.pop(), Some((HORIZON + 10, 7)));
     }
 
     #[test]
