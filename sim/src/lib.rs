@@ -41,17 +41,16 @@
 //!
 //! # Not done yet (issue 15)
 //!
-//! * Speed: 100,000 endpoints over 48 simulated hours take 51 to 93 s on one core of a 2.0 GHz
-//!   EPYC (the goal is under 60 s: met by the four releases the controller halts, 51 to 52 s;
-//!   not by good, 71 s, its expedited plan, 63 s, or all-at-once, 93 s), and 2.7 GiB (about
-//!   28 KiB per endpoint); an earlier, faster machine ran an older build in 41 to 63 s. The
-//!   fleet's agents and guards share
+//! * Speed: 100,000 endpoints over 48 simulated hours take 49 to 87 s on one core of a 2.0 GHz
+//!   EPYC (the goal is under 60 s: met by the four releases the controller halts, 49 to 51 s;
+//!   not by good, 72 s, its expedited plan, 65 s, or all-at-once, 87 s), and 2.0 GiB (about
+//!   21 KiB per endpoint). The fleet's agents and guards share
 //!   one [`bulwark_distribution::MetadataMemo`]: each distinct signature check is done once, and
 //!   each metadata file is parsed once and held once. What is left is each agent step's real work
 //!   (its heartbeat through the spool, which the server reads), cache misses as each event
 //!   touches a random endpoint's state, and the guard's and verifier's work at boots and stages.
-//!   1,000,000 endpoints would take 9 to 16 minutes and about 27 GiB: more memory than this
-//!   machine has. `sim/BENCHMARKS.md` has the figures.
+//!   1,000,000 endpoints (crash-on-load, 48 hours) took 618 s and 14.4 GiB, every goal met at
+//!   that size. `sim/BENCHMARKS.md` has the figures.
 //! * `good`: 95% of the fleet within 24 hours is out of reach of the built-in fleet under any
 //!   plan: at most 90% of its machines are on at any hour, so a tenth stays off all day, and
 //!   about 93.5% is the most a release at hour 1 can reach by hour 25 (93.65% measured).
