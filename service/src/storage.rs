@@ -98,7 +98,7 @@ impl MemoryStorage {
 /// Documents that [`MemoryStorage`]s hold in common: a document written with the same name and
 /// bytes as one of the last [`SharedDocuments::KEPT`] written under that name through any of
 /// them is held once. A simulated fleet's agents write the same trust state as each other, a
-/// few KB each, and were a third of a large fleet's memory.
+/// few KB each: a sixth of a 40,000-endpoint run's memory before they shared it.
 #[derive(Debug, Default, Clone)]
 pub struct SharedDocuments(Arc<Mutex<RecentByName>>);
 
