@@ -644,10 +644,15 @@ fn bad_token() -> NetError {
 trait Report: serde::de::DeserializeOwned {
     fn seq(&self) -> u64;
 
-    /// The report in `body`, as serde reads it; refused as the server refuses malformed JSON.
+    /// The report in `body`.
     fn parse(body: &[u8]) -> Result<Self, NetError> {
-        serde_json::from_slice(body).map_err(|e| NetError::Malformed(e.to_string()))
+        from_json(body)
     }
+}
+
+/// The report in `body`, as serde reads it; refused as the server refuses malformed JSON.
+fn from_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, NetError> {
+    serde_json::from_slice(body).map_err(|e| NetError::Malformed(e.to_string()))
 }
 
 #[derive(serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -700,7 +705,7 @@ impl Report for HeartbeatReport {
     fn parse(body: &[u8]) -> Result<Self, NetError> {
         match Self::canonical(body) {
             Some(v) => Ok(v),
-            None => serde_json::from_slice(body).map_err(|e| NetError::Malformed(e.to_string())),
+            None => from_json(body),
         }
     }
 }
