@@ -130,7 +130,9 @@ pub use decision::{decide, decide_placed, decide_validated, Decision, StayReason
 pub use endpoint::{EndpointFacts, EndpointId, Stratum};
 pub use health::{analyze, HealthConfig, HealthReport, Outcome, TestVerdict};
 pub use observations::{CohortObservations, EndpointRecord, HealthObservations};
-pub use observe::{observe, EndpointReports, GuardReport, GuardReportKind, Heard};
+pub use observe::{
+    observe, CohortPart, EndpointReports, GuardReport, GuardReportKind, Heard, Observer,
+};
 pub use plan::{Plan, Wave};
 pub use policy::{Policy, PolicyTable};
 pub use position::Placement;

@@ -44,13 +44,21 @@ impl EndpointRecord {
     /// observation. A machine that crashed cannot report; its silence is the report.
     #[must_use]
     pub fn is_silent(&self, now: Timestamp, timeout_secs: u64) -> bool {
+        self.silent_after(timeout_secs).is_some_and(|t| now > t)
+    }
+
+    /// The last moment it is not yet silent ([`EndpointRecord::is_silent`] at any later one), if
+    /// it ever is: never after a clean shutdown announced, nor when that moment is past the
+    /// clock's range.
+    #[must_use]
+    pub fn silent_after(&self, timeout_secs: u64) -> Option<Timestamp> {
         if self.shutdown_announced {
-            return false;
+            return None;
         }
         let heard = self
             .last_heartbeat
             .map_or(self.observed_since, |h| h.max(self.observed_since));
-        now.secs_since(heard) > timeout_secs
+        heard.0.checked_add(timeout_secs).map(Timestamp)
     }
 
     /// Its exposure in seconds: from the start of its observation to its last heartbeat (or `now`,

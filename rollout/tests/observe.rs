@@ -6,8 +6,8 @@ use bulwark_rollout::controller::start;
 use bulwark_rollout::health::HealthConfig;
 use bulwark_rollout::plan::Plan;
 use bulwark_rollout::time::Timestamp;
-use bulwark_rollout::{observe, EndpointReports, GuardReport, GuardReportKind, Heard};
-use common::{detections, release};
+use bulwark_rollout::{observe, EndpointReports, GuardReport, GuardReportKind, Heard, Observer};
+use common::{detections, release, Rng};
 
 const T0: Timestamp = Timestamp(1_700_000_000);
 
@@ -127,4 +127,162 @@ fn cohorts_are_formed_from_the_reports_that_count() {
     assert_eq!((b.crashes, b.reverts), (1, 0));
     assert_eq!(b.rules["rule-6"], 3);
     assert_eq!(b.exposure_secs, 600);
+}
+
+/// One endpoint's reports in the randomized comparison below.
+#[derive(Clone, Default)]
+struct Reported {
+    wave: Option<usize>,
+    heard: Option<Heard>,
+    events: Vec<GuardReport>,
+    detections: Vec<(u64, &'static str, u64)>,
+}
+
+impl Reported {
+    fn reports(&self) -> Option<EndpointReports<'_>> {
+        Some(EndpointReports {
+            wave: self.wave,
+            heard: self.heard?,
+            guard_events: &self.events,
+            detections: &self.detections,
+        })
+    }
+}
+
+const RULES: [&str; 4] = ["rule-a", "rule-b", "rule-c", "rule-x"];
+
+/// A time near `t`: mostly a little after, sometimes before, sometimes at the clock's end, and
+/// sometimes exactly a silence timeout before the next tick (silent only at the one after).
+fn around(rng: &mut Rng, t: u64) -> u64 {
+    match rng.below(20) {
+        0 => u64::MAX - rng.below(3),
+        1 => t.saturating_sub(rng.below(7200)),
+        2 => t + 60 - HealthConfig::default().silence_timeout_secs,
+        _ => t + rng.below(7200),
+    }
+}
+
+/// Changes endpoint `e`'s reports at random, as heartbeats and telemetry would (and as they
+/// would not: a wave changed, events removed, counts at the edge of the range).
+fn change(rng: &mut Rng, e: &mut Reported, now: u64) {
+    match rng.below(8) {
+        0 => e.wave = [None, Some(0), Some(1), Some(2), Some(4)][rng.below(5) as usize],
+        1 | 2 => {
+            let last = around(rng, now);
+            let staged = e
+                .heard
+                .and_then(|h| h.staged)
+                .or_else(|| (rng.below(3) == 0).then(|| around(rng, now)));
+            e.heard = Some(Heard {
+                last,
+                shutdown: rng.below(4) == 0,
+                staged,
+                healthy: rng.below(2) == 0,
+            });
+        }
+        3 | 4 => e.events.push(GuardReport {
+            release_version: [6, 7, 8][rng.below(3) as usize],
+            kind: [
+                GuardReportKind::Crash,
+                GuardReportKind::Revert,
+                GuardReportKind::Quarantine,
+                GuardReportKind::Reject,
+            ][rng.below(4) as usize],
+            at: around(rng, now),
+        }),
+        5 => {
+            let n = if rng.below(10) == 0 {
+                u64::MAX - rng.below(5)
+            } else {
+                rng.below(50)
+            };
+            e.detections.push((
+                [6, 7][rng.below(2) as usize],
+                RULES[rng.below(4) as usize],
+                n,
+            ));
+        }
+        6 => {
+            e.events.clear();
+            e.detections.clear();
+        }
+        _ => e.heard = None,
+    }
+}
+
+#[test]
+fn an_observer_sees_what_observe_sees_tick_after_tick() {
+    let ch = detections();
+    let config = HealthConfig::default();
+    for seed in 0..40 {
+        let mut rng = Rng(seed);
+        let (mut state, _) =
+            start(ch.clone(), release(&ch, 7), Plan::default_plan(), None, T0).unwrap();
+        state.baseline_version = Some(6);
+        let mut release_rules = vec!["rule-a".to_owned(), "rule-b".to_owned()];
+        let mut baseline_rules = vec!["rule-a".to_owned(), "rule-c".to_owned()];
+        let mut fleet: Vec<Reported> = vec![Reported::default(); 30];
+        let mut observer = Observer::new();
+        let mut now = T0.0;
+        let mut reads = 0;
+        for tick in 0..300 {
+            now = match rng.below(30) {
+                // The clock goes back, or jumps.
+                0 => now - rng.below(600),
+                1 => now + 20_000,
+                _ => now + 60,
+            };
+            // Some endpoints report; some join.
+            for _ in 0..rng.below(6) {
+                let i = rng.below(fleet.len() as u64) as usize;
+                if let Some(e) = fleet.get_mut(i) {
+                    change(&mut rng, e, now);
+                    observer.update(i, e.reports());
+                }
+            }
+            match rng.below(50) {
+                0 | 1 => fleet.push(Reported::default()),
+                2 => fleet.truncate(fleet.len() - 1),
+                _ => {}
+            }
+            // The rollout moves on now and then; the rules change once.
+            match rng.below(40) {
+                0 if state.open_waves < 5 => {
+                    state.wave_opened_at[state.open_waves as usize] = Some(Timestamp(now));
+                    state.open_waves += 1;
+                }
+                1 => state.baseline_version = [None, Some(6)][rng.below(2) as usize],
+                2 => release_rules.push("rule-c".to_owned()),
+                3 => baseline_rules.push("rule-b".to_owned()),
+                _ => {}
+            }
+            if tick % 97 == 96 {
+                // Every endpoint moved between waves: the caller says so.
+                for e in &mut fleet {
+                    e.wave = e.wave.map(|w| (w + 1) % 5);
+                }
+                observer.changed_all();
+            }
+            let expected = observe(
+                &state,
+                fleet.iter().filter_map(Reported::reports),
+                &release_rules,
+                &baseline_rules,
+                Timestamp(now),
+                &config,
+            );
+            let got = observer.observe(
+                &state,
+                fleet.len(),
+                |i| fleet.get(i).and_then(Reported::reports),
+                &release_rules,
+                &baseline_rules,
+                Timestamp(now),
+                &config,
+            );
+            assert_eq!(got, expected, "seed {seed}, tick {tick}");
+            reads += usize::from(expected.waves.iter().any(|w| w.silent > 0));
+        }
+        assert!(reads > 0, "seed {seed}: no silence was ever observed");
+    }
 }
