@@ -304,6 +304,9 @@ pub struct SimServer {
     /// part counted when it reports ([`SimServer::reported`]), so that a tick reads the sums,
     /// not every endpoint. Observing every endpoint each simulated minute was a fifth of a run.
     observer: Observer,
+    /// Whether reports are counted into `observer`: while the rollout is stepped (progressing or
+    /// paused), not after it halted or completed, when no tick reads the observation.
+    observing: bool,
     /// The rule ids this server was told of ([`interned`]), to find each without a lock.
     rule_names: HashSet<&'static str>,
     /// Endpoint ids (hex) enrolled, and their index.
@@ -365,6 +368,7 @@ impl SimServer {
             guard_events: Vec::new(),
             detections: Vec::new(),
             observer: Observer::new(),
+            observing: false,
             rule_names: HashSet::new(),
             enrolled: BTreeMap::new(),
             config: HealthConfig::default(),
@@ -494,9 +498,15 @@ impl SimServer {
         let (Some(state), Some(_)) = (&self.state, &self.thresholds) else {
             return Ok(Vec::new());
         };
-        // As the server's controller: a halted or complete rollout is not stepped.
+        // As the server's controller: a halted or complete rollout is not stepped, nor observed.
         if !matches!(state.status, Status::Progressing | Status::Paused { .. }) {
+            self.observing = false;
             return Ok(Vec::new());
+        }
+        if !self.observing {
+            // Reports were not counted meanwhile: observed afresh.
+            self.observing = true;
+            self.observer.changed_all();
         }
         let version = state.release.version;
         let no_rules = Vec::new();
@@ -541,6 +551,9 @@ impl SimServer {
     /// Endpoint `index` reported: the observation counts its part again now, while its reports
     /// are in the cache, not at the next tick.
     fn reported(&mut self, index: usize) {
+        if !self.observing {
+            return;
+        }
         self.observer.update(
             index,
             reports_of(&self.heard, &self.guard_events, &self.detections, index),
@@ -558,7 +571,7 @@ impl SimServer {
         if let Some(h) = self.heard.get(index) {
             crate::engine::prefetch(h);
         }
-        if let Some(p) = self.observer.part(index) {
+        if let Some(p) = self.observer.part(index).filter(|_| self.observing) {
             crate::engine::prefetch(p);
         }
     }
