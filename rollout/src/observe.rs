@@ -479,6 +479,13 @@ impl Observer {
         if self.parts.len() <= index {
             self.parts.resize(index + 1, CohortPart::default());
         }
+        if self.clocked.len() > 2 * self.parts.len() + 64 {
+            // Many reports and no observation: rather than keep a list longer than the fleet,
+            // the next observation reads every endpoint.
+            self.clocked = Vec::new();
+            self.changed_all();
+            return;
+        }
         self.count(index, reports, None);
     }
 

@@ -232,8 +232,10 @@ fn an_observer_sees_what_observe_sees_tick_after_tick() {
                 1 => now + 20_000,
                 _ => now + 60,
             };
-            // Some endpoints report; some join.
-            for _ in 0..rng.below(6) {
+            // Some endpoints report (now and then many, more than the observer keeps track of
+            // between observations); some join.
+            let reports = if tick % 50 == 25 { 300 } else { rng.below(6) };
+            for _ in 0..reports {
                 let i = rng.below(fleet.len() as u64) as usize;
                 if let Some(e) = fleet.get_mut(i) {
                     change(&mut rng, e, now);
