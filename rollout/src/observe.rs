@@ -332,7 +332,7 @@ impl SilenceQueue {
         if let Some(n) = self.slot(t) {
             *n -= 1;
         }
-        if self.far.get(&t) == Some(&0) {
+        if t.saturating_sub(self.base) >= RING && self.far.get(&t) == Some(&0) {
             self.far.remove(&t);
         }
     }
@@ -496,10 +496,13 @@ impl Observer {
         let (Some((frame, _, _)), Some(slot)) = (&self.frame, self.parts.get_mut(index)) else {
             return;
         };
-        let old = core::mem::take(slot);
+        let mut old = core::mem::take(slot);
         if let Some(c) = self.cohorts.get_mut(old.cohort as usize) {
             c.apply(&old, self.now, false);
         }
+        // The new part's detections in the old one's allocation: none made per report.
+        let mut detections = core::mem::take(&mut old.detections);
+        detections.clear();
         let Some(e) = reports else {
             return;
         };
@@ -512,6 +515,12 @@ impl Observer {
         else {
             return;
         };
+        detections.extend(
+            e.detections
+                .iter()
+                .filter(|&&(v, _, _)| Some(v) == placed.version)
+                .filter_map(|&(_, rule, n)| Some((sums.rule_index(rule)?, n))),
+        );
         let r = &placed.record;
         let part = CohortPart {
             cohort: index_of_cohort,
@@ -522,12 +531,7 @@ impl Observer {
             rejections: r.rejections,
             confirmed_healthy: r.confirmed_healthy,
             silent_after: r.silent_after(frame.timeout).map_or(u64::MAX, |t| t.0),
-            detections: e
-                .detections
-                .iter()
-                .filter(|&&(v, _, _)| Some(v) == placed.version)
-                .filter_map(|&(_, rule, n)| Some((sums.rule_index(rule)?, n)))
-                .collect(),
+            detections,
         };
         sums.apply(&part, self.now, true);
         *slot = part;
