@@ -13,38 +13,25 @@ pub struct SparseBytes {
 }
 
 const WORD: usize = 8;
+/// A run's header: two `u32`s.
+const HEADER: usize = 4;
 /// The fewest zero words between two runs: a shorter gap is held inside the run (holding one
 /// word costs what a header costs, and a read copies one run rather than two).
 const MIN_GAP: usize = 2;
 
 impl SparseBytes {
-    /// `bytes`, held sparsely.
+    /// `bytes`, held sparsely: the runs found once to size the encoding, then again to write
+    /// it into exactly that (no growth, no shrink: a simulated machine writes a record at each
+    /// boot, commit and shutdown).
     #[must_use]
     pub fn new(bytes: &[u8]) -> SparseBytes {
-        let words = bytes.len().div_ceil(WORD);
-        let zero = |i: usize| word(bytes, i) == 0;
-        // From word `i`, how many words in a row are zero (`want` true) or not.
-        let count = |mut i: usize, want: bool| {
-            let from = i;
-            while i < words && zero(i) == want {
-                i += 1;
-            }
-            i - from
-        };
-        let mut runs = Vec::new();
+        let mut held = 0;
+        each_run(bytes, |start, end| {
+            held += 2 * HEADER + (end - start) * WORD
+        });
+        let mut runs = Vec::with_capacity(held);
         let mut held_to = 0; // the words before it are held or skipped
-        let mut start = held_to + count(held_to, true);
-        while start < words {
-            // The run ends at the first gap of MIN_GAP zero words, or at the last nonzero word.
-            let mut end = start + count(start, false);
-            loop {
-                let zeros = count(end, true);
-                if end + zeros >= words || zeros >= MIN_GAP {
-                    break;
-                }
-                end += zeros;
-                end += count(end, false);
-            }
+        each_run(bytes, |start, end| {
             let header = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
             runs.extend_from_slice(&header(start - held_to));
             runs.extend_from_slice(&header(end - start));
@@ -54,8 +41,8 @@ impl SparseBytes {
             // A last word cut short is padded with zeros, as it reads back.
             runs.resize(runs.len() + (end * WORD).saturating_sub(bytes.len()), 0);
             held_to = end;
-            start = end + count(end, true);
-        }
+        });
+        debug_assert_eq!(runs.len(), held);
         SparseBytes {
             len: bytes.len(),
             runs: runs.into_boxed_slice(),
@@ -110,8 +97,58 @@ impl SparseBytes {
     }
 }
 
+/// Calls `f(start, end)` for each run of words to hold, in order: a run ends at the first gap of
+/// [`MIN_GAP`] zero words or more, or at the last nonzero word.
+fn each_run(bytes: &[u8], mut f: impl FnMut(usize, usize)) {
+    let words = bytes.len().div_ceil(WORD);
+    let zero = |i: usize| word(bytes, i) == 0;
+    // From word `i`, how many words in a row are zero (`want` true) or not.
+    let count = |mut i: usize, want: bool| {
+        let from = i;
+        if want {
+            // Zeros a block of words at a time (a record is mostly zeros): one vector compare.
+            const BLOCK: usize = 4 * WORD;
+            while let Some(block) = i
+                .checked_mul(WORD)
+                .and_then(|at| bytes.get(at..at.saturating_add(BLOCK)))
+            {
+                if block != [0u8; BLOCK] {
+                    break;
+                }
+                i += BLOCK / WORD;
+            }
+        }
+        while i < words && zero(i) == want {
+            i += 1;
+        }
+        i - from
+    };
+    let mut start = count(0, true);
+    while start < words {
+        let mut end = start + count(start, false);
+        loop {
+            let zeros = count(end, true);
+            if end + zeros >= words || zeros >= MIN_GAP {
+                break;
+            }
+            end += zeros;
+            end += count(end, false);
+        }
+        f(start, end);
+        start = end + count(end, true);
+    }
+}
+
 /// Word `i` of `bytes` (little-endian, a last word cut short padded with zeros).
 fn word(bytes: &[u8], i: usize) -> u64 {
+    let from = i.saturating_mul(WORD);
+    if let Some(w) = from
+        .checked_add(WORD)
+        .and_then(|to| bytes.get(from..to))
+        .and_then(|w| <[u8; WORD]>::try_from(w).ok())
+    {
+        return u64::from_le_bytes(w);
+    }
     let mut w = [0u8; WORD];
     let from = i.saturating_mul(WORD).min(bytes.len());
     let to = from.saturating_add(WORD).min(bytes.len());
