@@ -312,8 +312,38 @@ pub struct Agent<L, S, T, C, R, D: Storage = DirStorage> {
     /// The release engineers' keys envelopes are opened with, parsed once (a key's parse is a
     /// point decompression).
     release_keys: Option<Box<TrustedKeys>>,
+    /// The start of every heartbeat's JSON, written once ([`heartbeat_head`]).
+    heartbeat_head: Box<[u8]>,
     /// Log lines (the service writes them to its log).
     pub log: Vec<String>,
+}
+
+/// A heartbeat's JSON up to its content version's digits: `{"channel":CHANNEL,"content_version":`
+/// (the channel's name as serde_json writes a string). The rest of the heartbeat follows in
+/// `Agent::heartbeat`; together they are exactly what serde_json writes for the heartbeat's
+/// struct (tested).
+fn heartbeat_head(channel: &str) -> Box<[u8]> {
+    let mut head = b"{\"channel\":".to_vec();
+    // A string serializes to a Vec without failing.
+    let _ = serde_json::to_writer(&mut head, channel);
+    head.extend_from_slice(b",\"content_version\":");
+    head.into_boxed_slice()
+}
+
+/// A heartbeat's JSON, in pieces: `head` ([`heartbeat_head`]), the content version's digits
+/// (written into `digits`), whether it is confirmed healthy.
+fn heartbeat_json<'a>(
+    head: &'a [u8],
+    digits: &'a mut itoa::Buffer,
+    content_version: u64,
+    confirmed: bool,
+) -> [&'a [u8]; 3] {
+    let healthy: &[u8] = if confirmed {
+        b",\"confirmed_healthy\":true}"
+    } else {
+        b",\"confirmed_healthy\":false}"
+    };
+    [head, digits.format(content_version).as_bytes(), healthy]
 }
 
 /// Told where an agent's fields are ([`Agent::show_fields`]).
@@ -393,6 +423,7 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
     ) -> Result<Self, AgentError> {
         let (state, trust, spool) = Self::load(&config, &mut storage)?;
         Ok(Agent {
+            heartbeat_head: heartbeat_head(&config.channel),
             config,
             storage,
             link,
@@ -512,15 +543,21 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
         visitor.field(&self.admin);
         visitor.field(&self.admin_error);
         visitor.field(&self.placement);
+        visitor.field(&self.heartbeat_head);
         visitor.field(&self.log);
     }
 
     /// Shows `visitor` the text of the names a decision compares (the channel's rollout and the
-    /// host group's policy are found by name), on the heap apart from the agent. Reads the
+    /// host group's policy are found by name) and the start of a heartbeat, on the heap apart
+    /// from the agent. Reads the
     /// names' headers: for after [`Agent::show_fields`]' fields have come in.
     pub fn show_names(&self, visitor: &mut impl FieldVisitor) {
-        for name in [&self.config.channel, &self.config.host_group] {
-            if let Some(text) = name.as_bytes().first() {
+        for name in [
+            self.config.channel.as_bytes(),
+            self.config.host_group.as_bytes(),
+            &self.heartbeat_head,
+        ] {
+            if let Some(text) = name.first() {
                 visitor.field(text);
             }
         }
@@ -791,22 +828,20 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
         Ok(())
     }
 
+    /// Spools `POST /v1/heartbeat`'s body (the spool adds `seq`): `{"channel":CHANNEL,
+    /// "content_version":N,"confirmed_healthy":B}`, written from its head kept since the agent
+    /// opened rather than serialized member by member: a heartbeat is what an endpoint sends
+    /// most, and its names and channel never change.
     fn heartbeat(&mut self, confirmed: bool) -> Result<(), AgentError> {
-        /// `POST /v1/heartbeat`'s body (the spool adds `seq`), serialized without a
-        /// `serde_json::Value` in between: a heartbeat is what an endpoint sends most.
-        #[derive(serde::Serialize)]
-        struct Heartbeat<'a> {
-            channel: &'a str,
-            content_version: u64,
-            confirmed_healthy: bool,
-        }
         let content_version = self.link.status()?.content_version;
-        let body = Heartbeat {
-            channel: &self.config.channel,
+        let mut digits = itoa::Buffer::new();
+        let body = heartbeat_json(
+            &self.heartbeat_head,
+            &mut digits,
             content_version,
-            confirmed_healthy: confirmed,
-        };
-        self.spool.push(Kind::Heartbeat, &body)?;
+            confirmed,
+        );
+        self.spool.push_json(Kind::Heartbeat, &body)?;
         Ok(())
     }
 
@@ -1346,6 +1381,43 @@ pub fn offline_status(dir: &Path) -> Result<serde_json::Value, AgentError> {
 mod tests {
     use super::*;
     use bulwark_loader_boot_guard::envelope::SignatureMemo;
+
+    #[test]
+    fn a_heartbeat_is_written_as_serde_json_writes_its_struct() {
+        #[derive(serde::Serialize)]
+        struct Heartbeat<'a> {
+            channel: &'a str,
+            content_version: u64,
+            confirmed_healthy: bool,
+        }
+        for channel in [
+            "prod",
+            "",
+            "a\"b\\c",
+            "tab\there\u{1}\u{7f}",
+            "é – 日本",
+            "</script>",
+        ] {
+            let head = heartbeat_head(channel);
+            for content_version in [0, 7, 1_000_000, u64::MAX] {
+                for confirmed in [false, true] {
+                    let mut digits = itoa::Buffer::new();
+                    let pieces = heartbeat_json(&head, &mut digits, content_version, confirmed);
+                    let written: Vec<u8> = pieces.concat();
+                    let expected = serde_json::to_vec(&Heartbeat {
+                        channel,
+                        content_version,
+                        confirmed_healthy: confirmed,
+                    })
+                    .unwrap();
+                    assert_eq!(
+                        String::from_utf8_lossy(&written),
+                        String::from_utf8_lossy(&expected)
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn the_envelope_memo_remembers_each_answer_for_its_very_check() {

@@ -72,6 +72,11 @@ pub trait SpoolStore {
     /// here) and stores it, dropping the oldest messages (counted) while the bodies are over the
     /// bound. Returns the sequence number.
     fn push<B: Serialize + ?Sized>(&mut self, kind: Kind, body: &B) -> Result<u64, SpoolError>;
+    /// As [`push`](SpoolStore::push), for a body its caller wrote as JSON: `object` is the text
+    /// of a JSON object without a `seq` member, in pieces (their concatenation), numbered as
+    /// [`push`](SpoolStore::push) numbers a body. For what is sent most (a heartbeat), whose
+    /// text is mostly the same at every push.
+    fn push_json(&mut self, kind: Kind, object: &[&[u8]]) -> Result<u64, SpoolError>;
     /// The oldest message not yet delivered.
     fn oldest(&self) -> Result<Option<Message>, SpoolError>;
     /// `f` of the oldest message not yet delivered, lent where the spool holds it when it can
@@ -97,15 +102,29 @@ pub trait SpoolStore {
 /// serializes to, written once (no intermediate value). A body that is not an object is kept as
 /// it is, unnumbered (no caller sends one).
 fn numbered<B: Serialize + ?Sized>(seq: u64, body: &B) -> Vec<u8> {
+    numbered_with(seq, |out| serde_json::to_writer(out, body).is_ok())
+}
+
+/// [`numbered`] for a body written as JSON text, in pieces ([`SpoolStore::push_json`]).
+fn numbered_json(seq: u64, object: &[&[u8]]) -> Vec<u8> {
+    numbered_with(seq, |out| {
+        for piece in object {
+            out.extend_from_slice(piece);
+        }
+        true
+    })
+}
+
+/// `{"seq":N,` then the members of the object `write` writes (see [`numbered`]); nothing if it
+/// fails.
+fn numbered_with(seq: u64, write: impl FnOnce(&mut Vec<u8>) -> bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     out.extend_from_slice(b"{\"seq\":");
     // The number's decimal digits, as serde_json writes integers (itoa): not through the
     // formatting machinery, for every heartbeat. Writing to a Vec cannot fail.
-    if serde_json::to_writer(&mut out, &seq).is_err() {
-        return Vec::new();
-    }
+    out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
     let at = out.len();
-    if serde_json::to_writer(&mut out, body).is_err() {
+    if !write(&mut out) {
         return Vec::new();
     }
     match out.get(at..) {
@@ -160,9 +179,25 @@ impl Spool {
     /// sequence number. The bodies' total is kept in the database, so a push costs the same
     /// however full the spool is.
     pub fn push<B: Serialize + ?Sized>(&mut self, kind: Kind, body: &B) -> Result<u64, SpoolError> {
+        self.store(kind, |seq| numbered(seq, body))
+    }
+
+    /// Numbers the JSON text `object` (see [`SpoolStore::push_json`]) and stores it, as
+    /// [`Spool::push`] does.
+    pub fn push_json(&mut self, kind: Kind, object: &[&[u8]]) -> Result<u64, SpoolError> {
+        self.store(kind, |seq| numbered_json(seq, object))
+    }
+
+    /// Stores the message `numbered` writes for the next sequence number, in one transaction
+    /// with the bound's drops.
+    fn store(
+        &mut self,
+        kind: Kind,
+        numbered: impl FnOnce(u64) -> Vec<u8>,
+    ) -> Result<u64, SpoolError> {
         let tx = self.db.transaction()?;
         let seq = Self::meta(&tx, "next_seq")?;
-        let bytes = numbered(seq, body);
+        let bytes = numbered(seq);
         tx.execute(
             "INSERT INTO spool (seq, kind, body) VALUES (?1, ?2, ?3)",
             params![to_i64(seq), kind.code(), bytes],
@@ -265,6 +300,9 @@ impl SpoolStore for Spool {
     fn push<B: Serialize + ?Sized>(&mut self, kind: Kind, body: &B) -> Result<u64, SpoolError> {
         Spool::push(self, kind, body)
     }
+    fn push_json(&mut self, kind: Kind, object: &[&[u8]]) -> Result<u64, SpoolError> {
+        Spool::push_json(self, kind, object)
+    }
     fn oldest(&self) -> Result<Option<Message>, SpoolError> {
         Spool::oldest(self)
     }
@@ -315,14 +353,14 @@ impl MemorySpool {
     pub fn held(&self) -> &impl Sized {
         &*self.inner
     }
-}
 
-impl SpoolStore for MemorySpool {
-    fn push<B: Serialize + ?Sized>(&mut self, kind: Kind, body: &B) -> Result<u64, SpoolError> {
+    /// Stores the message `numbered` writes for the next sequence number, dropping the oldest
+    /// while over the bound (as [`Spool`] does). Returns the sequence number.
+    fn store(&mut self, kind: Kind, numbered: impl FnOnce(u64) -> Vec<u8>) -> u64 {
         let mut m = self.inner.borrow_mut();
         let seq = m.next_seq;
         m.next_seq = seq.saturating_add(1);
-        let body = numbered(seq, body);
+        let body = numbered(seq);
         m.bytes = m.bytes.saturating_add(body.len() as u64);
         m.messages.push_back(Message { seq, kind, body });
         while m.bytes > self.max_bytes {
@@ -332,7 +370,16 @@ impl SpoolStore for MemorySpool {
             m.bytes = m.bytes.saturating_sub(old.body.len() as u64);
             m.dropped = m.dropped.saturating_add(1);
         }
-        Ok(seq)
+        seq
+    }
+}
+
+impl SpoolStore for MemorySpool {
+    fn push<B: Serialize + ?Sized>(&mut self, kind: Kind, body: &B) -> Result<u64, SpoolError> {
+        Ok(self.store(kind, |seq| numbered(seq, body)))
+    }
+    fn push_json(&mut self, kind: Kind, object: &[&[u8]]) -> Result<u64, SpoolError> {
+        Ok(self.store(kind, |seq| numbered_json(seq, object)))
     }
     fn oldest(&self) -> Result<Option<Message>, SpoolError> {
         Ok(self.inner.borrow().messages.front().cloned())
@@ -414,6 +461,46 @@ mod tests {
         }
         // Not an object: kept as it is.
         assert_eq!(numbered(1, &serde_json::json!([1])), b"[1]");
+        // Written by the caller, in pieces cut anywhere: numbered alike.
+        let text = br#"{"channel":"st\"able","content_version":3}"#;
+        for cut in 0..=text.len() {
+            let (a, b) = text.split_at(cut);
+            assert_eq!(numbered_json(7, &[a, b]), typed, "cut at {cut}");
+        }
+        assert_eq!(numbered_json(1, &[b"{", b"}"]), br#"{"seq":1}"#);
+        assert_eq!(numbered_json(1, &[b"[1]"]), b"[1]");
+    }
+
+    #[test]
+    fn a_body_pushed_as_json_text_is_spooled_as_its_struct_would_be() {
+        let d = dir("json");
+        let mut spools: (Spool, MemorySpool) = (
+            Spool::open(&d.join("spool.db"), 1 << 20).unwrap(),
+            MemorySpool::new(1 << 20),
+        );
+        let body = serde_json::json!({"channel": "prod", "content_version": 9});
+        let text = serde_json::to_vec(&body).unwrap();
+        fn both<A: SpoolStore, B: SpoolStore>(
+            a: &mut A,
+            b: &mut B,
+            body: &serde_json::Value,
+            text: &[u8],
+        ) {
+            assert_eq!(a.push(Kind::Heartbeat, body).unwrap(), 1);
+            assert_eq!(a.push_json(Kind::Heartbeat, &[text]).unwrap(), 2);
+            let first = a.oldest().unwrap().unwrap();
+            a.delivered(1).unwrap();
+            let second = a.oldest().unwrap().unwrap();
+            assert_eq!(second.seq, 2);
+            assert_eq!(second.kind, Kind::Heartbeat);
+            assert_eq!(second.body, numbered(2, body));
+            assert_eq!(first.body, numbered(1, body));
+            assert_eq!(b.push_json(Kind::Telemetry, &[text]).unwrap(), 1);
+            assert_eq!(b.oldest().unwrap().unwrap().body, first.body);
+        }
+        let (sqlite, memory) = &mut spools;
+        both(sqlite, memory, &body, &text);
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
