@@ -37,13 +37,8 @@ fn cli() -> clap::Command {
         .subcommands(sim::commands())
 }
 
-/// mimalloc rather than glibc's allocator on Linux: `bulwark sim` keeps gigabytes of endpoint
-/// state and touches a random endpoint's at every event; mimalloc asks the kernel for
-/// transparent huge pages for its heap (glibc's gets none where THP is `madvise`), and a run
-/// spends 10 to 20% less time (`sim/BENCHMARKS.md`). Windows builds keep the system allocator.
 #[cfg(unix)]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod allocator;
 
 fn main() -> ExitCode {
     let matches = match cli().try_get_matches() {

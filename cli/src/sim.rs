@@ -33,6 +33,8 @@ pub fn run(name: &str, m: &ArgMatches) -> Option<ExitCode> {
     if name != "sim" {
         return None;
     }
+    #[cfg(unix)]
+    crate::allocator::keep_freed_memory();
     let scenario = m.get_one::<String>("scenario").cloned().unwrap_or_default();
     let mut s = match Scenario::load(&scenario) {
         Ok(s) => s,

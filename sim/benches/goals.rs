@@ -24,10 +24,11 @@ use bulwark_sim::engine::{Sim, Transport};
 use bulwark_sim::outcome::Outcome;
 use bulwark_sim::scenario::{PlanName, Scenario};
 
-/// The allocator `bulwark sim` runs on (cli/src/main.rs), so that these figures are the tool's.
+/// The allocator `bulwark sim` runs on, and its tuning: the CLI's own file, so that these
+/// figures are the tool's.
 #[cfg(unix)]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "../../cli/src/allocator.rs"]
+mod allocator;
 
 /// The fleet on which false halts are counted: good releases against a noisy baseline.
 const NOISY: &str = r#"
@@ -160,6 +161,8 @@ fn goals(o: &Outcome) -> Vec<(String, bool)> {
 }
 
 fn main() {
+    #[cfg(unix)]
+    allocator::keep_freed_memory();
     let endpoints = env("BULWARK_SIM_ENDPOINTS", 100_000);
     let hours = env("BULWARK_SIM_HOURS", 48);
     let releases = env("BULWARK_SIM_RELEASES", 100);
