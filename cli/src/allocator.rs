@@ -38,18 +38,16 @@ pub fn keep_freed_memory() {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn asked_to_keep_freed_memory_the_allocator_never_gives_it_back() {
         // SAFETY: as in `keep_freed_memory`: reads one entry of the options' table.
-        let get = || unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        let get = || unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
             eprintln!("skipped: MIMALLOC_PURGE_DELAY is set in the environment");
             return;
         }
         assert!(get() == 1000 || get() == -1, "{}", get());
-        keep_freed_memory();
+        super::keep_freed_memory();
         assert_eq!(get(), -1);
     }
 }

@@ -43,8 +43,9 @@
 //!
 //! * Speed: 100,000 endpoints over 48 simulated hours take 44 to 77 s on one core of a 2.0 GHz
 //!   EPYC (the goal is under 60 s: met by the four releases the controller halts, 44 to 48 s;
-//!   not by good, 68 s, its expedited plan, 63 s, or all-at-once, 77 s), and 2.05 GiB (about
-//!   21 KiB per endpoint). The fleet's agents and guards share
+//!   not by good, 68 s, its expedited plan, 63 s, or all-at-once, 77 s; since then 4 to 8% less
+//!   for those three in alternating runs, on a machine whose speed varies by a third from hour
+//!   to hour), and 2.05 GiB (about 21 KiB per endpoint). The fleet's agents and guards share
 //!   one [`bulwark_distribution::MetadataMemo`]: each distinct signature check is done once, and
 //!   each metadata file is parsed once and held once. What is left is each agent step's real work
 //!   (its heartbeat through the spool, which the server reads), cache misses as each event
