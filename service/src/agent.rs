@@ -549,8 +549,8 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
 
     /// Shows `visitor` the text of the names a decision compares (the channel's rollout and the
     /// host group's policy are found by name) and the start of a heartbeat, on the heap apart
-    /// from the agent. Reads the
-    /// names' headers: for after [`Agent::show_fields`]' fields have come in.
+    /// from the agent. Reads the names' headers: for after [`Agent::show_fields`]' fields have
+    /// come in.
     pub fn show_names(&self, visitor: &mut impl FieldVisitor) {
         for name in [
             self.config.channel.as_bytes(),

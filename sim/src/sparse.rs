@@ -13,8 +13,8 @@ pub struct SparseBytes {
 }
 
 const WORD: usize = 8;
-/// A run's header: two `u32`s.
-const HEADER: usize = 4;
+/// A run's header: two `u32`s (the zero words skipped before it, its length in words).
+const HEADER: usize = 8;
 /// The fewest zero words between two runs: a shorter gap is held inside the run (holding one
 /// word costs what a header costs, and a read copies one run rather than two).
 const MIN_GAP: usize = 2;
@@ -26,9 +26,7 @@ impl SparseBytes {
     #[must_use]
     pub fn new(bytes: &[u8]) -> SparseBytes {
         let mut held = 0;
-        each_run(bytes, |start, end| {
-            held += 2 * HEADER + (end - start) * WORD
-        });
+        each_run(bytes, |start, end| held += HEADER + (end - start) * WORD);
         let mut runs = Vec::with_capacity(held);
         let mut held_to = 0; // the words before it are held or skipped
         each_run(bytes, |start, end| {
