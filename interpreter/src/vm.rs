@@ -91,7 +91,11 @@ impl VerifiedPack {
                 },
             );
         }
-        for (w, mut word) in candidates.into_iter().enumerate() {
+        // Only the words of the pack's rules (a bitset by reference: iterating the array by value
+        // kept its iterator in memory, a store and a load per word of all `WORDS`).
+        let words = index.always.len().min(WORDS);
+        for (w, &word) in candidates.iter().enumerate().take(words) {
+            let mut word = word;
             while word != 0 {
                 let bit = word.trailing_zeros();
                 word &= word.wrapping_sub(1);

@@ -268,6 +268,54 @@ fn absent_is_not_empty() {
     assert_eq!(hits, vec![3]);
 }
 
+/// Every rule of the largest pack can be a candidate and match, wherever its bit lies in the
+/// candidate bitset (first and last of a word, the last word of all), and the rules that always
+/// run do too; no other rule matches.
+#[test]
+fn rules_match_at_every_place_of_the_candidate_bitset() {
+    let limit = bulwark_interpreter::limits::MAX_RULES;
+    for rules in [130, limit] {
+        let token = |i: usize| format!("tok{i:05}x");
+        let always = rules - 2;
+        let exprs: Vec<Expr> = (0..rules)
+            .map(|i| {
+                if i == always {
+                    // No literal to anchor it: it runs on every event.
+                    Expr::Pred(Pred::Exists { field: 0 })
+                } else {
+                    Expr::Pred(Pred::Str {
+                        field: 1,
+                        op: StrOp::Contains,
+                        case: Case::Insensitive,
+                        value: token(i),
+                    })
+                }
+            })
+            .collect();
+        let want: Vec<u32> = [0, 63, 64, 127, always, rules - 1]
+            .into_iter()
+            .filter(|&i| i < rules)
+            .map(|i| i as u32)
+            .collect();
+        let line: Vec<String> = want
+            .iter()
+            .filter(|&&i| i as usize != always)
+            .map(|&i| token(i as usize).to_uppercase())
+            .collect();
+        let (hits, expected) = run(
+            &exprs,
+            &[Some("x.exe".into()), Some(line.join(" "))],
+            None,
+            None,
+        );
+        let reference: Vec<u32> = (0..rules as u32)
+            .filter(|&i| expected[i as usize])
+            .collect();
+        assert_eq!(reference, want, "{rules} rules: the reference");
+        assert_eq!(hits, want, "{rules} rules");
+    }
+}
+
 #[test]
 fn huge_and_non_ascii_values_complete() {
     // As long as a command line gets (16 KiB), ending in a 2-byte char.
