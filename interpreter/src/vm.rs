@@ -12,9 +12,8 @@ use regex_automata::Input;
 
 use crate::cost;
 use crate::event::Event;
-use crate::hits::SLOT_WORDS;
+use crate::hits::{MARK_WORDS, RULE_WORDS};
 use crate::insn::StrOp;
-use crate::limits::MAX_RULES;
 use crate::matching::{compare_metered, glob_match_metered};
 use crate::schema::FieldValue;
 use crate::setindex::Tables;
@@ -38,8 +37,6 @@ pub struct EvalStats {
     pub over_budget: Option<u32>,
 }
 
-const WORDS: usize = MAX_RULES / 64;
-
 impl VerifiedPack {
     /// Evaluates every rule for the event's type and calls `on_match` for each rule that matches,
     /// in rule order. Counts its work as it goes and stops at the pack's bound for the event's
@@ -61,12 +58,11 @@ impl VerifiedPack {
             work: cost::EVENT,
             limit,
         };
-        let mut candidates = [0u64; WORDS];
-        for (slot, word) in candidates.iter_mut().zip(&index.always) {
+        // The candidate rules, then the slots of the tests the scans answer (see `crate::hits`).
+        let mut marks = [0u64; MARK_WORDS];
+        for (slot, word) in marks.iter_mut().zip(&index.always) {
             *slot = *word;
         }
-        // The slots of the tests the scans answer (see `crate::hits`).
-        let mut hits = [0u64; SLOT_WORDS];
         let arena = self.strings.arena().text;
         for filter in &index.filters {
             let FieldValue::Str(text) = event.get(filter.field) else {
@@ -79,12 +75,7 @@ impl VerifiedPack {
                 text.as_bytes(),
                 &mut meter.work,
                 |p, start, len, _| {
-                    let marked = match crate::hits::decode(p, start, len, value_len) {
-                        Some((true, rule)) => crate::hits::set(&mut candidates, rule),
-                        Some((false, slot)) => crate::hits::set(&mut hits, slot),
-                        None => true,
-                    };
-                    if !marked {
+                    if !crate::hits::mark(&mut marks, p, start, len, value_len) {
                         stats.errors = stats.errors.saturating_add(1);
                     }
                     false
@@ -92,8 +83,9 @@ impl VerifiedPack {
             );
         }
         // Only the words of the pack's rules (a bitset by reference: iterating the array by value
-        // kept its iterator in memory, a store and a load per word of all `WORDS`).
-        let words = index.always.len().min(WORDS);
+        // kept its iterator in memory, a store and a load per word of all `RULE_WORDS`).
+        let (candidates, hits) = marks.split_at(RULE_WORDS);
+        let words = index.always.len().min(RULE_WORDS);
         for (w, &word) in candidates.iter().enumerate().take(words) {
             let mut word = word;
             while word != 0 {
@@ -109,7 +101,7 @@ impl VerifiedPack {
                 }
                 stats.rules_run = stats.rules_run.saturating_add(1);
                 meter.work = meter.work.saturating_add(cost::RULE);
-                match self.run_rule(rule, event, &hits, &mut meter) {
+                match self.run_rule(rule, event, hits, &mut meter) {
                     Ok(true) => {
                         stats.matches = stats.matches.saturating_add(1);
                         if let Some(info) = self.rule(r) {
