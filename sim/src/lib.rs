@@ -45,8 +45,8 @@
 //!   EPYC (the goal is under 60 s: met by the four releases the controller halts, 44 to 48 s;
 //!   not by good, 68 s, its expedited plan, 63 s, or all-at-once, 77 s; since then 4 to 8% less
 //!   for those three in alternating runs, on a machine whose speed varies by a third from hour
-//!   to hour; at 2bc9864 good 3 to 8% less again, 55 to 60 s in one hour, all-at-once about
-//!   72 s), and 2.05 GiB (about 21 KiB per endpoint). The fleet's agents and guards share
+//!   to hour; at 2bc9864 good 3 to 8% less again: in one hour's goals run good took 56 s, its
+//!   expedited plan 52 s, all-at-once 73 s), and 2.05 GiB (about 21 KiB per endpoint). The fleet's agents and guards share
 //!   one [`bulwark_distribution::MetadataMemo`]: each distinct signature check is done once, and
 //!   each metadata file is parsed once and held once. What is left is each agent step's real work
 //!   (its heartbeat through the spool, which the server reads), cache misses as each event
