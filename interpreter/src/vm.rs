@@ -82,12 +82,11 @@ impl VerifiedPack {
                 },
             );
         }
-        // Only the words of the pack's rules (a bitset by reference: iterating the array by value
-        // kept its iterator in memory, a store and a load per word of all `RULE_WORDS`).
+        // Only the words of the pack's rules, read in place (iterating the whole array by value
+        // kept its iterator in memory: a store and a load per word of all `RULE_WORDS`).
         let (candidates, hits) = marks.split_at(RULE_WORDS);
-        let words = index.always.len().min(RULE_WORDS);
-        for (w, &word) in candidates.iter().enumerate().take(words) {
-            let mut word = word;
+        let words = index.always.len();
+        for (w, mut word) in candidates.iter().copied().enumerate().take(words) {
             while word != 0 {
                 let bit = word.trailing_zeros();
                 word &= word.wrapping_sub(1);

@@ -705,13 +705,13 @@ impl Sim {
     /// that says where its agent is, whose address needs nothing read (reading it three events
     /// ahead waited on memory: a quarter of the engine loop's own samples at 40,000 endpoints);
     /// three events ahead, every field of the agent a step reads ([`Agent::show_fields`]); two
-    /// ahead, what they point to (the bearer token its
-    /// heartbeat is sent with, which the server reads; the spool's messages, where the heartbeat
-    /// is pushed; the versions reverted and rejected, which a decision is checked against; the
-    /// channel's and host group's names, which it looks its rollout and policy up by), its
-    /// node, and the server's record of it (its index there, learned from its token, is read
-    /// beside its epoch); for the next event, its guard's state, found through the node. Those
-    /// misses were about a seventh of a `good` run, and the agent's fields another tenth.
+    /// ahead, what they point to (the bearer token its heartbeat is sent with, which the server
+    /// reads; the spool's messages, where the heartbeat is pushed; the versions reverted and
+    /// rejected, which a decision is checked against; the channel's and host group's names,
+    /// which it looks its rollout and policy up by), its node, and the server's record of it
+    /// (its index there, learned from its token, is read beside its epoch); for the next event,
+    /// its guard's state, found through the node. Those misses were about a seventh of a `good`
+    /// run, and the agent's fields another tenth.
     fn touch_ahead(&self) {
         let endpoint = |n: usize| match self.agenda.peek_after_next(n) {
             Some((Ev::Step(i) | Ev::PowerOn(i) | Ev::PowerOff(i), _)) => self.fleet.get(i as usize),

@@ -46,11 +46,12 @@
 //!   not by good, 68 s, its expedited plan, 63 s, or all-at-once, 77 s; since then 4 to 8% less
 //!   for those three in alternating runs, on a machine whose speed varies by a third from hour
 //!   to hour; at 2bc9864 good 3 to 8% less again: in one hour's goals run good took 56 s, its
-//!   expedited plan 52 s, all-at-once 73 s), and 2.05 GiB (about 21 KiB per endpoint). The fleet's agents and guards share
-//!   one [`bulwark_distribution::MetadataMemo`]: each distinct signature check is done once, and
-//!   each metadata file is parsed once and held once. What is left is each agent step's real work
-//!   (its heartbeat through the spool, which the server reads), cache misses as each event
-//!   touches a random endpoint's state, and the guard's and verifier's work at boots and stages.
+//!   expedited plan 52 s, all-at-once 73 s), and 2.05 GiB (about 21 KiB per endpoint). The
+//!   fleet's agents and guards share one [`bulwark_distribution::MetadataMemo`]: each distinct
+//!   signature check is done once, and each metadata file is parsed once and held once. What
+//!   is left is each agent step's real work (its heartbeat through the spool, which the server
+//!   reads), cache misses as each event touches a random endpoint's state, and the guard's and
+//!   verifier's work at boots and stages.
 //!   1,000,000 endpoints (crash-on-load, 48 hours) took 618 s and 14.4 GiB, every goal met at
 //!   that size. `sim/BENCHMARKS.md` has the figures.
 //! * `good`: 95% of the fleet within 24 hours is out of reach of the built-in fleet under any
