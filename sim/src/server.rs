@@ -62,8 +62,6 @@ struct Heard {
     staged_known: bool,
     /// Whether it confirmed the release under rollout healthy.
     healthy: bool,
-    /// Whether it reported guard events ([`SimServer::guard_events`]).
-    guard_events: bool,
     /// Whether it reported detections ([`SimServer::detections`]).
     detections: bool,
 }
@@ -98,7 +96,6 @@ impl Heard {
             shutdown: false,
             staged_known: false,
             healthy: false,
-            guard_events: false,
             detections: false,
         }
         .in_wave(wave)
@@ -293,9 +290,13 @@ pub struct SimServer {
     /// `endpoints[i]`'s), after each of its reports and when a tick observes afresh.
     heard: Vec<Heard>,
     /// Each endpoint's guard events (`guard_events[i]` is `endpoints[i]`'s), in a table of their
-    /// own: the observation reads those of an endpoint whose [`Heard::guard_events`] says it has
-    /// some, and streams these rather than the endpoints' whole records when it reads them all.
+    /// own: the observation reads those of an endpoint `guarded` says has some, and streams
+    /// these rather than the endpoints' whole records when it reads them all.
     guard_events: Vec<GuardEvents>,
+    /// The endpoints that reported guard events, a bit each: a table that stays in the cache
+    /// (12.5 KB at 100,000 endpoints), read by the look-ahead ([`SimServer::touch`]) to ask for
+    /// those endpoints' events before their next report.
+    guarded: Bits,
     /// Each endpoint's detections (`detections[i]` is `endpoints[i]`'s): by release version and
     /// rule id, the count, in that order. The observation reads the lists of the endpoints whose
     /// [`Heard::detections`] says they have some.
@@ -366,6 +367,7 @@ impl SimServer {
             endpoints: Vec::new(),
             heard: Vec::new(),
             guard_events: Vec::new(),
+            guarded: Bits::default(),
             detections: Vec::new(),
             observer: Observer::new(),
             observing: false,
@@ -515,7 +517,15 @@ impl SimServer {
             .baseline_version
             .and_then(|v| self.rules.get(&v))
             .unwrap_or(&no_rules);
-        let reports = |i: usize| reports_of(&self.heard, &self.guard_events, &self.detections, i);
+        let reports = |i: usize| {
+            reports_of(
+                &self.heard,
+                &self.guard_events,
+                &self.guarded,
+                &self.detections,
+                i,
+            )
+        };
         let obs = self.observer.observe(
             state,
             self.heard.len(),
@@ -556,7 +566,13 @@ impl SimServer {
         }
         self.observer.update(
             index,
-            reports_of(&self.heard, &self.guard_events, &self.detections, index),
+            reports_of(
+                &self.heard,
+                &self.guard_events,
+                &self.guarded,
+                &self.detections,
+                index,
+            ),
         );
     }
 
@@ -573,6 +589,11 @@ impl SimServer {
         }
         if let Some(p) = self.observer.part(index).filter(|_| self.observing) {
             crate::engine::prefetch(p);
+            if self.guarded.contains(index) {
+                if let Some(g) = self.guard_events.get(index) {
+                    crate::engine::prefetch_lines(g);
+                }
+            }
         }
     }
 
@@ -627,11 +648,32 @@ impl SimServer {
     }
 }
 
+/// A set of endpoint indices, a bit each.
+#[derive(Debug, Clone, Default)]
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn insert(&mut self, i: usize) {
+        let word = i / 64;
+        if self.0.len() <= word {
+            self.0.resize(word + 1, 0);
+        }
+        if let Some(w) = self.0.get_mut(word) {
+            *w |= 1 << (i % 64);
+        }
+    }
+
+    fn contains(&self, i: usize) -> bool {
+        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+}
+
 /// What the controller's observation reads of endpoint `i` (`None`: not heard from yet), from the
 /// server's tables.
 fn reports_of<'a>(
     heard: &[Heard],
     guard_events: &'a [GuardEvents],
+    guarded: &Bits,
     detections: &'a [DetectionCounts],
     i: usize,
 ) -> Option<EndpointReports<'a>> {
@@ -640,7 +682,7 @@ fn reports_of<'a>(
         wave: h.wave(),
         heard: h.observed()?,
         guard_events: match guard_events.get(i) {
-            Some(events) if h.guard_events => events,
+            Some(events) if guarded.contains(i) => events,
             _ => &[],
         },
         detections: match detections.get(i) {
@@ -965,9 +1007,8 @@ impl TelemetrySink for SimSink {
                 at: now,
             });
         }
-        let reported = !events.is_empty();
-        if let Some(h) = s.heard.get_mut(index) {
-            h.guard_events = reported;
+        if !events.is_empty() {
+            s.guarded.insert(index);
         }
         s.reported(index);
         Ok(Delivered::Stored)
