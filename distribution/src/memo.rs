@@ -21,6 +21,7 @@
 //! the same body, shared rather than its own copy (nothing is verified by parsing: each endpoint
 //! still checks the signatures, through the memo, against its own trusted root). 100,000 agents
 //! holding one rollout body instead of 100,000 copies is most of the simulator's memory traffic.
+//! And other values made from bytes alone ([`MetadataMemo::share`]): the release keys parsed.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -54,6 +55,9 @@ pub(crate) struct Parsed<M> {
 
 /// A parsed file kept: its role, its text and the `Arc<Parsed<M>>` of the role's type.
 type Kept = (Role, Arc<FileText>, Arc<dyn Any + Send + Sync>);
+
+/// A value kept by [`MetadataMemo::share`]: its kind, the bytes it was made from, the value.
+type Shared = (&'static str, Box<[u8]>, Arc<dyn Any + Send + Sync>);
 
 /// A metadata file's text as it was verified, and the JSON string it is persisted as (written
 /// the first time it is asked for, then kept): an endpoint saves its trust state whenever one
@@ -111,6 +115,8 @@ struct Table {
     bytes: usize,
     /// The files parsed last, oldest first.
     parsed: Vec<Kept>,
+    /// The values shared last ([`MetadataMemo::share`]), oldest first.
+    shared: Vec<Shared>,
 }
 
 /// Signature checks and parsed files shared by verifiers in one process (see the module's
@@ -205,6 +211,42 @@ impl MetadataMemo {
                 .push((message.to_vec().into_boxed_slice(), found));
         }
         found
+    }
+
+    /// What `make` makes of `bytes` (a function of them alone, such as a list of public keys
+    /// parsed), shared with every earlier call for the same `kind` and the very same bytes that
+    /// the memo still keeps (the [`MEMO_PARSED_KEPT`] newest), else made (and kept). Off, it is
+    /// made every time. Each of the simulator's 100,000 agents parses the same release keys (a
+    /// point decompression each), and would hold its own copy of them.
+    pub fn share<T: Any + Send + Sync>(
+        &self,
+        kind: &'static str,
+        bytes: &[u8],
+        make: impl FnOnce() -> T,
+    ) -> Arc<T> {
+        let Some(table) = &self.0 else {
+            return Arc::new(make());
+        };
+        {
+            let t = table.lock().unwrap_or_else(PoisonError::into_inner);
+            let found = t
+                .shared
+                .iter()
+                .rev()
+                .find(|(k, b, _)| *k == kind && **b == *bytes)
+                .and_then(|(_, _, kept)| Arc::clone(kept).downcast::<T>().ok());
+            if let Some(found) = found {
+                return found;
+            }
+        }
+        let made = Arc::new(make());
+        let mut t = table.lock().unwrap_or_else(PoisonError::into_inner);
+        if t.shared.len() >= MEMO_PARSED_KEPT {
+            t.shared.remove(0);
+        }
+        let kept: Arc<dyn Any + Send + Sync> = made.clone();
+        t.shared.push((kind, Box::from(bytes), kept));
+        made
     }
 
     /// `file` parsed as `M`'s metadata ([`parse`]): shared with every earlier parse of the very
@@ -306,6 +348,44 @@ mod tests {
             // Kept: the same bytes, not written again.
             assert!(core::ptr::eq(json, file.json()));
         }
+    }
+
+    #[test]
+    fn a_value_is_made_once_per_kind_and_bytes_and_off_every_time() {
+        let memo = MetadataMemo::shared();
+        let other = memo.clone();
+        let made = Cell::new(0u32);
+        let make = |m: &MetadataMemo, kind: &'static str, bytes: &[u8]| {
+            m.share(kind, bytes, || {
+                made.set(made.get() + 1);
+                bytes.len() * 10 + kind.len()
+            })
+        };
+        let first = make(&memo, "keys", b"abc");
+        assert_eq!(*first, 34);
+        // The same through a clone: the very same value, not made again.
+        assert!(Arc::ptr_eq(&first, &make(&other, "keys", b"abc")));
+        assert_eq!(made.get(), 1);
+        // Other bytes (one differs, or one more), another kind: made afresh.
+        assert_eq!(*make(&memo, "keys", b"abd"), 34);
+        assert_eq!(*make(&memo, "keys", b"abcd"), 44);
+        assert_eq!(*make(&memo, "other", b"abc"), 35);
+        assert_eq!(made.get(), 4);
+        // Another type for the same kind and bytes is not mistaken for the kept one.
+        let text = memo.share("keys", b"abc", || String::from("text"));
+        assert_eq!(*text, "text");
+        // Only the newest are kept: past the bound, the oldest is made again.
+        for n in 0..MEMO_PARSED_KEPT {
+            make(&memo, "fill", &n.to_le_bytes());
+        }
+        let before = made.get();
+        assert!(!Arc::ptr_eq(&first, &make(&memo, "keys", b"abc")));
+        assert_eq!(made.get(), before + 1);
+        // Off: made at every call.
+        let off = MetadataMemo::off();
+        let (a, b) = (make(&off, "keys", b"abc"), make(&off, "keys", b"abc"));
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert_eq!(made.get(), before + 3);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use bulwark_distribution::{MetadataMemo, PersistedTrust, TrustState, Update};
 use bulwark_loader_boot_guard::state::EventKind;
@@ -310,8 +311,8 @@ pub struct Agent<L, S, T, C, R, D: Storage = DirStorage> {
     /// it is enrolled: the decision at every step needs it, and the position costs a SHA-256.
     placement: Option<Placement>,
     /// The release engineers' keys envelopes are opened with, parsed once (a key's parse is a
-    /// point decompression).
-    release_keys: Option<Box<TrustedKeys>>,
+    /// point decompression), or why they cannot be; shared through the metadata memo.
+    release_keys: Option<Arc<Result<TrustedKeys, String>>>,
     /// The start of every heartbeat's JSON, written once ([`heartbeat_head`]).
     heartbeat_head: Box<[u8]>,
     /// Log lines (the service writes them to its log).
@@ -566,18 +567,24 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
     /// The release engineers' keys, parsed at the first use (with the memo, if there is one).
     fn release_keys(&mut self) -> Result<&TrustedKeys, AgentError> {
         if self.release_keys.is_none() {
-            let mut keys = TrustedKeys::new(&self.config.release_keys)
-                .map_err(|e| AgentError::Other(e.to_string()))?;
-            if !self.config.metadata_memo.is_off() {
-                keys = keys.with_memo(std::sync::Arc::new(EnvelopeSignatureMemo(
-                    self.config.metadata_memo.clone(),
-                )));
-            }
-            self.release_keys = Some(Box::new(keys));
+            let memo = &self.config.metadata_memo;
+            let parse = || {
+                let keys =
+                    TrustedKeys::new(&self.config.release_keys).map_err(|e| e.to_string())?;
+                Ok(if memo.is_off() {
+                    keys
+                } else {
+                    keys.with_memo(Arc::new(EnvelopeSignatureMemo(memo.clone())))
+                })
+            };
+            let bytes = self.config.release_keys.concat();
+            self.release_keys = Some(memo.share("release keys", &bytes, parse));
         }
-        self.release_keys
-            .as_deref()
-            .ok_or_else(|| AgentError::Other("no release keys".into()))
+        match self.release_keys.as_deref() {
+            Some(Ok(keys)) => Ok(keys),
+            Some(Err(e)) => Err(AgentError::Other(e.clone())),
+            None => Err(AgentError::Other("no release keys".into())),
+        }
     }
 
     fn save(&mut self) -> Result<(), AgentError> {
