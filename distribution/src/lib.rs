@@ -141,7 +141,7 @@ pub mod trust;
 
 pub use bulwark_rollout::Timestamp;
 pub use error::{Error, PackHash, RootError};
-pub use memo::MetadataMemo;
+pub use memo::{MetadataMemo, WeakMetadataMemo};
 pub use metadata::{
     KeyId, Metadata, PublicKey, ReleasedPack, Releases, Role, RoleKeys, Rollout, Root,
 };

@@ -25,7 +25,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 use crate::error::Error;
 use crate::metadata::{Metadata, Role};
@@ -136,6 +136,25 @@ impl core::fmt::Debug for MetadataMemo {
     }
 }
 
+/// A [`MetadataMemo`] that does not keep it alive ([`MetadataMemo::downgrade`]).
+#[derive(Clone, Default)]
+pub struct WeakMetadataMemo(Option<Weak<Mutex<Table>>>);
+
+impl core::fmt::Debug for WeakMetadataMemo {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("WeakMetadataMemo")
+    }
+}
+
+impl WeakMetadataMemo {
+    /// The memo, while anything else keeps it; once nothing does, [`MetadataMemo::off`] (every
+    /// check done).
+    #[must_use]
+    pub fn upgrade(&self) -> MetadataMemo {
+        MetadataMemo(self.0.as_ref().and_then(Weak::upgrade))
+    }
+}
+
 impl MetadataMemo {
     /// No memo: every check is done (the service, the server, the tools).
     #[must_use]
@@ -153,6 +172,14 @@ impl MetadataMemo {
     #[must_use]
     pub fn is_off(&self) -> bool {
         self.0.is_none()
+    }
+
+    /// A handle that does not keep the memo alive: for a value kept in the memo itself
+    /// ([`MetadataMemo::share`]) that checks through it, which would otherwise keep the memo
+    /// alive through it after its last user is gone.
+    #[must_use]
+    pub fn downgrade(&self) -> WeakMetadataMemo {
+        WeakMetadataMemo(self.0.as_ref().map(Arc::downgrade))
     }
 
     /// How many checks are kept.
@@ -386,6 +413,30 @@ mod tests {
         let (a, b) = (make(&off, "keys", b"abc"), make(&off, "keys", b"abc"));
         assert!(!Arc::ptr_eq(&a, &b));
         assert_eq!(made.get(), before + 3);
+    }
+
+    #[test]
+    fn a_weak_handle_checks_through_the_memo_while_it_lives_and_does_not_keep_it() {
+        let memo = MetadataMemo::shared();
+        let weak = memo.downgrade();
+        let done = Cell::new(0u32);
+        let check = |m: &MetadataMemo| {
+            m.check(&[1; 32], &[2; 64], b"file", || {
+                done.set(done.get() + 1);
+                Check::Valid
+            })
+        };
+        check(&weak.upgrade());
+        check(&memo);
+        assert_eq!(done.get(), 1, "the same memo through the weak handle");
+        // A value kept in the memo that holds the weak handle does not keep the memo alive.
+        let kept = memo.share("holder", b"", || weak.clone());
+        drop(kept);
+        drop(memo);
+        assert!(weak.upgrade().is_off());
+        check(&weak.upgrade());
+        assert_eq!(done.get(), 2, "gone: every check done");
+        assert!(MetadataMemo::off().downgrade().upgrade().is_off());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use bulwark_distribution::{MetadataMemo, PersistedTrust, TrustState, Update};
+use bulwark_distribution::{MetadataMemo, PersistedTrust, TrustState, Update, WeakMetadataMemo};
 use bulwark_loader_boot_guard::state::EventKind;
 use bulwark_loader_boot_guard::{Admission, TrustedKeys};
 use bulwark_rollout::{decide_placed, Decision, EndpointFacts, EndpointId, Placement, Timestamp};
@@ -134,6 +134,40 @@ impl bulwark_loader_boot_guard::envelope::SignatureMemo for EnvelopeSignatureMem
         });
         found == Check::Valid
     }
+}
+
+/// [`EnvelopeSignatureMemo`] holding the memo weakly: for the release keys kept in the memo
+/// itself ([`shared_release_keys`]), which would otherwise keep the memo, and every check it
+/// holds, alive after the last agent sharing it is gone (the memo holds the keys, which hold the
+/// memo). While the memo lives, the same memo; after, every check is done.
+#[derive(Debug)]
+struct WeakEnvelopeSignatureMemo(WeakMetadataMemo);
+
+impl bulwark_loader_boot_guard::envelope::SignatureMemo for WeakEnvelopeSignatureMemo {
+    fn check(
+        &self,
+        public: &[u8; 32],
+        signature: &[u8; 64],
+        message: &[u8],
+        check: &mut dyn FnMut() -> bool,
+    ) -> bool {
+        EnvelopeSignatureMemo(self.0.upgrade()).check(public, signature, message, check)
+    }
+}
+
+/// The release engineers' `keys` parsed (a point decompression each), checking signatures
+/// through `memo`, or why they cannot be: shared with every agent of the process that asks for
+/// the same keys through the same memo (the fleet simulator's 100,000), made afresh without one.
+fn shared_release_keys(keys: &[[u8; 32]], memo: &MetadataMemo) -> Arc<Result<TrustedKeys, String>> {
+    let parse = || {
+        let parsed = TrustedKeys::new(keys).map_err(|e| e.to_string())?;
+        Ok(if memo.is_off() {
+            parsed
+        } else {
+            parsed.with_memo(Arc::new(WeakEnvelopeSignatureMemo(memo.downgrade())))
+        })
+    };
+    memo.share("release keys", &keys.concat(), parse)
 }
 
 /// A pack the agent refused before it reached the driver (or the driver refused).
@@ -567,18 +601,10 @@ impl<L: DriverLink, S: ContentSource, T: TelemetrySink, C: Clock, R: Random, D: 
     /// The release engineers' keys, parsed at the first use (with the memo, if there is one).
     fn release_keys(&mut self) -> Result<&TrustedKeys, AgentError> {
         if self.release_keys.is_none() {
-            let memo = &self.config.metadata_memo;
-            let parse = || {
-                let keys =
-                    TrustedKeys::new(&self.config.release_keys).map_err(|e| e.to_string())?;
-                Ok(if memo.is_off() {
-                    keys
-                } else {
-                    keys.with_memo(Arc::new(EnvelopeSignatureMemo(memo.clone())))
-                })
-            };
-            let bytes = self.config.release_keys.concat();
-            self.release_keys = Some(memo.share("release keys", &bytes, parse));
+            self.release_keys = Some(shared_release_keys(
+                &self.config.release_keys,
+                &self.config.metadata_memo,
+            ));
         }
         match self.release_keys.as_deref() {
             Some(Ok(keys)) => Ok(keys),
@@ -1441,6 +1467,65 @@ mod tests {
         assert!(!memo.check(&[1; 32], &[2; 64], b"n", &mut || answer(&mut calls, true)));
         assert!(memo.check(&[1; 32], &[3; 64], b"m", &mut || answer(&mut calls, true)));
         assert_eq!(calls, 3);
+    }
+
+    #[test]
+    fn release_keys_are_shared_through_the_memo_and_do_not_keep_it_alive() {
+        let secret = [7u8; 32];
+        let public = ed25519_dalek::SigningKey::from_bytes(&secret)
+            .verifying_key()
+            .to_bytes();
+        let pack = bulwark_interpreter::text::asm(
+            "rule\n  id \"r\"\n  title \"t\"\n  author \"a\"\n  level high\n  action alert\n  event process_creation\n  str.contains CommandLine \"m\"\n  ret\nend\n",
+        )
+        .unwrap();
+        let envelope = bulwark_loader_boot_guard::seal(
+            &secret,
+            1,
+            5,
+            bulwark_interpreter::schema_hash(),
+            &pack,
+        )
+        .unwrap();
+        let open = |keys: &TrustedKeys| {
+            let admission = Admission::Update {
+                channel: 1,
+                newest: 0,
+                quarantine: &[],
+            };
+            bulwark_loader_boot_guard::open(&envelope, keys, admission).is_ok()
+        };
+        let memo = MetadataMemo::shared();
+        let weak = memo.downgrade();
+        let first = shared_release_keys(&[public], &memo);
+        let second = shared_release_keys(&[public], &memo);
+        assert!(Arc::ptr_eq(&first, &second), "parsed once, held once");
+        assert!(open(first.as_ref().as_ref().unwrap()));
+        assert_eq!(memo.len(), 1, "the check went through the memo");
+        // Other keys are parsed on their own; a key that is no point is an error, kept too.
+        let other = shared_release_keys(&[[9; 32], public], &memo);
+        assert!(!Arc::ptr_eq(&first, &other));
+        // The identity point: a weak key, refused.
+        let mut weak_key = [0u8; 32];
+        weak_key[0] = 1;
+        let refused = shared_release_keys(&[weak_key], &memo);
+        assert!(refused.as_ref().is_err());
+        assert!(Arc::ptr_eq(
+            &refused,
+            &shared_release_keys(&[weak_key], &memo)
+        ));
+        // Without a memo: parsed for each caller.
+        let off = MetadataMemo::off();
+        let (a, b) = (
+            shared_release_keys(&[public], &off),
+            shared_release_keys(&[public], &off),
+        );
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert!(open(a.as_ref().as_ref().unwrap()));
+        // The memo holds the keys, which check through it: they must not keep it alive.
+        drop((first, second, other, refused));
+        drop(memo);
+        assert!(weak.upgrade().is_off(), "the memo outlived its last user");
     }
 
     #[test]
