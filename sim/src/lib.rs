@@ -43,15 +43,15 @@
 //!
 //! * Speed: the goal is 100,000 endpoints over 48 simulated hours in under 60 s on one core. On
 //!   a 2.0 GHz EPYC whose speed varies by a third from hour to hour, the goals benchmark at
-//!   33383cb took 56 s for all-at-once (the slowest), 46 s for good and 42 s for its expedited
-//!   plan in a fast hour; in a slower one all-at-once takes over 60 s (56 and 63 s in two runs
-//!   minutes later); 1.9 GiB (about 20 KiB per endpoint). The fleet's agents and guards share
-//!   one [`bulwark_distribution::MetadataMemo`]: each distinct signature check is done once,
-//!   and each metadata file and the release keys are parsed once and held once. What is left is
-//!   each agent step's real work (its heartbeat through the spool, which the server reads),
-//!   cache misses as each event touches a random endpoint's state, and the guard's and
-//!   verifier's work at boots and stages. 1,000,000 endpoints (crash-on-load, 48 hours) took
-//!   618 s and 14.4 GiB, every goal met at that size. `sim/BENCHMARKS.md` has the figures.
+//!   8556ef0 took 41 to 54 s for every scenario but all-at-once, the slowest: 63 s (56 s an
+//!   hour earlier, in a faster hour); 1.9 GiB (about 20 KiB per endpoint). The fleet's agents
+//!   and guards share one [`bulwark_distribution::MetadataMemo`]: each distinct signature check
+//!   is done once, and each metadata file and the release keys are parsed once and held once.
+//!   What is left is each agent step's real work (its heartbeat through the spool, which the
+//!   server reads), cache misses as each event touches a random endpoint's state, and the
+//!   guard's and verifier's work at boots and stages. 1,000,000 endpoints (crash-on-load, 48
+//!   hours) took 618 s and 14.4 GiB, every goal met at that size. `sim/BENCHMARKS.md` has the
+//!   figures.
 //! * `good`: 95% of the fleet within 24 hours is out of reach of the built-in fleet under any
 //!   plan: at most 90% of its machines are on at any hour, so a tenth stays off all day, and
 //!   about 93.5% is the most a release at hour 1 can reach by hour 25 (93.65% measured).
