@@ -114,7 +114,30 @@ fn yes() -> bool {
 /// envelopes' signature checks shared the same way (the agent's, and the fleet simulator's
 /// guards').
 #[derive(Debug)]
-pub struct EnvelopeSignatureMemo(pub MetadataMemo);
+pub struct EnvelopeSignatureMemo(MemoHandle);
+
+/// How an [`EnvelopeSignatureMemo`] holds its memo.
+#[derive(Debug)]
+enum MemoHandle {
+    Strong(MetadataMemo),
+    Weak(WeakMetadataMemo),
+}
+
+impl EnvelopeSignatureMemo {
+    /// Checks through `memo`, keeping it alive.
+    #[must_use]
+    pub fn new(memo: MetadataMemo) -> EnvelopeSignatureMemo {
+        EnvelopeSignatureMemo(MemoHandle::Strong(memo))
+    }
+
+    /// Checks through `memo` while anything else keeps it, without keeping it: for the release
+    /// keys kept in the memo itself ([`shared_release_keys`]), which would otherwise keep the
+    /// memo, and every check it holds, alive after the last agent sharing it is gone (the memo
+    /// holds the keys, which hold the memo). After, every check is done.
+    fn weak(memo: &MetadataMemo) -> EnvelopeSignatureMemo {
+        EnvelopeSignatureMemo(MemoHandle::Weak(memo.downgrade()))
+    }
+}
 
 impl bulwark_loader_boot_guard::envelope::SignatureMemo for EnvelopeSignatureMemo {
     fn check(
@@ -125,7 +148,15 @@ impl bulwark_loader_boot_guard::envelope::SignatureMemo for EnvelopeSignatureMem
         check: &mut dyn FnMut() -> bool,
     ) -> bool {
         use bulwark_distribution::memo::Check;
-        let found = self.0.check(public, signature, message, || {
+        let upgraded;
+        let memo = match &self.0 {
+            MemoHandle::Strong(memo) => memo,
+            MemoHandle::Weak(weak) => {
+                upgraded = weak.upgrade();
+                &upgraded
+            }
+        };
+        let found = memo.check(public, signature, message, || {
             if check() {
                 Check::Valid
             } else {
@@ -133,25 +164,6 @@ impl bulwark_loader_boot_guard::envelope::SignatureMemo for EnvelopeSignatureMem
             }
         });
         found == Check::Valid
-    }
-}
-
-/// [`EnvelopeSignatureMemo`] holding the memo weakly: for the release keys kept in the memo
-/// itself ([`shared_release_keys`]), which would otherwise keep the memo, and every check it
-/// holds, alive after the last agent sharing it is gone (the memo holds the keys, which hold the
-/// memo). While the memo lives, the same memo; after, every check is done.
-#[derive(Debug)]
-struct WeakEnvelopeSignatureMemo(WeakMetadataMemo);
-
-impl bulwark_loader_boot_guard::envelope::SignatureMemo for WeakEnvelopeSignatureMemo {
-    fn check(
-        &self,
-        public: &[u8; 32],
-        signature: &[u8; 64],
-        message: &[u8],
-        check: &mut dyn FnMut() -> bool,
-    ) -> bool {
-        EnvelopeSignatureMemo(self.0.upgrade()).check(public, signature, message, check)
     }
 }
 
@@ -164,7 +176,7 @@ fn shared_release_keys(keys: &[[u8; 32]], memo: &MetadataMemo) -> Arc<Result<Tru
         Ok(if memo.is_off() {
             parsed
         } else {
-            parsed.with_memo(Arc::new(WeakEnvelopeSignatureMemo(memo.downgrade())))
+            parsed.with_memo(Arc::new(EnvelopeSignatureMemo::weak(memo)))
         })
     };
     memo.share("release keys", &keys.concat(), parse)
@@ -1454,7 +1466,7 @@ mod tests {
 
     #[test]
     fn the_envelope_memo_remembers_each_answer_for_its_very_check() {
-        let memo = EnvelopeSignatureMemo(MetadataMemo::shared());
+        let memo = EnvelopeSignatureMemo::new(MetadataMemo::shared());
         let mut calls = 0;
         let answer = |calls: &mut u32, valid: bool| {
             *calls += 1;
@@ -1469,16 +1481,15 @@ mod tests {
         assert_eq!(calls, 3);
     }
 
-    #[test]
-    fn release_keys_are_shared_through_the_memo_and_do_not_keep_it_alive() {
+    /// A release engineer's public key, and an envelope it signed (channel 1, version 5) around
+    /// a one-rule pack.
+    fn sealed_test_envelope() -> ([u8; 32], Vec<u8>) {
         let secret = [7u8; 32];
         let public = ed25519_dalek::SigningKey::from_bytes(&secret)
             .verifying_key()
             .to_bytes();
-        let pack = bulwark_interpreter::text::asm(
-            "rule\n  id \"r\"\n  title \"t\"\n  author \"a\"\n  level high\n  action alert\n  event process_creation\n  str.contains CommandLine \"m\"\n  ret\nend\n",
-        )
-        .unwrap();
+        let text = "rule\n  id \"r\"\n  title \"t\"\n  author \"a\"\n  level high\n  action alert\n  event process_creation\n  str.contains CommandLine \"m\"\n  ret\nend\n";
+        let pack = bulwark_interpreter::text::asm(text).unwrap();
         let envelope = bulwark_loader_boot_guard::seal(
             &secret,
             1,
@@ -1487,6 +1498,12 @@ mod tests {
             &pack,
         )
         .unwrap();
+        (public, envelope)
+    }
+
+    #[test]
+    fn release_keys_are_shared_through_the_memo_and_do_not_keep_it_alive() {
+        let (public, envelope) = sealed_test_envelope();
         let open = |keys: &TrustedKeys| {
             let admission = Admission::Update {
                 channel: 1,
@@ -1530,24 +1547,13 @@ mod tests {
 
     #[test]
     fn an_envelope_opened_with_the_memo_is_judged_as_without_it() {
-        let secret = [7u8; 32];
-        let public = ed25519_dalek::SigningKey::from_bytes(&secret)
-            .verifying_key()
-            .to_bytes();
-        let text = "rule\n  id \"r\"\n  title \"t\"\n  author \"a\"\n  level high\n  action alert\n  event process_creation\n  str.contains CommandLine \"m\"\n  ret\nend\n";
-        let pack = bulwark_interpreter::text::asm(text).unwrap();
-        let envelope = bulwark_loader_boot_guard::seal(
-            &secret,
-            1,
-            5,
-            bulwark_interpreter::schema_hash(),
-            &pack,
-        )
-        .unwrap();
+        let (public, envelope) = sealed_test_envelope();
         let memo = MetadataMemo::shared();
         let with_memo = TrustedKeys::new(&[public])
             .unwrap()
-            .with_memo(std::sync::Arc::new(EnvelopeSignatureMemo(memo.clone())));
+            .with_memo(std::sync::Arc::new(EnvelopeSignatureMemo::new(
+                memo.clone(),
+            )));
         let plain = TrustedKeys::new(&[public]).unwrap();
         let open = |bytes: &[u8], keys: &TrustedKeys| {
             let admission = Admission::Update {

@@ -416,7 +416,7 @@ impl Sim {
         let trusted = Rc::new(
             TrustedKeys::new(&[keys.release_public()])
                 .map_err(|e| SimError::Agent(e.to_string()))?
-                .with_memo(std::sync::Arc::new(EnvelopeSignatureMemo(
+                .with_memo(std::sync::Arc::new(EnvelopeSignatureMemo::new(
                     metadata_memo.clone(),
                 ))),
         );
