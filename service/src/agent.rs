@@ -1519,7 +1519,7 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &second), "parsed once, held once");
         assert!(open(first.as_ref().as_ref().unwrap()));
         assert_eq!(memo.len(), 1, "the check went through the memo");
-        // Other keys are parsed on their own; a key that is no point is an error, kept too.
+        // Other keys are parsed on their own; keys refused are an error, kept and shared too.
         let other = shared_release_keys(&[[9; 32], public], &memo);
         assert!(!Arc::ptr_eq(&first, &other));
         // The identity point: a weak key, refused.
