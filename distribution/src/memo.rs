@@ -21,7 +21,8 @@
 //! the same body, shared rather than its own copy (nothing is verified by parsing: each endpoint
 //! still checks the signatures, through the memo, against its own trusted root). 100,000 agents
 //! holding one rollout body instead of 100,000 copies is most of the simulator's memory traffic.
-//! And other values made from bytes alone ([`MetadataMemo::share`]): the release keys parsed.
+//! And other values made from bytes alone ([`MetadataMemo::share`]): the release keys parsed, and
+//! the verifier's answer for each pack the fleet's guards open (the service's `EnvelopeMemo`).
 
 use std::any::Any;
 use std::collections::HashMap;

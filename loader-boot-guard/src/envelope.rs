@@ -151,6 +151,10 @@ pub struct TrustedKeys {
     /// [`TrustedKeys::with_memo`].
     #[cfg(feature = "std")]
     memo: Option<alloc::sync::Arc<dyn SignatureMemo>>,
+    /// Host builds only (never the driver's): where the verifier's runs go, see
+    /// [`TrustedKeys::with_verify_memo`].
+    #[cfg(feature = "std")]
+    verify_memo: Option<alloc::sync::Arc<dyn VerifyMemo>>,
 }
 
 /// Host builds only: signature checks remembered across guards in one process (the fleet
@@ -167,6 +171,21 @@ pub trait SignatureMemo: core::fmt::Debug + Send + Sync {
         message: &[u8],
         check: &mut dyn FnMut() -> bool,
     ) -> bool;
+}
+
+/// Host builds only: the verifier's answers remembered across guards in one process (the fleet
+/// simulator's machines verify the same packs at every boot). An implementation must answer only
+/// for the very same pack bytes, with what `verify` would give (a clone of it): the verifier is
+/// a function of the pack's bytes and the sensor's schema, which is compiled in. [`open`] still
+/// does every other check, in its order, before it asks.
+#[cfg(feature = "std")]
+pub trait VerifyMemo: core::fmt::Debug + Send + Sync {
+    /// What the verifier finds of `pack`: remembered, or found by `verify`.
+    fn verify(
+        &self,
+        pack: &[u8],
+        verify: &mut dyn FnMut() -> Result<VerifiedPack, VerifyError>,
+    ) -> Result<VerifiedPack, VerifyError>;
 }
 
 impl TrustedKeys {
@@ -201,6 +220,24 @@ impl TrustedKeys {
     pub fn with_memo(mut self, memo: alloc::sync::Arc<dyn SignatureMemo>) -> TrustedKeys {
         self.memo = Some(memo);
         self
+    }
+
+    /// Host builds only: these keys, the packs of the envelopes they open verified through
+    /// `memo`.
+    #[cfg(feature = "std")]
+    #[must_use]
+    pub fn with_verify_memo(mut self, memo: alloc::sync::Arc<dyn VerifyMemo>) -> TrustedKeys {
+        self.verify_memo = Some(memo);
+        self
+    }
+
+    /// The interpreter's verifier's answer for `pack` (through the memo, on the host, if any).
+    fn verify_pack(&self, pack: &[u8]) -> Result<VerifiedPack, VerifyError> {
+        #[cfg(feature = "std")]
+        if let Some(memo) = &self.verify_memo {
+            return memo.verify(pack, &mut || bulwark_interpreter::verify(pack));
+        }
+        bulwark_interpreter::verify(pack)
     }
 
     fn find(&self, key: &[u8; 32]) -> Option<&VerifyingKey> {
@@ -436,7 +473,7 @@ pub fn open(
         });
     }
     reserve_verify_heap(pack.len())?;
-    let pack = bulwark_interpreter::verify(pack).map_err(LoadError::Verify)?;
+    let pack = keys.verify_pack(pack).map_err(LoadError::Verify)?;
     Ok(Opened { header, pack, id })
 }
 

@@ -385,3 +385,91 @@ fn a_memo_remembers_checks_and_every_tampered_byte_is_still_refused() {
         );
     }
 }
+
+/// A verify memo that records the packs it is asked about and answers with `answer` if set,
+/// else with the verifier's own answer (through the loader's closure).
+#[cfg(feature = "std")]
+#[derive(Debug, Default)]
+struct RecordingVerifyMemo {
+    asked: std::sync::Mutex<Vec<Vec<u8>>>,
+    answer: Option<bulwark_interpreter::VerifyError>,
+}
+
+#[cfg(feature = "std")]
+impl bulwark_loader_boot_guard::envelope::VerifyMemo for RecordingVerifyMemo {
+    fn verify(
+        &self,
+        pack: &[u8],
+        verify: &mut dyn FnMut() -> Result<
+            bulwark_interpreter::VerifiedPack,
+            bulwark_interpreter::VerifyError,
+        >,
+    ) -> Result<bulwark_interpreter::VerifiedPack, bulwark_interpreter::VerifyError> {
+        self.asked.lock().unwrap().push(pack.to_vec());
+        match &self.answer {
+            Some(e) => Err(e.clone()),
+            None => verify(),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+#[test]
+fn a_verify_memo_is_asked_last_about_the_very_pack_and_its_answer_is_the_loaders() {
+    let memo = std::sync::Arc::new(RecordingVerifyMemo::default());
+    let keys = keys().with_verify_memo(memo.clone());
+    let env = envelope(1, 5);
+    let with = open(&env, &keys, update(4)).unwrap();
+    let without = open(&env, &self::keys(), update(4)).unwrap();
+    assert_eq!(format!("{:?}", with.pack), format!("{:?}", without.pack));
+    assert_eq!(*memo.asked.lock().unwrap(), vec![pack(1)]);
+    // Every envelope refused before the verifier (signature, channel, downgrade, schema) is
+    // refused as without the memo, and the memo is not asked.
+    let mut tampered = env.clone();
+    tampered[HEADER_BYTES + 3] ^= 0x01;
+    let mut other_schema = bulwark_interpreter::schema_hash();
+    other_schema[0] ^= 0xff;
+    let refused_early = [
+        (tampered, update(0)),
+        (env.clone(), update(5)),
+        (
+            seal(
+                &SECRET,
+                CHANNEL + 1,
+                5,
+                bulwark_interpreter::schema_hash(),
+                &pack(1),
+            )
+            .unwrap(),
+            update(0),
+        ),
+        (
+            seal(&SECRET, CHANNEL, 5, other_schema, &pack(1)).unwrap(),
+            update(0),
+        ),
+    ];
+    for (bytes, admission) in refused_early {
+        let e = open(&bytes, &keys, admission).unwrap_err();
+        assert_eq!(e, open(&bytes, &self::keys(), admission).unwrap_err());
+        assert!(!matches!(e, LoadError::Verify(_)), "{e}");
+    }
+    assert_eq!(
+        memo.asked.lock().unwrap().len(),
+        1,
+        "asked about a refused envelope"
+    );
+    // What the memo answers is what the loader answers.
+    let refusal = bulwark_interpreter::verify(b"not a pack").unwrap_err();
+    let refusing = std::sync::Arc::new(RecordingVerifyMemo {
+        answer: Some(refusal.clone()),
+        ..RecordingVerifyMemo::default()
+    });
+    let e = open(
+        &env,
+        &self::keys().with_verify_memo(refusing.clone()),
+        update(4),
+    )
+    .unwrap_err();
+    assert_eq!(e, LoadError::Verify(refusal));
+    assert_eq!(*refusing.asked.lock().unwrap(), vec![pack(1)]);
+}

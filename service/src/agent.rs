@@ -6,6 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bulwark_distribution::{MetadataMemo, PersistedTrust, TrustState, Update, WeakMetadataMemo};
+use bulwark_interpreter::{VerifiedPack, VerifyError};
+use bulwark_loader_boot_guard::envelope::{SignatureMemo, VerifyMemo};
 use bulwark_loader_boot_guard::state::EventKind;
 use bulwark_loader_boot_guard::{Admission, TrustedKeys};
 use bulwark_rollout::{decide_placed, Decision, EndpointFacts, EndpointId, Placement, Timestamp};
@@ -110,36 +112,54 @@ fn yes() -> bool {
     true
 }
 
-/// A [`MetadataMemo`] as the loader's [`SignatureMemo`](bulwark_loader_boot_guard::envelope::SignatureMemo):
-/// envelopes' signature checks shared the same way (the agent's, and the fleet simulator's
-/// guards').
+/// A [`MetadataMemo`] as the loader's [`SignatureMemo`] and [`VerifyMemo`]: envelopes' signature
+/// checks, and the verifier's runs on their packs, shared the same way (the agent's, and the
+/// fleet simulator's guards', which open the same few envelopes at every boot). A pack is looked
+/// up by its very bytes, as signatures are by their very message. It keeps at most
+/// [`MEMO_PARSED_KEPT`](bulwark_distribution::memo::MEMO_PARSED_KEPT) values in all (the newest),
+/// each pack's bytes and its verified form among them.
 #[derive(Debug)]
-pub struct EnvelopeSignatureMemo(MemoHandle);
+pub struct EnvelopeMemo(MemoHandle);
 
-/// How an [`EnvelopeSignatureMemo`] holds its memo.
+/// How an [`EnvelopeMemo`] holds its memo.
 #[derive(Debug)]
 enum MemoHandle {
     Strong(MetadataMemo),
     Weak(WeakMetadataMemo),
 }
 
-impl EnvelopeSignatureMemo {
+impl EnvelopeMemo {
     /// Checks through `memo`, keeping it alive.
     #[must_use]
-    pub fn new(memo: MetadataMemo) -> EnvelopeSignatureMemo {
-        EnvelopeSignatureMemo(MemoHandle::Strong(memo))
+    pub fn new(memo: MetadataMemo) -> EnvelopeMemo {
+        EnvelopeMemo(MemoHandle::Strong(memo))
     }
 
     /// Checks through `memo` while anything else keeps it, without keeping it: for the release
     /// keys kept in the memo itself ([`shared_release_keys`]), which would otherwise keep the
     /// memo, and every check it holds, alive after the last agent sharing it is gone (the memo
     /// holds the keys, which hold the memo). After, every check is done.
-    fn weak(memo: &MetadataMemo) -> EnvelopeSignatureMemo {
-        EnvelopeSignatureMemo(MemoHandle::Weak(memo.downgrade()))
+    fn weak(memo: &MetadataMemo) -> EnvelopeMemo {
+        EnvelopeMemo(MemoHandle::Weak(memo.downgrade()))
+    }
+
+    /// `keys`, their envelopes' signatures checked and packs verified through this memo.
+    #[must_use]
+    pub fn attach(self, keys: TrustedKeys) -> TrustedKeys {
+        let memo = Arc::new(self);
+        keys.with_memo(memo.clone()).with_verify_memo(memo)
+    }
+
+    /// `f` of the memo (off if a weak handle's memo is gone).
+    fn with<R>(&self, f: impl FnOnce(&MetadataMemo) -> R) -> R {
+        match &self.0 {
+            MemoHandle::Strong(memo) => f(memo),
+            MemoHandle::Weak(weak) => f(&weak.upgrade()),
+        }
     }
 }
 
-impl bulwark_loader_boot_guard::envelope::SignatureMemo for EnvelopeSignatureMemo {
+impl SignatureMemo for EnvelopeMemo {
     fn check(
         &self,
         public: &[u8; 32],
@@ -148,22 +168,27 @@ impl bulwark_loader_boot_guard::envelope::SignatureMemo for EnvelopeSignatureMem
         check: &mut dyn FnMut() -> bool,
     ) -> bool {
         use bulwark_distribution::memo::Check;
-        let upgraded;
-        let memo = match &self.0 {
-            MemoHandle::Strong(memo) => memo,
-            MemoHandle::Weak(weak) => {
-                upgraded = weak.upgrade();
-                &upgraded
-            }
-        };
-        let found = memo.check(public, signature, message, || {
-            if check() {
-                Check::Valid
-            } else {
-                Check::Invalid
-            }
+        let found = self.with(|memo| {
+            memo.check(public, signature, message, || {
+                if check() {
+                    Check::Valid
+                } else {
+                    Check::Invalid
+                }
+            })
         });
         found == Check::Valid
+    }
+}
+
+impl VerifyMemo for EnvelopeMemo {
+    fn verify(
+        &self,
+        pack: &[u8],
+        verify: &mut dyn FnMut() -> Result<VerifiedPack, VerifyError>,
+    ) -> Result<VerifiedPack, VerifyError> {
+        let kept = self.with(|memo| memo.share("verified pack", pack, verify));
+        Result::clone(&kept)
     }
 }
 
@@ -176,7 +201,7 @@ fn shared_release_keys(keys: &[[u8; 32]], memo: &MetadataMemo) -> Arc<Result<Tru
         Ok(if memo.is_off() {
             parsed
         } else {
-            parsed.with_memo(Arc::new(EnvelopeSignatureMemo::weak(memo)))
+            EnvelopeMemo::weak(memo).attach(parsed)
         })
     };
     memo.share("release keys", &keys.concat(), parse)
@@ -1466,7 +1491,7 @@ mod tests {
 
     #[test]
     fn the_envelope_memo_remembers_each_answer_for_its_very_check() {
-        let memo = EnvelopeSignatureMemo::new(MetadataMemo::shared());
+        let memo = EnvelopeMemo::new(MetadataMemo::shared());
         let mut calls = 0;
         let answer = |calls: &mut u32, valid: bool| {
             *calls += 1;
@@ -1549,11 +1574,8 @@ mod tests {
     fn an_envelope_opened_with_the_memo_is_judged_as_without_it() {
         let (public, envelope) = sealed_test_envelope();
         let memo = MetadataMemo::shared();
-        let with_memo = TrustedKeys::new(&[public])
-            .unwrap()
-            .with_memo(std::sync::Arc::new(EnvelopeSignatureMemo::new(
-                memo.clone(),
-            )));
+        let with_memo =
+            EnvelopeMemo::new(memo.clone()).attach(TrustedKeys::new(&[public]).unwrap());
         let plain = TrustedKeys::new(&[public]).unwrap();
         let open = |bytes: &[u8], keys: &TrustedKeys| {
             let admission = Admission::Update {
@@ -1578,5 +1600,46 @@ mod tests {
             assert_eq!(found, open(&bad, &plain), "byte {i}");
         }
         assert_eq!(open(&envelope, &with_memo), genuine);
+    }
+
+    #[test]
+    // The verifier's own result type, as the loader hands it to the memo.
+    #[allow(clippy::result_large_err)]
+    fn a_pack_is_verified_once_through_the_memo_and_judged_as_without_it() {
+        let (_, envelope) = sealed_test_envelope();
+        let (_, genuine) = bulwark_loader_boot_guard::envelope::parse(&envelope).unwrap();
+        let memo = MetadataMemo::shared();
+        let strong = EnvelopeMemo::new(memo.clone());
+        let weak = EnvelopeMemo::weak(&memo);
+        // What `handle` answers for `pack` twice, and how many times the verifier ran.
+        let twice = |handle: &EnvelopeMemo, pack: &[u8]| {
+            let mut runs = 0;
+            let mut run = || {
+                runs += 1;
+                bulwark_interpreter::verify(pack)
+            };
+            let first = handle.verify(pack, &mut run);
+            let again = handle.verify(pack, &mut run);
+            (format!("{first:?}"), format!("{again:?}"), runs)
+        };
+        let fresh = |pack: &[u8]| format!("{:?}", bulwark_interpreter::verify(pack));
+        let (first, again, runs) = twice(&strong, genuine);
+        assert!(first.starts_with("Ok("), "{first}");
+        assert_eq!((&first, &again, runs), (&fresh(genuine), &first, 1));
+        // Through the weak handle, while the memo lives: remembered too.
+        assert_eq!(twice(&weak, genuine), (first.clone(), first.clone(), 0));
+        // Every byte flipped, the genuine pack remembered: each judged as by the verifier alone
+        // (refusals are remembered too), none mistaken for the genuine one.
+        for i in 0..genuine.len() {
+            let mut bad = genuine.to_vec();
+            bad[i] ^= 0x01;
+            let (found, again, runs) = twice(&strong, &bad);
+            assert_eq!((&found, &again), (&fresh(&bad), &found), "byte {i}");
+            assert_ne!(found, first, "byte {i}");
+            assert_eq!(runs, 1, "byte {i}");
+        }
+        // The memo gone, the weak handle verifies every time.
+        drop((strong, memo));
+        assert_eq!(twice(&weak, genuine), (first.clone(), first, 2));
     }
 }

@@ -25,9 +25,7 @@ use bulwark_distribution::MetadataMemo;
 use bulwark_loader_boot_guard::{Config as GuardConfig, TrustedKeys};
 use bulwark_rollout::controller::ControllerEvent;
 use bulwark_rollout::Status;
-use bulwark_service::agent::{
-    Agent, AgentConfig, Clock, EnvelopeSignatureMemo, FieldVisitor, Random,
-};
+use bulwark_service::agent::{Agent, AgentConfig, Clock, EnvelopeMemo, FieldVisitor, Random};
 use bulwark_service::storage::{MemoryStorage, SharedDocuments};
 
 use crate::activity::{Activity, Running, StormRule, RULES};
@@ -414,11 +412,10 @@ impl Sim {
         // And every agent saves the same trust state: held once for the fleet.
         let documents = SharedDocuments::default();
         let trusted = Rc::new(
-            TrustedKeys::new(&[keys.release_public()])
-                .map_err(|e| SimError::Agent(e.to_string()))?
-                .with_memo(std::sync::Arc::new(EnvelopeSignatureMemo::new(
-                    metadata_memo.clone(),
-                ))),
+            EnvelopeMemo::new(metadata_memo.clone()).attach(
+                TrustedKeys::new(&[keys.release_public()])
+                    .map_err(|e| SimError::Agent(e.to_string()))?,
+            ),
         );
         let health = if scenario.rollout.health_analysis {
             scenario.rollout.health.clone()

@@ -46,7 +46,8 @@
 //!   8556ef0 took 41 to 54 s for every scenario but all-at-once, the slowest: 63 s (56 s an
 //!   hour earlier, in a faster hour); 1.9 GiB (about 20 KiB per endpoint). The fleet's agents
 //!   and guards share one [`bulwark_distribution::MetadataMemo`]: each distinct signature check
-//!   is done once, and each metadata file and the release keys are parsed once and held once.
+//!   and each distinct pack's verification is done once, and each metadata file and the release
+//!   keys are parsed once and held once.
 //!   What is left is each agent step's real work (its heartbeat through the spool, which the
 //!   server reads), cache misses as each event touches a random endpoint's state, and the
 //!   guard's and verifier's work at boots and stages. 1,000,000 endpoints (crash-on-load, 48
