@@ -444,8 +444,14 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Lower-case hex (the envelope an agent fetches is named by it, at every stage).
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    let mut s = String::with_capacity(b.len().saturating_mul(2));
+    for &x in b {
+        s.extend(char::from_digit(u32::from(x >> 4), 16));
+        s.extend(char::from_digit(u32::from(x & 15), 16));
+    }
+    s
 }
 
 fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
@@ -1600,6 +1606,15 @@ mod tests {
             assert_eq!(found, open(&bad, &plain), "byte {i}");
         }
         assert_eq!(open(&envelope, &with_memo), genuine);
+    }
+
+    #[test]
+    fn hex_is_two_lower_case_digits_per_byte() {
+        assert_eq!(hex(&[]), "");
+        assert_eq!(hex(&[0x00, 0x0f, 0x10, 0xa5, 0xff]), "000f10a5ff");
+        let all: Vec<u8> = (0..=255).collect();
+        let expected: String = all.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex(&all), expected);
     }
 
     #[test]
