@@ -39,20 +39,19 @@
 //! [--transport inproc|http] [--json] [--report DIR]` (cli/src/sim.rs) runs it; `cargo bench -p bulwark-sim --bench goals`
 //! prints every scenario against its goal (figures in `sim/BENCHMARKS.md`).
 //!
+//! # Speed
+//!
+//! The goal is 100,000 endpoints over 48 simulated hours in under 60 s on one core: the goals
+//! benchmark at a80f000 took 36 to 51 s a scenario (all-at-once the slowest) on a 2.0 GHz EPYC
+//! whose speed varies by a third from hour to hour (in its slowest hour seen, about 58 s), and
+//! 1.9 GiB (about 20 KiB per endpoint). The fleet's agents and guards share one
+//! [`bulwark_distribution::MetadataMemo`]: each distinct signature check and each distinct
+//! pack's verification is done once, and each metadata file and the release keys are parsed
+//! once and held once. 1,000,000 endpoints (crash-on-load, 48 hours) took 618 s and 14.4 GiB,
+//! every goal met at that size. `sim/BENCHMARKS.md` has the figures.
+//!
 //! # Not done yet (issue 15)
 //!
-//! * Speed: the goal is 100,000 endpoints over 48 simulated hours in under 60 s on one core. On
-//!   a 2.0 GHz EPYC whose speed varies by a third from hour to hour, the goals benchmark at
-//!   8556ef0 took 41 to 54 s for every scenario but all-at-once, the slowest: 63 s (56 s an
-//!   hour earlier, in a faster hour); 1.9 GiB (about 20 KiB per endpoint). The fleet's agents
-//!   and guards share one [`bulwark_distribution::MetadataMemo`]: each distinct signature check
-//!   and each distinct pack's verification is done once, and each metadata file and the release
-//!   keys are parsed once and held once.
-//!   What is left is each agent step's real work (its heartbeat through the spool, which the
-//!   server reads), cache misses as each event touches a random endpoint's state, and the
-//!   guard's and verifier's work at boots and stages. 1,000,000 endpoints (crash-on-load, 48
-//!   hours) took 618 s and 14.4 GiB, every goal met at that size. `sim/BENCHMARKS.md` has the
-//!   figures.
 //! * `good`: 95% of the fleet within 24 hours is out of reach of the built-in fleet under any
 //!   plan: at most 90% of its machines are on at any hour, so a tenth stays off all day, and
 //!   about 93.5% is the most a release at hour 1 can reach by hour 25 (93.65% measured).
