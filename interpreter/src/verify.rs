@@ -131,6 +131,15 @@ pub(crate) enum Insn {
     /// A string or set test folded into its field's prefilter scan: whether the scan marked
     /// this slot (see [`crate::hits`]).
     Hit(u32),
+    /// [`Insn::Hit`] of `slot` and the [`Insn::Jt`] (`when` true) or [`Insn::Jf`] (`when`
+    /// false) to `target` that follows it, run as one (see [`fuse_hit_jumps`]). The jump is still
+    /// there, after it: every analysis reads this as the `Hit` it replaces, and the VM charges
+    /// and checks the two as it would run them apart.
+    HitJump {
+        slot: u32,
+        target: u32,
+        when: bool,
+    },
     FieldEq {
         field: u8,
         other: u8,
@@ -178,6 +187,31 @@ pub(crate) struct FieldFilter {
 pub(crate) struct TypeIndex {
     pub(crate) always: Vec<u64>,
     pub(crate) filters: Vec<FieldFilter>,
+}
+
+/// After every analysis: each [`Insn::Hit`] followed by a conditional jump in the same rule
+/// becomes [`Insn::HitJump`], the jump left in place (a jump to it still finds it), so the VM
+/// dispatches once for the pair that most of a rule's tests compile to.
+fn fuse_hit_jumps(rules: &[Rule], insns: &mut [Insn]) {
+    for rule in rules {
+        let end = rule.code_start.saturating_add(rule.code_len);
+        let Some(code) = insns.get_mut(rule.code_start..end) else {
+            continue;
+        };
+        for pc in 1..code.len() {
+            let Some([first, second]) = code.get_mut(pc.saturating_sub(1)..=pc) else {
+                continue;
+            };
+            let (target, when) = match *second {
+                Insn::Jt(t) => (t, true),
+                Insn::Jf(t) => (t, false),
+                _ => continue,
+            };
+            if let Insn::Hit(slot) = *first {
+                *first = Insn::HitJump { slot, target, when };
+            }
+        }
+    }
 }
 
 /// See [`crate::hits`]: gives each foldable test of the rules' code a slot (tests alike share
@@ -625,6 +659,7 @@ impl Verifier<'_> {
             hit_slots,
         };
         self.bound_costs(&mut pack)?;
+        fuse_hit_jumps(&pack.rules, &mut pack.insns);
         Ok(pack)
     }
 
@@ -1004,6 +1039,7 @@ impl Implied {
                 | Insn::Empty(_)
                 | Insn::Regex { .. }
                 | Insn::Hit(_)
+                | Insn::HitJump { .. }
                 | Insn::FieldEq { .. }
                 | Insn::Int { .. } => Step::Pred(false),
                 Insn::Not => Step::Not,
@@ -1176,6 +1212,7 @@ impl CostMemo {
             | Insn::Jf(_)
             | Insn::Jmp(_)
             | Insn::Hit(_)
+            | Insn::HitJump { .. }
             | Insn::Ret => 0,
             Insn::Str { field, op, s, .. } => compare_bound(op, t.max_len(field), len(s)),
             Insn::FieldEq { field, other, .. } => {

@@ -210,6 +210,20 @@ impl VerifiedPack {
                     };
                 }
                 Insn::Hit(slot) => acc = crate::hits::get(hits, idx(slot)),
+                Insn::HitJump { slot, target, when } => {
+                    acc = crate::hits::get(hits, idx(slot));
+                    // The jump after it, charged and checked as when it runs on its own.
+                    meter.check()?;
+                    meter.work = meter.work.saturating_add(cost::INSN);
+                    next = if acc == when {
+                        idx(target)
+                    } else {
+                        pc.checked_add(2).ok_or(Fault::Check)?
+                    };
+                    if next <= pc.saturating_add(1) {
+                        return Err(Fault::Check);
+                    }
+                }
                 Insn::FieldEq { field, other, case } => {
                     acc = match (event.get(field), event.get(other)) {
                         (FieldValue::Str(a), FieldValue::Str(b)) => {
@@ -273,4 +287,110 @@ enum Fault {
 
 fn idx(i: u32) -> usize {
     usize::try_from(i).unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+mod tests {
+    use super::*;
+    use crate::build::{Expr, PackBuilder, Pred, RuleSpec};
+    use crate::schema::{EventType, ProcessCreation};
+    use crate::{Action, Case, Level};
+    use alloc::boxed::Box;
+    use alloc::format;
+    use alloc::string::String;
+    use alloc::vec;
+    use alloc::vec::Vec;
+
+    const IMAGE: u8 = 0;
+    const COMMAND_LINE: u8 = 1;
+
+    /// `pack` as the verifier's analyses saw it: each fused hit and jump apart again.
+    fn apart(pack: &VerifiedPack) -> VerifiedPack {
+        let mut apart = pack.clone();
+        for insn in &mut apart.insns {
+            if let Insn::HitJump { slot, .. } = *insn {
+                *insn = Insn::Hit(slot);
+            }
+        }
+        apart
+    }
+
+    #[test]
+    fn a_hit_and_its_jump_run_as_one_give_the_same_verdicts_for_the_same_work() {
+        let lit = ["cmd", ".exe", "powershell", "-enc", "whoami", "shell"];
+        let pred = |i: usize, field: u8| {
+            Expr::Pred(Pred::Str {
+                field,
+                op: StrOp::Contains,
+                case: Case::Insensitive,
+                value: lit[i % lit.len()].into(),
+            })
+        };
+        let mut b = PackBuilder::new();
+        for i in 0..lit.len() {
+            for shape in 0..4 {
+                let (x, y, z) = (
+                    pred(i, COMMAND_LINE),
+                    pred(i + 1, IMAGE),
+                    pred(i + 2, COMMAND_LINE),
+                );
+                let expr = match shape {
+                    0 => Expr::And(vec![x, y, z]),
+                    1 => Expr::Or(vec![x, y, z]),
+                    2 => Expr::And(vec![x, Expr::Or(vec![y, Expr::Not(Box::new(z))])]),
+                    _ => Expr::Or(vec![Expr::And(vec![x, y]), z]),
+                };
+                b.rule(RuleSpec {
+                    event_type: EventType::ProcessCreation,
+                    id: format!("r{i}-{shape}"),
+                    title: "t".into(),
+                    author: "a".into(),
+                    level: Level::High,
+                    action: Action::Alert,
+                    tags: vec![],
+                    expr,
+                })
+                .unwrap();
+            }
+        }
+        let pack = crate::verify(&b.finish()).unwrap();
+        let fused = |when: bool| {
+            pack.insns
+                .iter()
+                .filter(|i| matches!(i, Insn::HitJump { when: w, .. } if *w == when))
+                .count()
+        };
+        assert!(fused(true) > 0 && fused(false) > 0, "{:?}", pack.insns);
+        let apart = apart(&pack);
+        // Every combination of the literals in the command line, against three images.
+        for mask in 0u32..(1 << lit.len()) {
+            let text: Vec<&str> = (0..lit.len())
+                .filter(|i| mask & (1 << i) != 0)
+                .map(|i| lit[i])
+                .collect();
+            let text: String = text.join(" ");
+            for image in [text.as_str(), "C:\\Windows\\System32\\cmd.exe", ""] {
+                let values = ProcessCreation {
+                    image: Some(image),
+                    command_line: Some(&text),
+                    ..Default::default()
+                }
+                .values();
+                let event = Event::from_typed((&values).into());
+                let run = |p: &VerifiedPack| {
+                    let mut matched = Vec::new();
+                    let stats = p.evaluate(&event, &mut |m| matched.push(m.index));
+                    (stats, matched)
+                };
+                let (fused, separate) = (run(&pack), run(&apart));
+                assert_eq!(fused, separate, "image {image:?}, command line {text:?}");
+                assert_eq!(fused.0.errors, 0);
+            }
+        }
+    }
 }
