@@ -10,10 +10,10 @@
 //! that marks candidate rules also marks the slots whose literal occurs: anywhere (contains),
 //! at the start (startswith), at the end (endswith), or as the whole value (equals); the rule's
 //! test then reads one bit (and takes the conditional jump after it, where there is one, in the
-//! same step: `Insn::HitJump`, charged as the two instructions it runs). The scan reports every literal that occurs, at every place that
-//! can decide a test (it is never cut short; in a run of one repeated byte it leaves out only
-//! repeats of what it reported there, none at the value's start or end), so a slot's bit is
-//! exactly the test's answer.
+//! same step: `Insn::HitJump`, charged as the two instructions it runs). The scan reports every
+//! literal that occurs, at every place that can decide a test (it is never cut short; in a run
+//! of one repeated byte it leaves out only repeats of what it reported there, none at the
+//! value's start or end), so a slot's bit is exactly the test's answer.
 //!
 //! What stays as it was: case-sensitive tests (the index folds case), literals too common to
 //! be worth a key (one common byte: a space, a dash), sets with an empty item, and tests past
